@@ -1,0 +1,183 @@
+//! Conversions between generated proto types and domain types, and engine errors to status.
+
+use tonic::Status;
+
+use super::pb;
+use crate::engine::{EngineError, JobView, PlanReport, VerifyReport};
+use crate::journal::{AuditRecord, JobState, ObjectRecord, ObjectState};
+
+/// RFC 3339 (UTC, milliseconds) from ms since the Unix epoch.
+pub fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl From<JobState> for pb::JobState {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Running => Self::Running,
+            JobState::Paused => Self::Paused,
+            JobState::Cancelled => Self::Cancelled,
+            JobState::Succeeded => Self::Succeeded,
+            JobState::CompletedWithFailures => Self::CompletedWithFailures,
+            JobState::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<ObjectState> for pb::ObjectState {
+    fn from(s: ObjectState) -> Self {
+        match s {
+            ObjectState::Discovered => Self::Discovered,
+            ObjectState::Uploaded => Self::Uploaded,
+            ObjectState::Verified => Self::Verified,
+            ObjectState::Failed => Self::Failed,
+            ObjectState::Unclassified => Self::Unclassified,
+            ObjectState::Conflict => Self::Conflict,
+        }
+    }
+}
+
+/// A state filter from a request: `None` for UNSPECIFIED (every state).
+///
+/// # Errors
+/// `InvalidArgument` for a number outside the enum.
+pub fn state_filter(raw: i32) -> Result<Option<ObjectState>, Status> {
+    let s = pb::ObjectState::try_from(raw)
+        .map_err(|_| Status::invalid_argument(format!("unknown object state {raw}")))?;
+    Ok(match s {
+        pb::ObjectState::Unspecified => None,
+        pb::ObjectState::Discovered => Some(ObjectState::Discovered),
+        pb::ObjectState::Uploaded => Some(ObjectState::Uploaded),
+        pb::ObjectState::Verified => Some(ObjectState::Verified),
+        pb::ObjectState::Failed => Some(ObjectState::Failed),
+        pb::ObjectState::Unclassified => Some(ObjectState::Unclassified),
+        pb::ObjectState::Conflict => Some(ObjectState::Conflict),
+    })
+}
+
+impl From<JobView> for pb::Job {
+    fn from(v: JobView) -> Self {
+        let r = v.record;
+        let c = v.counts;
+        Self {
+            job_id: r.id,
+            state: pb::JobState::from(r.state) as i32,
+            source_bucket: r.source_bucket,
+            prefix: r.prefix,
+            created_at: rfc3339(r.created_at_ms),
+            updated_at: rfc3339(r.updated_at_ms),
+            listing_complete: r.listing_complete,
+            discovered: c.total(),
+            verified: c.get(ObjectState::Verified),
+            failed: c.get(ObjectState::Failed),
+            unclassified: c.get(ObjectState::Unclassified),
+            conflicts: c.get(ObjectState::Conflict),
+            in_progress: c.get(ObjectState::Discovered) + c.get(ObjectState::Uploaded),
+            verified_bytes: c.verified_bytes,
+            categories: c
+                .per_category
+                .into_iter()
+                .map(|(category, (n, b))| pb::CategoryProgress {
+                    category,
+                    verified_objects: n,
+                    verified_bytes: b,
+                })
+                .collect(),
+            message: r.message.unwrap_or_default(),
+        }
+    }
+}
+
+/// Proto form of one object's state.
+pub fn object_status(key: String, r: ObjectRecord) -> pb::ObjectStatus {
+    pb::ObjectStatus {
+        source_key: key,
+        state: pb::ObjectState::from(r.state) as i32,
+        category: r.category.unwrap_or_default(),
+        destination_bucket: r.dest_bucket.unwrap_or_default(),
+        destination_key: r.dest_key.unwrap_or_default(),
+        size: r.size,
+        attempts: r.attempts,
+        reason: r.reason.unwrap_or_default(),
+    }
+}
+
+impl From<PlanReport> for pb::PlanResponse {
+    fn from(p: PlanReport) -> Self {
+        Self {
+            source_bucket: p.source_bucket,
+            categories: p
+                .categories
+                .into_iter()
+                .map(|c| pb::CategoryTotals {
+                    category: c.category,
+                    destination_bucket: c.bucket,
+                    objects: c.objects,
+                    bytes: c.bytes,
+                })
+                .collect(),
+            unclassified_objects: p.unclassified_objects,
+            unclassified_bytes: p.unclassified_bytes,
+            unclassified_sample: p.unclassified_sample,
+            conflict_objects: p.conflict_objects,
+            conflicts_sample: p
+                .conflicts_sample
+                .into_iter()
+                .map(|(key, categories)| pb::Conflict { key, categories })
+                .collect(),
+            total_objects: p.total_objects,
+            total_bytes: p.total_bytes,
+        }
+    }
+}
+
+impl From<VerifyReport> for pb::VerifyJobResponse {
+    fn from(v: VerifyReport) -> Self {
+        Self {
+            job_id: v.job_id,
+            checked: v.checked,
+            ok: v.ok,
+            mismatches: v
+                .mismatches
+                .into_iter()
+                .map(|(k, r)| object_status(k, r))
+                .collect(),
+        }
+    }
+}
+
+impl From<AuditRecord> for pb::AuditEvent {
+    fn from(r: AuditRecord) -> Self {
+        Self {
+            seq: r.seq,
+            at: rfc3339(r.at_ms),
+            job_id: r.job_id,
+            kind: r.kind,
+            source_key: r.source_key,
+            destination_bucket: r.dest_bucket,
+            destination_key: r.dest_key,
+            detail: r.detail,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        let msg = e.to_string();
+        match e {
+            EngineError::NoSuchJob(_) => Status::not_found(msg),
+            EngineError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            EngineError::InvalidRequest(_) => Status::invalid_argument(msg),
+            EngineError::Unimplemented(_) => Status::unimplemented(msg),
+            EngineError::ShuttingDown => Status::unavailable(msg),
+            EngineError::Journal(_) => Status::internal(msg),
+            EngineError::Store(_) | EngineError::Kms(_) if e.is_retryable() => {
+                Status::unavailable(msg)
+            }
+            EngineError::Store(_) | EngineError::Kms(_) => Status::failed_precondition(msg),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The gRPC control plane: a tonic service that converts between proto and engine types and
+//! holds no business logic, plus the server plumbing (Unix socket, health, reflection).
+
+// tonic::Status is the error type of every gRPC handler; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
+pub mod client;
+mod convert;
+
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+
+/// Generated protobuf and gRPC types of `dualseal.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod pb {
+    tonic::include_proto!("dualseal.v1");
+
+    /// Encoded descriptors, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dualseal_descriptor");
+}
+
+/// How often WatchJob may send an update, at most.
+const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// WatchJob sends an update at least this often, so clients see liveness.
+const WATCH_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Errors serving the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The socket could not be bound.
+    #[error("cannot listen on {path}: {source}; check that the directory exists and is writable")]
+    Bind {
+        /// Socket path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another process is already serving on the socket.
+    #[error("{0} is in use by a running process (another dualseald?); stop it or use another control_socket")]
+    InUse(String),
+    /// The server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds the control socket, replacing a stale socket file left by a crash, and restricts it
+/// to the owner and group.
+///
+/// # Errors
+/// `InUse` when a live server answers on it, `Bind` otherwise.
+pub async fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
+    let shown = path.display().to_string();
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ApiError::InUse(shown));
+        }
+        std::fs::remove_file(path).map_err(|source| ApiError::Bind {
+            path: shown.clone(),
+            source,
+        })?;
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind {
+        path: shown.clone(),
+        source,
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|source| ApiError::Bind { path: shown, source })?;
+    Ok(listener)
+}
+
+/// Serves the control API on `listener` until `shutdown` resolves, then stops accepting
+/// and lets in-flight calls finish.
+///
+/// # Errors
+/// `Transport` when the server fails.
+pub async fn serve(
+    engine: Engine,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    let (mut reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<pb::control_server::ControlServer<ControlService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ApiError::Bind {
+            path: "reflection".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(pb::control_server::ControlServer::new(ControlService { engine }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The `dualseal.v1.Control` service.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    engine: Engine,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn job_id(raw: u64) -> Result<u64, Status> {
+    if raw == 0 {
+        return Err(Status::invalid_argument("job_id is required (jobs are numbered from 1)"));
+    }
+    Ok(raw)
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.sample_limit == 0 { 20 } else { r.sample_limit.min(10_000) };
+        let report = self.engine.plan(&r.prefix, limit as usize).await?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn start_job(&self, req: Request<pb::StartJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = req.into_inner();
+        let view = self.engine.start_job(&r.prefix, r.allow_conflicts).await?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn get_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.view(id)?.into()))
+    }
+
+    async fn list_jobs(
+        &self,
+        _req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let jobs = self.engine.list_jobs()?.into_iter().map(Into::into).collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    type WatchJobStream = BoxStream<pb::Job>;
+
+    async fn watch_job(&self, req: Request<pb::JobRef>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        self.engine.view(id)?;
+        let engine = self.engine.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut changes = engine.subscribe();
+            loop {
+                let view = match engine.view(id) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let active = view.record.state.is_active();
+                if tx.send(Ok(view.into())).await.is_err() || !active {
+                    return;
+                }
+                tokio::time::sleep(WATCH_MIN_INTERVAL).await;
+                let _ = tokio::time::timeout(WATCH_HEARTBEAT, changes.changed()).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn pause_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.pause(id).await?.into()))
+    }
+
+    async fn resume_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.resume(id).await?.into()))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.cancel(id).await?.into()))
+    }
+
+    async fn verify_job(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<pb::VerifyJobResponse>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.verify(id).await?.into()))
+    }
+
+    type ListObjectsStream = BoxStream<pb::ObjectStatus>;
+
+    async fn list_objects(
+        &self,
+        req: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<Self::ListObjectsStream>, Status> {
+        let r = req.into_inner();
+        let id = job_id(r.job_id)?;
+        let state = convert::state_filter(r.state)?;
+        let items = self.engine.objects(id, state)?;
+        let stream = tokio_stream::iter(
+            items
+                .into_iter()
+                .map(|(k, rec)| Ok(convert::object_status(k, rec))),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type ExportAuditStream = BoxStream<pb::AuditEvent>;
+
+    async fn export_audit(
+        &self,
+        req: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        let r = req.into_inner();
+        let job = (r.job_id != 0).then_some(r.job_id);
+        if let Some(id) = job {
+            self.engine.view(id)?;
+        }
+        let events = self.engine.audit(job)?;
+        let stream = tokio_stream::iter(events.into_iter().map(|e| Ok(e.into())));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,156 @@
+//! Shared AWS plumbing: one SDK config for every client (region, endpoint, timeouts, retries)
+//! and the classification of SDK errors into retryable and permanent kinds.
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::config::AwsConfig;
+
+/// Attempts the SDK itself makes per request (standard mode) before an error reaches us.
+pub const SDK_ATTEMPTS_PER_REQUEST: u32 = 3;
+/// Time to establish a TCP/TLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The kind of an AWS failure, which alone decides whether dualseal retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    /// The bucket, key or KMS key does not exist.
+    NotFound,
+    /// Credentials or policy forbid the call.
+    AccessDenied,
+    /// The KMS key is disabled or pending deletion, or the request is invalid.
+    Invalid,
+    /// Throttling (SlowDown, ThrottlingException, 429).
+    Throttled,
+    /// 5xx, timeouts, connection resets: try again later.
+    Transient,
+    /// Anything else.
+    Other,
+}
+
+impl AwsErrorKind {
+    /// Whether the same call can succeed later.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Throttled | Self::Transient)
+    }
+}
+
+impl fmt::Display for AwsErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotFound => "not found",
+            Self::AccessDenied => "access denied (check the IAM and bucket/key policies)",
+            Self::Invalid => "rejected as invalid",
+            Self::Throttled => "throttled",
+            Self::Transient => "transient failure",
+            Self::Other => "failed",
+        })
+    }
+}
+
+/// Builds the SDK config shared by the S3 and KMS clients.
+pub async fn sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_timeout(Duration::from_secs(cfg.operation_timeout_secs))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .retry_config(RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS_PER_REQUEST));
+    if let Some(region) = &cfg.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// Classifies an SDK error and renders a message that names the service's code, never a body.
+pub fn classify_sdk_error<E>(e: &SdkError<E, HttpResponse>) -> (AwsErrorKind, String)
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match e {
+        SdkError::TimeoutError(_) => (AwsErrorKind::Transient, "timed out".into()),
+        SdkError::DispatchFailure(d) => {
+            let kind = if d.is_user() {
+                AwsErrorKind::Other
+            } else {
+                AwsErrorKind::Transient
+            };
+            (kind, format!("could not send the request: {}", error_chain(e)))
+        }
+        SdkError::ResponseError(_) => (
+            AwsErrorKind::Transient,
+            format!("unreadable response: {}", error_chain(e)),
+        ),
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code().unwrap_or("");
+            let message = ctx.err().message().unwrap_or("");
+            let kind = kind_of(code, status);
+            (kind, format!("{code} (HTTP {status}) {message}").trim().to_owned())
+        }
+        _ => (AwsErrorKind::Other, error_chain(e)),
+    }
+}
+
+fn kind_of(code: &str, status: u16) -> AwsErrorKind {
+    match code {
+        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"
+        | "TooManyRequestsException" | "LimitExceededException" => AwsErrorKind::Throttled,
+        "InternalError" | "ServiceUnavailable" | "KMSInternalException"
+        | "DependencyTimeoutException" | "RequestTimeout" => AwsErrorKind::Transient,
+        "NoSuchKey" | "NoSuchBucket" | "NotFoundException" | "NotFound" => AwsErrorKind::NotFound,
+        "AccessDenied" | "AccessDeniedException" | "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch" => AwsErrorKind::AccessDenied,
+        "DisabledException" | "KMSInvalidStateException" | "InvalidKeyUsageException"
+        | "InvalidCiphertextException" | "IncorrectKeyException" | "InvalidRequest"
+        | "InvalidArgument" | "ValidationException" | "BadDigest" | "InvalidDigest" => {
+            AwsErrorKind::Invalid
+        }
+        _ => match status {
+            429 | 503 => AwsErrorKind::Throttled,
+            500..=599 => AwsErrorKind::Transient,
+            404 => AwsErrorKind::NotFound,
+            403 => AwsErrorKind::AccessDenied,
+            400..=499 => AwsErrorKind::Invalid,
+            _ => AwsErrorKind::Other,
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_5xx_retry_but_denials_do_not() {
+        assert!(kind_of("SlowDown", 503).is_retryable());
+        assert!(kind_of("ThrottlingException", 400).is_retryable());
+        assert!(kind_of("", 502).is_retryable());
+        assert!(!kind_of("AccessDenied", 403).is_retryable());
+        assert!(!kind_of("DisabledException", 400).is_retryable());
+        assert!(!kind_of("NoSuchKey", 404).is_retryable());
+        assert_eq!(kind_of("Weird", 409), AwsErrorKind::Invalid);
+    }
+}

@@ -1,0 +1,222 @@
+//! Category rules: which category a source key belongs to and what its destination key is.
+//! Pure logic; the plan, the engine and config validation all ask the same [`Classifier`].
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+
+use crate::config::CategoryConfig;
+
+/// How a destination key is formed from the source key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestKeyMode {
+    /// The destination key is the source key.
+    #[default]
+    Same,
+    /// When a prefix rule matched, the destination key is the source key without that prefix
+    /// (glob matches keep the whole key).
+    StripPrefix,
+}
+
+/// The verdict for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classification {
+    /// Exactly one category matched.
+    Matched {
+        /// Index into the configured categories.
+        category: usize,
+        /// Key to write in the category's bucket.
+        dest_key: String,
+    },
+    /// No category matched (or the match cannot be used, with the reason).
+    Unclassified {
+        /// Why a matching rule could not be used, if one matched.
+        reason: Option<String>,
+    },
+    /// More than one category matched; names of all of them, in config order.
+    Conflict(Vec<String>),
+}
+
+#[derive(Debug)]
+enum Rule {
+    Prefix(String),
+    Glob(GlobMatcher),
+}
+
+#[derive(Debug)]
+struct CategoryRules {
+    name: String,
+    rules: Vec<Rule>,
+    mode: DestKeyMode,
+}
+
+/// Compiled match rules for every category.
+#[derive(Debug)]
+pub struct Classifier {
+    categories: Vec<CategoryRules>,
+}
+
+impl Classifier {
+    /// Compiles the rules of `categories`.
+    ///
+    /// # Errors
+    /// One message per glob that does not compile.
+    pub fn new(categories: &[CategoryConfig]) -> Result<Self, Vec<String>> {
+        let mut errs = Vec::new();
+        let mut out = Vec::with_capacity(categories.len());
+        for c in categories {
+            let mut rules: Vec<Rule> = c.prefixes.iter().cloned().map(Rule::Prefix).collect();
+            for g in &c.globs {
+                // `*` stays within one path segment, `**` crosses them, as in .gitignore.
+                match GlobBuilder::new(g).literal_separator(true).build() {
+                    Ok(glob) => rules.push(Rule::Glob(glob.compile_matcher())),
+                    Err(e) => errs.push(format!(
+                        "category {:?}: glob {g:?} is invalid: {e}",
+                        c.name
+                    )),
+                }
+            }
+            out.push(CategoryRules {
+                name: c.name.clone(),
+                rules,
+                mode: c.dest_key,
+            });
+        }
+        if errs.is_empty() {
+            Ok(Self { categories: out })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// Classifies one source key.
+    pub fn classify(&self, key: &str) -> Classification {
+        let mut hits: Vec<(usize, Option<&str>)> = Vec::new();
+        for (i, c) in self.categories.iter().enumerate() {
+            // Within a category the first matching rule wins (it decides what is stripped).
+            let hit = c.rules.iter().find_map(|r| match r {
+                Rule::Prefix(p) => key.starts_with(p.as_str()).then_some(Some(p.as_str())),
+                Rule::Glob(g) => g.is_match(key).then_some(None),
+            });
+            if let Some(prefix) = hit {
+                hits.push((i, prefix));
+            }
+        }
+        match hits.as_slice() {
+            [] => Classification::Unclassified { reason: None },
+            [(i, prefix)] => {
+                let c = &self.categories[*i];
+                let dest_key = match (c.mode, prefix) {
+                    (DestKeyMode::StripPrefix, Some(p)) => &key[p.len()..],
+                    _ => key,
+                };
+                if dest_key.is_empty() {
+                    return Classification::Unclassified {
+                        reason: Some(format!(
+                            "key equals the prefix of category {:?}, so stripping it leaves an empty key",
+                            c.name
+                        )),
+                    };
+                }
+                Classification::Matched {
+                    category: *i,
+                    dest_key: dest_key.to_owned(),
+                }
+            }
+            many => Classification::Conflict(
+                many.iter()
+                    .map(|(i, _)| self.categories[*i].name.clone())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Name of category `i`.
+    pub fn name(&self, i: usize) -> &str {
+        self.categories.get(i).map_or("", |c| c.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cat(name: &str, prefixes: &[&str], globs: &[&str], mode: DestKeyMode) -> CategoryConfig {
+        CategoryConfig {
+            name: name.into(),
+            bucket: format!("secrets-{name}"),
+            kms_key: "alias/k".into(),
+            prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
+            globs: globs.iter().map(|s| s.to_string()).collect(),
+            dest_key: mode,
+        }
+    }
+
+    fn classifier() -> Classifier {
+        Classifier::new(&[
+            cat("db", &["db/"], &[], DestKeyMode::StripPrefix),
+            cat("tls", &["tls/"], &["**/*.pem"], DestKeyMode::StripPrefix),
+            cat("api", &["api/"], &["*.token"], DestKeyMode::Same),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn prefix_match_strips_only_in_strip_mode() {
+        let c = classifier();
+        assert_eq!(
+            c.classify("db/payments/a.json"),
+            Classification::Matched { category: 0, dest_key: "payments/a.json".into() }
+        );
+        assert_eq!(
+            c.classify("api/x"),
+            Classification::Matched { category: 2, dest_key: "api/x".into() }
+        );
+    }
+
+    #[test]
+    fn glob_match_keeps_the_whole_key() {
+        let c = classifier();
+        assert_eq!(
+            c.classify("misc/deep/server.pem"),
+            Classification::Matched { category: 1, dest_key: "misc/deep/server.pem".into() }
+        );
+        // `*` does not cross '/'.
+        assert_eq!(c.classify("x/y.token"), Classification::Unclassified { reason: None });
+        assert!(matches!(c.classify("y.token"), Classification::Matched { category: 2, .. }));
+    }
+
+    #[test]
+    fn two_categories_are_a_conflict_naming_both() {
+        let c = classifier();
+        assert_eq!(
+            c.classify("db/server.pem"),
+            Classification::Conflict(vec!["db".into(), "tls".into()])
+        );
+    }
+
+    #[test]
+    fn unmatched_and_degenerate_keys_are_unclassified() {
+        let c = classifier();
+        assert_eq!(c.classify("other/x"), Classification::Unclassified { reason: None });
+        assert!(matches!(
+            c.classify("db/"),
+            Classification::Unclassified { reason: Some(r) } if r.contains("empty key")
+        ));
+    }
+
+    #[test]
+    fn unicode_and_spaces_survive() {
+        let c = classifier();
+        assert_eq!(
+            c.classify("db/équipe paie/clé secrète.json"),
+            Classification::Matched { category: 0, dest_key: "équipe paie/clé secrète.json".into() }
+        );
+    }
+
+    #[test]
+    fn bad_glob_is_reported_with_its_category() {
+        let errs = Classifier::new(&[cat("x", &[], &["a[b"], DestKeyMode::Same)]).unwrap_err();
+        assert!(errs[0].contains("\"x\"") && errs[0].contains("a[b"), "{errs:?}");
+    }
+}

@@ -1,0 +1,382 @@
+//! The daemon's configuration: one strict serde tree, validated once, reporting every problem
+//! together so an operator fixes a file in one pass.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::classify::{Classifier, DestKeyMode};
+
+/// Default number of objects migrated at once.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Upper bound on workers: beyond this, S3 and KMS throttle long before we gain anything.
+pub const MAX_CONCURRENCY: usize = 1024;
+/// Default per-object attempt budget before an object is marked failed.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// Errors loading or validating a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The path given.
+        path: PathBuf,
+        /// The parser's message (line, column, field).
+        message: String,
+    },
+    /// The file parsed but its values are inconsistent; every problem is listed.
+    #[error("config file {path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+    Invalid {
+        /// The path given.
+        path: PathBuf,
+        /// One line per problem, each naming the field and what to do.
+        problems: Vec<String>,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where AWS (or an emulator) is.
+    #[serde(default)]
+    pub aws: AwsConfig,
+    /// The master bucket to migrate from.
+    pub source: SourceConfig,
+    /// Daemon settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// Categories, in match order.
+    #[serde(rename = "category", default)]
+    pub categories: Vec<CategoryConfig>,
+}
+
+/// AWS connection settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// AWS region; unset uses the SDK's default chain (env, profile, IMDS).
+    pub region: Option<String>,
+    /// Custom endpoint for both S3 and KMS (an emulator); unset means real AWS.
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing; emulators need it. Defaults to true when `endpoint_url` is set.
+    pub force_path_style: Option<bool>,
+    /// Per-operation timeout in seconds (includes the SDK's own retries).
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_secs: u64,
+}
+
+fn default_operation_timeout() -> u64 {
+    120
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            force_path_style: None,
+            operation_timeout_secs: default_operation_timeout(),
+        }
+    }
+}
+
+/// The source ("master") bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Bucket name.
+    pub bucket: String,
+    /// Only keys under this prefix are considered.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Daemon settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Directory of the sled journal.
+    #[serde(default = "default_journal")]
+    pub journal_path: PathBuf,
+    /// Unix socket the control API listens on.
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// Objects migrated at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Attempts per object before it is marked failed.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Plaintext bytes per envelope segment.
+    #[serde(default = "default_segment")]
+    pub segment_size: u32,
+}
+
+fn default_journal() -> PathBuf {
+    PathBuf::from("/var/lib/dualseal/journal")
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/dualseal/control.sock")
+}
+fn default_concurrency() -> usize {
+    DEFAULT_CONCURRENCY
+}
+fn default_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+fn default_segment() -> u32 {
+    crate::envelope::DEFAULT_SEGMENT_SIZE
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            journal_path: default_journal(),
+            control_socket: default_socket(),
+            concurrency: default_concurrency(),
+            max_attempts: default_attempts(),
+            segment_size: default_segment(),
+        }
+    }
+}
+
+/// One category of secrets and where it goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryConfig {
+    /// Short name, used in metadata, context and reports.
+    pub name: String,
+    /// Destination bucket.
+    pub bucket: String,
+    /// KMS key id, ARN or alias (`alias/...`) for both layers.
+    pub kms_key: String,
+    /// Key prefixes that belong here.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Glob patterns (`**/*.pem`) that belong here.
+    #[serde(default)]
+    pub globs: Vec<String>,
+    /// How the destination key is formed.
+    #[serde(default)]
+    pub dest_key: DestKeyMode,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    ///
+    /// # Errors
+    /// `Read`, `Parse` or `Invalid` (with every problem found).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    ///
+    /// # Errors
+    /// `Parse` or `Invalid`.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every inconsistency in the config, one message each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(e) = bucket_name_problem(&self.source.bucket) {
+            p.push(format!("source.bucket {:?}: {e}", self.source.bucket));
+        }
+        if let Some(url) = &self.aws.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                p.push(format!(
+                    "aws.endpoint_url {url:?}: must start with http:// or https://"
+                ));
+            }
+        }
+        if self.aws.operation_timeout_secs == 0 {
+            p.push("aws.operation_timeout_secs: must be at least 1".into());
+        }
+        let d = &self.daemon;
+        if d.concurrency == 0 || d.concurrency > MAX_CONCURRENCY {
+            p.push(format!(
+                "daemon.concurrency = {}: must be between 1 and {MAX_CONCURRENCY}",
+                d.concurrency
+            ));
+        }
+        if d.max_attempts == 0 {
+            p.push("daemon.max_attempts: must be at least 1".into());
+        }
+        if !(crate::envelope::MIN_SEGMENT_SIZE..=crate::envelope::MAX_SEGMENT_SIZE)
+            .contains(&d.segment_size)
+        {
+            p.push(format!(
+                "daemon.segment_size = {}: must be between {} and {}",
+                d.segment_size,
+                crate::envelope::MIN_SEGMENT_SIZE,
+                crate::envelope::MAX_SEGMENT_SIZE
+            ));
+        }
+        if d.journal_path.as_os_str().is_empty() {
+            p.push("daemon.journal_path: must not be empty".into());
+        }
+        if d.control_socket.as_os_str().is_empty() {
+            p.push("daemon.control_socket: must not be empty".into());
+        }
+        if self.categories.is_empty() {
+            p.push("no [[category]] tables: add at least one category to migrate into".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut buckets = std::collections::HashMap::new();
+        for (i, c) in self.categories.iter().enumerate() {
+            let at = format!("category[{i}] ({:?})", c.name);
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                p.push(format!(
+                    "{at}.name: use letters, digits, '-' and '_' only (it goes into S3 metadata)"
+                ));
+            }
+            if !names.insert(c.name.as_str()) {
+                p.push(format!("{at}.name: duplicate category name"));
+            }
+            if let Some(e) = bucket_name_problem(&c.bucket) {
+                p.push(format!("{at}.bucket {:?}: {e}", c.bucket));
+            }
+            if c.bucket == self.source.bucket {
+                p.push(format!(
+                    "{at}.bucket: must differ from source.bucket (the source is never written)"
+                ));
+            }
+            if let Some(other) = buckets.insert(c.bucket.as_str(), c.name.as_str()) {
+                p.push(format!(
+                    "{at}.bucket {:?}: already used by category {other:?}; each category needs its own bucket",
+                    c.bucket
+                ));
+            }
+            if c.kms_key.trim().is_empty() {
+                p.push(format!("{at}.kms_key: give a KMS key id, ARN or alias/NAME"));
+            }
+            if c.prefixes.is_empty() && c.globs.is_empty() {
+                p.push(format!(
+                    "{at}: no prefixes or globs, so nothing can match it; add a match rule"
+                ));
+            }
+            if c.prefixes.iter().any(String::is_empty) {
+                p.push(format!(
+                    "{at}.prefixes: an empty prefix matches every key; use a glob \"**\" if that is meant"
+                ));
+            }
+        }
+        if let Err(errs) = Classifier::new(&self.categories) {
+            p.extend(errs);
+        }
+        p
+    }
+}
+
+/// Why a bucket name breaks S3's naming rules, if it does.
+fn bucket_name_problem(name: &str) -> Option<&'static str> {
+    if name.len() < 3 || name.len() > 63 {
+        return Some("bucket names are 3 to 63 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
+        return Some("bucket names use lowercase letters, digits, '-' and '.' only");
+    }
+    let first = name.chars().next()?;
+    let last = name.chars().last()?;
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+        return Some("bucket names start and end with a letter or digit");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [source]
+            bucket = "Master_Secrets"
+            [daemon]
+            concurrency = 0
+            [[category]]
+            name = "db"
+            bucket = "Master_Secrets"
+            kms_key = ""
+            [[category]]
+            name = "db"
+            bucket = "secrets-db"
+            kms_key = "alias/x"
+            globs = ["[unclosed"]
+        "#;
+        let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "source.bucket",
+            "daemon.concurrency",
+            "kms_key",
+            "duplicate category name",
+            "nothing can match",
+            "must differ from source.bucket",
+            "[unclosed",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = "[source]\nbucket = \"abc\"\nbuckt = 1\n";
+        let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("buckt"), "{err}");
+    }
+
+    #[test]
+    fn shipped_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example configs found");
+    }
+}

@@ -1,0 +1,126 @@
+//! Boot and shutdown of `dualseald`, in a fixed, logged order.
+//!
+//! Boot: journal (logging whether it recovered) → AWS clients → engine (resuming interrupted
+//! jobs) → control API → `READY=1` to systemd. Shutdown (the `shutdown` token): stop
+//! accepting RPCs → jobs finish or abandon their current object within [`EXIT_DEADLINE`] →
+//! journal flush.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, EngineSettings};
+use crate::journal::{Journal, JournalError};
+use crate::kms::AwsKms;
+use crate::store::S3Store;
+
+/// How long workers get to finish their current object after a shutdown request. An object
+/// abandoned mid-way is simply redone on the next boot.
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Why the daemon stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The journal could not be opened or failed while running.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The control API failed.
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
+    /// A fatal error stopped migration.
+    #[error("stopped on a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// Opens the journal named in the config, creating its directory.
+///
+/// # Errors
+/// `Journal`.
+pub fn open_journal(config: &Config) -> Result<Journal, DaemonError> {
+    let path = &config.daemon.journal_path;
+    if let Err(e) = std::fs::create_dir_all(path) {
+        return Err(DaemonError::Journal(JournalError::Storage(sled::Error::Io(e))));
+    }
+    let journal = Journal::open(path)?;
+    if journal.recovered() {
+        tracing::info!(path = %path.display(), "journal opened (recovered existing state)");
+    } else {
+        tracing::info!(path = %path.display(), "journal created");
+    }
+    Ok(journal)
+}
+
+/// Runs the daemon until `shutdown` is cancelled or a fatal error occurs.
+///
+/// # Errors
+/// Any [`DaemonError`]; the binary maps them to exit codes.
+pub async fn run(
+    config: Config,
+    listener: UnixListener,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let journal = Arc::new(open_journal(&config)?);
+    let sdk = crate::aws::sdk_config(&config.aws).await;
+    let path_style = config
+        .aws
+        .force_path_style
+        .unwrap_or(config.aws.endpoint_url.is_some());
+    let store = Arc::new(S3Store::new(&sdk, path_style));
+    let keys = Arc::new(AwsKms::new(&sdk));
+    tracing::info!(
+        region = sdk.region().map(|r| r.as_ref()).unwrap_or("(default)"),
+        endpoint = config.aws.endpoint_url.as_deref().unwrap_or("(AWS)"),
+        "AWS clients ready"
+    );
+    let engine = Engine::new(
+        Arc::clone(&journal),
+        store,
+        keys,
+        config.categories.clone(),
+        EngineSettings::from_config(&config),
+        shutdown.clone(),
+    )?;
+    let resumed = engine.resume_unfinished()?;
+    tracing::info!(resumed, "engine ready");
+
+    let api_stop = CancellationToken::new();
+    let api_stop_rx = api_stop.clone();
+    let server = tokio::spawn(api::serve(engine.clone(), listener, async move {
+        api_stop_rx.cancelled().await
+    }));
+    tracing::info!(socket = %config.daemon.control_socket.display(), "control API listening");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let fatal = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        msg = engine.fatal() => Some(msg),
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("shutting down: stopping the control API");
+    shutdown.cancel();
+    api_stop.cancel();
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap_or(Ok(Ok(())))
+    {
+        tracing::warn!(error = %e, "control API stopped with an error");
+    }
+    tracing::info!(deadline = ?EXIT_DEADLINE, "waiting for workers");
+    if tokio::time::timeout(EXIT_DEADLINE, engine.drain()).await.is_err() {
+        tracing::warn!("workers did not finish in time; their objects will be redone on restart");
+    }
+    journal.flush().await?;
+    let _ = std::fs::remove_file(&config.daemon.control_socket);
+    tracing::info!("journal flushed; bye");
+    match fatal {
+        Some(msg) => Err(DaemonError::Fatal(msg)),
+        None => Ok(()),
+    }
+}

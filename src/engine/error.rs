@@ -1,0 +1,86 @@
+//! Engine errors: what a control request or a job can fail with, and what one object can.
+
+use crate::envelope::EnvelopeError;
+use crate::journal::{JobId, JournalError};
+use crate::kms::KmsError;
+use crate::store::StoreError;
+
+/// Errors of engine operations (control requests and job runs).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The job id is unknown.
+    #[error("job {0} does not exist; `dualsealctl status` lists the jobs")]
+    NoSuchJob(JobId),
+    /// The request conflicts with the current state (for example resuming a finished job).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The request itself is invalid.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The operation is not built yet.
+    #[error("{0} is not implemented in this version of dualseal")]
+    Unimplemented(&'static str),
+    /// The journal failed: fatal for the daemon.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// S3 failed for a job-level call (listing, bucket checks).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// KMS failed for a job-level call (key resolution).
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down; retry after it restarts")]
+    ShuttingDown,
+}
+
+impl EngineError {
+    /// Whether the same request can succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            Self::Kms(e) => e.is_retryable(),
+            Self::ShuttingDown => true,
+            _ => false,
+        }
+    }
+
+    /// Journal failures stop the daemon.
+    pub fn journal_error(e: JournalError) -> Self {
+        Self::Journal(e)
+    }
+}
+
+/// Why migrating one object failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// S3 failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// KMS failed.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// Sealing or opening failed (never carries secret bytes).
+    #[error("envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// The read-back did not prove the migration.
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// The journal failed: fatal, handled by the job, not retried.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl ObjectError {
+    /// Whether another attempt at this object can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            Self::Kms(e) => e.is_retryable(),
+            // A read-back that differs may be a torn write or a concurrent writer: writing
+            // again is the remedy, within the attempt budget.
+            Self::Verify(_) => true,
+            Self::Envelope(_) | Self::Journal(_) => false,
+        }
+    }
+}

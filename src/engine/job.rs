@@ -1,0 +1,417 @@
+//! Running one job: list the source page by page, record each page, and feed pending objects
+//! to a bounded pool of workers, each retrying its object within the attempt budget.
+
+use std::sync::Arc;
+
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoff;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{EngineError, ObjectError};
+use super::migrate::{Attempt, Proof};
+use super::{Inner, Target};
+use crate::classify::Classification;
+use crate::journal::{AuditDraft, JobId, JobState, JournalError, ObjectRecord, ObjectState};
+use crate::store::ListedObject;
+
+/// Resolves every category's KMS key and checks every destination bucket.
+///
+/// # Errors
+/// `Kms` or `Store` naming the category resource that is unusable.
+pub(super) async fn resolve_targets(inner: &Inner) -> Result<Vec<Target>, EngineError> {
+    let mut out = Vec::with_capacity(inner.categories.len());
+    for c in &inner.categories {
+        let arn = inner.keys.resolve_key(&c.kms_key).await?;
+        inner.store.check_bucket(&c.bucket).await?;
+        out.push(Target {
+            category: c.name.clone(),
+            bucket: c.bucket.clone(),
+            kms_key_arn: arn,
+        });
+    }
+    Ok(out)
+}
+
+/// Builds the journal record of a freshly listed object.
+pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
+    let mut r = ObjectRecord {
+        state: ObjectState::Discovered,
+        size: o.size,
+        source_etag: o.etag.clone(),
+        source_version: None,
+        category: None,
+        dest_bucket: None,
+        dest_key: None,
+        attempts: 0,
+        reason: None,
+        ciphertext_sha256: None,
+        dest_etag: None,
+        updated_at_ms: 0,
+    };
+    match inner.classifier.classify(&o.key) {
+        Classification::Matched { category, dest_key } => {
+            let c = &inner.categories[category];
+            r.category = Some(c.name.clone());
+            r.dest_bucket = Some(c.bucket.clone());
+            r.dest_key = Some(dest_key);
+        }
+        Classification::Unclassified { reason } => {
+            r.state = ObjectState::Unclassified;
+            r.reason = Some(reason.unwrap_or_else(|| {
+                "matches no category; left in the source. Add a rule to migrate it".into()
+            }));
+        }
+        Classification::Conflict(cats) => {
+            r.state = ObjectState::Conflict;
+            r.reason = Some(format!(
+                "matches categories {}; left in the source. Make the rules disjoint",
+                cats.join(" and ")
+            ));
+        }
+    }
+    r
+}
+
+/// Runs a job until it finishes, is paused-and-cancelled, cancelled, or the daemon stops.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    id: JobId,
+    cancel: CancellationToken,
+    paused: watch::Receiver<bool>,
+) {
+    match drive(&inner, id, &cancel, paused).await {
+        Ok(()) => {}
+        Err(EngineError::Journal(e)) => inner.fail_fatally(e.to_string()),
+        Err(e) => {
+            tracing::error!(job = id, error = %e, "job failed");
+            let message = e.to_string();
+            let res = inner
+                .journal
+                .update_job(id, |j| {
+                    j.state = JobState::Failed;
+                    j.message = Some(message.clone());
+                })
+                .and_then(|_| {
+                    inner.journal.append_audit(AuditDraft {
+                        job_id: id,
+                        kind: "job_failed",
+                        detail: message,
+                        ..Default::default()
+                    })
+                });
+            if let Err(e) = res {
+                inner.fail_fatally(e.to_string());
+            } else if let Err(e) = inner.journal.flush().await {
+                inner.fail_fatally(e.to_string());
+            }
+        }
+    }
+    inner.notify();
+}
+
+async fn drive(
+    inner: &Arc<Inner>,
+    id: JobId,
+    cancel: &CancellationToken,
+    mut paused: watch::Receiver<bool>,
+) -> Result<(), EngineError> {
+    let targets = Arc::new(resolve_targets(inner).await?);
+    let sem = Arc::new(Semaphore::new(inner.settings.concurrency));
+    let mut workers: JoinSet<Result<(), JournalError>> = JoinSet::new();
+    let job = inner.journal.get_job(id)?;
+
+    // Resume: whatever was recorded but not finished goes first, then listing continues
+    // from the stored continuation point.
+    let leftover: Vec<(String, ObjectRecord)> = inner
+        .journal
+        .iter_objects(id, None)
+        .filter(|r| r.as_ref().map_or(true, |(_, rec)| rec.state.is_pending()))
+        .collect::<Result<_, _>>()?;
+    if !leftover.is_empty() {
+        tracing::info!(job = id, objects = leftover.len(), "re-dispatching unfinished objects");
+    }
+    let mut stopped = dispatch(inner, id, leftover, &targets, &sem, &mut workers, cancel, &mut paused).await?;
+
+    let mut token = job.listing_token.clone();
+    let mut listing_complete = job.listing_complete;
+    while !listing_complete && !stopped {
+        let page = inner
+            .store
+            .list_page(&job.source_bucket, &job.prefix, token.clone())
+            .await?;
+        let records = page
+            .objects
+            .iter()
+            .map(|o| (o.key.clone(), listed_record(inner, o)))
+            .collect();
+        let pending = inner.journal.record_page(id, records, page.next_token.clone())?;
+        inner.journal.flush().await?;
+        inner.notify();
+        listing_complete = page.next_token.is_none();
+        token = page.next_token;
+        stopped = dispatch(inner, id, pending, &targets, &sem, &mut workers, cancel, &mut paused).await?;
+    }
+    while let Some(res) = workers.join_next().await {
+        reap(res)?;
+    }
+    if stopped || inner.shutdown.is_cancelled() {
+        // Paused-then-cancelled, cancelled, or daemon shutdown: state was set by whoever
+        // stopped us; a shutdown leaves the job Running so the next boot resumes it.
+        inner.journal.flush().await?;
+        return Ok(());
+    }
+    finish(inner, id).await
+}
+
+fn reap(res: Result<Result<(), JournalError>, tokio::task::JoinError>) -> Result<(), EngineError> {
+    match res {
+        Ok(r) => r.map_err(EngineError::Journal),
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => Err(EngineError::FailedPrecondition(format!("worker panicked: {e}"))),
+    }
+}
+
+/// Hands objects to workers; returns true when the job was cancelled or the daemon stops.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    inner: &Arc<Inner>,
+    id: JobId,
+    objects: Vec<(String, ObjectRecord)>,
+    targets: &Arc<Vec<Target>>,
+    sem: &Arc<Semaphore>,
+    workers: &mut JoinSet<Result<(), JournalError>>,
+    cancel: &CancellationToken,
+    paused: &mut watch::Receiver<bool>,
+) -> Result<bool, EngineError> {
+    for (key, rec) in objects {
+        // Wait while paused; a cancel or shutdown ends the wait.
+        while *paused.borrow_and_update() {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(true),
+                r = paused.changed() => if r.is_err() { return Ok(true) },
+            }
+        }
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return Ok(true),
+            p = Arc::clone(sem).acquire_owned() => p.map_err(|_| EngineError::ShuttingDown)?,
+        };
+        while let Some(res) = workers.try_join_next() {
+            reap(res)?;
+        }
+        let inner = Arc::clone(inner);
+        let targets = Arc::clone(targets);
+        let cancel = cancel.clone();
+        workers.spawn(async move {
+            let _permit = permit;
+            migrate_with_retries(&inner, id, &key, rec, &targets, &cancel).await
+        });
+    }
+    Ok(cancel.is_cancelled())
+}
+
+fn retry_policy(inner: &Inner) -> ExponentialBackoff {
+    ExponentialBackoff {
+        initial_interval: inner.settings.retry_initial,
+        max_interval: inner.settings.retry_max,
+        multiplier: 2.0,
+        randomization_factor: 0.5,
+        // The attempt budget bounds retries, not wall time: a throttled hour must not turn
+        // into silently failed objects.
+        max_elapsed_time: None,
+        ..ExponentialBackoff::default()
+    }
+}
+
+/// Migrates one object, retrying retryable failures with a jittered, growing delay.
+/// Only journal failures escape; everything else ends as verified or failed.
+async fn migrate_with_retries(
+    inner: &Inner,
+    id: JobId,
+    key: &str,
+    rec: ObjectRecord,
+    targets: &[Target],
+    cancel: &CancellationToken,
+) -> Result<(), JournalError> {
+    let Some(target) = rec
+        .category
+        .as_deref()
+        .and_then(|c| targets.iter().find(|t| t.category == c))
+    else {
+        let reason = format!(
+            "category {:?} is no longer configured; restore it or start a new job",
+            rec.category.as_deref().unwrap_or("")
+        );
+        return fail(inner, id, key, &rec, reason).await;
+    };
+    let dest_key = rec.dest_key.clone().unwrap_or_else(|| key.to_owned());
+    let mut policy = retry_policy(inner);
+    let mut attempts = rec.attempts;
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        attempts += 1;
+        let attempt = Attempt {
+            store: inner.store.as_ref(),
+            keys: inner.keys.as_ref(),
+            job: id,
+            source_bucket: &inner.settings.source_bucket,
+            source_key: key,
+            target,
+            dest_key: &dest_key,
+            segment_size: inner.settings.segment_size,
+        };
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            o = attempt.run() => o,
+        };
+        match outcome {
+            Ok(proof) => return verified(inner, id, key, target, &dest_key, attempts, proof).await,
+            Err(ObjectError::Journal(e)) => return Err(e),
+            Err(e) if e.is_retryable() && attempts < inner.settings.max_attempts => {
+                let delay = policy.next_backoff().unwrap_or(inner.settings.retry_max);
+                tracing::warn!(job = id, key, attempts, error = %e, ?delay, "retrying object");
+                inner.journal.transition(
+                    id,
+                    key,
+                    |r| {
+                        r.attempts = attempts;
+                        r.reason = Some(e.to_string());
+                    },
+                    None,
+                )?;
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => {
+                let why = if e.is_retryable() {
+                    format!("gave up after {attempts} attempts: {e}")
+                } else {
+                    e.to_string()
+                };
+                let mut r = rec.clone();
+                r.attempts = attempts;
+                return fail(inner, id, key, &r, why).await;
+            }
+        }
+    }
+}
+
+async fn verified(
+    inner: &Inner,
+    id: JobId,
+    key: &str,
+    target: &Target,
+    dest_key: &str,
+    attempts: u32,
+    proof: Proof,
+) -> Result<(), JournalError> {
+    let detail = format!(
+        "size={} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} kms_key={} sse=aws:kms:dsse envelope=v{}",
+        proof.size,
+        proof.source_etag,
+        proof.source_version.as_deref().unwrap_or("-"),
+        proof.ciphertext_sha256,
+        proof.dest_etag,
+        proof.kms_key_arn,
+        crate::envelope::FORMAT_VERSION,
+    );
+    inner.journal.transition(
+        id,
+        key,
+        |r| {
+            r.state = ObjectState::Verified;
+            r.attempts = attempts;
+            r.reason = None;
+            r.size = proof.size;
+            r.source_etag = proof.source_etag.clone();
+            r.source_version = proof.source_version.clone();
+            r.ciphertext_sha256 = Some(proof.ciphertext_sha256.clone());
+            r.dest_etag = Some(proof.dest_etag.clone());
+        },
+        Some(AuditDraft {
+            job_id: id,
+            kind: "object_verified",
+            source_key: key.to_owned(),
+            dest_bucket: target.bucket.clone(),
+            dest_key: dest_key.to_owned(),
+            detail,
+        }),
+    )?;
+    inner.journal.flush().await?;
+    inner.notify();
+    Ok(())
+}
+
+async fn fail(
+    inner: &Inner,
+    id: JobId,
+    key: &str,
+    rec: &ObjectRecord,
+    reason: String,
+) -> Result<(), JournalError> {
+    tracing::warn!(job = id, key, %reason, "object failed");
+    let attempts = rec.attempts;
+    inner.journal.transition(
+        id,
+        key,
+        |r| {
+            r.state = ObjectState::Failed;
+            r.attempts = attempts;
+            r.reason = Some(reason.clone());
+        },
+        Some(AuditDraft {
+            job_id: id,
+            kind: "object_failed",
+            source_key: key.to_owned(),
+            dest_bucket: rec.dest_bucket.clone().unwrap_or_default(),
+            dest_key: rec.dest_key.clone().unwrap_or_default(),
+            detail: reason.clone(),
+        }),
+    )?;
+    inner.journal.flush().await?;
+    inner.notify();
+    Ok(())
+}
+
+async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {
+    let counts = inner.journal.counts(id);
+    let failed = counts.get(ObjectState::Failed);
+    let state = if failed == 0 {
+        JobState::Succeeded
+    } else {
+        JobState::CompletedWithFailures
+    };
+    let job = inner.journal.update_job(id, |j| {
+        // A cancel or pause that raced with the last object wins.
+        if j.state == JobState::Running {
+            j.state = state;
+            if failed > 0 {
+                j.message = Some(format!(
+                    "{failed} object(s) failed; `dualsealctl objects {id} --state failed` lists them with reasons"
+                ));
+            }
+        }
+    })?;
+    inner.journal.append_audit(AuditDraft {
+        job_id: id,
+        kind: "job_finished",
+        detail: format!(
+            "state={:?} verified={} verified_bytes={} failed={} unclassified={} conflicts={}",
+            job.state,
+            counts.get(ObjectState::Verified),
+            counts.verified_bytes,
+            failed,
+            counts.get(ObjectState::Unclassified),
+            counts.get(ObjectState::Conflict),
+        ),
+        ..Default::default()
+    })?;
+    inner.journal.flush().await?;
+    tracing::info!(job = id, state = ?job.state, "job finished");
+    Ok(())
+}

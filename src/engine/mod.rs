@@ -1,0 +1,468 @@
+//! The migration engine: jobs, the bounded worker pool, retries, pause/resume/cancel, the
+//! plan (dry run) and re-verification. It depends on the journal, the envelope, the key
+//! service, the object store and the classifier, and on nothing above it.
+
+mod error;
+mod job;
+pub mod migrate;
+mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::{EngineError, ObjectError};
+pub use plan::{CategoryPlan, PlanReport, VerifyReport};
+
+use crate::classify::Classifier;
+use crate::config::{CategoryConfig, Config};
+use crate::journal::{
+    AuditDraft, AuditRecord, JobCounts, JobId, JobRecord, JobState, Journal, ObjectRecord,
+    ObjectState,
+};
+use crate::kms::KeyService;
+use crate::store::ObjectStore;
+
+/// Where one category's objects go, with its KMS key resolved to an ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Category name.
+    pub category: String,
+    /// Destination bucket.
+    pub bucket: String,
+    /// KMS key ARN for both layers.
+    pub kms_key_arn: String,
+}
+
+/// Tunables the engine takes from config.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Source bucket.
+    pub source_bucket: String,
+    /// Source prefix.
+    pub source_prefix: String,
+    /// Objects in flight per job.
+    pub concurrency: usize,
+    /// Attempts per object.
+    pub max_attempts: u32,
+    /// Envelope segment size.
+    pub segment_size: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub retry_initial: Duration,
+    /// Largest retry delay.
+    pub retry_max: Duration,
+}
+
+impl EngineSettings {
+    /// Settings from a validated config.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            source_bucket: cfg.source.bucket.clone(),
+            source_prefix: cfg.source.prefix.clone(),
+            concurrency: cfg.daemon.concurrency,
+            max_attempts: cfg.daemon.max_attempts,
+            segment_size: cfg.daemon.segment_size,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A job with its live counts, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    /// The stored record.
+    pub record: JobRecord,
+    /// Object counts.
+    pub counts: JobCounts,
+}
+
+struct JobControl {
+    cancel: CancellationToken,
+    paused: watch::Sender<bool>,
+}
+
+pub(crate) struct Inner {
+    journal: Arc<Journal>,
+    store: Arc<dyn ObjectStore>,
+    keys: Arc<dyn KeyService>,
+    classifier: Classifier,
+    categories: Vec<CategoryConfig>,
+    settings: EngineSettings,
+    running: Mutex<HashMap<JobId, JobControl>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    changes: watch::Sender<u64>,
+    fatal: Mutex<Option<String>>,
+    fatal_token: CancellationToken,
+}
+
+/// The engine. Clone to share.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Engine {
+    /// Builds an engine over its parts. `shutdown` stops every job.
+    ///
+    /// # Errors
+    /// `InvalidRequest` when the categories' rules do not compile (config validation
+    /// normally catches this first).
+    pub fn new(
+        journal: Arc<Journal>,
+        store: Arc<dyn ObjectStore>,
+        keys: Arc<dyn KeyService>,
+        categories: Vec<CategoryConfig>,
+        settings: EngineSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Self, EngineError> {
+        let classifier = Classifier::new(&categories)
+            .map_err(|e| EngineError::InvalidRequest(e.join("; ")))?;
+        let (changes, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                journal,
+                store,
+                keys,
+                classifier,
+                categories,
+                settings,
+                running: Mutex::new(HashMap::new()),
+                shutdown,
+                tasks: TaskTracker::new(),
+                changes,
+                fatal: Mutex::new(None),
+                fatal_token: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// Restarts every job that was running when the daemon stopped. Paused jobs stay paused.
+    ///
+    /// # Errors
+    /// `Journal`.
+    pub fn resume_unfinished(&self) -> Result<usize, EngineError> {
+        let mut n = 0;
+        for job in self.inner.journal.list_jobs()? {
+            if job.state == JobState::Running {
+                tracing::info!(job = job.id, "resuming job interrupted by a restart");
+                self.spawn_job(job.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Resolves when a fatal error (journal failure) means the daemon must stop; returns it.
+    pub async fn fatal(&self) -> String {
+        self.inner.fatal_token.cancelled().await;
+        lock(&self.inner.fatal).clone().unwrap_or_default()
+    }
+
+    /// Waits for every job task to stop (after `shutdown` was cancelled).
+    pub async fn drain(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// A receiver that changes whenever any job or object changes state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    fn check_open(&self) -> Result<(), EngineError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Dry run over the source.
+    ///
+    /// # Errors
+    /// `Store` when the source cannot be listed.
+    pub async fn plan(&self, prefix: &str, sample_limit: usize) -> Result<PlanReport, EngineError> {
+        self.check_open()?;
+        plan::plan(&self.inner, &self.job_prefix(prefix)?, sample_limit).await
+    }
+
+    fn job_prefix(&self, prefix: &str) -> Result<String, EngineError> {
+        let base = &self.inner.settings.source_prefix;
+        if prefix.is_empty() {
+            return Ok(base.clone());
+        }
+        if !prefix.starts_with(base.as_str()) {
+            return Err(EngineError::InvalidRequest(format!(
+                "prefix {prefix:?} is outside the configured source prefix {base:?}"
+            )));
+        }
+        Ok(prefix.to_owned())
+    }
+
+    /// Starts a job over the source (or part of it).
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when another job is active or the plan finds conflicts (unless
+    /// allowed); `Store`/`Kms` when a destination bucket or key is unusable; `Journal`.
+    pub async fn start_job(&self, prefix: &str, allow_conflicts: bool) -> Result<JobView, EngineError> {
+        self.check_open()?;
+        let prefix = self.job_prefix(prefix)?;
+        if let Some(active) = self
+            .inner
+            .journal
+            .list_jobs()?
+            .into_iter()
+            .find(|j| j.state.is_active())
+        {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {} is still {:?}; wait for it, or cancel it, before starting another",
+                active.id, active.state
+            )));
+        }
+        // Fail fast, before anything is written, when a destination or key is unusable.
+        job::resolve_targets(&self.inner).await?;
+        if !allow_conflicts {
+            let report = plan::plan(&self.inner, &prefix, 5).await?;
+            if report.conflict_objects > 0 {
+                let sample: Vec<String> = report
+                    .conflicts_sample
+                    .iter()
+                    .map(|(k, cats)| format!("{k:?} matches {}", cats.join(" and ")))
+                    .collect();
+                return Err(EngineError::FailedPrecondition(format!(
+                    "{} key(s) match more than one category (e.g. {}); fix the rules or start with allow_conflicts to leave them in place",
+                    report.conflict_objects,
+                    sample.join("; ")
+                )));
+            }
+        }
+        let job = self
+            .inner
+            .journal
+            .create_job(&self.inner.settings.source_bucket, &prefix)?;
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: job.id,
+            kind: "job_started",
+            detail: format!(
+                "source s3://{}/{}; categories: {}",
+                job.source_bucket,
+                job.prefix,
+                self.inner
+                    .categories
+                    .iter()
+                    .map(|c| format!("{}->{} ({})", c.name, c.bucket, c.kms_key))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        tracing::info!(job = job.id, prefix = %job.prefix, "job started");
+        self.spawn_job(job.id);
+        self.view(job.id)
+    }
+
+    fn spawn_job(&self, id: JobId) {
+        let cancel = self.inner.shutdown.child_token();
+        let (paused, paused_rx) = watch::channel(false);
+        lock(&self.inner.running).insert(
+            id,
+            JobControl {
+                cancel: cancel.clone(),
+                paused,
+            },
+        );
+        let inner = Arc::clone(&self.inner);
+        self.inner.tasks.spawn(async move {
+            job::run(Arc::clone(&inner), id, cancel, paused_rx).await;
+            lock(&inner.running).remove(&id);
+            inner.notify();
+        });
+    }
+
+    /// One job with its counts.
+    ///
+    /// # Errors
+    /// `NoSuchJob` or `Journal`.
+    pub fn view(&self, id: JobId) -> Result<JobView, EngineError> {
+        let record = self.inner.journal.get_job(id).map_err(|e| match e {
+            crate::journal::JournalError::NoSuchJob(id) => EngineError::NoSuchJob(id),
+            other => EngineError::Journal(other),
+        })?;
+        Ok(JobView {
+            counts: self.inner.journal.counts(id),
+            record,
+        })
+    }
+
+    /// Every job, oldest first.
+    ///
+    /// # Errors
+    /// `Journal`.
+    pub fn list_jobs(&self) -> Result<Vec<JobView>, EngineError> {
+        self.inner
+            .journal
+            .list_jobs()?
+            .into_iter()
+            .map(|record| {
+                Ok(JobView {
+                    counts: self.inner.journal.counts(record.id),
+                    record,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops dispatching new objects of a running job; objects in flight finish.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` when the job is not running, `Journal`.
+    pub async fn pause(&self, id: JobId) -> Result<JobView, EngineError> {
+        let job = self.view(id)?.record;
+        if job.state != JobState::Running {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is {:?}, only a running job can be paused",
+                job.state
+            )));
+        }
+        self.set_state(id, JobState::Paused, "job_paused").await?;
+        if let Some(ctl) = lock(&self.inner.running).get(&id) {
+            ctl.paused.send_replace(true);
+        }
+        self.view(id)
+    }
+
+    /// Resumes a paused job.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` when the job is not paused, `Journal`.
+    pub async fn resume(&self, id: JobId) -> Result<JobView, EngineError> {
+        self.check_open()?;
+        let job = self.view(id)?.record;
+        if job.state != JobState::Paused {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is {:?}, only a paused job can be resumed",
+                job.state
+            )));
+        }
+        self.set_state(id, JobState::Running, "job_resumed").await?;
+        let resumed_live = lock(&self.inner.running)
+            .get(&id)
+            .map(|ctl| ctl.paused.send_replace(false))
+            .is_some();
+        if !resumed_live {
+            // Paused across a restart: no task exists yet.
+            self.spawn_job(id);
+        }
+        self.view(id)
+    }
+
+    /// Stops a job for good. Objects already verified stay verified; the rest stay where
+    /// they are in the source.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` when the job already ended, `Journal`.
+    pub async fn cancel(&self, id: JobId) -> Result<JobView, EngineError> {
+        let job = self.view(id)?.record;
+        if !job.state.is_active() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} already ended ({:?})",
+                job.state
+            )));
+        }
+        self.set_state(id, JobState::Cancelled, "job_cancelled").await?;
+        if let Some(ctl) = lock(&self.inner.running).get(&id) {
+            ctl.cancel.cancel();
+        }
+        self.view(id)
+    }
+
+    async fn set_state(&self, id: JobId, state: JobState, kind: &'static str) -> Result<(), EngineError> {
+        self.inner.journal.update_job(id, |j| {
+            j.state = state;
+            if state == JobState::Cancelled {
+                j.message = Some("cancelled by the operator".into());
+            }
+        })?;
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: id,
+            kind,
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        self.inner.notify();
+        Ok(())
+    }
+
+    /// Re-reads every verified object of a job from both buckets and checks it again.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` while the job is running, `Journal`.
+    pub async fn verify(&self, id: JobId) -> Result<VerifyReport, EngineError> {
+        self.check_open()?;
+        let job = self.view(id)?.record;
+        if job.state == JobState::Running {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is still running; verify it after it finishes (or pause it)"
+            )));
+        }
+        plan::verify(&self.inner, &job).await
+    }
+
+    /// A job's objects, optionally only those in one state.
+    ///
+    /// # Errors
+    /// `NoSuchJob` or `Journal`.
+    pub fn objects(
+        &self,
+        id: JobId,
+        state: Option<ObjectState>,
+    ) -> Result<Vec<(String, ObjectRecord)>, EngineError> {
+        self.view(id)?;
+        Ok(self
+            .inner
+            .journal
+            .iter_objects(id, state)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The audit trail, optionally one job's.
+    ///
+    /// # Errors
+    /// `Journal`.
+    pub fn audit(&self, job: Option<JobId>) -> Result<Vec<AuditRecord>, EngineError> {
+        Ok(self
+            .inner
+            .journal
+            .iter_audit(job)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+impl Inner {
+    fn notify(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Records a fatal error and asks the daemon to stop.
+    fn fail_fatally(&self, message: String) {
+        tracing::error!(%message, "fatal error; the daemon will stop");
+        lock(&self.fatal).get_or_insert(message);
+        self.fatal_token.cancel();
+    }
+}

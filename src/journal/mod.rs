@@ -1,0 +1,722 @@
+//! The durable journal: jobs, per-object migration state and the hash-chained audit trail,
+//! in one sled database. The only module that imports `sled`.
+//!
+//! The journal is intent plus proof, not the source of truth for what S3 holds: an object is
+//! `verified` only after the engine read it back and decrypted it. Writes that an external
+//! effect depends on are followed by [`Journal::flush`], which coalesces concurrent callers
+//! into one sled flush (group commit).
+
+mod records;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+use sled::Transactional;
+
+pub use records::{
+    AuditRecord, DecodeError, JobId, JobRecord, JobState, ObjectRecord, ObjectState,
+    RECORD_VERSION,
+};
+use records::{decode, encode, job_key, object_key, split_object_key};
+
+const TREE_JOBS: &str = "jobs";
+const TREE_OBJECTS: &str = "objects";
+const TREE_AUDIT: &str = "audit";
+const TREE_META: &str = "meta";
+const META_SCHEMA: &[u8] = b"schema";
+/// Layout version of the whole database (trees and key shapes).
+pub const SCHEMA_VERSION: u64 = 1;
+const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Journal failures. Any of them means the journal can no longer be trusted to record
+/// progress, so the daemon stops migrating rather than carry on blind.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another process holds the database lock.
+    #[error("journal {path} is locked by another process (is another dualseald running on it?): {source}")]
+    Locked {
+        /// Journal directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: sled::Error,
+    },
+    /// sled reported an I/O error or corruption.
+    #[error("journal storage error: {0}; stop the daemon, check the disk, and restore the journal from backup if it is corrupt")]
+    Storage(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("journal record {tree}/{key} is unreadable: {source}")]
+    Corrupt {
+        /// Tree name.
+        tree: &'static str,
+        /// Printable form of the record key.
+        key: String,
+        /// Why.
+        source: DecodeError,
+    },
+    /// The database was written by a build with another layout.
+    #[error("journal schema version {found} is not supported (this build uses {SCHEMA_VERSION}); use a matching dualseal build")]
+    Schema {
+        /// Version found on disk.
+        found: u64,
+    },
+    /// The named job does not exist.
+    #[error("job {0} does not exist")]
+    NoSuchJob(JobId),
+}
+
+impl JournalError {
+    /// Journal errors are never retried: the daemon must stop and say so.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Counts of one job's objects by state, kept in memory and rebuilt at open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Objects per state, indexed by [`ObjectState::index`].
+    pub by_state: [u64; 6],
+    /// Bytes of verified objects.
+    pub verified_bytes: u64,
+    /// Verified objects and bytes per category.
+    pub per_category: BTreeMap<String, (u64, u64)>,
+}
+
+impl JobCounts {
+    /// Objects in `state`.
+    pub fn get(&self, state: ObjectState) -> u64 {
+        self.by_state[state.index()]
+    }
+
+    /// Every object recorded.
+    pub fn total(&self) -> u64 {
+        self.by_state.iter().sum()
+    }
+
+    fn add(&mut self, r: &ObjectRecord, sign: i8) {
+        let apply = |v: &mut u64, d: u64| {
+            if sign > 0 {
+                *v += d
+            } else {
+                *v = v.saturating_sub(d)
+            }
+        };
+        apply(&mut self.by_state[r.state.index()], 1);
+        if r.state == ObjectState::Verified {
+            apply(&mut self.verified_bytes, r.size);
+            let cat = r.category.clone().unwrap_or_default();
+            let e = self.per_category.entry(cat).or_default();
+            apply(&mut e.0, 1);
+            apply(&mut e.1, r.size);
+        }
+    }
+}
+
+/// An audit event before it is chained.
+#[derive(Debug, Clone, Default)]
+pub struct AuditDraft {
+    /// Job concerned (0 for daemon-level events).
+    pub job_id: JobId,
+    /// What happened.
+    pub kind: &'static str,
+    /// Source key, when about one object.
+    pub source_key: String,
+    /// Destination bucket.
+    pub dest_bucket: String,
+    /// Destination key.
+    pub dest_key: String,
+    /// Non-secret detail.
+    pub detail: String,
+}
+
+struct ChainHead {
+    seq: u64,
+    hash: String,
+}
+
+/// The journal. Cheap to share behind an `Arc`.
+pub struct Journal {
+    db: sled::Db,
+    jobs: sled::Tree,
+    objects: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    counts: Mutex<HashMap<JobId, JobCounts>>,
+    chain: Mutex<ChainHead>,
+    /// Serializes object transitions so counts follow the records exactly.
+    write_lock: Mutex<()>,
+    write_gen: AtomicU64,
+    flushed_gen: tokio::sync::Mutex<u64>,
+    recovered: bool,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("recovered", &self.recovered)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks aborts the process (panic = "abort" in release),
+    // so a poisoned lock only happens in tests; its data is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn chain_hash(prev: &str, r: &AuditRecord) -> String {
+    let body = serde_json::json!({
+        "seq": r.seq, "at_ms": r.at_ms, "job_id": r.job_id, "kind": r.kind,
+        "source_key": r.source_key, "dest_bucket": r.dest_bucket, "dest_key": r.dest_key,
+        "detail": r.detail,
+    });
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(body.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`, rebuilding in-memory counts.
+    ///
+    /// # Errors
+    /// `Locked` when another process has it open, `Storage`, `Corrupt` or `Schema`.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let existed = path.join("conf").exists() || path.join("db").exists();
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("lock") =>
+            {
+                JournalError::Locked {
+                    path: path.to_owned(),
+                    source: e,
+                }
+            }
+            other => JournalError::Storage(other),
+        })?;
+        let meta = db.open_tree(TREE_META)?;
+        match meta.get(META_SCHEMA)? {
+            None => {
+                meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = v
+                    .as_ref()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(u64::MAX);
+                if found != SCHEMA_VERSION {
+                    return Err(JournalError::Schema { found });
+                }
+            }
+        }
+        let j = Self {
+            jobs: db.open_tree(TREE_JOBS)?,
+            objects: db.open_tree(TREE_OBJECTS)?,
+            audit: db.open_tree(TREE_AUDIT)?,
+            meta,
+            db,
+            counts: Mutex::new(HashMap::new()),
+            chain: Mutex::new(ChainHead {
+                seq: 0,
+                hash: GENESIS_HASH.to_owned(),
+            }),
+            write_lock: Mutex::new(()),
+            write_gen: AtomicU64::new(0),
+            flushed_gen: tokio::sync::Mutex::new(0),
+            recovered: existed,
+        };
+        j.rebuild()?;
+        Ok(j)
+    }
+
+    /// Whether the journal already existed when opened (a restart rather than a first boot).
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    fn rebuild(&self) -> Result<(), JournalError> {
+        let mut counts: HashMap<JobId, JobCounts> = HashMap::new();
+        for job in self.list_jobs()? {
+            counts.insert(job.id, JobCounts::default());
+        }
+        for item in self.objects.iter() {
+            let (k, v) = item?;
+            let (job, key) = split_object_key(&k).map_err(|source| JournalError::Corrupt {
+                tree: TREE_OBJECTS,
+                key: hex::encode(&k),
+                source,
+            })?;
+            let r: ObjectRecord = decode(&v).map_err(|source| JournalError::Corrupt {
+                tree: TREE_OBJECTS,
+                key: format!("{job}/{key}"),
+                source,
+            })?;
+            counts.entry(job).or_default().add(&r, 1);
+        }
+        *lock(&self.counts) = counts;
+        if let Some(last) = self.audit.last()? {
+            let r: AuditRecord = decode(&last.1).map_err(|source| JournalError::Corrupt {
+                tree: TREE_AUDIT,
+                key: hex::encode(&last.0),
+                source,
+            })?;
+            *lock(&self.chain) = ChainHead {
+                seq: r.seq,
+                hash: r.hash,
+            };
+        }
+        Ok(())
+    }
+
+    fn touch(&self) {
+        self.write_gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Makes every write so far durable. Concurrent callers share one sled flush: whoever
+    /// gets the lock flushes for everyone who wrote before it.
+    ///
+    /// # Errors
+    /// `Storage` when sled cannot flush.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        let wanted = self.write_gen.load(Ordering::SeqCst);
+        let mut flushed = self.flushed_gen.lock().await;
+        if *flushed >= wanted {
+            return Ok(());
+        }
+        let upto = self.write_gen.load(Ordering::SeqCst);
+        self.db.flush_async().await?;
+        *flushed = upto;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- jobs
+
+    /// Creates a job in state `Running`.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub fn create_job(&self, source_bucket: &str, prefix: &str) -> Result<JobRecord, JournalError> {
+        let id = self.db.generate_id()? + 1;
+        let now = now_ms();
+        let job = JobRecord {
+            id,
+            state: JobState::Running,
+            source_bucket: source_bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            listing_token: None,
+            listing_complete: false,
+            message: None,
+        };
+        self.jobs.insert(job_key(id), encode(&job))?;
+        lock(&self.counts).insert(id, JobCounts::default());
+        self.touch();
+        Ok(job)
+    }
+
+    /// One job.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `Storage` or `Corrupt`.
+    pub fn get_job(&self, id: JobId) -> Result<JobRecord, JournalError> {
+        let v = self.jobs.get(job_key(id))?.ok_or(JournalError::NoSuchJob(id))?;
+        decode(&v).map_err(|source| JournalError::Corrupt {
+            tree: TREE_JOBS,
+            key: id.to_string(),
+            source,
+        })
+    }
+
+    /// Every job, oldest first.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`.
+    pub fn list_jobs(&self) -> Result<Vec<JobRecord>, JournalError> {
+        self.jobs
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&v).map_err(|source| JournalError::Corrupt {
+                    tree: TREE_JOBS,
+                    key: hex::encode(&k),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Changes a job record in place and returns the new record.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `Storage` or `Corrupt`.
+    pub fn update_job(
+        &self,
+        id: JobId,
+        f: impl FnOnce(&mut JobRecord),
+    ) -> Result<JobRecord, JournalError> {
+        let _w = lock(&self.write_lock);
+        let mut job = self.get_job(id)?;
+        f(&mut job);
+        job.updated_at_ms = now_ms();
+        self.jobs.insert(job_key(id), encode(&job))?;
+        self.touch();
+        Ok(job)
+    }
+
+    /// Counts of a job's objects.
+    pub fn counts(&self, id: JobId) -> JobCounts {
+        lock(&self.counts).get(&id).cloned().unwrap_or_default()
+    }
+
+    // ---------------------------------------------------------------- objects
+
+    /// Records one listing page atomically with the continuation point after it. Objects
+    /// already recorded keep their state (a page re-listed after a crash changes nothing).
+    /// Returns the page's objects that still need work.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`.
+    pub fn record_page(
+        &self,
+        job: JobId,
+        page: Vec<(String, ObjectRecord)>,
+        next_token: Option<String>,
+    ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
+        let _w = lock(&self.write_lock);
+        let mut jobrec = self.get_job(job)?;
+        let mut batch = sled::Batch::default();
+        let mut added = Vec::new();
+        let mut pending = Vec::new();
+        for (key, rec) in page {
+            let k = object_key(job, &key);
+            match self.objects.get(&k)? {
+                Some(existing) => {
+                    let ex: ObjectRecord = self.decode_object(job, &key, &existing)?;
+                    if ex.state.is_pending() {
+                        pending.push((key, ex));
+                    }
+                }
+                None => {
+                    batch.insert(k, encode(&rec));
+                    added.push(rec.clone());
+                    if rec.state.is_pending() {
+                        pending.push((key, rec));
+                    }
+                }
+            }
+        }
+        jobrec.listing_complete = next_token.is_none();
+        jobrec.listing_token = next_token;
+        jobrec.updated_at_ms = now_ms();
+        // Objects and the continuation point commit together: a crash re-lists at most the
+        // page that was being recorded, never skips one.
+        (&self.objects, &self.jobs)
+            .transaction(|(objects, jobs)| {
+                objects.apply_batch(&batch)?;
+                jobs.insert(&job_key(job), encode(&jobrec))?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(s) => JournalError::Storage(s),
+                sled::transaction::TransactionError::Abort(()) => {
+                    JournalError::Storage(sled::Error::Unsupported("transaction aborted".into()))
+                }
+            })?;
+        let mut counts = lock(&self.counts);
+        let c = counts.entry(job).or_default();
+        for r in &added {
+            c.add(r, 1);
+        }
+        self.touch();
+        Ok(pending)
+    }
+
+    fn decode_object(&self, job: JobId, key: &str, v: &[u8]) -> Result<ObjectRecord, JournalError> {
+        decode(v).map_err(|source| JournalError::Corrupt {
+            tree: TREE_OBJECTS,
+            key: format!("{job}/{key}"),
+            source,
+        })
+    }
+
+    /// One object record.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`.
+    pub fn get_object(&self, job: JobId, key: &str) -> Result<Option<ObjectRecord>, JournalError> {
+        self.objects
+            .get(object_key(job, key))?
+            .map(|v| self.decode_object(job, key, &v))
+            .transpose()
+    }
+
+    /// Replaces an object's record (and appends an audit event, when given) atomically with
+    /// respect to counts. Returns the new record.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`; a missing record is `Corrupt` (transitions follow `record_page`).
+    pub fn transition(
+        &self,
+        job: JobId,
+        key: &str,
+        f: impl FnOnce(&mut ObjectRecord),
+        audit: Option<AuditDraft>,
+    ) -> Result<ObjectRecord, JournalError> {
+        let _w = lock(&self.write_lock);
+        let k = object_key(job, key);
+        let old = self
+            .get_object(job, key)?
+            .ok_or_else(|| JournalError::Corrupt {
+                tree: TREE_OBJECTS,
+                key: format!("{job}/{key}"),
+                source: DecodeError::Body("record missing".into()),
+            })?;
+        let mut new = old.clone();
+        f(&mut new);
+        new.updated_at_ms = now_ms();
+        match audit {
+            Some(draft) => {
+                let mut chain = lock(&self.chain);
+                let rec = self.chain_record(&chain, draft);
+                (&self.objects, &self.audit)
+                    .transaction(|(objects, audit)| {
+                        objects.insert(k.as_slice(), encode(&new))?;
+                        audit.insert(&rec.seq.to_be_bytes(), encode(&rec))?;
+                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| match e {
+                        sled::transaction::TransactionError::Storage(s) => {
+                            JournalError::Storage(s)
+                        }
+                        sled::transaction::TransactionError::Abort(()) => JournalError::Storage(
+                            sled::Error::Unsupported("transaction aborted".into()),
+                        ),
+                    })?;
+                chain.seq = rec.seq;
+                chain.hash = rec.hash;
+            }
+            None => {
+                self.objects.insert(k, encode(&new))?;
+            }
+        }
+        let mut counts = lock(&self.counts);
+        let c = counts.entry(job).or_default();
+        c.add(&old, -1);
+        c.add(&new, 1);
+        self.touch();
+        Ok(new)
+    }
+
+    /// A job's objects in key order, optionally only those in `state`.
+    pub fn iter_objects(
+        &self,
+        job: JobId,
+        state: Option<ObjectState>,
+    ) -> impl Iterator<Item = Result<(String, ObjectRecord), JournalError>> + '_ {
+        self.objects
+            .scan_prefix(job.to_be_bytes())
+            .map(move |item| {
+                let (k, v) = item?;
+                let (_, key) = split_object_key(&k).map_err(|source| JournalError::Corrupt {
+                    tree: TREE_OBJECTS,
+                    key: hex::encode(&k),
+                    source,
+                })?;
+                let r = self.decode_object(job, &key, &v)?;
+                Ok((key, r))
+            })
+            .filter(move |r| match (r, state) {
+                (Ok((_, rec)), Some(s)) => rec.state == s,
+                _ => true,
+            })
+    }
+
+    // ---------------------------------------------------------------- audit
+
+    fn chain_record(&self, head: &ChainHead, d: AuditDraft) -> AuditRecord {
+        let mut r = AuditRecord {
+            seq: head.seq + 1,
+            at_ms: now_ms(),
+            job_id: d.job_id,
+            kind: d.kind.to_owned(),
+            source_key: d.source_key,
+            dest_bucket: d.dest_bucket,
+            dest_key: d.dest_key,
+            detail: d.detail,
+            prev_hash: head.hash.clone(),
+            hash: String::new(),
+        };
+        r.hash = chain_hash(&head.hash, &r);
+        r
+    }
+
+    /// Appends one audit event to the chain.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, JournalError> {
+        let mut chain = lock(&self.chain);
+        let rec = self.chain_record(&chain, draft);
+        self.audit.insert(rec.seq.to_be_bytes(), encode(&rec))?;
+        chain.seq = rec.seq;
+        chain.hash.clone_from(&rec.hash);
+        self.touch();
+        Ok(rec)
+    }
+
+    /// Audit events in order, optionally only one job's.
+    pub fn iter_audit(
+        &self,
+        job: Option<JobId>,
+    ) -> impl Iterator<Item = Result<AuditRecord, JournalError>> + '_ {
+        self.audit
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode::<AuditRecord>(&v).map_err(|source| JournalError::Corrupt {
+                    tree: TREE_AUDIT,
+                    key: hex::encode(&k),
+                    source,
+                })
+            })
+            .filter(move |r| match (r, job) {
+                (Ok(rec), Some(j)) => rec.job_id == j,
+                _ => true,
+            })
+    }
+
+    /// Checks the whole audit chain; returns the number of events or the first broken seq.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`.
+    pub fn verify_audit_chain(&self) -> Result<Result<u64, u64>, JournalError> {
+        let mut prev = GENESIS_HASH.to_owned();
+        let mut n = 0;
+        for r in self.iter_audit(None) {
+            let r = r?;
+            if r.prev_hash != prev || chain_hash(&prev, &r) != r.hash {
+                return Ok(Err(r.seq));
+            }
+            prev = r.hash;
+            n += 1;
+        }
+        Ok(Ok(n))
+    }
+
+    /// Path-independent size of the database on disk, for status output.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub fn size_on_disk(&self) -> Result<u64, JournalError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Whether the meta tree is readable (a cheap health probe).
+    pub fn healthy(&self) -> bool {
+        self.meta.get(META_SCHEMA).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(state: ObjectState) -> ObjectRecord {
+        ObjectRecord {
+            state,
+            size: 10,
+            source_etag: "e".into(),
+            source_version: None,
+            category: Some("db".into()),
+            dest_bucket: Some("b".into()),
+            dest_key: Some("k".into()),
+            attempts: 0,
+            reason: None,
+            ciphertext_sha256: None,
+            dest_etag: None,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_and_chain_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id;
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            assert!(!j.recovered());
+            id = j.create_job("src", "").unwrap().id;
+            let pending = j
+                .record_page(
+                    id,
+                    vec![
+                        ("a".into(), rec(ObjectState::Discovered)),
+                        ("b".into(), rec(ObjectState::Unclassified)),
+                    ],
+                    Some("tok".into()),
+                )
+                .unwrap();
+            assert_eq!(pending.len(), 1);
+            // Re-listing the same page changes nothing.
+            let again = j
+                .record_page(id, vec![("a".into(), rec(ObjectState::Discovered))], None)
+                .unwrap();
+            assert_eq!(again.len(), 1);
+            j.transition(
+                id,
+                "a",
+                |r| r.state = ObjectState::Verified,
+                Some(AuditDraft { job_id: id, kind: "object_verified", ..Default::default() }),
+            )
+            .unwrap();
+            j.append_audit(AuditDraft { job_id: id, kind: "job_done", ..Default::default() })
+                .unwrap();
+            j.flush().await.unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.recovered());
+        let c = j.counts(id);
+        assert_eq!(c.get(ObjectState::Verified), 1);
+        assert_eq!(c.get(ObjectState::Unclassified), 1);
+        assert_eq!(c.verified_bytes, 10);
+        assert_eq!(c.per_category.get("db"), Some(&(1, 10)));
+        assert!(j.get_job(id).unwrap().listing_complete);
+        assert_eq!(j.verify_audit_chain().unwrap(), Ok(2));
+        let next = j.append_audit(AuditDraft { job_id: id, kind: "x", ..Default::default() }).unwrap();
+        assert_eq!(next.seq, 3);
+        assert_eq!(j.verify_audit_chain().unwrap(), Ok(3));
+    }
+
+    #[test]
+    fn second_open_names_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _j = Journal::open(dir.path()).unwrap();
+        let err = Journal::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_record_is_named_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            let id = j.create_job("src", "").unwrap().id;
+            j.objects.insert(object_key(id, "bad"), vec![1u8, b'x']).unwrap();
+            j.db.flush().unwrap();
+        }
+        let err = Journal::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("/bad"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! dualseal moves secrets out of one master S3 bucket into per-category buckets, sealing every
+//! object twice: a client-side XChaCha20-Poly1305 envelope under a per-object KMS data key, and
+//! server-side DSSE-KMS under the category's KMS key.
+//!
+//! Module map (dependencies point down; nothing below `engine` knows about gRPC):
+//!
+//! - [`daemon`]   boot and shutdown order of `dualseald`.
+//! - [`api`]      gRPC service (proto ↔ domain, no business logic), server plumbing, typed client.
+//! - [`engine`]   jobs, bounded workers, retries, pause/resume/cancel, plan and verification.
+//! - [`journal`]  the only sled user: jobs, per-object state, hash-chained audit trail.
+//! - [`envelope`] pure, versioned, key-committing XChaCha20-Poly1305 STREAM envelope.
+//! - [`kms`]      `KeyService` and AWS KMS (the only `aws_sdk_kms` user).
+//! - [`store`]    `ObjectStore` and S3 (the only `aws_sdk_s3` user).
+//! - [`aws`]      shared SDK config (timeouts, retries) and error classification.
+//! - [`classify`] category rules: key → category and destination key.
+//! - [`config`]   the strict config tree and its validation.
+
+pub mod api;
+pub mod aws;
+pub mod classify;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod envelope;
+pub mod journal;
+pub mod kms;
+pub mod store;
