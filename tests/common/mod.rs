@@ -1,0 +1,364 @@
+//! Shared integration-test harness: a real moto server on a free loopback port, the real
+//! `dualseald` binary, real AWS SDK clients for seeding and checking, and the library's own
+//! gRPC client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_s3::primitives::ByteStream;
+use dualseal::api::client::Client;
+use dualseal::api::pb;
+use dualseal::envelope;
+use futures::StreamExt;
+
+/// How long moto and the daemon get to come up. Generous: CI machines are slow.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A moto server process, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free port and waits until it reports that it is listening.
+    pub fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("moto_server not found: run ./scripts/test.sh, which installs it");
+        // werkzeug announces "Running on http://127.0.0.1:PORT" on stderr once it listens.
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut announced = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !announced && line.contains("Running on") {
+                    announced = true;
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(STARTUP_TIMEOUT)
+            .expect("moto_server did not start listening in time");
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn kms(&self) -> aws_sdk_kms::Client {
+        let conf = aws_sdk_kms::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_kms::Client::from_conf(conf)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One category of the test layout.
+pub struct Cat {
+    pub name: &'static str,
+    pub prefix: &'static str,
+    pub bucket: String,
+    pub key_arn: String,
+}
+
+pub const CATEGORY_PREFIXES: [(&str, &str); 4] =
+    [("db", "db/"), ("api", "api/"), ("tls", "tls/"), ("misc", "misc/")];
+pub const SOURCE: &str = "master-secrets";
+
+/// Creates the source bucket, one bucket and one KMS key (with alias) per category.
+pub async fn provision(moto: &Moto) -> Vec<Cat> {
+    let s3 = moto.s3();
+    let kms = moto.kms();
+    s3.create_bucket().bucket(SOURCE).send().await.expect("create source");
+    let mut cats = Vec::new();
+    for (name, prefix) in CATEGORY_PREFIXES {
+        let bucket = format!("secrets-{name}");
+        s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        let key = kms.create_key().send().await.expect("create key");
+        let meta = key.key_metadata().expect("metadata");
+        kms.create_alias()
+            .alias_name(format!("alias/dualseal-{name}"))
+            .target_key_id(meta.key_id())
+            .send()
+            .await
+            .expect("alias");
+        cats.push(Cat {
+            name,
+            prefix,
+            bucket,
+            key_arn: meta.arn().expect("arn").to_owned(),
+        });
+    }
+    cats
+}
+
+/// Writes objects into the source bucket.
+pub async fn put_all(moto: &Moto, objects: &BTreeMap<String, Vec<u8>>) {
+    let s3 = moto.s3();
+    let futs = objects.iter().map(|(k, v)| {
+        let s3 = s3.clone();
+        async move {
+            s3.put_object()
+                .bucket(SOURCE)
+                .key(k)
+                .body(ByteStream::from(v.clone()))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("seed {k}: {e:?}"));
+        }
+    });
+    futures::stream::iter(futs).buffer_unordered(8).collect::<Vec<_>>().await;
+}
+
+/// Config text for the test layout: every category strips its prefix.
+pub fn config_toml(moto: &Moto, dir: &Path, concurrency: usize) -> String {
+    let mut s = format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{}"
+operation_timeout_secs = 60
+
+[source]
+bucket = "{SOURCE}"
+
+[daemon]
+journal_path = "{}"
+control_socket = "{}"
+concurrency = {concurrency}
+max_attempts = 3
+"#,
+        moto.endpoint,
+        dir.join("journal").display(),
+        dir.join("control.sock").display(),
+    );
+    for (name, prefix) in CATEGORY_PREFIXES {
+        s.push_str(&format!(
+            "\n[[category]]\nname = \"{name}\"\nbucket = \"secrets-{name}\"\nkms_key = \"alias/dualseal-{name}\"\nprefixes = [\"{prefix}\"]\ndest_key = \"strip-prefix\"\n"
+        ));
+    }
+    s
+}
+
+/// A running `dualseald`, killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the real binary with `config` (written to `dir/dualseal.toml`) and waits for
+    /// its `READY=1` on a notify socket, exactly as systemd would.
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        let cfg_path = dir.join("dualseal.toml");
+        std::fs::write(&cfg_path, config).expect("write config");
+        let notify_path = dir.join(format!("notify-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+        notify
+            .set_read_timeout(Some(STARTUP_TIMEOUT))
+            .expect("timeout");
+        let log = dir.join("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_dualseald"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("DUALSEAL_LOG", "debug")
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn dualseald");
+        let mut buf = [0u8; 256];
+        loop {
+            let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "dualseald sent no READY=1: {e}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+            if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&notify_path);
+        Daemon {
+            child: Some(child),
+            dir: dir.to_owned(),
+            socket: dir.join("control.sock"),
+            log,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.socket.to_str().expect("utf-8 path"))
+            .await
+            .expect("connect to dualseald")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Watches a job until it ends and returns its final state.
+pub async fn wait_job(client: &mut Client, job: u64) -> pb::Job {
+    let mut stream = Box::pin(client.watch(job).await.expect("watch"));
+    let mut last = None;
+    while let Some(j) = stream.next().await {
+        last = Some(j.expect("watch item"));
+    }
+    last.expect("watch ended without a state")
+}
+
+/// Reads a destination object the way an application would: GET, check DSSE-KMS, unwrap the
+/// data key with KMS under the expected context, open the envelope.
+pub async fn read_sealed(moto: &Moto, cat: &Cat, key: &str) -> Vec<u8> {
+    let out = moto
+        .s3()
+        .get_object()
+        .bucket(&cat.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {}/{key}: {e:?}", cat.bucket));
+    assert_eq!(
+        out.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms:dsse"),
+        "{}/{key} is not DSSE-KMS",
+        cat.bucket
+    );
+    let body = out.body.collect().await.expect("body").into_bytes().to_vec();
+    let (header, _) = envelope::parse_header(&body).expect("envelope header");
+    let expected = envelope::EncryptionContext::new()
+        .with("dualseal:category", cat.name)
+        .with("dualseal:bucket", cat.bucket.clone())
+        .with("dualseal:key", key);
+    assert_eq!(header.context, expected, "context of {}/{key}", cat.bucket);
+    assert_eq!(header.kms_key_id, cat.key_arn);
+    let ctx: std::collections::HashMap<String, String> =
+        expected.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let dk = moto
+        .kms()
+        .decrypt()
+        .ciphertext_blob(Blob::new(header.wrapped_key.clone()))
+        .set_encryption_context(Some(ctx))
+        .send()
+        .await
+        .expect("kms decrypt");
+    let key_bytes = dk.plaintext().expect("plaintext").as_ref().to_vec();
+    let data_key = envelope::DataKey::from_slice(&key_bytes).expect("32-byte key");
+    envelope::open(&data_key, &body, Some(&expected))
+        .expect("open envelope")
+        .to_vec()
+}
+
+/// Every key in a bucket.
+pub async fn list_keys(moto: &Moto, bucket: &str) -> Vec<String> {
+    let s3 = moto.s3();
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("list");
+        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        match out.next_continuation_token() {
+            Some(t) if out.is_truncated().unwrap_or(false) => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    keys
+}
+
+/// ETags of every source object, to prove the source was not modified.
+pub async fn source_etags(moto: &Moto) -> BTreeMap<String, String> {
+    let s3 = moto.s3();
+    let mut map = BTreeMap::new();
+    for k in list_keys(moto, SOURCE).await {
+        let h = s3.head_object().bucket(SOURCE).key(&k).send().await.expect("head");
+        map.insert(k, h.e_tag().unwrap_or_default().to_owned());
+    }
+    map
+}
