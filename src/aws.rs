@@ -86,7 +86,10 @@ where
             } else {
                 AwsErrorKind::Transient
             };
-            (kind, format!("could not send the request: {}", error_chain(e)))
+            (
+                kind,
+                format!("could not send the request: {}", error_chain(e)),
+            )
         }
         SdkError::ResponseError(_) => (
             AwsErrorKind::Transient,
@@ -97,7 +100,12 @@ where
             let code = ctx.err().code().unwrap_or("");
             let message = ctx.err().message().unwrap_or("");
             let kind = kind_of(code, status);
-            (kind, format!("{code} (HTTP {status}) {message}").trim().to_owned())
+            (
+                kind,
+                format!("{code} (HTTP {status}) {message}")
+                    .trim()
+                    .to_owned(),
+            )
         }
         _ => (AwsErrorKind::Other, error_chain(e)),
     }
@@ -105,18 +113,32 @@ where
 
 fn kind_of(code: &str, status: u16) -> AwsErrorKind {
     match code {
-        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"
-        | "TooManyRequestsException" | "LimitExceededException" => AwsErrorKind::Throttled,
-        "InternalError" | "ServiceUnavailable" | "KMSInternalException"
-        | "DependencyTimeoutException" | "RequestTimeout" => AwsErrorKind::Transient,
+        "SlowDown"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "LimitExceededException" => AwsErrorKind::Throttled,
+        "InternalError"
+        | "ServiceUnavailable"
+        | "KMSInternalException"
+        | "DependencyTimeoutException"
+        | "RequestTimeout" => AwsErrorKind::Transient,
         "NoSuchKey" | "NoSuchBucket" | "NotFoundException" | "NotFound" => AwsErrorKind::NotFound,
-        "AccessDenied" | "AccessDeniedException" | "InvalidAccessKeyId"
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "InvalidAccessKeyId"
         | "SignatureDoesNotMatch" => AwsErrorKind::AccessDenied,
-        "DisabledException" | "KMSInvalidStateException" | "InvalidKeyUsageException"
-        | "InvalidCiphertextException" | "IncorrectKeyException" | "InvalidRequest"
-        | "InvalidArgument" | "ValidationException" | "BadDigest" | "InvalidDigest" => {
-            AwsErrorKind::Invalid
-        }
+        "DisabledException"
+        | "KMSInvalidStateException"
+        | "InvalidKeyUsageException"
+        | "InvalidCiphertextException"
+        | "IncorrectKeyException"
+        | "InvalidRequest"
+        | "InvalidArgument"
+        | "ValidationException"
+        | "BadDigest"
+        | "InvalidDigest" => AwsErrorKind::Invalid,
         _ => match status {
             429 | 503 => AwsErrorKind::Throttled,
             500..=599 => AwsErrorKind::Transient,

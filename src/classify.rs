@@ -70,10 +70,9 @@ impl Classifier {
                 // `*` stays within one path segment, `**` crosses them, as in .gitignore.
                 match GlobBuilder::new(g).literal_separator(true).build() {
                     Ok(glob) => rules.push(Rule::Glob(glob.compile_matcher())),
-                    Err(e) => errs.push(format!(
-                        "category {:?}: glob {g:?} is invalid: {e}",
-                        c.name
-                    )),
+                    Err(e) => {
+                        errs.push(format!("category {:?}: glob {g:?} is invalid: {e}", c.name))
+                    }
                 }
             }
             out.push(CategoryRules {
@@ -166,11 +165,17 @@ mod tests {
         let c = classifier();
         assert_eq!(
             c.classify("db/payments/a.json"),
-            Classification::Matched { category: 0, dest_key: "payments/a.json".into() }
+            Classification::Matched {
+                category: 0,
+                dest_key: "payments/a.json".into()
+            }
         );
         assert_eq!(
             c.classify("api/x"),
-            Classification::Matched { category: 2, dest_key: "api/x".into() }
+            Classification::Matched {
+                category: 2,
+                dest_key: "api/x".into()
+            }
         );
     }
 
@@ -179,11 +184,20 @@ mod tests {
         let c = classifier();
         assert_eq!(
             c.classify("misc/deep/server.pem"),
-            Classification::Matched { category: 1, dest_key: "misc/deep/server.pem".into() }
+            Classification::Matched {
+                category: 1,
+                dest_key: "misc/deep/server.pem".into()
+            }
         );
         // `*` does not cross '/'.
-        assert_eq!(c.classify("x/y.token"), Classification::Unclassified { reason: None });
-        assert!(matches!(c.classify("y.token"), Classification::Matched { category: 2, .. }));
+        assert_eq!(
+            c.classify("x/y.token"),
+            Classification::Unclassified { reason: None }
+        );
+        assert!(matches!(
+            c.classify("y.token"),
+            Classification::Matched { category: 2, .. }
+        ));
     }
 
     #[test]
@@ -198,7 +212,10 @@ mod tests {
     #[test]
     fn unmatched_and_degenerate_keys_are_unclassified() {
         let c = classifier();
-        assert_eq!(c.classify("other/x"), Classification::Unclassified { reason: None });
+        assert_eq!(
+            c.classify("other/x"),
+            Classification::Unclassified { reason: None }
+        );
         assert!(matches!(
             c.classify("db/"),
             Classification::Unclassified { reason: Some(r) } if r.contains("empty key")
@@ -210,13 +227,19 @@ mod tests {
         let c = classifier();
         assert_eq!(
             c.classify("db/équipe paie/clé secrète.json"),
-            Classification::Matched { category: 0, dest_key: "équipe paie/clé secrète.json".into() }
+            Classification::Matched {
+                category: 0,
+                dest_key: "équipe paie/clé secrète.json".into()
+            }
         );
     }
 
     #[test]
     fn bad_glob_is_reported_with_its_category() {
         let errs = Classifier::new(&[cat("x", &[], &["a[b"], DestKeyMode::Same)]).unwrap_err();
-        assert!(errs[0].contains("\"x\"") && errs[0].contains("a[b"), "{errs:?}");
+        assert!(
+            errs[0].contains("\"x\"") && errs[0].contains("a[b"),
+            "{errs:?}"
+        );
     }
 }

@@ -281,7 +281,9 @@ impl Config {
                 ));
             }
             if c.kms_key.trim().is_empty() {
-                p.push(format!("{at}.kms_key: give a KMS key id, ARN or alias/NAME"));
+                p.push(format!(
+                    "{at}.kms_key: give a KMS key id, ARN or alias/NAME"
+                ));
             }
             if c.prefixes.is_empty() && c.globs.is_empty() {
                 p.push(format!(

@@ -46,7 +46,9 @@ pub enum DaemonError {
 pub fn open_journal(config: &Config) -> Result<Journal, DaemonError> {
     let path = &config.daemon.journal_path;
     if let Err(e) = std::fs::create_dir_all(path) {
-        return Err(DaemonError::Journal(JournalError::Storage(sled::Error::Io(e))));
+        return Err(DaemonError::Journal(JournalError::Storage(
+            sled::Error::Io(e),
+        )));
     }
     let journal = Journal::open(path)?;
     if journal.recovered() {
@@ -113,7 +115,10 @@ pub async fn run(
         tracing::warn!(error = %e, "control API stopped with an error");
     }
     tracing::info!(deadline = ?EXIT_DEADLINE, "waiting for workers");
-    if tokio::time::timeout(EXIT_DEADLINE, engine.drain()).await.is_err() {
+    if tokio::time::timeout(EXIT_DEADLINE, engine.drain())
+        .await
+        .is_err()
+    {
         tracing::warn!("workers did not finish in time; their objects will be redone on restart");
     }
     journal.flush().await?;

@@ -241,7 +241,9 @@ fn encode_header(h: &Header) -> Result<Vec<u8>, EnvelopeError> {
         return Err(EnvelopeError::InvalidInput("segment size out of range"));
     }
     if h.wrapped_key.is_empty() || h.wrapped_key.len() > MAX_WRAPPED_KEY_LEN {
-        return Err(EnvelopeError::InvalidInput("wrapped key length out of range"));
+        return Err(EnvelopeError::InvalidInput(
+            "wrapped key length out of range",
+        ));
     }
     let mut out = Vec::with_capacity(256 + h.wrapped_key.len());
     out.extend_from_slice(&MAGIC);
@@ -329,7 +331,9 @@ pub fn parse_header(envelope: &[u8]) -> Result<(Header, usize), EnvelopeError> {
     let kms_key_id = r.str16("KMS key id")?;
     let wrapped_key = r.bytes16("wrapped key")?.to_vec();
     if wrapped_key.is_empty() || wrapped_key.len() > MAX_WRAPPED_KEY_LEN {
-        return Err(EnvelopeError::MalformedHeader("wrapped key length out of range"));
+        return Err(EnvelopeError::MalformedHeader(
+            "wrapped key length out of range",
+        ));
     }
     let count = r.u16("context count")?;
     let mut context = EncryptionContext::new();
@@ -503,7 +507,11 @@ impl Opener {
     ///
     /// # Errors
     /// `WrongKey` when the commitment does not match.
-    pub fn new(key: &DataKey, header: Header, header_bytes: Vec<u8>) -> Result<Self, EnvelopeError> {
+    pub fn new(
+        key: &DataKey,
+        header: Header,
+        header_bytes: Vec<u8>,
+    ) -> Result<Self, EnvelopeError> {
         let derived = derive(key, &header.message_id);
         if !bool::from(derived.commitment.ct_eq(&header.commitment)) {
             return Err(EnvelopeError::WrongKey);
@@ -535,7 +543,9 @@ impl Opener {
             return Err(EnvelopeError::Misuse("segment after the last segment"));
         }
         let max = self.header.segment_size as usize + TAG_LEN;
-        if ciphertext.len() < TAG_LEN || ciphertext.len() > max || (!last && ciphertext.len() != max)
+        if ciphertext.len() < TAG_LEN
+            || ciphertext.len() > max
+            || (!last && ciphertext.len() != max)
         {
             return Err(EnvelopeError::Authentication(self.next));
         }
@@ -560,7 +570,11 @@ impl Opener {
 ///
 /// # Errors
 /// `InvalidInput` when a header field is out of range.
-pub fn seal(key: &DataKey, params: HeaderParams, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+pub fn seal(
+    key: &DataKey,
+    params: HeaderParams,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
     let sealer = Sealer::new(key, params)?;
     seal_all(sealer, plaintext)
 }
@@ -582,7 +596,8 @@ pub fn seal_with_randomness(
 
 fn seal_all(mut sealer: Sealer, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let seg = sealer.segment_size() as usize;
-    let total = sealer.header().len() as u64 + body_len(plaintext.len() as u64, sealer.segment_size());
+    let total =
+        sealer.header().len() as u64 + body_len(plaintext.len() as u64, sealer.segment_size());
     let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     out.extend_from_slice(sealer.header());
     if plaintext.is_empty() {
@@ -650,7 +665,10 @@ mod tests {
             let pt: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let env = seal(&key, params(64), &pt).unwrap();
             let (h, hl) = parse_header(&env).unwrap();
-            assert_eq!(env.len() as u64, hl as u64 + body_len(len as u64, h.segment_size));
+            assert_eq!(
+                env.len() as u64,
+                hl as u64 + body_len(len as u64, h.segment_size)
+            );
             assert_eq!(&*open(&key, &env, Some(&params(64).context)).unwrap(), &pt);
         }
     }
@@ -659,9 +677,15 @@ mod tests {
     fn wrong_key_and_wrong_context_fail_clearly() {
         let key = DataKey::generate();
         let env = seal(&key, params(64), b"hunter2").unwrap();
-        assert_eq!(open(&DataKey::generate(), &env, None), Err(EnvelopeError::WrongKey));
+        assert_eq!(
+            open(&DataKey::generate(), &env, None),
+            Err(EnvelopeError::WrongKey)
+        );
         let other = params(64).context.with("dualseal:key", "elsewhere");
-        assert_eq!(open(&key, &env, Some(&other)), Err(EnvelopeError::ContextMismatch));
+        assert_eq!(
+            open(&key, &env, Some(&other)),
+            Err(EnvelopeError::ContextMismatch)
+        );
     }
 
     #[test]
@@ -671,8 +695,14 @@ mod tests {
         let env = seal(&key, params(64), &pt).unwrap();
         let (_, hl) = parse_header(&env).unwrap();
         let cut = &env[..hl + 2 * (64 + TAG_LEN)];
-        assert!(matches!(open(&key, cut, None), Err(EnvelopeError::Authentication(1))));
-        assert!(matches!(open(&key, &env[..hl], None), Err(EnvelopeError::Truncated(_))));
+        assert!(matches!(
+            open(&key, cut, None),
+            Err(EnvelopeError::Authentication(1))
+        ));
+        assert!(matches!(
+            open(&key, &env[..hl], None),
+            Err(EnvelopeError::Truncated(_))
+        ));
     }
 
     #[test]
@@ -708,7 +738,10 @@ mod tests {
             for bit in 0..8 {
                 let mut t = env.clone();
                 t[byte] ^= 1 << bit;
-                assert!(open(&key, &t, None).is_err(), "flip at byte {byte} bit {bit} opened");
+                assert!(
+                    open(&key, &t, None).is_err(),
+                    "flip at byte {byte} bit {bit} opened"
+                );
             }
         }
     }
@@ -730,10 +763,16 @@ mod tests {
         let key = DataKey::generate();
         let mut env = seal(&key, params(64), b"x").unwrap();
         env[4] = 9;
-        assert_eq!(open(&key, &env, None), Err(EnvelopeError::UnsupportedVersion(9)));
+        assert_eq!(
+            open(&key, &env, None),
+            Err(EnvelopeError::UnsupportedVersion(9))
+        );
         env[4] = 1;
         env[5] = 2;
-        assert_eq!(open(&key, &env, None), Err(EnvelopeError::UnsupportedAlgorithm(2)));
+        assert_eq!(
+            open(&key, &env, None),
+            Err(EnvelopeError::UnsupportedAlgorithm(2))
+        );
     }
 
     proptest! {

@@ -271,4 +271,3 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 }
-

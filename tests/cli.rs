@@ -30,7 +30,12 @@ prefixes = ["db/"]
         .expect("run");
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["daemon.concurrency", "kms_key", "must differ from source.bucket", "3 problem(s)"] {
+    for needle in [
+        "daemon.concurrency",
+        "kms_key",
+        "must differ from source.bucket",
+        "3 problem(s)",
+    ] {
         assert!(err.contains(needle), "missing {needle:?}: {err}");
     }
 }
@@ -42,7 +47,11 @@ fn validate_accepts_the_shipped_example() {
         .args(["validate", "--config", example])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (4 categories"));
 }
 

@@ -17,7 +17,10 @@ async fn sigkill_mid_job_then_restart_finishes_without_loss_or_duplicates() {
     let mut objects = BTreeMap::new();
     for i in 0..240 {
         let (_, prefix) = CATEGORY_PREFIXES[i % 4];
-        objects.insert(format!("{prefix}s/{i:04}"), format!("secret number {i}").repeat(i % 50 + 1).into_bytes());
+        objects.insert(
+            format!("{prefix}s/{i:04}"),
+            format!("secret number {i}").repeat(i % 50 + 1).into_bytes(),
+        );
     }
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -46,9 +49,18 @@ async fn sigkill_mid_job_then_restart_finishes_without_loss_or_duplicates() {
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job_id).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}\n{}", daemon.log_text());
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{done:?}\n{}",
+        daemon.log_text()
+    );
     assert_eq!(done.verified, objects.len() as u64);
-    assert_eq!(done.discovered, objects.len() as u64, "objects listed twice");
+    assert_eq!(
+        done.discovered,
+        objects.len() as u64,
+        "objects listed twice"
+    );
 
     // Exactly one object_verified event per object, despite the kills.
     let audit = client.audit(job_id).await.expect("audit");
@@ -57,15 +69,27 @@ async fn sigkill_mid_job_then_restart_finishes_without_loss_or_duplicates() {
         *per_key.entry(e.source_key.clone()).or_default() += 1;
     }
     assert_eq!(per_key.len(), objects.len());
-    assert!(per_key.values().all(|&n| n == 1), "an object was recorded verified twice");
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "an object was recorded verified twice"
+    );
 
     // S3 holds every object, decryptable to the source bytes, and nothing else.
     for cat in &cats {
         let n = list_keys(&moto, &cat.bucket).await.len();
-        assert_eq!(n, objects.keys().filter(|k| k.starts_with(cat.prefix)).count());
+        assert_eq!(
+            n,
+            objects.keys().filter(|k| k.starts_with(cat.prefix)).count()
+        );
     }
     for (key, body) in &objects {
-        let cat = cats.iter().find(|c| key.starts_with(c.prefix)).expect("category");
-        assert!(read_sealed(&moto, cat, &key[cat.prefix.len()..]).await == *body, "{key}");
+        let cat = cats
+            .iter()
+            .find(|c| key.starts_with(c.prefix))
+            .expect("category");
+        assert!(
+            read_sealed(&moto, cat, &key[cat.prefix.len()..]).await == *body,
+            "{key}"
+        );
     }
 }

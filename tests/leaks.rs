@@ -15,7 +15,11 @@ use rand::Rng;
 /// can start at any of three alignments inside a larger encoded body; for each, only the
 /// characters fully determined by the canary are kept.
 fn needles(canary: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = vec![canary.to_vec(), hex::encode(canary).into_bytes(), hex::encode_upper(canary).into_bytes()];
+    let mut out = vec![
+        canary.to_vec(),
+        hex::encode(canary).into_bytes(),
+        hex::encode_upper(canary).into_bytes(),
+    ];
     for engine in [
         &base64::engine::general_purpose::STANDARD,
         &base64::engine::general_purpose::URL_SAFE,
@@ -91,7 +95,10 @@ async fn canaries_never_reach_journal_logs_or_audit() {
     let mut haystacks: Vec<(String, Vec<u8>)> = vec![
         ("audit export".into(), audit_json),
         ("ListObjects".into(), objects_dump),
-        ("daemon log".into(), std::fs::read(&daemon.log).expect("log")),
+        (
+            "daemon log".into(),
+            std::fs::read(&daemon.log).expect("log"),
+        ),
     ];
     let mut files = Vec::new();
     files_under(&dir.path().join("journal"), &mut files);
@@ -109,8 +116,11 @@ async fn canaries_never_reach_journal_logs_or_audit() {
         planted.extend_from_slice(&n);
         assert!(contains(&planted, &n));
     }
-    let encoded = base64::engine::general_purpose::STANDARD.encode([b"ab".as_slice(), &canaries[0]].concat());
-    assert!(needles(&canaries[0]).iter().any(|n| contains(encoded.as_bytes(), n)));
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode([b"ab".as_slice(), &canaries[0]].concat());
+    assert!(needles(&canaries[0])
+        .iter()
+        .any(|n| contains(encoded.as_bytes(), n)));
 
     for canary in &canaries {
         for n in needles(canary) {

@@ -23,14 +23,23 @@ fn seed_objects() -> BTreeMap<String, Vec<u8>> {
         }
     }
     objects.insert("db/empty.txt".into(), Vec::new());
-    objects.insert("api/équipe données/clé secrète ✓.json".into(), b"{\"token\":\"x\"}".to_vec());
-    objects.insert("tls/with space/key file.pem".into(), b"-----BEGIN KEY-----".to_vec());
+    objects.insert(
+        "api/équipe données/clé secrète ✓.json".into(),
+        b"{\"token\":\"x\"}".to_vec(),
+    );
+    objects.insert(
+        "tls/with space/key file.pem".into(),
+        b"-----BEGIN KEY-----".to_vec(),
+    );
     objects.insert(
         "misc/large/vault.snap".into(),
         (0..LARGE).map(|i| (i % 251) as u8).collect(),
     );
     for i in 0..7 {
-        objects.insert(format!("unowned/legacy-{i}.txt"), format!("legacy {i}").into_bytes());
+        objects.insert(
+            format!("unowned/legacy-{i}.txt"),
+            format!("legacy {i}").into_bytes(),
+        );
     }
     objects
 }
@@ -52,13 +61,21 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     assert_eq!(plan.unclassified_objects, 7);
     assert_eq!(plan.conflict_objects, 0);
     for c in &plan.categories {
-        let expected = objects.keys().filter(|k| k.starts_with(&format!("{}/", c.category))).count();
+        let expected = objects
+            .keys()
+            .filter(|k| k.starts_with(&format!("{}/", c.category)))
+            .count();
         assert_eq!(c.objects, expected as u64, "plan for {}", c.category);
     }
 
     let job = client.start("", false).await.expect("start");
     let done = wait_job(&mut client, job.job_id).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}\n{}", daemon.log_text());
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{done:?}\n{}",
+        daemon.log_text()
+    );
     let migrated = objects.len() as u64 - 7;
     assert_eq!(done.verified, migrated);
     assert_eq!(done.unclassified, 7);
@@ -77,19 +94,34 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     }
     // Every object decrypts, through KMS, to exactly the source bytes.
     for (key, body) in &objects {
-        let Some(cat) = cats.iter().find(|c| key.starts_with(c.prefix)) else { continue };
+        let Some(cat) = cats.iter().find(|c| key.starts_with(c.prefix)) else {
+            continue;
+        };
         let dest_key = &key[cat.prefix.len()..];
         let plain = read_sealed(&moto, cat, dest_key).await;
         assert!(plain == *body, "{key} does not decrypt to its source bytes");
     }
     // The journal says verified for each migrated object, and reports the unclassified ones.
-    let verified = client.objects(job.job_id, pb::ObjectState::Verified).await.expect("objects");
+    let verified = client
+        .objects(job.job_id, pb::ObjectState::Verified)
+        .await
+        .expect("objects");
     assert_eq!(verified.len() as u64, migrated);
-    let unclassified = client.objects(job.job_id, pb::ObjectState::Unclassified).await.expect("objects");
+    let unclassified = client
+        .objects(job.job_id, pb::ObjectState::Unclassified)
+        .await
+        .expect("objects");
     let mut names: Vec<_> = unclassified.iter().map(|o| o.source_key.clone()).collect();
     names.sort();
-    assert_eq!(names, (0..7).map(|i| format!("unowned/legacy-{i}.txt")).collect::<Vec<_>>());
-    assert!(unclassified.iter().all(|o| o.reason.contains("no category")));
+    assert_eq!(
+        names,
+        (0..7)
+            .map(|i| format!("unowned/legacy-{i}.txt"))
+            .collect::<Vec<_>>()
+    );
+    assert!(unclassified
+        .iter()
+        .all(|o| o.reason.contains("no category")));
     // The source was not modified.
     assert_eq!(source_etags(&moto).await, etags_before);
 
@@ -104,8 +136,18 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     let again = client.job(job.job_id).await.expect("job after restart");
     assert_eq!(again.state, done.state);
     assert_eq!(
-        (again.verified, again.unclassified, again.failed, again.verified_bytes),
-        (done.verified, done.unclassified, done.failed, done.verified_bytes)
+        (
+            again.verified,
+            again.unclassified,
+            again.failed,
+            again.verified_bytes
+        ),
+        (
+            done.verified,
+            done.unclassified,
+            done.failed,
+            done.verified_bytes
+        )
     );
     let audit = client.audit(job.job_id).await.expect("audit");
     assert_eq!(
@@ -114,7 +156,11 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     );
     for pair in audit.windows(2) {
         if pair[1].seq == pair[0].seq + 1 {
-            assert_eq!(pair[1].prev_hash, pair[0].hash, "audit chain broken at {}", pair[1].seq);
+            assert_eq!(
+                pair[1].prev_hash, pair[0].hash,
+                "audit chain broken at {}",
+                pair[1].seq
+            );
         }
     }
 }

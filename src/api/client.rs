@@ -22,7 +22,9 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// The address is not understood.
-    #[error("invalid address {0:?}: use unix:///path/to/socket, a socket path, or http://host:port")]
+    #[error(
+        "invalid address {0:?}: use unix:///path/to/socket, a socket path, or http://host:port"
+    )]
     Address(String),
     /// The daemon refused or failed the call.
     #[error("{}: {}", .0.code(), .0.message())]
@@ -80,7 +82,11 @@ impl Client {
     ///
     /// # Errors
     /// `Status`.
-    pub async fn plan(&mut self, prefix: &str, sample_limit: u32) -> Result<pb::PlanResponse, ClientError> {
+    pub async fn plan(
+        &mut self,
+        prefix: &str,
+        sample_limit: u32,
+    ) -> Result<pb::PlanResponse, ClientError> {
         Ok(self
             .inner
             .plan(pb::PlanRequest {
@@ -95,7 +101,11 @@ impl Client {
     ///
     /// # Errors
     /// `Status`.
-    pub async fn start(&mut self, prefix: &str, allow_conflicts: bool) -> Result<pb::Job, ClientError> {
+    pub async fn start(
+        &mut self,
+        prefix: &str,
+        allow_conflicts: bool,
+    ) -> Result<pb::Job, ClientError> {
         Ok(self
             .inner
             .start_job(pb::StartJobRequest {
@@ -111,7 +121,11 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn job(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self.inner.get_job(pb::JobRef { job_id }).await?.into_inner())
+        Ok(self
+            .inner
+            .get_job(pb::JobRef { job_id })
+            .await?
+            .into_inner())
     }
 
     /// Every job.
@@ -119,7 +133,12 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn jobs(&mut self) -> Result<Vec<pb::Job>, ClientError> {
-        Ok(self.inner.list_jobs(pb::ListJobsRequest {}).await?.into_inner().jobs)
+        Ok(self
+            .inner
+            .list_jobs(pb::ListJobsRequest {})
+            .await?
+            .into_inner()
+            .jobs)
     }
 
     /// Streams a job's progress until it ends.
@@ -130,7 +149,11 @@ impl Client {
         &mut self,
         job_id: u64,
     ) -> Result<impl futures::Stream<Item = Result<pb::Job, ClientError>>, ClientError> {
-        let s = self.inner.watch_job(pb::JobRef { job_id }).await?.into_inner();
+        let s = self
+            .inner
+            .watch_job(pb::JobRef { job_id })
+            .await?
+            .into_inner();
         Ok(s.map_err(ClientError::from))
     }
 
@@ -139,7 +162,11 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn pause(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self.inner.pause_job(pb::JobRef { job_id }).await?.into_inner())
+        Ok(self
+            .inner
+            .pause_job(pb::JobRef { job_id })
+            .await?
+            .into_inner())
     }
 
     /// Resumes a job.
@@ -147,7 +174,11 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn resume(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self.inner.resume_job(pb::JobRef { job_id }).await?.into_inner())
+        Ok(self
+            .inner
+            .resume_job(pb::JobRef { job_id })
+            .await?
+            .into_inner())
     }
 
     /// Cancels a job.
@@ -155,7 +186,11 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn cancel(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self.inner.cancel_job(pb::JobRef { job_id }).await?.into_inner())
+        Ok(self
+            .inner
+            .cancel_job(pb::JobRef { job_id })
+            .await?
+            .into_inner())
     }
 
     /// Re-verifies a job.
@@ -163,7 +198,11 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn verify(&mut self, job_id: u64) -> Result<pb::VerifyJobResponse, ClientError> {
-        Ok(self.inner.verify_job(pb::JobRef { job_id }).await?.into_inner())
+        Ok(self
+            .inner
+            .verify_job(pb::JobRef { job_id })
+            .await?
+            .into_inner())
     }
 
     /// A job's objects, optionally in one state.

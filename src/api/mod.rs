@@ -24,7 +24,8 @@ pub mod pb {
     tonic::include_proto!("dualseal.v1");
 
     /// Encoded descriptors, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dualseal_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("dualseal_descriptor");
 }
 
 /// How often WatchJob may send an update, at most.
@@ -72,8 +73,12 @@ pub async fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
         source,
     })?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|source| ApiError::Bind { path: shown, source })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+        ApiError::Bind {
+            path: shown,
+            source,
+        }
+    })?;
     Ok(listener)
 }
 
@@ -102,7 +107,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(pb::control_server::ControlServer::new(ControlService { engine }))
+        .add_service(pb::control_server::ControlServer::new(ControlService {
+            engine,
+        }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
@@ -118,21 +125,33 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 fn job_id(raw: u64) -> Result<u64, Status> {
     if raw == 0 {
-        return Err(Status::invalid_argument("job_id is required (jobs are numbered from 1)"));
+        return Err(Status::invalid_argument(
+            "job_id is required (jobs are numbered from 1)",
+        ));
     }
     Ok(raw)
 }
 
 #[tonic::async_trait]
 impl pb::control_server::Control for ControlService {
-    async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+    async fn plan(
+        &self,
+        req: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
         let r = req.into_inner();
-        let limit = if r.sample_limit == 0 { 20 } else { r.sample_limit.min(10_000) };
+        let limit = if r.sample_limit == 0 {
+            20
+        } else {
+            r.sample_limit.min(10_000)
+        };
         let report = self.engine.plan(&r.prefix, limit as usize).await?;
         Ok(Response::new(report.into()))
     }
 
-    async fn start_job(&self, req: Request<pb::StartJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn start_job(
+        &self,
+        req: Request<pb::StartJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let r = req.into_inner();
         let view = self.engine.start_job(&r.prefix, r.allow_conflicts).await?;
         Ok(Response::new(view.into()))
@@ -147,13 +166,21 @@ impl pb::control_server::Control for ControlService {
         &self,
         _req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.engine.list_jobs()?.into_iter().map(Into::into).collect();
+        let jobs = self
+            .engine
+            .list_jobs()?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     type WatchJobStream = BoxStream<pb::Job>;
 
-    async fn watch_job(&self, req: Request<pb::JobRef>) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         let id = job_id(req.into_inner().job_id)?;
         self.engine.view(id)?;
         let engine = self.engine.clone();
@@ -176,7 +203,9 @@ impl pb::control_server::Control for ControlService {
                 let _ = tokio::time::timeout(WATCH_HEARTBEAT, changes.changed()).await;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn pause_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {

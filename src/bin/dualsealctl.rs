@@ -13,7 +13,12 @@ use futures::StreamExt;
 #[command(version, about = "Control a running dualseald")]
 struct Args {
     /// Control socket (unix:///path, a path) or http://host:port.
-    #[arg(long, env = "DUALSEAL_SOCKET", default_value = "/run/dualseal/control.sock", global = true)]
+    #[arg(
+        long,
+        env = "DUALSEAL_SOCKET",
+        default_value = "/run/dualseal/control.sock",
+        global = true
+    )]
     socket: String,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
@@ -145,11 +150,15 @@ async fn main() -> ExitCode {
 }
 
 fn job_state(j: &pb::Job) -> &'static str {
-    pb::JobState::try_from(j.state).map_or("UNKNOWN", |s| s.as_str_name().trim_start_matches("JOB_STATE_"))
+    pb::JobState::try_from(j.state).map_or("UNKNOWN", |s| {
+        s.as_str_name().trim_start_matches("JOB_STATE_")
+    })
 }
 
 fn object_state(s: i32) -> &'static str {
-    pb::ObjectState::try_from(s).map_or("UNKNOWN", |s| s.as_str_name().trim_start_matches("OBJECT_STATE_"))
+    pb::ObjectState::try_from(s).map_or("UNKNOWN", |s| {
+        s.as_str_name().trim_start_matches("OBJECT_STATE_")
+    })
 }
 
 fn job_json(j: &pb::Job) -> serde_json::Value {
@@ -187,7 +196,11 @@ fn print_job(j: &pb::Job) {
         j.source_bucket,
         j.prefix,
         j.discovered,
-        if j.listing_complete { "" } else { "+ (listing)" }
+        if j.listing_complete {
+            ""
+        } else {
+            "+ (listing)"
+        }
     );
     println!(
         "  verified {} ({})  in progress {}  failed {}  unclassified {}  conflicts {}",
@@ -251,14 +264,24 @@ async fn run(args: Args) -> Result<ExitCode> {
                 for k in &p.unclassified_sample {
                     println!("    {k}");
                 }
-                println!("  conflicts (match several categories): {}", p.conflict_objects);
+                println!(
+                    "  conflicts (match several categories): {}",
+                    p.conflict_objects
+                );
                 for k in &p.conflicts_sample {
                     println!("    {} -> {}", k.key, k.categories.join(", "));
                 }
             }
-            Ok(if p.conflict_objects > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+            Ok(if p.conflict_objects > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Cmd::Start { prefix, allow_conflicts } => {
+        Cmd::Start {
+            prefix,
+            allow_conflicts,
+        } => {
             let j = c.start(&prefix, allow_conflicts).await?;
             if args.json {
                 println!("{}", job_json(&j));
@@ -273,7 +296,10 @@ async fn run(args: Args) -> Result<ExitCode> {
                 None => c.jobs().await?,
             };
             if args.json {
-                println!("{}", serde_json::Value::from(jobs.iter().map(job_json).collect::<Vec<_>>()));
+                println!(
+                    "{}",
+                    serde_json::Value::from(jobs.iter().map(job_json).collect::<Vec<_>>())
+                );
             } else if jobs.is_empty() {
                 println!("no jobs yet; `dualsealctl plan` then `dualsealctl start`");
             } else {
@@ -303,7 +329,9 @@ async fn run(args: Args) -> Result<ExitCode> {
                 }
                 last = Some(j);
             }
-            let Some(j) = last else { bail!("the daemon closed the stream without a job state") };
+            let Some(j) = last else {
+                bail!("the daemon closed the stream without a job state")
+            };
             Ok(match pb::JobState::try_from(j.state) {
                 Ok(pb::JobState::Succeeded) => ExitCode::SUCCESS,
                 _ => {
@@ -333,12 +361,22 @@ async fn run(args: Args) -> Result<ExitCode> {
                 v["mismatches"] = r.mismatches.iter().map(object_json).collect();
                 println!("{v}");
             } else {
-                println!("job {}: checked {}, ok {}, mismatches {}", r.job_id, r.checked, r.ok, r.mismatches.len());
+                println!(
+                    "job {}: checked {}, ok {}, mismatches {}",
+                    r.job_id,
+                    r.checked,
+                    r.ok,
+                    r.mismatches.len()
+                );
                 for m in &r.mismatches {
                     println!("  {}: {}", m.source_key, m.reason);
                 }
             }
-            Ok(if r.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if r.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Cmd::Objects { job, state } => {
             let filter = state.map_or(pb::ObjectState::Unspecified, Into::into);
@@ -351,16 +389,36 @@ async fn run(args: Args) -> Result<ExitCode> {
                     } else {
                         format!(" -> s3://{}/{}", o.destination_bucket, o.destination_key)
                     };
-                    let reason = if o.reason.is_empty() { String::new() } else { format!("  ({})", o.reason) };
-                    println!("{:<12} {}{}{}", object_state(o.state), o.source_key, dest, reason);
+                    let reason = if o.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", o.reason)
+                    };
+                    println!(
+                        "{:<12} {}{}{}",
+                        object_state(o.state),
+                        o.source_key,
+                        dest,
+                        reason
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Audit { cmd: AuditCmd::Export { job, format, output } } => {
+        Cmd::Audit {
+            cmd:
+                AuditCmd::Export {
+                    job,
+                    format,
+                    output,
+                },
+        } => {
             let events = c.audit(job.unwrap_or(0)).await?;
             let mut out: Box<dyn Write> = match &output {
-                Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+                Some(p) => Box::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                ),
                 None => Box::new(std::io::stdout().lock()),
             };
             match format {

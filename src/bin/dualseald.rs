@@ -16,10 +16,19 @@ const EX_IOERR: u8 = 74;
 const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
-#[command(version, about = "dualseal daemon: migrates a master S3 bucket into per-category buckets, sealed twice")]
+#[command(
+    version,
+    about = "dualseal daemon: migrates a master S3 bucket into per-category buckets, sealed twice"
+)]
 struct Args {
     /// Config file.
-    #[arg(long, short, env = "DUALSEAL_CONFIG", default_value = "/etc/dualseal/dualseal.toml", global = true)]
+    #[arg(
+        long,
+        short,
+        env = "DUALSEAL_CONFIG",
+        default_value = "/etc/dualseal/dualseal.toml",
+        global = true
+    )]
     config: PathBuf,
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -50,7 +59,9 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("dualseald: {e}");
             return ExitCode::from(match e {
-                ConfigError::Read { .. } | ConfigError::Parse { .. } | ConfigError::Invalid { .. } => EX_CONFIG,
+                ConfigError::Read { .. }
+                | ConfigError::Parse { .. }
+                | ConfigError::Invalid { .. } => EX_CONFIG,
             });
         }
     };
@@ -64,7 +75,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dualseald: cannot start the async runtime: {e}");
@@ -96,9 +110,8 @@ async fn run(config: Config) -> ExitCode {
             tracing::error!("{e}");
             eprintln!("dualseald: {e}");
             match e {
-                dualseal::daemon::DaemonError::Journal(_) | dualseal::daemon::DaemonError::Fatal(_) => {
-                    ExitCode::from(EX_IOERR)
-                }
+                dualseal::daemon::DaemonError::Journal(_)
+                | dualseal::daemon::DaemonError::Fatal(_) => ExitCode::from(EX_IOERR),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -130,9 +130,23 @@ async fn drive(
         .filter(|r| r.as_ref().map_or(true, |(_, rec)| rec.state.is_pending()))
         .collect::<Result<_, _>>()?;
     if !leftover.is_empty() {
-        tracing::info!(job = id, objects = leftover.len(), "re-dispatching unfinished objects");
+        tracing::info!(
+            job = id,
+            objects = leftover.len(),
+            "re-dispatching unfinished objects"
+        );
     }
-    let mut stopped = dispatch(inner, id, leftover, &targets, &sem, &mut workers, cancel, &mut paused).await?;
+    let mut stopped = dispatch(
+        inner,
+        id,
+        leftover,
+        &targets,
+        &sem,
+        &mut workers,
+        cancel,
+        &mut paused,
+    )
+    .await?;
 
     let mut token = job.listing_token.clone();
     let mut listing_complete = job.listing_complete;
@@ -146,12 +160,24 @@ async fn drive(
             .iter()
             .map(|o| (o.key.clone(), listed_record(inner, o)))
             .collect();
-        let pending = inner.journal.record_page(id, records, page.next_token.clone())?;
+        let pending = inner
+            .journal
+            .record_page(id, records, page.next_token.clone())?;
         inner.journal.flush().await?;
         inner.notify();
         listing_complete = page.next_token.is_none();
         token = page.next_token;
-        stopped = dispatch(inner, id, pending, &targets, &sem, &mut workers, cancel, &mut paused).await?;
+        stopped = dispatch(
+            inner,
+            id,
+            pending,
+            &targets,
+            &sem,
+            &mut workers,
+            cancel,
+            &mut paused,
+        )
+        .await?;
     }
     while let Some(res) = workers.join_next().await {
         reap(res)?;
@@ -169,7 +195,9 @@ fn reap(res: Result<Result<(), JournalError>, tokio::task::JoinError>) -> Result
     match res {
         Ok(r) => r.map_err(EngineError::Journal),
         Err(e) if e.is_cancelled() => Ok(()),
-        Err(e) => Err(EngineError::FailedPrecondition(format!("worker panicked: {e}"))),
+        Err(e) => Err(EngineError::FailedPrecondition(format!(
+            "worker panicked: {e}"
+        ))),
     }
 }
 

@@ -129,7 +129,10 @@ impl Attempt<'_> {
     fn metadata(&self, src: &Fetched) -> HashMap<String, String> {
         let enc = |s: &str| utf8_percent_encode(s, META_ESCAPE).to_string();
         let mut m = HashMap::new();
-        m.insert(format!("{META_PREFIX}source-bucket"), enc(self.source_bucket));
+        m.insert(
+            format!("{META_PREFIX}source-bucket"),
+            enc(self.source_bucket),
+        );
         m.insert(format!("{META_PREFIX}source-key"), enc(self.source_key));
         m.insert(format!("{META_PREFIX}source-etag"), enc(&src.etag));
         if let Some(v) = &src.version_id {
@@ -206,14 +209,18 @@ pub fn check_destination(
     }
     let (header, _) = envelope::parse_header(&dst.body)?;
     if header.context != *ctx {
-        return Err(ObjectError::Envelope(envelope::EnvelopeError::ContextMismatch));
+        return Err(ObjectError::Envelope(
+            envelope::EnvelopeError::ContextMismatch,
+        ));
     }
     Ok(())
 }
 
 /// S3 may report the key as an ARN or a bare id; both name the same key.
 fn key_matches(reported: &str, arn: &str) -> bool {
-    reported == arn || arn.ends_with(&format!("/{reported}")) || reported.ends_with(&format!("/{arn}"))
+    reported == arn
+        || arn.ends_with(&format!("/{reported}"))
+        || reported.ends_with(&format!("/{arn}"))
 }
 
 #[cfg(test)]

@@ -131,8 +131,8 @@ impl Engine {
         settings: EngineSettings,
         shutdown: CancellationToken,
     ) -> Result<Self, EngineError> {
-        let classifier = Classifier::new(&categories)
-            .map_err(|e| EngineError::InvalidRequest(e.join("; ")))?;
+        let classifier =
+            Classifier::new(&categories).map_err(|e| EngineError::InvalidRequest(e.join("; ")))?;
         let (changes, _) = watch::channel(0);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -219,7 +219,11 @@ impl Engine {
     /// # Errors
     /// `FailedPrecondition` when another job is active or the plan finds conflicts (unless
     /// allowed); `Store`/`Kms` when a destination bucket or key is unusable; `Journal`.
-    pub async fn start_job(&self, prefix: &str, allow_conflicts: bool) -> Result<JobView, EngineError> {
+    pub async fn start_job(
+        &self,
+        prefix: &str,
+        allow_conflicts: bool,
+    ) -> Result<JobView, EngineError> {
         self.check_open()?;
         let prefix = self.job_prefix(prefix)?;
         if let Some(active) = self
@@ -385,14 +389,20 @@ impl Engine {
                 job.state
             )));
         }
-        self.set_state(id, JobState::Cancelled, "job_cancelled").await?;
+        self.set_state(id, JobState::Cancelled, "job_cancelled")
+            .await?;
         if let Some(ctl) = lock(&self.inner.running).get(&id) {
             ctl.cancel.cancel();
         }
         self.view(id)
     }
 
-    async fn set_state(&self, id: JobId, state: JobState, kind: &'static str) -> Result<(), EngineError> {
+    async fn set_state(
+        &self,
+        id: JobId,
+        state: JobState,
+        kind: &'static str,
+    ) -> Result<(), EngineError> {
         self.inner.journal.update_job(id, |j| {
             j.state = state;
             if state == JobState::Cancelled {

@@ -16,11 +16,10 @@ use std::sync::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use sled::Transactional;
 
-pub use records::{
-    AuditRecord, DecodeError, JobId, JobRecord, JobState, ObjectRecord, ObjectState,
-    RECORD_VERSION,
-};
 use records::{decode, encode, job_key, object_key, split_object_key};
+pub use records::{
+    AuditRecord, DecodeError, JobId, JobRecord, JobState, ObjectRecord, ObjectState, RECORD_VERSION,
+};
 
 const TREE_JOBS: &str = "jobs";
 const TREE_OBJECTS: &str = "objects";
@@ -194,8 +193,9 @@ impl Journal {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let existed = path.join("conf").exists() || path.join("db").exists();
         let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().contains("lock") =>
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
             {
                 JournalError::Locked {
                     path: path.to_owned(),
@@ -331,7 +331,10 @@ impl Journal {
     /// # Errors
     /// `NoSuchJob`, `Storage` or `Corrupt`.
     pub fn get_job(&self, id: JobId) -> Result<JobRecord, JournalError> {
-        let v = self.jobs.get(job_key(id))?.ok_or(JournalError::NoSuchJob(id))?;
+        let v = self
+            .jobs
+            .get(job_key(id))?
+            .ok_or(JournalError::NoSuchJob(id))?;
         decode(&v).map_err(|source| JournalError::Corrupt {
             tree: TREE_JOBS,
             key: id.to_string(),
@@ -497,9 +500,7 @@ impl Journal {
                         Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
                     })
                     .map_err(|e| match e {
-                        sled::transaction::TransactionError::Storage(s) => {
-                            JournalError::Storage(s)
-                        }
+                        sled::transaction::TransactionError::Storage(s) => JournalError::Storage(s),
                         sled::transaction::TransactionError::Abort(()) => JournalError::Storage(
                             sled::Error::Unsupported("transaction aborted".into()),
                         ),
@@ -678,11 +679,19 @@ mod tests {
                 id,
                 "a",
                 |r| r.state = ObjectState::Verified,
-                Some(AuditDraft { job_id: id, kind: "object_verified", ..Default::default() }),
+                Some(AuditDraft {
+                    job_id: id,
+                    kind: "object_verified",
+                    ..Default::default()
+                }),
             )
             .unwrap();
-            j.append_audit(AuditDraft { job_id: id, kind: "job_done", ..Default::default() })
-                .unwrap();
+            j.append_audit(AuditDraft {
+                job_id: id,
+                kind: "job_done",
+                ..Default::default()
+            })
+            .unwrap();
             j.flush().await.unwrap();
         }
         let j = Journal::open(dir.path()).unwrap();
@@ -694,7 +703,13 @@ mod tests {
         assert_eq!(c.per_category.get("db"), Some(&(1, 10)));
         assert!(j.get_job(id).unwrap().listing_complete);
         assert_eq!(j.verify_audit_chain().unwrap(), Ok(2));
-        let next = j.append_audit(AuditDraft { job_id: id, kind: "x", ..Default::default() }).unwrap();
+        let next = j
+            .append_audit(AuditDraft {
+                job_id: id,
+                kind: "x",
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(next.seq, 3);
         assert_eq!(j.verify_audit_chain().unwrap(), Ok(3));
     }
@@ -713,7 +728,9 @@ mod tests {
         {
             let j = Journal::open(dir.path()).unwrap();
             let id = j.create_job("src", "").unwrap().id;
-            j.objects.insert(object_key(id, "bad"), vec![1u8, b'x']).unwrap();
+            j.objects
+                .insert(object_key(id, "bad"), vec![1u8, b'x'])
+                .unwrap();
             j.db.flush().unwrap();
         }
         let err = Journal::open(dir.path()).unwrap_err();

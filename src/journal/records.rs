@@ -253,7 +253,10 @@ mod tests {
         b[0] = 9;
         assert_eq!(decode::<ObjectRecord>(&b), Err(DecodeError::Version(9)));
         assert_eq!(decode::<ObjectRecord>(&[]), Err(DecodeError::Empty));
-        assert!(matches!(decode::<ObjectRecord>(&[1, b'{']), Err(DecodeError::Body(_))));
+        assert!(matches!(
+            decode::<ObjectRecord>(&[1, b'{']),
+            Err(DecodeError::Body(_))
+        ));
     }
 
     #[test]
@@ -262,7 +265,10 @@ mod tests {
         let b = object_key(2, "aaa");
         let c = object_key(256, "");
         assert!(a < b && b < c);
-        assert_eq!(split_object_key(&object_key(5, "é x")).unwrap(), (5, "é x".into()));
+        assert_eq!(
+            split_object_key(&object_key(5, "é x")).unwrap(),
+            (5, "é x".into())
+        );
         assert_eq!(split_object_key(&[1, 2]), Err(DecodeError::Key));
     }
 }

@@ -36,7 +36,9 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let mut child = Command::new("moto_server")
+        // test.sh exports MOTO_SERVER with the installed path; PATH is the fallback.
+        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let mut child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -99,19 +101,31 @@ pub struct Cat {
     pub key_arn: String,
 }
 
-pub const CATEGORY_PREFIXES: [(&str, &str); 4] =
-    [("db", "db/"), ("api", "api/"), ("tls", "tls/"), ("misc", "misc/")];
+pub const CATEGORY_PREFIXES: [(&str, &str); 4] = [
+    ("db", "db/"),
+    ("api", "api/"),
+    ("tls", "tls/"),
+    ("misc", "misc/"),
+];
 pub const SOURCE: &str = "master-secrets";
 
 /// Creates the source bucket, one bucket and one KMS key (with alias) per category.
 pub async fn provision(moto: &Moto) -> Vec<Cat> {
     let s3 = moto.s3();
     let kms = moto.kms();
-    s3.create_bucket().bucket(SOURCE).send().await.expect("create source");
+    s3.create_bucket()
+        .bucket(SOURCE)
+        .send()
+        .await
+        .expect("create source");
     let mut cats = Vec::new();
     for (name, prefix) in CATEGORY_PREFIXES {
         let bucket = format!("secrets-{name}");
-        s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
         let key = kms.create_key().send().await.expect("create key");
         let meta = key.key_metadata().expect("metadata");
         kms.create_alias()
@@ -145,7 +159,10 @@ pub async fn put_all(moto: &Moto, objects: &BTreeMap<String, Vec<u8>>) {
                 .unwrap_or_else(|e| panic!("seed {k}: {e:?}"));
         }
     });
-    futures::stream::iter(futs).buffer_unordered(8).collect::<Vec<_>>().await;
+    futures::stream::iter(futs)
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
 }
 
 /// Config text for the test layout: every category strips its prefix.
@@ -305,7 +322,13 @@ pub async fn read_sealed(moto: &Moto, cat: &Cat, key: &str) -> Vec<u8> {
         "{}/{key} is not DSSE-KMS",
         cat.bucket
     );
-    let body = out.body.collect().await.expect("body").into_bytes().to_vec();
+    let body = out
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec();
     let (header, _) = envelope::parse_header(&body).expect("envelope header");
     let expected = envelope::EncryptionContext::new()
         .with("dualseal:category", cat.name)
@@ -313,8 +336,10 @@ pub async fn read_sealed(moto: &Moto, cat: &Cat, key: &str) -> Vec<u8> {
         .with("dualseal:key", key);
     assert_eq!(header.context, expected, "context of {}/{key}", cat.bucket);
     assert_eq!(header.kms_key_id, cat.key_arn);
-    let ctx: std::collections::HashMap<String, String> =
-        expected.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let ctx: std::collections::HashMap<String, String> = expected
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let dk = moto
         .kms()
         .decrypt()
@@ -343,7 +368,11 @@ pub async fn list_keys(moto: &Moto, bucket: &str) -> Vec<String> {
             .send()
             .await
             .expect("list");
-        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         match out.next_continuation_token() {
             Some(t) if out.is_truncated().unwrap_or(false) => token = Some(t.to_owned()),
             _ => break,
@@ -357,7 +386,13 @@ pub async fn source_etags(moto: &Moto) -> BTreeMap<String, String> {
     let s3 = moto.s3();
     let mut map = BTreeMap::new();
     for k in list_keys(moto, SOURCE).await {
-        let h = s3.head_object().bucket(SOURCE).key(&k).send().await.expect("head");
+        let h = s3
+            .head_object()
+            .bucket(SOURCE)
+            .key(&k)
+            .send()
+            .await
+            .expect("head");
         map.insert(k, h.e_tag().unwrap_or_default().to_owned());
     }
     map

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Independent decryptor of dualseal envelopes, written from FORMAT.md alone.
+
+Uses only libsodium (through PyNaCl) for XChaCha20-Poly1305 and the standard library for
+HKDF-SHA256, to prove that the format is specified well enough to implement elsewhere.
+
+usage: reference_open.py FIXTURE.json [...]   (checks envelope_hex opens to plaintext_hex)
+       reference_open.py --key HEX ENVELOPE_FILE   (prints the plaintext to stdout)
+"""
+import hashlib
+import hmac
+import json
+import struct
+import sys
+
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
+
+
+def hkdf_sha256(ikm, salt, info, length=32):
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    okm, t, i = b"", b"", 1
+    while len(okm) < length:
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        okm += t
+        i += 1
+    return okm[:length]
+
+
+def parse_header(env):
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        if pos + n > len(env):
+            raise ValueError("truncated header")
+        b = env[pos:pos + n]
+        pos += n
+        return b
+
+    def u16():
+        return struct.unpack(">H", take(2))[0]
+
+    if take(4) != b"DSEL":
+        raise ValueError("bad magic")
+    version, alg = take(1)[0], take(1)[0]
+    if version != 1 or alg != 1:
+        raise ValueError(f"unsupported version {version} / algorithm {alg}")
+    seg = struct.unpack(">I", take(4))[0]
+    h = {"segment_size": seg, "message_id": take(32), "nonce_prefix": take(19), "commitment": take(32)}
+    h["kms_key_id"] = take(u16()).decode()
+    h["wrapped_key"] = take(u16())
+    ctx = {}
+    for _ in range(u16()):
+        k = take(u16()).decode()
+        ctx[k] = take(u16()).decode()
+    h["context"] = ctx
+    return h, pos
+
+
+def open_envelope(data_key, env):
+    h, hlen = parse_header(env)
+    header = env[:hlen]
+    content_key = hkdf_sha256(data_key, h["message_id"], b"dualseal/v1 content key")
+    commitment = hkdf_sha256(data_key, h["message_id"], b"dualseal/v1 key commitment")
+    if not hmac.compare_digest(commitment, h["commitment"]):
+        raise ValueError("key commitment mismatch")
+    body = env[hlen:]
+    step = h["segment_size"] + 16
+    chunks = [body[i:i + step] for i in range(0, len(body), step)] or []
+    if not chunks:
+        raise ValueError("no segments")
+    out = b""
+    for i, c in enumerate(chunks):
+        last = 1 if i == len(chunks) - 1 else 0
+        nonce = h["nonce_prefix"] + struct.pack(">I", i) + bytes([last])
+        out += crypto_aead_xchacha20poly1305_ietf_decrypt(c, header, nonce, content_key)
+    return h, out
+
+
+def main():
+    args = sys.argv[1:]
+    if args[:1] == ["--key"]:
+        _, out = open_envelope(bytes.fromhex(args[1]), open(args[2], "rb").read())
+        sys.stdout.buffer.write(out)
+        return
+    for path in args:
+        v = json.load(open(path))
+        h, out = open_envelope(bytes.fromhex(v["data_key_hex"]), bytes.fromhex(v["envelope_hex"]))
+        assert out.hex() == v["plaintext_hex"], f"{path}: plaintext differs"
+        assert h["context"] == v["context"], f"{path}: context differs"
+        print(f"{path}: OK ({len(out)} bytes, context {h['context']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs them all: format, lints, unit, property and
+# integration tests (real moto server, real daemon, real gRPC), and the independent
+# reference decryptor against the golden envelopes. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { echo "[test.sh $(date +%H:%M:%S)] $*" >&2; }
+
+# --- what the tests need -------------------------------------------------------------------
+# moto server (S3 + KMS emulator) and PyNaCl (libsodium, for the reference decryptor).
+MOTO_VERSION="5.2.1"
+if ! python3 -c "import moto, flask, flask_cors, nacl" 2>/dev/null; then
+    log "installing moto[server]==$MOTO_VERSION and pynacl from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "pynacl>=1.5"
+fi
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+MOTO_SERVER="$(command -v moto_server || true)"
+if [[ -z "$MOTO_SERVER" ]]; then
+    MOTO_SERVER="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/moto_server"
+fi
+[[ -x "$MOTO_SERVER" ]] || { echo "moto_server not found after install" >&2; exit 1; }
+export MOTO_SERVER
+# protoc is vendored by build.rs (protoc-bin-vendored): nothing to install.
+
+# The tests speak only to 127.0.0.1; keep any proxy settings of the host out of it.
+export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+
+# --- checks ----------------------------------------------------------------------------------
+start=$(date +%s)
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+# --- tests -----------------------------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run"
+    cargo nextest run --locked --no-fail-fast
+else
+    log "cargo test (cargo-nextest not installed)"
+    cargo test --locked --no-fail-fast
+fi
+log "reference decryptor (libsodium + stdlib HKDF) on the golden envelopes"
+python3 scripts/reference_open.py tests/fixtures/envelope-v1-*.json
+log "all green in $(( $(date +%s) - start )) s"

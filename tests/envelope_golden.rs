@@ -1,0 +1,145 @@
+//! Golden envelopes in `tests/fixtures/` must decrypt forever, and sealing with the same inputs
+//! must reproduce them byte for byte. `FORMAT.md` carries the same vectors.
+
+use std::path::PathBuf;
+
+use dualseal::envelope::{self, DataKey, EncryptionContext, HeaderParams};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Vector {
+    description: String,
+    data_key_hex: String,
+    message_id_hex: String,
+    nonce_prefix_hex: String,
+    kms_key_id: String,
+    wrapped_key_hex: String,
+    context: EncryptionContext,
+    segment_size: u32,
+    plaintext_hex: String,
+    envelope_hex: String,
+}
+
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+const NAMES: [&str; 2] = ["envelope-v1-small.json", "envelope-v1-multi-segment.json"];
+
+fn load(name: &str) -> Vector {
+    let text = std::fs::read_to_string(fixtures_dir().join(name)).expect("fixture");
+    serde_json::from_str(&text).expect("fixture json")
+}
+
+fn seal_vector(v: &Vector) -> Vec<u8> {
+    let key = DataKey::from_slice(&hex::decode(&v.data_key_hex).expect("hex")).expect("key");
+    envelope::seal_with_randomness(
+        &key,
+        HeaderParams {
+            kms_key_id: v.kms_key_id.clone(),
+            wrapped_key: hex::decode(&v.wrapped_key_hex).expect("hex"),
+            context: v.context.clone(),
+            segment_size: v.segment_size,
+        },
+        &hex::decode(&v.plaintext_hex).expect("hex"),
+        hex::decode(&v.message_id_hex)
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes"),
+        hex::decode(&v.nonce_prefix_hex)
+            .expect("hex")
+            .try_into()
+            .expect("19 bytes"),
+    )
+    .expect("seal")
+}
+
+#[test]
+fn golden_envelopes_open_to_their_plaintext() {
+    for name in NAMES {
+        let v = load(name);
+        let key = DataKey::from_slice(&hex::decode(&v.data_key_hex).expect("hex")).expect("key");
+        let env = hex::decode(&v.envelope_hex).expect("hex");
+        let plain = envelope::open(&key, &env, Some(&v.context)).expect(name);
+        assert_eq!(hex::encode(&*plain), v.plaintext_hex, "{name}");
+    }
+}
+
+#[test]
+fn sealing_reproduces_golden_bytes() {
+    for name in NAMES {
+        let v = load(name);
+        assert_eq!(
+            hex::encode(seal_vector(&v)),
+            v.envelope_hex,
+            "{name}: format drifted"
+        );
+    }
+}
+
+#[test]
+fn format_md_carries_the_same_vectors() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/FORMAT.md"))
+        .expect("FORMAT.md");
+    let flat: String = doc.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    for name in NAMES {
+        let v = load(name);
+        assert!(
+            flat.contains(&v.envelope_hex),
+            "FORMAT.md lacks the envelope of {name}"
+        );
+    }
+}
+
+/// Writes the fixtures. Run once, on purpose: `cargo test --test envelope_golden -- --ignored`.
+/// Never rerun to "fix" a failing golden test: a changed envelope is a format change.
+#[test]
+#[ignore]
+fn regenerate_fixtures() {
+    let ctx = |k: &str| {
+        EncryptionContext::new()
+            .with("dualseal:bucket", "secrets-db")
+            .with("dualseal:category", "db")
+            .with("dualseal:key", k)
+    };
+    let specs = [
+        (
+            NAMES[0],
+            "one segment: a small DB credential",
+            br#"{"user":"app","password":"correct horse battery staple"}"#.to_vec(),
+            65536u32,
+            ctx("payments/credentials.json"),
+        ),
+        (
+            NAMES[1],
+            "three segments of 64 bytes, the last one short",
+            (0u8..150).collect::<Vec<u8>>(),
+            64,
+            ctx("payments/multi.bin"),
+        ),
+    ];
+    for (i, (name, description, plaintext, segment_size, context)) in specs.into_iter().enumerate()
+    {
+        let fill = |n: usize, b: u8| hex::encode(vec![b.wrapping_add(i as u8); n]);
+        let mut v = Vector {
+            description: description.into(),
+            data_key_hex: hex::encode(
+                (0u8..32)
+                    .map(|x| x.wrapping_mul(7).wrapping_add(i as u8))
+                    .collect::<Vec<_>>(),
+            ),
+            message_id_hex: fill(32, 0xa0),
+            nonce_prefix_hex: fill(19, 0x50),
+            kms_key_id:
+                "arn:aws:kms:us-east-1:111122223333:key/0b6b2f3e-0000-4000-8000-000000000001".into(),
+            wrapped_key_hex: fill(48, 0xc0),
+            context,
+            segment_size,
+            plaintext_hex: hex::encode(plaintext),
+            envelope_hex: String::new(),
+        };
+        v.envelope_hex = hex::encode(seal_vector(&v));
+        let text = serde_json::to_string_pretty(&v).expect("json");
+        std::fs::write(fixtures_dir().join(name), text + "\n").expect("write");
+    }
+}
