@@ -1,6 +1,9 @@
 //! The binaries' edges: config validation exit codes and messages, and the CLI's behaviour
 //! when no daemon is there. No AWS is touched.
 
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::process::Command;
 
 #[test]

@@ -1,6 +1,9 @@
 //! SIGKILL the real daemon in the middle of a job, restart it, and check that the job finishes
 //! with every object migrated exactly once in the journal and nothing missing in S3.
 
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,6 +1,9 @@
 //! Golden envelopes in `tests/fixtures/` must decrypt forever, and sealing with the same inputs
 //! must reproduce them byte for byte. `FORMAT.md` carries the same vectors.
 
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use dualseal::envelope::{self, DataKey, EncryptionContext, HeaderParams};

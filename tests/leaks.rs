@@ -1,6 +1,9 @@
 //! No plaintext secret reaches the journal, the daemon's log or the audit export: random
 //! canaries are migrated (and left unclassified), then searched for raw, hex and base64.
 
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,9 @@
 //! End to end: the real daemon migrates a seeded master bucket on a real moto server, and every
 //! object is checked independently through the AWS SDK and KMS.
 
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
