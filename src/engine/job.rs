@@ -291,9 +291,28 @@ async fn migrate_with_retries(
             dest_key: &dest_key,
             segment_size: inner.settings.segment_size,
         };
+        // Recorded without a flush: it only saves work on resume, it proves nothing.
+        let record_upload = |p: &Proof| {
+            inner
+                .journal
+                .transition(
+                    id,
+                    key,
+                    |r| {
+                        r.state = ObjectState::Uploaded;
+                        r.attempts = attempts;
+                        r.source_etag.clone_from(&p.source_etag);
+                        r.source_version.clone_from(&p.source_version);
+                        r.ciphertext_sha256 = Some(p.ciphertext_sha256.clone());
+                        r.dest_etag = Some(p.dest_etag.clone());
+                    },
+                    None,
+                )
+                .map(|_| ())
+        };
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            o = attempt.run() => o,
+            o = attempt.run(record_upload) => o,
         };
         match outcome {
             Ok(proof) => return verified(inner, id, key, target, &dest_key, attempts, proof).await,

@@ -73,11 +73,15 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Runs one attempt: GET, seal, PUT, read back and verify.
+    /// Runs one attempt: GET, seal, PUT, `on_uploaded` (to record the write), then read back
+    /// and verify.
     ///
     /// # Errors
     /// Any [`ObjectError`]; the caller decides on retry from `is_retryable`.
-    pub async fn run(&self) -> Result<Proof, ObjectError> {
+    pub async fn run(
+        &self,
+        on_uploaded: impl FnOnce(&Proof) -> Result<(), crate::journal::JournalError>,
+    ) -> Result<Proof, ObjectError> {
         let src = self.store.get(self.source_bucket, self.source_key).await?;
         let ctx = context_for(&self.target.category, &self.target.bucket, self.dest_key);
         let generated = self
@@ -107,23 +111,25 @@ impl Attempt<'_> {
             metadata: self.metadata(&src),
         };
         let put_result = self.store.put_sealed(put).await?;
-        prove_destination(
-            self.store,
-            self.keys,
-            self.target,
-            self.dest_key,
-            &sha_hex,
-            &src.body,
-        )
-        .await?;
-        Ok(Proof {
+        let proof = Proof {
             source_etag: src.etag.clone(),
             source_version: src.version_id.clone(),
             ciphertext_sha256: sha_hex,
             dest_etag: put_result.etag,
             kms_key_arn: generated.key_arn,
             size: src.body.len() as u64,
-        })
+        };
+        on_uploaded(&proof)?;
+        prove_destination(
+            self.store,
+            self.keys,
+            self.target,
+            self.dest_key,
+            &proof.ciphertext_sha256,
+            &src.body,
+        )
+        .await?;
+        Ok(proof)
     }
 
     fn metadata(&self, src: &Fetched) -> HashMap<String, String> {
