@@ -27,6 +27,8 @@ pub enum AwsErrorKind {
     AccessDenied,
     /// The KMS key is disabled or pending deletion, or the request is invalid.
     Invalid,
+    /// A conditional request's condition did not hold (HTTP 412).
+    PreconditionFailed,
     /// Throttling (SlowDown, ThrottlingException, 429).
     Throttled,
     /// 5xx, timeouts, connection resets: try again later.
@@ -48,6 +50,7 @@ impl fmt::Display for AwsErrorKind {
             Self::NotFound => "not found",
             Self::AccessDenied => "access denied (check the IAM and bucket/key policies)",
             Self::Invalid => "rejected as invalid",
+            Self::PreconditionFailed => "precondition failed",
             Self::Throttled => "throttled",
             Self::Transient => "transient failure",
             Self::Other => "failed",
@@ -139,7 +142,9 @@ fn kind_of(code: &str, status: u16) -> AwsErrorKind {
         | "ValidationException"
         | "BadDigest"
         | "InvalidDigest" => AwsErrorKind::Invalid,
+        "PreconditionFailed" => AwsErrorKind::PreconditionFailed,
         _ => match status {
+            412 => AwsErrorKind::PreconditionFailed,
             429 | 503 => AwsErrorKind::Throttled,
             500..=599 => AwsErrorKind::Transient,
             404 => AwsErrorKind::NotFound,

@@ -93,6 +93,29 @@ pub struct SealedPut {
     pub checksum_sha256_b64: String,
     /// User metadata (never secret).
     pub metadata: HashMap<String, String>,
+    /// Condition on what the destination key holds now.
+    pub precondition: Precondition,
+}
+
+/// What the destination must hold for a write to apply. Writes are always conditional, so
+/// dualseal never overwrites an object it did not write, nor a newer copy of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key must not exist (`If-None-Match: *`).
+    Absent,
+    /// The key must hold exactly this ETag (`If-Match`).
+    Matches(String),
+}
+
+/// What a HEAD of an object says.
+#[derive(Debug, Clone, Default)]
+pub struct HeadInfo {
+    /// ETag.
+    pub etag: String,
+    /// `x-amz-server-side-encryption`.
+    pub sse: Option<String>,
+    /// User metadata.
+    pub metadata: HashMap<String, String>,
 }
 
 /// Result of a write.
@@ -119,6 +142,8 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, bucket: &str, key: &str) -> Result<Fetched, StoreError>;
     /// Writes a sealed object with DSSE-KMS.
     async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError>;
+    /// Metadata of an object, `None` when the key does not exist.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError>;
     /// Whether a bucket exists and is reachable with our credentials.
     async fn check_bucket(&self, bucket: &str) -> Result<(), StoreError>;
 }
@@ -239,9 +264,15 @@ impl ObjectStore for S3Store {
             base64::engine::general_purpose::STANDARD.encode(put.sse_context_json.as_bytes())
         };
         let len = i64::try_from(put.body.len()).unwrap_or(i64::MAX);
+        let (if_none_match, if_match) = match put.precondition {
+            Precondition::Absent => (Some("*".to_owned()), None),
+            Precondition::Matches(etag) => (None, Some(etag)),
+        };
         let out = self
             .client
             .put_object()
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .bucket(&put.bucket)
             .key(&put.key)
             .content_length(len)
@@ -259,6 +290,31 @@ impl ObjectStore for S3Store {
             etag: out.e_tag().unwrap_or_default().to_owned(),
             version_id: out.version_id().map(str::to_owned),
         })
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(HeadInfo {
+                etag: out.e_tag().unwrap_or_default().to_owned(),
+                sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+                metadata: out.metadata().cloned().unwrap_or_default(),
+            })),
+            Err(e) => {
+                let e = err("HeadObject", bucket, key, e);
+                if e.kind == AwsErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     async fn check_bucket(&self, bucket: &str) -> Result<(), StoreError> {

@@ -193,6 +193,18 @@ impl Client {
             .into_inner())
     }
 
+    /// Re-queues a finished job's failed objects.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn retry(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
+        Ok(self
+            .inner
+            .retry_job(pb::JobRef { job_id })
+            .await?
+            .into_inner())
+    }
+
     /// Re-verifies a job.
     ///
     /// # Errors

@@ -85,6 +85,10 @@ impl From<JobView> for pb::Job {
                 })
                 .collect(),
             message: r.message.unwrap_or_default(),
+            current_concurrency: v
+                .concurrency
+                .map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
+            throttled: v.throttled,
         }
     }
 }

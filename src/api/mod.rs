@@ -223,6 +223,11 @@ impl pb::control_server::Control for ControlService {
         Ok(Response::new(self.engine.cancel(id).await?.into()))
     }
 
+    async fn retry_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.retry(id).await?.into()))
+    }
+
     async fn verify_job(
         &self,
         req: Request<pb::JobRef>,

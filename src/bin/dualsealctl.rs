@@ -72,6 +72,11 @@ enum Cmd {
         /// Job id.
         job: u64,
     },
+    /// Re-queue the failed objects of a finished job and run it again.
+    Retry {
+        /// Job id.
+        job: u64,
+    },
     /// Re-read every migrated object of a job and check it again.
     Verify {
         /// Job id.
@@ -219,6 +224,17 @@ fn print_job(j: &pb::Job) {
             human_bytes(c.verified_bytes)
         );
     }
+    if j.current_concurrency > 0 {
+        println!(
+            "  concurrency {}{}",
+            j.current_concurrency,
+            if j.throttled {
+                " (throttled by S3/KMS: lowered automatically)"
+            } else {
+                ""
+            }
+        );
+    }
     if !j.message.is_empty() {
         println!("  note: {}", j.message);
     }
@@ -316,7 +332,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                     println!("{}", job_json(&j));
                 } else {
                     println!(
-                        "job {} {}: verified {}/{} ({}) failed {} unclassified {} conflicts {}",
+                        "job {} {}: verified {}/{} ({}) failed {} unclassified {} conflicts {}{}",
                         j.job_id,
                         job_state(&j),
                         j.verified,
@@ -324,7 +340,8 @@ async fn run(args: Args) -> Result<ExitCode> {
                         human_bytes(j.verified_bytes),
                         j.failed,
                         j.unclassified,
-                        j.conflicts
+                        j.conflicts,
+                        if j.throttled { " [throttled]" } else { "" }
                     );
                 }
                 last = Some(j);
@@ -352,6 +369,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Cancel { job } => {
             emit_job(args.json, &c.cancel(job).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Retry { job } => {
+            emit_job(args.json, &c.retry(job).await?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify { job } => {

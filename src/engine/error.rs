@@ -72,6 +72,15 @@ pub enum ObjectError {
 }
 
 impl ObjectError {
+    /// Whether S3 or KMS asked us to slow down.
+    pub fn is_throttle(&self) -> bool {
+        match self {
+            Self::Store(e) => e.kind == crate::aws::AwsErrorKind::Throttled,
+            Self::Kms(e) => e.kind == crate::aws::AwsErrorKind::Throttled,
+            _ => false,
+        }
+    }
+
     /// Whether another attempt at this object can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{EngineError, ObjectError};
-use super::migrate::{Attempt, Proof};
+use super::limit::Limiter;
+use super::migrate::{Attempt, Outcome, Proof};
 use super::{Inner, Target};
 use crate::classify::Classification;
 use crate::journal::{AuditDraft, JobId, JobState, JournalError, ObjectRecord, ObjectState};
@@ -49,6 +50,7 @@ pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
         ciphertext_sha256: None,
         dest_etag: None,
         updated_at_ms: 0,
+        retry_at_ms: None,
     };
     match inner.classifier.classify(&o.key) {
         Classification::Matched { category, dest_key } => {
@@ -80,8 +82,9 @@ pub(super) async fn run(
     id: JobId,
     cancel: CancellationToken,
     paused: watch::Receiver<bool>,
+    limiter: Arc<Limiter>,
 ) {
-    match drive(&inner, id, &cancel, paused).await {
+    match drive(&inner, id, &cancel, paused, &limiter).await {
         Ok(()) => {}
         Err(EngineError::Journal(e)) => inner.fail_fatally(e.to_string()),
         Err(e) => {
@@ -116,9 +119,9 @@ async fn drive(
     id: JobId,
     cancel: &CancellationToken,
     mut paused: watch::Receiver<bool>,
+    limiter: &Arc<Limiter>,
 ) -> Result<(), EngineError> {
     let targets = Arc::new(resolve_targets(inner).await?);
-    let sem = Arc::new(Semaphore::new(inner.settings.concurrency));
     let mut workers: JoinSet<Result<(), JournalError>> = JoinSet::new();
     let job = inner.journal.get_job(id)?;
 
@@ -141,7 +144,7 @@ async fn drive(
         id,
         leftover,
         &targets,
-        &sem,
+        limiter,
         &mut workers,
         cancel,
         &mut paused,
@@ -172,7 +175,7 @@ async fn drive(
             id,
             pending,
             &targets,
-            &sem,
+            limiter,
             &mut workers,
             cancel,
             &mut paused,
@@ -208,7 +211,7 @@ async fn dispatch(
     id: JobId,
     objects: Vec<(String, ObjectRecord)>,
     targets: &Arc<Vec<Target>>,
-    sem: &Arc<Semaphore>,
+    limiter: &Arc<Limiter>,
     workers: &mut JoinSet<Result<(), JournalError>>,
     cancel: &CancellationToken,
     paused: &mut watch::Receiver<bool>,
@@ -221,9 +224,9 @@ async fn dispatch(
                 r = paused.changed() => if r.is_err() { return Ok(true) },
             }
         }
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             _ = cancel.cancelled() => return Ok(true),
-            p = Arc::clone(sem).acquire_owned() => p.map_err(|_| EngineError::ShuttingDown)?,
+            s = limiter.acquire() => s,
         };
         while let Some(res) = workers.try_join_next() {
             reap(res)?;
@@ -231,9 +234,10 @@ async fn dispatch(
         let inner = Arc::clone(inner);
         let targets = Arc::clone(targets);
         let cancel = cancel.clone();
+        let limiter = Arc::clone(limiter);
         workers.spawn(async move {
-            let _permit = permit;
-            migrate_with_retries(&inner, id, &key, rec, &targets, &cancel).await
+            let _slot = slot;
+            migrate_with_retries(&inner, id, &key, rec, &targets, &cancel, &limiter).await
         });
     }
     Ok(cancel.is_cancelled())
@@ -252,15 +256,17 @@ fn retry_policy(inner: &Inner) -> ExponentialBackoff {
     }
 }
 
-/// Migrates one object, retrying retryable failures with a jittered, growing delay.
-/// Only journal failures escape; everything else ends as verified or failed.
+/// Migrates one object, retrying retryable failures with a jittered, growing delay that is
+/// persisted, so a restart honours it. Only journal failures escape; everything else ends as
+/// verified, conflict or failed.
 async fn migrate_with_retries(
     inner: &Inner,
     id: JobId,
     key: &str,
-    rec: ObjectRecord,
+    mut rec: ObjectRecord,
     targets: &[Target],
     cancel: &CancellationToken,
+    limiter: &Limiter,
 ) -> Result<(), JournalError> {
     let Some(target) = rec
         .category
@@ -275,12 +281,22 @@ async fn migrate_with_retries(
     };
     let dest_key = rec.dest_key.clone().unwrap_or_else(|| key.to_owned());
     let mut policy = retry_policy(inner);
-    let mut attempts = rec.attempts;
+    // Replay the delays of attempts made before a restart, so the next one is as long.
+    for _ in 0..rec.attempts {
+        let _ = policy.next_backoff();
+    }
     loop {
+        if let Some(at) = rec.retry_at_ms {
+            let wait = at.saturating_sub(crate::journal::now_ms());
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+            }
+        }
         if cancel.is_cancelled() {
             return Ok(());
         }
-        attempts += 1;
+        let attempts = rec.attempts + 1;
         let attempt = Attempt {
             store: inner.store.as_ref(),
             keys: inner.keys.as_ref(),
@@ -290,6 +306,7 @@ async fn migrate_with_retries(
             target,
             dest_key: &dest_key,
             segment_size: inner.settings.segment_size,
+            prior: &rec,
         };
         // Recorded without a flush: it only saves work on resume, it proves nothing.
         let record_upload = |p: &Proof| {
@@ -315,24 +332,31 @@ async fn migrate_with_retries(
             o = attempt.run(record_upload) => o,
         };
         match outcome {
-            Ok(proof) => return verified(inner, id, key, target, &dest_key, attempts, proof).await,
+            Ok(Outcome::Verified(proof)) => {
+                limiter.on_success();
+                return verified(inner, id, key, target, &dest_key, attempts, proof).await;
+            }
+            Ok(Outcome::Conflict(reason)) => {
+                return conflict(inner, id, key, target, &dest_key, attempts, reason).await;
+            }
             Err(ObjectError::Journal(e)) => return Err(e),
             Err(e) if e.is_retryable() && attempts < inner.settings.max_attempts => {
+                if e.is_throttle() {
+                    limiter.on_throttle();
+                }
                 let delay = policy.next_backoff().unwrap_or(inner.settings.retry_max);
                 tracing::warn!(job = id, key, attempts, error = %e, ?delay, "retrying object");
-                inner.journal.transition(
+                let retry_at = crate::journal::now_ms() + delay.as_millis() as u64;
+                rec = inner.journal.transition(
                     id,
                     key,
                     |r| {
                         r.attempts = attempts;
                         r.reason = Some(e.to_string());
+                        r.retry_at_ms = Some(retry_at);
                     },
                     None,
                 )?;
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
-                }
             }
             Err(e) => {
                 let why = if e.is_retryable() {
@@ -340,12 +364,44 @@ async fn migrate_with_retries(
                 } else {
                     e.to_string()
                 };
-                let mut r = rec.clone();
-                r.attempts = attempts;
-                return fail(inner, id, key, &r, why).await;
+                rec.attempts = attempts;
+                return fail(inner, id, key, &rec, why).await;
             }
         }
     }
+}
+
+async fn conflict(
+    inner: &Inner,
+    id: JobId,
+    key: &str,
+    target: &Target,
+    dest_key: &str,
+    attempts: u32,
+    reason: String,
+) -> Result<(), JournalError> {
+    tracing::warn!(job = id, key, %reason, "destination conflict");
+    inner.journal.transition(
+        id,
+        key,
+        |r| {
+            r.state = ObjectState::Conflict;
+            r.attempts = attempts;
+            r.reason = Some(reason.clone());
+            r.retry_at_ms = None;
+        },
+        Some(AuditDraft {
+            job_id: id,
+            kind: "object_conflict",
+            source_key: key.to_owned(),
+            dest_bucket: target.bucket.clone(),
+            dest_key: dest_key.to_owned(),
+            detail: reason.clone(),
+        }),
+    )?;
+    inner.journal.flush().await?;
+    inner.notify();
+    Ok(())
 }
 
 async fn verified(
@@ -358,8 +414,10 @@ async fn verified(
     proof: Proof,
 ) -> Result<(), JournalError> {
     let detail = format!(
-        "size={} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} kms_key={} sse=aws:kms:dsse envelope=v{}",
+        "size={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} kms_key={} sse=aws:kms:dsse envelope=v{}",
         proof.size,
+        proof.how.as_str(),
+        if proof.source_changed_since_listing { " source-changed-since-listing" } else { "" },
         proof.source_etag,
         proof.source_version.as_deref().unwrap_or("-"),
         proof.ciphertext_sha256,
@@ -374,10 +432,12 @@ async fn verified(
             r.state = ObjectState::Verified;
             r.attempts = attempts;
             r.reason = None;
+            r.retry_at_ms = None;
             r.size = proof.size;
             r.source_etag = proof.source_etag.clone();
             r.source_version = proof.source_version.clone();
-            r.ciphertext_sha256 = Some(proof.ciphertext_sha256.clone());
+            r.ciphertext_sha256 =
+                (!proof.ciphertext_sha256.is_empty()).then(|| proof.ciphertext_sha256.clone());
             r.dest_etag = Some(proof.dest_etag.clone());
         },
         Some(AuditDraft {
@@ -410,6 +470,7 @@ async fn fail(
             r.state = ObjectState::Failed;
             r.attempts = attempts;
             r.reason = Some(reason.clone());
+            r.retry_at_ms = None;
         },
         Some(AuditDraft {
             job_id: id,

@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 
 use super::error::ObjectError;
 use super::Target;
+use crate::aws::AwsErrorKind;
 use crate::envelope::{self, EncryptionContext, HeaderParams};
-use crate::journal::JobId;
+use crate::journal::{JobId, ObjectRecord, ObjectState};
 use crate::kms::KeyService;
-use crate::store::{Fetched, ObjectStore, SealedPut, SSE_DSSE_KMS};
+use crate::store::{Fetched, HeadInfo, ObjectStore, Precondition, SealedPut, SSE_DSSE_KMS};
 
 /// Names of the encryption-context pairs. Public because readers of `FORMAT.md` need them.
 pub const CTX_CATEGORY: &str = "dualseal:category";
@@ -42,7 +43,8 @@ pub struct Proof {
     pub source_etag: String,
     /// Source version id, when versioned.
     pub source_version: Option<String>,
-    /// Hex SHA-256 of the envelope.
+    /// Hex SHA-256 of the envelope (empty when an earlier upload was adopted and its digest
+    /// was not recorded).
     pub ciphertext_sha256: String,
     /// Destination ETag.
     pub dest_etag: String,
@@ -50,6 +52,42 @@ pub struct Proof {
     pub kms_key_arn: String,
     /// Bytes migrated.
     pub size: u64,
+    /// How the destination came to hold the object.
+    pub how: WriteKind,
+    /// The source ETag differed from the one listed: the newer version was copied.
+    pub source_changed_since_listing: bool,
+}
+
+/// How an attempt made the destination hold the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A new object was written.
+    Written,
+    /// dualseal's own earlier upload of the same source version was found and proved (after a
+    /// crash or a lost response): nothing was written again.
+    Adopted,
+    /// dualseal's own earlier copy of an older source version was replaced.
+    Recopied,
+}
+
+impl WriteKind {
+    /// Name used in audit details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Written => "written",
+            Self::Adopted => "adopted-existing-upload",
+            Self::Recopied => "recopied-source-changed",
+        }
+    }
+}
+
+/// The end of one attempt that is not an error.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Migrated and proved.
+    Verified(Proof),
+    /// The destination key holds an object dualseal did not write for this source: left alone.
+    Conflict(String),
 }
 
 /// Everything one attempt needs.
@@ -70,19 +108,52 @@ pub struct Attempt<'a> {
     pub dest_key: &'a str,
     /// Envelope segment size.
     pub segment_size: u32,
+    /// The journal's record before this attempt.
+    pub prior: &'a ObjectRecord,
+}
+
+fn meta_value(s: &str) -> String {
+    utf8_percent_encode(s, META_ESCAPE).to_string()
 }
 
 impl Attempt<'_> {
-    /// Runs one attempt: GET, seal, PUT, `on_uploaded` (to record the write), then read back
-    /// and verify.
+    /// Runs one attempt: GET the source; if the journal says an upload of this very version is
+    /// already there, prove it; otherwise seal, write conditionally (never over an object
+    /// dualseal did not write), `on_uploaded` (to record the write), read back and prove.
     ///
     /// # Errors
     /// Any [`ObjectError`]; the caller decides on retry from `is_retryable`.
     pub async fn run(
         &self,
         on_uploaded: impl FnOnce(&Proof) -> Result<(), crate::journal::JournalError>,
-    ) -> Result<Proof, ObjectError> {
+    ) -> Result<Outcome, ObjectError> {
         let src = self.store.get(self.source_bucket, self.source_key).await?;
+        let changed = !self.prior.source_etag.is_empty() && self.prior.source_etag != src.etag;
+        if self.prior.state == ObjectState::Uploaded && !changed {
+            // Resume after a crash between the write and its proof: the least work is to prove
+            // what is there. If that fails, fall through and write (conditionally) again.
+            if let (Some(sha), Some(etag)) = (&self.prior.ciphertext_sha256, &self.prior.dest_etag)
+            {
+                let proved = prove_destination(
+                    self.store,
+                    self.keys,
+                    self.target,
+                    self.dest_key,
+                    Some(sha),
+                    &src.body,
+                )
+                .await;
+                if proved.is_ok() {
+                    return Ok(Outcome::Verified(self.proof(
+                        &src,
+                        sha.clone(),
+                        etag.clone(),
+                        WriteKind::Adopted,
+                        false,
+                    )));
+                }
+            }
+        }
         let ctx = context_for(&self.target.category, &self.target.bucket, self.dest_key);
         let generated = self
             .keys
@@ -101,7 +172,7 @@ impl Attempt<'_> {
         drop(generated.key);
         let digest = Sha256::digest(&sealed);
         let sha_hex = hex::encode(digest);
-        let put = SealedPut {
+        let mut put = SealedPut {
             bucket: self.target.bucket.clone(),
             key: self.dest_key.to_owned(),
             body: bytes::Bytes::from(sealed),
@@ -109,15 +180,55 @@ impl Attempt<'_> {
             sse_context_json: ctx.to_json(),
             checksum_sha256_b64: base64::engine::general_purpose::STANDARD.encode(digest),
             metadata: self.metadata(&src),
+            precondition: Precondition::Absent,
         };
-        let put_result = self.store.put_sealed(put).await?;
+        let mut how = WriteKind::Written;
+        let dest_etag = match self.store.put_sealed(put.clone()).await {
+            Ok(r) => r.etag,
+            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
+                // Something is already there. Whose is it?
+                let Some(head) = self.store.head(&self.target.bucket, self.dest_key).await? else {
+                    // Deleted in between: the next attempt writes it.
+                    return Err(ObjectError::Verify(
+                        "destination changed during the write".into(),
+                    ));
+                };
+                match self.ownership(&head, &src) {
+                    Ownership::Foreign(why) => return Ok(Outcome::Conflict(why)),
+                    Ownership::OursSameVersion => {
+                        // Our own write whose response or record was lost: prove, don't rewrite.
+                        prove_destination(
+                            self.store,
+                            self.keys,
+                            self.target,
+                            self.dest_key,
+                            None,
+                            &src.body,
+                        )
+                        .await?;
+                        let proof =
+                            self.proof(&src, String::new(), head.etag, WriteKind::Adopted, changed);
+                        on_uploaded(&proof)?;
+                        return Ok(Outcome::Verified(proof));
+                    }
+                    Ownership::OursOlderVersion => {
+                        how = WriteKind::Recopied;
+                        put.precondition = Precondition::Matches(head.etag);
+                        self.store.put_sealed(put).await?.etag
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         let proof = Proof {
             source_etag: src.etag.clone(),
             source_version: src.version_id.clone(),
             ciphertext_sha256: sha_hex,
-            dest_etag: put_result.etag,
+            dest_etag,
             kms_key_arn: generated.key_arn,
             size: src.body.len() as u64,
+            how,
+            source_changed_since_listing: changed,
         };
         on_uploaded(&proof)?;
         prove_destination(
@@ -125,27 +236,73 @@ impl Attempt<'_> {
             self.keys,
             self.target,
             self.dest_key,
-            &proof.ciphertext_sha256,
+            Some(&proof.ciphertext_sha256),
             &src.body,
         )
         .await?;
-        Ok(proof)
+        Ok(Outcome::Verified(proof))
+    }
+
+    fn proof(
+        &self,
+        src: &Fetched,
+        sha: String,
+        dest_etag: String,
+        how: WriteKind,
+        changed: bool,
+    ) -> Proof {
+        Proof {
+            source_etag: src.etag.clone(),
+            source_version: src.version_id.clone(),
+            ciphertext_sha256: sha,
+            dest_etag,
+            kms_key_arn: self.target.kms_key_arn.clone(),
+            size: src.body.len() as u64,
+            how,
+            source_changed_since_listing: changed,
+        }
+    }
+
+    fn ownership(&self, head: &HeadInfo, src: &Fetched) -> Ownership {
+        let get = |k: &str| {
+            head.metadata
+                .get(&format!("{META_PREFIX}{k}"))
+                .map(String::as_str)
+        };
+        let ours = get("source-bucket") == Some(meta_value(self.source_bucket).as_str())
+            && get("source-key") == Some(meta_value(self.source_key).as_str());
+        if !ours {
+            return Ownership::Foreign(format!(
+                "destination s3://{}/{} already holds an object dualseal did not write for this source; it was not overwritten. Move it away or change the category's destination",
+                self.target.bucket, self.dest_key
+            ));
+        }
+        if get("source-etag") == Some(meta_value(&src.etag).as_str()) {
+            Ownership::OursSameVersion
+        } else {
+            Ownership::OursOlderVersion
+        }
     }
 
     fn metadata(&self, src: &Fetched) -> HashMap<String, String> {
-        let enc = |s: &str| utf8_percent_encode(s, META_ESCAPE).to_string();
         let mut m = HashMap::new();
         m.insert(
             format!("{META_PREFIX}source-bucket"),
-            enc(self.source_bucket),
+            meta_value(self.source_bucket),
         );
-        m.insert(format!("{META_PREFIX}source-key"), enc(self.source_key));
-        m.insert(format!("{META_PREFIX}source-etag"), enc(&src.etag));
+        m.insert(
+            format!("{META_PREFIX}source-key"),
+            meta_value(self.source_key),
+        );
+        m.insert(format!("{META_PREFIX}source-etag"), meta_value(&src.etag));
         if let Some(v) = &src.version_id {
-            m.insert(format!("{META_PREFIX}source-version"), enc(v));
+            m.insert(format!("{META_PREFIX}source-version"), meta_value(v));
         }
         m.insert(format!("{META_PREFIX}job"), self.job.to_string());
-        m.insert(format!("{META_PREFIX}category"), enc(&self.target.category));
+        m.insert(
+            format!("{META_PREFIX}category"),
+            meta_value(&self.target.category),
+        );
         m.insert(
             format!("{META_PREFIX}envelope-version"),
             envelope::FORMAT_VERSION.to_string(),
@@ -154,8 +311,14 @@ impl Attempt<'_> {
     }
 }
 
+enum Ownership {
+    Foreign(String),
+    OursSameVersion,
+    OursOlderVersion,
+}
+
 /// Reads a destination object back and proves it: DSSE-KMS under the category key, the bytes
-/// we wrote (when `expected_sha` is known), an envelope for this location, and that it opens
+/// we wrote (when `expected_sha` is given), an envelope for this location, and that it opens
 /// through KMS, as any reader would, to exactly `source`.
 ///
 /// # Errors
@@ -165,7 +328,7 @@ pub async fn prove_destination(
     keys: &dyn KeyService,
     target: &Target,
     dest_key: &str,
-    expected_sha: &str,
+    expected_sha: Option<&str>,
     source: &[u8],
 ) -> Result<(), ObjectError> {
     let ctx = context_for(&target.category, &target.bucket, dest_key);
@@ -192,7 +355,7 @@ pub fn check_destination(
     dst: &Fetched,
     target: &Target,
     ctx: &EncryptionContext,
-    sha_hex: &str,
+    sha_hex: Option<&str>,
 ) -> Result<(), ObjectError> {
     if dst.sse.as_deref() != Some(SSE_DSSE_KMS) {
         return Err(ObjectError::Verify(format!(
@@ -208,7 +371,7 @@ pub fn check_destination(
             )));
         }
     }
-    if hex::encode(Sha256::digest(&dst.body)) != sha_hex {
+    if sha_hex.is_some_and(|sha| hex::encode(Sha256::digest(&dst.body)) != sha) {
         return Err(ObjectError::Verify(
             "destination bytes differ from the envelope written".into(),
         ));

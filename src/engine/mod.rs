@@ -4,6 +4,7 @@
 
 mod error;
 mod job;
+mod limit;
 pub mod migrate;
 mod plan;
 
@@ -79,11 +80,16 @@ pub struct JobView {
     pub record: JobRecord,
     /// Object counts.
     pub counts: JobCounts,
+    /// Objects allowed in flight now (adaptive), when the job has workers.
+    pub concurrency: Option<usize>,
+    /// Whether S3 or KMS throttled the job recently.
+    pub throttled: bool,
 }
 
 struct JobControl {
     cancel: CancellationToken,
     paused: watch::Sender<bool>,
+    limiter: Arc<limit::Limiter>,
 }
 
 pub(crate) struct Inner {
@@ -284,16 +290,18 @@ impl Engine {
     fn spawn_job(&self, id: JobId) {
         let cancel = self.inner.shutdown.child_token();
         let (paused, paused_rx) = watch::channel(false);
+        let limiter = limit::Limiter::new(self.inner.settings.concurrency);
         lock(&self.inner.running).insert(
             id,
             JobControl {
                 cancel: cancel.clone(),
                 paused,
+                limiter: Arc::clone(&limiter),
             },
         );
         let inner = Arc::clone(&self.inner);
         self.inner.tasks.spawn(async move {
-            job::run(Arc::clone(&inner), id, cancel, paused_rx).await;
+            job::run(Arc::clone(&inner), id, cancel, paused_rx, limiter).await;
             lock(&inner.running).remove(&id);
             inner.notify();
         });
@@ -308,10 +316,18 @@ impl Engine {
             crate::journal::JournalError::NoSuchJob(id) => EngineError::NoSuchJob(id),
             other => EngineError::Journal(other),
         })?;
-        Ok(JobView {
-            counts: self.inner.journal.counts(id),
+        Ok(self.with_live(record))
+    }
+
+    fn with_live(&self, record: JobRecord) -> JobView {
+        let running = lock(&self.inner.running);
+        let limiter = running.get(&record.id).map(|c| &c.limiter);
+        JobView {
+            counts: self.inner.journal.counts(record.id),
+            concurrency: limiter.map(|l| l.current()),
+            throttled: limiter.is_some_and(|l| l.throttled()),
             record,
-        })
+        }
     }
 
     /// Every job, oldest first.
@@ -323,12 +339,7 @@ impl Engine {
             .journal
             .list_jobs()?
             .into_iter()
-            .map(|record| {
-                Ok(JobView {
-                    counts: self.inner.journal.counts(record.id),
-                    record,
-                })
-            })
+            .map(|record| Ok(self.with_live(record)))
             .collect()
     }
 
@@ -417,6 +428,66 @@ impl Engine {
         self.inner.journal.flush().await?;
         self.inner.notify();
         Ok(())
+    }
+
+    /// Re-queues a finished job's failed objects (attempt budget reset) and runs it again.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` unless the job completed with failures (or failed,
+    /// or was cancelled), `Journal`.
+    pub async fn retry(&self, id: JobId) -> Result<JobView, EngineError> {
+        self.check_open()?;
+        let job = self.view(id)?.record;
+        if job.state.is_active() || job.state == JobState::Succeeded {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is {:?}; only a finished job with failures can be retried",
+                job.state
+            )));
+        }
+        if let Some(active) = self
+            .inner
+            .journal
+            .list_jobs()?
+            .into_iter()
+            .find(|j| j.state.is_active())
+        {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {} is still {:?}; wait for it, or cancel it, before retrying job {id}",
+                active.id, active.state
+            )));
+        }
+        let failed: Vec<String> = self
+            .inner
+            .journal
+            .iter_objects(id, Some(ObjectState::Failed))
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
+        for key in &failed {
+            self.inner.journal.transition(
+                id,
+                key,
+                |r| {
+                    r.state = ObjectState::Discovered;
+                    r.attempts = 0;
+                    r.retry_at_ms = None;
+                },
+                None,
+            )?;
+        }
+        self.inner.journal.update_job(id, |j| {
+            j.state = JobState::Running;
+            j.message = None;
+        })?;
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: id,
+            kind: "job_retried",
+            detail: format!("requeued {} failed object(s)", failed.len()),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        tracing::info!(job = id, objects = failed.len(), "retrying failed objects");
+        self.spawn_job(id);
+        self.view(id)
     }
 
     /// Re-reads every verified object of a job from both buckets and checks it again.

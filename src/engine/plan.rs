@@ -182,7 +182,7 @@ async fn check_one(
             source.etag, rec.source_etag
         )));
     }
-    let sha = rec.ciphertext_sha256.as_deref().unwrap_or_default();
+    let sha = rec.ciphertext_sha256.as_deref().filter(|s| !s.is_empty());
     prove_destination(
         inner.store.as_ref(),
         inner.keys.as_ref(),

@@ -160,7 +160,8 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -648,6 +649,7 @@ mod tests {
             ciphertext_sha256: None,
             dest_etag: None,
             updated_at_ms: 0,
+            retry_at_ms: None,
         }
     }
 

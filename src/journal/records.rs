@@ -193,6 +193,10 @@ pub struct ObjectRecord {
     pub dest_etag: Option<String>,
     /// Last change, ms since the Unix epoch.
     pub updated_at_ms: u64,
+    /// Earliest time of the next attempt after a retryable failure, ms since the Unix epoch;
+    /// kept across restarts so a crash does not turn a backoff into a burst.
+    #[serde(default)]
+    pub retry_at_ms: Option<u64>,
 }
 
 /// One audit event as stored: hash-chained to its predecessor.
@@ -238,6 +242,7 @@ mod tests {
             ciphertext_sha256: Some("00".into()),
             dest_etag: None,
             updated_at_ms: 7,
+            retry_at_ms: Some(9),
         }
     }
 
