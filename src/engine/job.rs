@@ -17,19 +17,70 @@ use crate::classify::Classification;
 use crate::journal::{AuditDraft, JobId, JobState, JournalError, ObjectRecord, ObjectState};
 use crate::store::ListedObject;
 
-/// Resolves every category's KMS key and checks every destination bucket.
+/// Attempts a job-level call (listing, key resolution) gets for retryable failures before
+/// the job fails: with the backoff policy this is about 10 minutes of a flapping network.
+pub(super) const JOB_CALL_ATTEMPTS: u32 = 25;
+
+/// Runs a job-level call, retrying retryable failures with backoff, up to `attempts`.
+pub(super) async fn with_retries<T, F, Fut>(
+    inner: &Inner,
+    what: &str,
+    attempts: u32,
+    mut f: F,
+) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EngineError>>,
+{
+    let mut policy = retry_policy(inner);
+    let mut n = 0;
+    loop {
+        n += 1;
+        match f().await {
+            Err(e) if e.is_retryable() && n < attempts && !inner.shutdown.is_cancelled() => {
+                let delay = policy.next_backoff().unwrap_or(inner.settings.retry_max);
+                tracing::warn!(what, attempt = n, error = %e, ?delay, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Resolves every category's KMS key and checks every destination bucket. `strict` (the
+/// preflight of StartJob) fails on the first unusable category; otherwise an unusable
+/// category is marked so that its objects fail with the reason while the others proceed.
 ///
 /// # Errors
-/// `Kms` or `Store` naming the category resource that is unusable.
-pub(super) async fn resolve_targets(inner: &Inner) -> Result<Vec<Target>, EngineError> {
+/// `Kms` or `Store` naming the category resource that is unusable (strict), or a retryable
+/// error that outlasted its retries.
+pub(super) async fn resolve_targets(
+    inner: &Inner,
+    strict: bool,
+) -> Result<Vec<Target>, EngineError> {
     let mut out = Vec::with_capacity(inner.categories.len());
     for c in &inner.categories {
-        let arn = inner.keys.resolve_key(&c.kms_key).await?;
-        inner.store.check_bucket(&c.bucket).await?;
+        // A control request should answer within seconds; a running job can wait longer.
+        let attempts = if strict { 4 } else { JOB_CALL_ATTEMPTS };
+        let resolved = with_retries(inner, "resolve category", attempts, || async {
+            let arn = inner.keys.resolve_key(&c.kms_key).await?;
+            inner.store.check_bucket(&c.bucket).await?;
+            Ok(arn)
+        })
+        .await;
+        let (kms_key_arn, unusable) = match resolved {
+            Ok(arn) => (arn, None),
+            Err(e) if strict || e.is_retryable() => return Err(e),
+            Err(e) => (
+                c.kms_key.clone(),
+                Some(format!("category {:?} is unusable: {e}", c.name)),
+            ),
+        };
         out.push(Target {
             category: c.name.clone(),
             bucket: c.bucket.clone(),
-            kms_key_arn: arn,
+            kms_key_arn,
+            unusable,
         });
     }
     Ok(out)
@@ -121,7 +172,7 @@ async fn drive(
     mut paused: watch::Receiver<bool>,
     limiter: &Arc<Limiter>,
 ) -> Result<(), EngineError> {
-    let targets = Arc::new(resolve_targets(inner).await?);
+    let targets = Arc::new(resolve_targets(inner, false).await?);
     let mut workers: JoinSet<Result<(), JournalError>> = JoinSet::new();
     let job = inner.journal.get_job(id)?;
 
@@ -154,10 +205,13 @@ async fn drive(
     let mut token = job.listing_token.clone();
     let mut listing_complete = job.listing_complete;
     while !listing_complete && !stopped {
-        let page = inner
-            .store
-            .list_page(&job.source_bucket, &job.prefix, token.clone())
-            .await?;
+        let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
+            Ok(inner
+                .store
+                .list_page(&job.source_bucket, &job.prefix, token.clone())
+                .await?)
+        })
+        .await?;
         let records = page
             .objects
             .iter()
@@ -279,6 +333,10 @@ async fn migrate_with_retries(
         );
         return fail(inner, id, key, &rec, reason).await;
     };
+    if let Some(reason) = &target.unusable {
+        let reason = reason.clone();
+        return fail(inner, id, key, &rec, reason).await;
+    }
     let dest_key = rec.dest_key.clone().unwrap_or_else(|| key.to_owned());
     let mut policy = retry_policy(inner);
     // Replay the delays of attempts made before a restart, so the next one is as long.

@@ -37,6 +37,8 @@ pub struct Target {
     pub bucket: String,
     /// KMS key ARN for both layers.
     pub kms_key_arn: String,
+    /// Why the category cannot be used now (disabled key, missing bucket), if so.
+    pub unusable: Option<String>,
 }
 
 /// Tunables the engine takes from config.
@@ -245,7 +247,7 @@ impl Engine {
             )));
         }
         // Fail fast, before anything is written, when a destination or key is unusable.
-        job::resolve_targets(&self.inner).await?;
+        job::resolve_targets(&self.inner, true).await?;
         if !allow_conflicts {
             let report = plan::plan(&self.inner, &prefix, 5).await?;
             if report.conflict_objects > 0 {

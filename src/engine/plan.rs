@@ -3,7 +3,7 @@
 use futures::StreamExt;
 
 use super::error::{EngineError, ObjectError};
-use super::job::resolve_targets;
+use super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
 use super::migrate::prove_destination;
 use super::Inner;
 use crate::classify::Classification;
@@ -65,10 +65,13 @@ pub(super) async fn plan(
     };
     let mut token = None;
     loop {
-        let page = inner
-            .store
-            .list_page(&inner.settings.source_bucket, prefix, token)
-            .await?;
+        let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
+            Ok(inner
+                .store
+                .list_page(&inner.settings.source_bucket, prefix, token.clone())
+                .await?)
+        })
+        .await?;
         for o in &page.objects {
             report.total_objects += 1;
             report.total_bytes += o.size;
@@ -115,7 +118,7 @@ pub struct VerifyReport {
 }
 
 pub(super) async fn verify(inner: &Inner, job: &JobRecord) -> Result<VerifyReport, EngineError> {
-    let targets = resolve_targets(inner).await?;
+    let targets = resolve_targets(inner, false).await?;
     let verified: Vec<(String, ObjectRecord)> = inner
         .journal
         .iter_objects(job.id, Some(ObjectState::Verified))

@@ -3,6 +3,8 @@
 //! gRPC client.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -167,6 +169,11 @@ pub async fn put_all(moto: &Moto, objects: &BTreeMap<String, Vec<u8>>) {
 
 /// Config text for the test layout: every category strips its prefix.
 pub fn config_toml(moto: &Moto, dir: &Path, concurrency: usize) -> String {
+    config_via(&moto.endpoint, dir, concurrency, 3)
+}
+
+/// Config text for the test layout, speaking to `endpoint` (moto or a fault proxy before it).
+pub fn config_via(endpoint: &str, dir: &Path, concurrency: usize, max_attempts: u32) -> String {
     let mut s = format!(
         r#"
 [aws]
@@ -181,9 +188,9 @@ bucket = "{SOURCE}"
 journal_path = "{}"
 control_socket = "{}"
 concurrency = {concurrency}
-max_attempts = 3
+max_attempts = {max_attempts}
 "#,
-        moto.endpoint,
+        endpoint,
         dir.join("journal").display(),
         dir.join("control.sock").display(),
     );

@@ -1,0 +1,341 @@
+//! A fault-injecting HTTP proxy between dualseal and moto: 503 SlowDown, 500, connection
+//! resets, truncated responses, delays, KMS ThrottlingException, and dropped responses of PUTs
+//! that the server did apply (the "did it commit?" case). It also counts requests, so tests
+//! can check duplicate uploads and attempt bounds.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng;
+
+/// Per-request probabilities of each fault (checked in this order, at most one per request).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub kms_throttle: f64,
+    pub s3_slowdown: f64,
+    pub s3_internal: f64,
+    pub reset: f64,
+    pub delay: f64,
+    pub truncate_get: f64,
+    pub drop_put_response: f64,
+}
+
+impl Faults {
+    /// About one request in five fails in some way.
+    pub fn storm() -> Faults {
+        Faults {
+            kms_throttle: 0.05,
+            s3_slowdown: 0.05,
+            s3_internal: 0.03,
+            reset: 0.03,
+            delay: 0.05,
+            truncate_get: 0.02,
+            drop_put_response: 0.03,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    faults: Mutex<Faults>,
+    /// Successful (2xx) object PUTs per "bucket/key", with the time (ms since epoch).
+    puts: Mutex<HashMap<String, Vec<u64>>>,
+    /// Every request per "METHOD bucket/key" (S3) or "kms Operation".
+    requests: Mutex<HashMap<String, u64>>,
+    /// Paths ("bucket/key") whose GET answers 403 AccessDenied.
+    forbidden: Mutex<HashSet<String>>,
+    /// KMS key ids whose crypto calls answer DisabledException (moto does not enforce it).
+    disabled_keys: Mutex<HashSet<String>>,
+    injected: AtomicU64,
+    total: AtomicU64,
+}
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    pub endpoint: String,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(r: Response<Bytes>) -> Response<Body> {
+    r.map(|b| Full::new(b).map_err(|never| match never {}).boxed())
+}
+
+fn xml_error(status: StatusCode, code: &str) -> Response<Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the fault proxy</Message><RequestId>fault</RequestId></Error>"
+    );
+    full(
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/xml")
+            .body(Bytes::from(body))
+            .expect("response"),
+    )
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream` (http://127.0.0.1:PORT).
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let state = Arc::new(State::default());
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = Arc::clone(&st);
+                let client = client.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(Arc::clone(&st), client.clone(), upstream.clone(), req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            endpoint: format!("http://{addr}"),
+            state,
+            task,
+        }
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        *lock(&self.state.faults) = f;
+    }
+
+    pub fn forbid_get(&self, bucket_key: &str) {
+        lock(&self.state.forbidden).insert(bucket_key.to_owned());
+    }
+
+    /// Answers KMS calls naming `key_id` with DisabledException, as AWS does for a disabled
+    /// key (moto only records the state).
+    pub fn disable_kms_key(&self, key_id: &str) {
+        lock(&self.state.disabled_keys).insert(key_id.to_owned());
+    }
+
+    pub fn allow_all(&self) {
+        lock(&self.state.forbidden).clear();
+        lock(&self.state.disabled_keys).clear();
+    }
+
+    /// Successful PUT times per "bucket/key".
+    pub fn puts(&self) -> HashMap<String, Vec<u64>> {
+        lock(&self.state.puts).clone()
+    }
+
+    /// Request counts per "METHOD bucket/key" or "kms Operation".
+    pub fn requests(&self) -> HashMap<String, u64> {
+        lock(&self.state.requests).clone()
+    }
+
+    pub fn injected(&self) -> u64 {
+        self.state.injected.load(Ordering::SeqCst)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.state.total.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    st: Arc<State>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    upstream: String,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    st.total.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .to_bytes();
+    let kms_op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("TrentService."))
+        .map(str::to_owned);
+    let path = percent_decode(parts.uri.path().trim_start_matches('/'));
+    let query = parts.uri.query().unwrap_or("");
+    let is_object = kms_op.is_none() && path.contains('/');
+    let is_put = is_object && parts.method == hyper::Method::PUT && !query.contains("uploadId");
+    let is_get = is_object && parts.method == hyper::Method::GET;
+    let label = match &kms_op {
+        Some(op) => format!("kms {op}"),
+        None => format!("{} {path}", parts.method),
+    };
+    *lock(&st.requests).entry(label).or_default() += 1;
+
+    if is_get && lock(&st.forbidden).contains(&path) {
+        return Ok(xml_error(StatusCode::FORBIDDEN, "AccessDenied"));
+    }
+    if matches!(
+        kms_op.as_deref(),
+        Some("GenerateDataKey" | "Decrypt" | "Encrypt")
+    ) {
+        let text = String::from_utf8_lossy(&body);
+        if lock(&st.disabled_keys)
+            .iter()
+            .any(|k| text.contains(k.as_str()))
+        {
+            return Ok(full(
+                Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .header("content-type", "application/x-amz-json-1.1")
+                    .body(Bytes::from_static(
+                        br#"{"__type":"DisabledException","message":"key is disabled (proxy)"}"#,
+                    ))
+                    .expect("response"),
+            ));
+        }
+    }
+    let f = lock(&st.faults).clone();
+    let roll: f64 = rand::thread_rng().gen();
+    let mut acc = 0.0;
+    let mut hit = |p: f64| {
+        let h = roll >= acc && roll < acc + p;
+        acc += p;
+        h
+    };
+    let inject = |st: &State| {
+        st.injected.fetch_add(1, Ordering::SeqCst);
+    };
+    if kms_op.is_some() && hit(f.kms_throttle) {
+        inject(&st);
+        return Ok(full(
+            Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(Bytes::from_static(
+                    br#"{"__type":"ThrottlingException","message":"Rate exceeded (injected)"}"#,
+                ))
+                .expect("response"),
+        ));
+    }
+    if kms_op.is_none() && hit(f.s3_slowdown) {
+        inject(&st);
+        return Ok(xml_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
+    }
+    if kms_op.is_none() && hit(f.s3_internal) {
+        inject(&st);
+        return Ok(xml_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+        ));
+    }
+    if hit(f.reset) {
+        inject(&st);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset",
+        ));
+    }
+    if hit(f.delay) {
+        inject(&st);
+        let ms = rand::thread_rng().gen_range(50..400);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let truncate = is_get && hit(f.truncate_get);
+    let drop_response = is_put && hit(f.drop_put_response);
+
+    let uri = format!(
+        "{upstream}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in &parts.headers {
+        builder = builder.header(k, v);
+    }
+    let fwd = builder
+        .body(Full::new(body))
+        .map_err(std::io::Error::other)?;
+    // Forward in a task of its own: when the client dies mid-request (SIGKILL), hyper drops
+    // this handler, but the server may still apply the request, and the count must see it.
+    let st2 = Arc::clone(&st);
+    let path2 = path.clone();
+    let forwarded = tokio::spawn(async move {
+        let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
+        let (rparts, rbody) = resp.into_parts();
+        let rbytes = rbody
+            .collect()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .to_bytes();
+        if is_put && rparts.status.is_success() {
+            lock(&st2.puts).entry(path2).or_default().push(now_ms());
+        }
+        Ok::<_, std::io::Error>((rparts, rbytes))
+    });
+    let (rparts, rbytes) = forwarded.await.map_err(std::io::Error::other)??;
+    if drop_response {
+        // The server applied the PUT; the client never hears of it.
+        inject(&st);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected: response lost",
+        ));
+    }
+    if truncate && rbytes.len() > 8 {
+        inject(&st);
+        // Keep the upstream Content-Length, send half the body, then abort the connection:
+        // the client sees a truncated response.
+        let half = rbytes.slice(..rbytes.len() / 2);
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(half)),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "injected truncation",
+            )),
+        ];
+        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+        return Ok(Response::from_parts(rparts, body));
+    }
+    Ok(full(Response::from_parts(rparts, rbytes)))
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}

@@ -1,0 +1,258 @@
+//! Fault tolerance through a fault-injecting proxy between the real daemon and moto: a 20 %
+//! fault storm, lost PUT responses, throttling, poison objects and a key disabled mid-job.
+
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::proxy::{FaultProxy, Faults};
+use common::*;
+use dualseal::api::pb;
+use futures::StreamExt;
+
+const MAX_ATTEMPTS: u32 = 8;
+/// The SDK's attempts per request (standard retry mode).
+const SDK_ATTEMPTS: u64 = 3;
+
+fn objects(n: usize) -> BTreeMap<String, Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
+            (
+                format!("{prefix}x/{i:04}"),
+                format!("s{i}-").repeat(1 + i % 300).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_until_verified(
+    client: &mut dualseal::api::client::Client,
+    job: u64,
+    n: u64,
+) -> pb::Job {
+    let mut s = Box::pin(client.watch(job).await.expect("watch"));
+    let mut last = None;
+    while let Some(j) = s.next().await {
+        let j = j.expect("watch");
+        let done = j.verified >= n || j.state != pb::JobState::Running as i32;
+        last = Some(j);
+        if done {
+            break;
+        }
+    }
+    last.expect("state")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let objs = objects(240);
+    put_all(&moto, &objs).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.set_faults(Faults::storm());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(
+        dir.path(),
+        &config_via(&proxy.endpoint, dir.path(), 8, MAX_ATTEMPTS),
+    );
+    let mut client = daemon.client().await;
+
+    // Start may meet the storm too: it answers UNAVAILABLE, and the operator tries again.
+    let start_client = client.clone();
+    let start = |prefix: &'static str| {
+        let mut c = start_client.clone();
+        async move {
+            for _ in 0..10 {
+                match c.start(prefix, false).await {
+                    Ok(j) => return j,
+                    Err(e) => eprintln!("start failed (retrying): {e}"),
+                }
+            }
+            panic!("could not start a job in 10 tries");
+        }
+    };
+    // A first job over db/ is cancelled mid-way.
+    let first = start("db/").await;
+    wait_until_verified(&mut client, first.job_id, 10).await;
+    let t = Instant::now();
+    let cancelled = client.cancel(first.job_id).await.expect("cancel");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "cancel took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(cancelled.state, pb::JobState::Cancelled as i32);
+    // Wait for the cancelled job's workers to stop before the next job starts.
+    wait_job(&mut client, first.job_id).await;
+
+    // The full job adopts what the cancelled one verified, is paused and resumed mid-way.
+    let job = start("").await;
+    wait_until_verified(&mut client, job.job_id, 80).await;
+    let t = Instant::now();
+    let paused = client.pause(job.job_id).await.expect("pause");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "pause took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(paused.state, pb::JobState::Paused as i32);
+    let t = Instant::now();
+    client.resume(job.job_id).await.expect("resume");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "resume took {:?}",
+        t.elapsed()
+    );
+    let done = wait_job(&mut client, job.job_id).await;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{done:?}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(done.verified, objs.len() as u64);
+
+    let total = proxy.total();
+    let injected = proxy.injected();
+    assert!(
+        injected * 100 >= total * 12,
+        "the storm was too mild to mean anything: {injected} faults in {total} requests"
+    );
+    // Exactly one applied PUT per destination object, despite lost responses, resets,
+    // a cancelled job and a second job over the same objects.
+    let puts = proxy.puts();
+    for (key, _) in &objs {
+        let cat = cats
+            .iter()
+            .find(|c| key.starts_with(c.prefix))
+            .expect("category");
+        let dest = format!("{}/{}", cat.bucket, &key[cat.prefix.len()..]);
+        assert_eq!(
+            puts.get(&dest).map_or(0, Vec::len),
+            1,
+            "PUTs applied for {dest}"
+        );
+    }
+    // Attempts stay within the documented bound: per object, at most MAX_ATTEMPTS attempts
+    // per job, each with one source GET retried at most SDK_ATTEMPTS times by the SDK.
+    let reqs = proxy.requests();
+    let max_source_gets = objs
+        .keys()
+        .map(|k| {
+            reqs.get(&format!("GET master-secrets/{k}"))
+                .copied()
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        max_source_gets <= 2 * u64::from(MAX_ATTEMPTS) * SDK_ATTEMPTS,
+        "an object's source was read {max_source_gets} times"
+    );
+    eprintln!(
+        "storm: {total} requests, {injected} faults injected ({:.1} %), max source GETs per object {max_source_gets}",
+        injected as f64 * 100.0 / total as f64
+    );
+    // And every object reads back correctly, straight from the server.
+    for (key, body) in &objs {
+        let cat = cats
+            .iter()
+            .find(|c| key.starts_with(c.prefix))
+            .expect("category");
+        assert!(
+            read_sealed(&moto, cat, &key[cat.prefix.len()..]).await == *body,
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_objects_fail_alone_and_retry_recovers_them() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let objs = objects(80);
+    put_all(&moto, &objs).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.forbid_get("master-secrets/db/x/0004");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(
+        dir.path(),
+        &config_via(&proxy.endpoint, dir.path(), 4, MAX_ATTEMPTS),
+    );
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start");
+    // Disable the tls key once the job runs: its remaining objects fail, the others do not.
+    wait_until_verified(&mut client, job.job_id, 5).await;
+    let tls = cats.iter().find(|c| c.name == "tls").expect("tls");
+    // moto records DisableKey (it takes the bare key id) but still serves crypto calls; the
+    // proxy answers them with DisabledException, as AWS would.
+    let tls_key_id = tls.key_arn.rsplit('/').next().expect("key id").to_owned();
+    moto.kms()
+        .disable_key()
+        .key_id(&tls_key_id)
+        .send()
+        .await
+        .expect("disable");
+    proxy.disable_kms_key(&tls_key_id);
+    let done = wait_job(&mut client, job.job_id).await;
+    assert_eq!(
+        done.state,
+        pb::JobState::CompletedWithFailures as i32,
+        "{done:?}"
+    );
+    let failed = client
+        .objects(job.job_id, pb::ObjectState::Failed)
+        .await
+        .expect("objects");
+    assert!(failed.iter().any(|o| o.source_key == "db/x/0004"));
+    for o in &failed {
+        if o.source_key == "db/x/0004" {
+            assert!(o.reason.contains("access denied"), "{}", o.reason);
+            assert_eq!(o.attempts, 1, "a permanent error must not be retried");
+        } else {
+            assert!(o.source_key.starts_with("tls/"), "unexpected failure {o:?}");
+            assert!(
+                o.reason.contains("Disabled") || o.reason.contains("disabled"),
+                "{}",
+                o.reason
+            );
+        }
+    }
+    assert!(
+        failed.iter().any(|o| o.source_key.starts_with("tls/")),
+        "no tls object met the disabled key; the test proved nothing about it"
+    );
+    let non_tls = objs.keys().filter(|k| !k.starts_with("tls/")).count() as u64;
+    assert!(done.verified >= non_tls - 1);
+    assert_eq!(done.verified + done.failed, objs.len() as u64);
+
+    // Fix both causes; `retry` finishes the job.
+    proxy.allow_all();
+    moto.kms()
+        .enable_key()
+        .key_id(&tls_key_id)
+        .send()
+        .await
+        .expect("enable");
+    let again = client.retry(job.job_id).await.expect("retry");
+    assert_eq!(again.state, pb::JobState::Running as i32);
+    let done = wait_job(&mut client, job.job_id).await;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{done:?}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(done.verified, objs.len() as u64);
+    let err = client
+        .retry(job.job_id)
+        .await
+        .expect_err("retry of a succeeded job");
+    assert!(err.to_string().contains("Succeeded"), "{err}");
+}
