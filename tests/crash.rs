@@ -92,7 +92,6 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
     // Exactly one applied PUT per object: a write interrupted by a kill is adopted on resume,
     // never repeated, and nothing verified is ever uploaded again.
     let puts = proxy.puts();
-    let mut adopted = 0;
     for key in objects.keys() {
         let cat = cats
             .iter()

@@ -127,7 +127,7 @@ async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
     // Exactly one applied PUT per destination object, despite lost responses, resets,
     // a cancelled job and a second job over the same objects.
     let puts = proxy.puts();
-    for (key, _) in &objs {
+    for key in objs.keys() {
         let cat = cats
             .iter()
             .find(|c| key.starts_with(c.prefix))
