@@ -84,15 +84,16 @@ where
     match e {
         SdkError::TimeoutError(_) => (AwsErrorKind::Transient, "timed out".into()),
         SdkError::DispatchFailure(d) => {
-            let kind = if d.is_user() {
+            let chain = error_chain(e);
+            // Missing credentials will not fix themselves by retrying: say so at once.
+            let kind = if chain.contains("credentials") {
+                AwsErrorKind::AccessDenied
+            } else if d.is_user() {
                 AwsErrorKind::Other
             } else {
                 AwsErrorKind::Transient
             };
-            (
-                kind,
-                format!("could not send the request: {}", error_chain(e)),
-            )
+            (kind, format!("could not send the request: {chain}"))
         }
         SdkError::ResponseError(_) => (
             AwsErrorKind::Transient,

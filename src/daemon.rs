@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, EngineSettings};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, OpenOptions};
 use crate::kms::AwsKms;
 use crate::store::S3Store;
 
@@ -43,14 +43,13 @@ pub enum DaemonError {
 ///
 /// # Errors
 /// `Journal`.
-pub fn open_journal(config: &Config) -> Result<Journal, DaemonError> {
+pub fn open_journal(config: &Config, opts: OpenOptions) -> Result<Journal, DaemonError> {
     let path = &config.daemon.journal_path;
-    if let Err(e) = std::fs::create_dir_all(path) {
-        return Err(DaemonError::Journal(JournalError::Storage(
-            sled::Error::Io(e),
-        )));
-    }
-    let journal = Journal::open(path)?;
+    std::fs::create_dir_all(path).map_err(|source| JournalError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let journal = Journal::open_with(path, opts)?;
     if journal.recovered() {
         tracing::info!(path = %path.display(), "journal opened (recovered existing state)");
     } else {
@@ -65,30 +64,12 @@ pub fn open_journal(config: &Config) -> Result<Journal, DaemonError> {
 /// Any [`DaemonError`]; the binary maps them to exit codes.
 pub async fn run(
     config: Config,
+    opts: OpenOptions,
     listener: UnixListener,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let journal = Arc::new(open_journal(&config)?);
-    let sdk = crate::aws::sdk_config(&config.aws).await;
-    let path_style = config
-        .aws
-        .force_path_style
-        .unwrap_or(config.aws.endpoint_url.is_some());
-    let store = Arc::new(S3Store::new(&sdk, path_style));
-    let keys = Arc::new(AwsKms::new(&sdk));
-    tracing::info!(
-        region = sdk.region().map(|r| r.as_ref()).unwrap_or("(default)"),
-        endpoint = config.aws.endpoint_url.as_deref().unwrap_or("(AWS)"),
-        "AWS clients ready"
-    );
-    let engine = Engine::new(
-        Arc::clone(&journal),
-        store,
-        keys,
-        config.categories.clone(),
-        EngineSettings::from_config(&config),
-        shutdown.clone(),
-    )?;
+    let journal = Arc::new(open_journal(&config, opts)?);
+    let engine = build_engine(&config, Arc::clone(&journal), shutdown.clone()).await?;
     let resumed = engine.resume_unfinished()?;
     tracing::info!(resumed, "engine ready");
 
@@ -122,10 +103,68 @@ pub async fn run(
         tracing::warn!("workers did not finish in time; their objects will be redone on restart");
     }
     journal.flush().await?;
+    journal.write_high_water_mark()?;
     let _ = std::fs::remove_file(&config.daemon.control_socket);
     tracing::info!("journal flushed; bye");
     match fatal {
         Some(msg) => Err(DaemonError::Fatal(msg)),
         None => Ok(()),
     }
+}
+
+async fn build_engine(
+    config: &Config,
+    journal: Arc<Journal>,
+    shutdown: CancellationToken,
+) -> Result<Engine, DaemonError> {
+    let sdk = crate::aws::sdk_config(&config.aws).await;
+    let path_style = config
+        .aws
+        .force_path_style
+        .unwrap_or(config.aws.endpoint_url.is_some());
+    let store = Arc::new(S3Store::new(&sdk, path_style));
+    let keys = Arc::new(AwsKms::new(&sdk));
+    tracing::info!(
+        region = sdk.region().map(|r| r.as_ref()).unwrap_or("(default)"),
+        endpoint = config.aws.endpoint_url.as_deref().unwrap_or("(AWS)"),
+        "AWS clients ready"
+    );
+    Ok(Engine::new(
+        journal,
+        store,
+        keys,
+        config.categories.clone(),
+        EngineSettings::from_config(config),
+        shutdown,
+    )?)
+}
+
+/// Moves the journal directory aside (never deletes it) and rebuilds a fresh one from the
+/// destination buckets. Run with the daemon stopped.
+///
+/// # Errors
+/// `Journal` when the directory cannot be moved or the new journal written, `Engine` when S3
+/// cannot be read.
+pub async fn rebuild_journal(
+    config: &Config,
+) -> Result<(crate::engine::RebuildReport, Option<std::path::PathBuf>), DaemonError> {
+    let path = &config.daemon.journal_path;
+    let moved = if path.exists() {
+        let stamp = crate::journal::now_ms();
+        let mut aside = path.clone().into_os_string();
+        aside.push(format!(".damaged-{stamp}"));
+        let aside = std::path::PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|source| JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(from = %path.display(), to = %aside.display(), "old journal moved aside");
+        Some(aside)
+    } else {
+        None
+    };
+    let journal = Arc::new(open_journal(config, OpenOptions::default())?);
+    let engine = build_engine(config, Arc::clone(&journal), CancellationToken::new()).await?;
+    let report = engine.rebuild_journal().await?;
+    Ok((report, moved))
 }

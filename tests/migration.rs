@@ -184,3 +184,49 @@ async fn control_errors_are_clear_and_the_daemon_keeps_serving() {
     // Still serving.
     assert!(client.jobs().await.expect("list").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_job_stays_paused_across_a_restart() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    let objects: BTreeMap<String, Vec<u8>> = (0..160)
+        .map(|i| {
+            (
+                format!("{}p/{i:03}", CATEGORY_PREFIXES[i % 4].1),
+                vec![b'x'; 100 + i],
+            )
+        })
+        .collect();
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_toml(&moto, dir.path(), 2);
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let paused = client.pause(job).await.expect("pause");
+    assert_eq!(paused.state, pb::JobState::Paused as i32);
+    assert_eq!(daemon.stop(), Some(0), "SIGTERM must exit cleanly");
+    drop(daemon);
+
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let a = client.job(job).await.expect("job");
+    assert_eq!(
+        a.state,
+        pb::JobState::Paused as i32,
+        "a restart resumed a paused job"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let b = client.job(job).await.expect("job");
+    assert_eq!(
+        (a.verified, a.failed),
+        (b.verified, b.failed),
+        "a paused job made progress"
+    );
+    let err = client.pause(job).await.expect_err("pausing a paused job");
+    assert!(err.to_string().contains("Paused"), "{err}");
+    client.resume(job).await.expect("resume");
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    assert_eq!(done.verified, objects.len() as u64);
+}

@@ -30,6 +30,9 @@ struct Args {
         global = true
     )]
     config: PathBuf,
+    /// Open a journal that is behind its high-water mark (an older copy restored on purpose).
+    #[arg(long, global = true)]
+    accept_journal_rollback: bool,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -40,6 +43,9 @@ enum Cmd {
     Run,
     /// Check the config file and report every problem; touches no AWS service.
     Validate,
+    /// Rebuild a lost or damaged journal from the destination buckets' metadata. The old
+    /// journal directory is moved aside, never deleted. Run with the daemon stopped.
+    RebuildJournal,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    install_panic_hook();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,10 +93,54 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(config))
+    if matches!(args.cmd, Some(Cmd::RebuildJournal)) {
+        return rt.block_on(rebuild(config));
+    }
+    let opts = dualseal::journal::OpenOptions {
+        accept_rollback: args.accept_journal_rollback,
+    };
+    rt.block_on(run(config, opts))
 }
 
-async fn run(config: Config) -> ExitCode {
+/// A panic anywhere aborts the process, so systemd restarts a clean one and the journal
+/// resumes: a half-dead daemon is worse than a restart. The one exception is sled's recovery
+/// inside a guarded journal open, where a panic means "damaged files" and becomes an error.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if dualseal::journal::is_guarded() {
+            dualseal::journal::record_panic(info.to_string());
+            return;
+        }
+        default(info);
+        std::process::abort();
+    }));
+}
+
+async fn rebuild(config: Config) -> ExitCode {
+    match dualseal::daemon::rebuild_journal(&config).await {
+        Ok((report, moved)) => {
+            if let Some(p) = moved {
+                println!("old journal kept at {}", p.display());
+            }
+            println!(
+                "rebuilt journal {}: job {} with {} recovered object(s) to prove, {} foreign object(s) left alone (original jobs {:?}); start dualseald to finish the job",
+                config.daemon.journal_path.display(),
+                report.job_id,
+                report.recovered,
+                report.foreign,
+                report.original_jobs
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dualseald: rebuild failed: {e}");
+            ExitCode::from(EX_IOERR)
+        }
+    }
+}
+
+async fn run(config: Config, opts: dualseal::journal::OpenOptions) -> ExitCode {
     let shutdown = CancellationToken::new();
     if let Err(e) = watch_signals(shutdown.clone()) {
         eprintln!("dualseald: cannot install signal handlers: {e}");
@@ -105,11 +156,10 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    match dualseal::daemon::run(config, listener, shutdown).await {
+    match dualseal::daemon::run(config, opts, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("dualseald: {e}");
             match e {
                 dualseal::daemon::DaemonError::Journal(_)
                 | dualseal::daemon::DaemonError::Fatal(_) => ExitCode::from(EX_IOERR),

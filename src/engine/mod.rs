@@ -7,6 +7,7 @@ mod job;
 mod limit;
 pub mod migrate;
 mod plan;
+mod rebuild;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 pub use error::{EngineError, ObjectError};
 pub use plan::{CategoryPlan, PlanReport, VerifyReport};
+pub use rebuild::RebuildReport;
 
 use crate::classify::Classifier;
 use crate::config::{CategoryConfig, Config};
@@ -198,6 +200,20 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         Ok(())
+    }
+
+    /// Seeds an empty journal from the destination buckets' metadata and creates a running
+    /// job that proves the recovered objects and migrates the rest (see `rebuild.rs`).
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when the journal already has jobs; `Store`, `Journal`.
+    pub async fn rebuild_journal(&self) -> Result<RebuildReport, EngineError> {
+        if !self.inner.journal.list_jobs()?.is_empty() {
+            return Err(EngineError::FailedPrecondition(
+                "the journal is not empty; rebuild only into a fresh journal".into(),
+            ));
+        }
+        rebuild::rebuild(&self.inner, &self.inner.settings).await
     }
 
     /// Dry run over the source.

@@ -6,6 +6,7 @@
 //! effect depends on are followed by [`Journal::flush`], which coalesces concurrent callers
 //! into one sled flush (group commit).
 
+mod integrity;
 mod records;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use sled::Transactional;
 
+pub use integrity::{is_guarded, record_panic, HWM_FILE};
 use records::{decode, encode, job_key, object_key, split_object_key};
 pub use records::{
     AuditRecord, DecodeError, JobId, JobRecord, JobState, ObjectRecord, ObjectState, RECORD_VERSION,
@@ -26,6 +28,9 @@ const TREE_OBJECTS: &str = "objects";
 const TREE_AUDIT: &str = "audit";
 const TREE_META: &str = "meta";
 const META_SCHEMA: &[u8] = b"schema";
+const META_FLUSH_GEN: &[u8] = b"flush_generation";
+/// The high-water mark file is rewritten at most this often (it costs an fsync).
+const HWM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Layout version of the whole database (trees and key shapes).
 pub const SCHEMA_VERSION: u64 = 1;
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -43,7 +48,7 @@ pub enum JournalError {
         source: sled::Error,
     },
     /// sled reported an I/O error or corruption.
-    #[error("journal storage error: {0}; stop the daemon, check the disk, and restore the journal from backup if it is corrupt")]
+    #[error("journal storage error: {0}; check the disk, then restore the journal from a backup or rebuild it with `dualseald rebuild-journal --config FILE`")]
     Storage(#[from] sled::Error),
     /// A stored record could not be decoded.
     #[error("journal record {tree}/{key} is unreadable: {source}")]
@@ -54,6 +59,40 @@ pub enum JournalError {
         key: String,
         /// Why.
         source: DecodeError,
+    },
+    /// The database is behind its high-water mark: it lost writes.
+    #[error("journal {path} lost writes: its generation is {found} but it had reached {mark}. Its files were truncated or damaged, or replaced by an older copy. Nothing was touched in S3. Restore the journal directory from a backup, rebuild it from the destination buckets with `dualseald rebuild-journal --config FILE`, or, if you restored an older copy on purpose, start once with `--accept-journal-rollback`")]
+    BehindHighWaterMark {
+        /// Journal directory.
+        path: PathBuf,
+        /// Generation found in the database.
+        found: u64,
+        /// Generation recorded beside it.
+        mark: u64,
+    },
+    /// sled could not read its files (it panicked during recovery).
+    #[error("journal {path} is damaged and cannot be read ({message}). Nothing was touched in S3. Restore the journal directory from a backup, or rebuild it with `dualseald rebuild-journal --config FILE`")]
+    Damaged {
+        /// Journal directory.
+        path: PathBuf,
+        /// What sled said.
+        message: String,
+    },
+    /// The journal directory could not be created or moved.
+    #[error("journal directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The high-water mark file could not be read or written.
+    #[error("journal high-water mark {path}: {source}")]
+    HighWaterMark {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The database was written by a build with another layout.
     #[error("journal schema version {found} is not supported (this build uses {SCHEMA_VERSION}); use a matching dualseal build")]
@@ -150,6 +189,17 @@ pub struct Journal {
     write_gen: AtomicU64,
     flushed_gen: tokio::sync::Mutex<u64>,
     recovered: bool,
+    dir: PathBuf,
+    durable_gen: AtomicU64,
+    hwm_written: Mutex<std::time::Instant>,
+}
+
+/// How to open a journal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Accept a database that is behind its high-water mark (a deliberately restored older
+    /// copy): the mark is reset to the database's generation.
+    pub accept_rollback: bool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -192,6 +242,22 @@ impl Journal {
     /// # Errors
     /// `Locked` when another process has it open, `Storage`, `Corrupt` or `Schema`.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// [`open`](Self::open) with options.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), plus `BehindHighWaterMark` and `Damaged`.
+    pub fn open_with(path: &Path, opts: OpenOptions) -> Result<Self, JournalError> {
+        let damaged = |message: String| JournalError::Damaged {
+            path: path.to_owned(),
+            message,
+        };
+        integrity::guarded(|| Self::open_inner(path, opts)).map_err(damaged)?
+    }
+
+    fn open_inner(path: &Path, opts: OpenOptions) -> Result<Self, JournalError> {
         let existed = path.join("conf").exists() || path.join("db").exists();
         let db = sled::Config::new().path(path).open().map_err(|e| match e {
             sled::Error::Io(ref io)
@@ -203,6 +269,10 @@ impl Journal {
                     source: e,
                 }
             }
+            sled::Error::Corruption { .. } => JournalError::Damaged {
+                path: path.to_owned(),
+                message: e.to_string(),
+            },
             other => JournalError::Storage(other),
         })?;
         let meta = db.open_tree(TREE_META)?;
@@ -221,6 +291,32 @@ impl Journal {
                 }
             }
         }
+        let generation = meta
+            .get(META_FLUSH_GEN)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let hwm_err = |source| JournalError::HighWaterMark {
+            path: integrity::hwm_path(path),
+            source,
+        };
+        match integrity::read_hwm(path).map_err(hwm_err)? {
+            Some(mark) if mark > generation && !opts.accept_rollback => {
+                return Err(JournalError::BehindHighWaterMark {
+                    path: path.to_owned(),
+                    found: generation,
+                    mark,
+                });
+            }
+            Some(mark) if mark > generation => {
+                tracing::warn!(
+                    found = generation,
+                    mark,
+                    "accepting a journal rolled back to an older copy"
+                );
+                integrity::write_hwm(path, generation).map_err(hwm_err)?;
+            }
+            _ => {}
+        }
         let j = Self {
             jobs: db.open_tree(TREE_JOBS)?,
             objects: db.open_tree(TREE_OBJECTS)?,
@@ -236,6 +332,9 @@ impl Journal {
             write_gen: AtomicU64::new(0),
             flushed_gen: tokio::sync::Mutex::new(0),
             recovered: existed,
+            dir: path.to_owned(),
+            durable_gen: AtomicU64::new(generation),
+            hwm_written: Mutex::new(std::time::Instant::now()),
         };
         j.rebuild()?;
         Ok(j)
@@ -296,8 +395,33 @@ impl Journal {
             return Ok(());
         }
         let upto = self.write_gen.load(Ordering::SeqCst);
+        let generation = self.durable_gen.load(Ordering::SeqCst) + 1;
+        self.meta
+            .insert(META_FLUSH_GEN, &generation.to_be_bytes())?;
         self.db.flush_async().await?;
+        self.durable_gen.store(generation, Ordering::SeqCst);
         *flushed = upto;
+        let due = lock(&self.hwm_written).elapsed() >= HWM_INTERVAL;
+        if due {
+            self.write_high_water_mark()?;
+        }
+        Ok(())
+    }
+
+    /// Records the durable generation beside the database (fsynced). Called by `flush` at
+    /// most once per [`HWM_INTERVAL`], and by the daemon at shutdown.
+    ///
+    /// # Errors
+    /// `HighWaterMark`.
+    pub fn write_high_water_mark(&self) -> Result<(), JournalError> {
+        let generation = self.durable_gen.load(Ordering::SeqCst);
+        integrity::write_hwm(&self.dir, generation).map_err(|source| {
+            JournalError::HighWaterMark {
+                path: integrity::hwm_path(&self.dir),
+                source,
+            }
+        })?;
+        *lock(&self.hwm_written) = std::time::Instant::now();
         Ok(())
     }
 

@@ -202,6 +202,36 @@ max_attempts = {max_attempts}
     s
 }
 
+/// Runs `dualseald` with `config` and `args` to completion (for commands that exit, or a
+/// daemon expected to refuse to start), with the same environment as [`Daemon::start`].
+pub fn run_dualseald(dir: &Path, config: &str, args: &[&str]) -> std::process::Output {
+    let cfg_path = dir.join("dualseal.toml");
+    std::fs::write(&cfg_path, config).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dualseald"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dualseald");
+    // A daemon that wrongly starts would run forever: bound the wait.
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// A running `dualseald`, killed on drop.
 pub struct Daemon {
     child: Option<Child>,
