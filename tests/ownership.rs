@@ -16,7 +16,12 @@ async fn foreign_destination_objects_are_conflicts_and_changed_sources_are_recop
     let moto = Moto::start();
     let cats = provision(&moto).await;
     let objects: BTreeMap<String, Vec<u8>> = (0..20)
-        .map(|i| (format!("{}o/{i:02}", CATEGORY_PREFIXES[i % 4].1), format!("v1-{i}").into_bytes()))
+        .map(|i| {
+            (
+                format!("{}o/{i:02}", CATEGORY_PREFIXES[i % 4].1),
+                format!("v1-{i}").into_bytes(),
+            )
+        })
         .collect();
     put_all(&moto, &objects).await;
     // Someone else's object already sits where db/o/00 would go.
@@ -37,10 +42,23 @@ async fn foreign_destination_objects_are_conflicts_and_changed_sources_are_recop
     let done = wait_job(&mut client, first).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     assert_eq!((done.verified, done.conflicts), (19, 1));
-    let conflicts = client.objects(first, pb::ObjectState::Conflict).await.expect("objects");
+    let conflicts = client
+        .objects(first, pb::ObjectState::Conflict)
+        .await
+        .expect("objects");
     assert_eq!(conflicts[0].source_key, "db/o/00");
-    assert!(conflicts[0].reason.contains("did not write"), "{}", conflicts[0].reason);
-    let foreign = s3.get_object().bucket("secrets-db").key("o/00").send().await.expect("get");
+    assert!(
+        conflicts[0].reason.contains("did not write"),
+        "{}",
+        conflicts[0].reason
+    );
+    let foreign = s3
+        .get_object()
+        .bucket("secrets-db")
+        .key("o/00")
+        .send()
+        .await
+        .expect("get");
     let body = foreign.body.collect().await.expect("body").into_bytes();
     assert_eq!(&body[..], b"not ours", "a foreign object was overwritten");
 
@@ -64,6 +82,9 @@ async fn foreign_destination_objects_are_conflicts_and_changed_sources_are_recop
         .map(|e| e.source_key.clone())
         .collect();
     assert_eq!(recopied, vec!["api/o/01".to_owned()]);
-    let adopted = audit.iter().filter(|e| e.detail.contains("adopted-existing-upload")).count();
+    let adopted = audit
+        .iter()
+        .filter(|e| e.detail.contains("adopted-existing-upload"))
+        .count();
     assert_eq!(adopted, 18, "unchanged objects are proved, not rewritten");
 }
