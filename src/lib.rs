@@ -8,6 +8,7 @@
 //! - [`api`]      gRPC service (proto ↔ domain, no business logic), server plumbing, typed client.
 //! - [`engine`]   jobs, bounded workers, retries, pause/resume/cancel, plan and verification.
 //! - [`journal`]  the only sled user: jobs, per-object state, hash-chained audit trail.
+//! - [`audit`]    audit event schema and hash chain (pure; verifies exports offline too).
 //! - [`envelope`] pure, versioned, key-committing XChaCha20-Poly1305 STREAM envelope.
 //! - [`kms`]      `KeyService` and AWS KMS (the only `aws_sdk_kms` user).
 //! - [`store`]    `ObjectStore` and S3 (the only `aws_sdk_s3` user).
@@ -16,6 +17,7 @@
 //! - [`config`]   the strict config tree and its validation.
 
 pub mod api;
+pub mod audit;
 pub mod aws;
 pub mod classify;
 pub mod config;

@@ -243,10 +243,35 @@ impl Client {
     /// `Status`.
     pub async fn audit(&mut self, job_id: u64) -> Result<Vec<pb::AuditEvent>, ClientError> {
         let s = self
+            .audit_stream(pb::ExportAuditRequest {
+                job_id,
+                ..Default::default()
+            })
+            .await?;
+        s.try_collect().await
+    }
+
+    /// The audit events matching a filter, as a stream (flat memory for any size).
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn audit_stream(
+        &mut self,
+        filter: pb::ExportAuditRequest,
+    ) -> Result<impl futures::Stream<Item = Result<pb::AuditEvent, ClientError>>, ClientError> {
+        let s = self.inner.export_audit(filter).await?.into_inner();
+        Ok(s.map_err(ClientError::from))
+    }
+
+    /// Walks the daemon's audit chain.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn verify_audit(&mut self) -> Result<pb::VerifyAuditResponse, ClientError> {
+        Ok(self
             .inner
-            .export_audit(pb::ExportAuditRequest { job_id })
+            .verify_audit(pb::VerifyAuditRequest {})
             .await?
-            .into_inner();
-        Ok(s.try_collect().await?)
+            .into_inner())
     }
 }

@@ -4,13 +4,9 @@ use tonic::Status;
 
 use super::pb;
 use crate::engine::{EngineError, JobView, PlanReport, VerifyReport};
-use crate::journal::{AuditRecord, JobState, ObjectRecord, ObjectState};
+use crate::journal::{JobState, ObjectRecord, ObjectState};
 
-/// RFC 3339 (UTC, milliseconds) from ms since the Unix epoch.
-pub fn rfc3339(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use crate::audit::rfc3339;
 
 impl From<JobState> for pb::JobState {
     fn from(s: JobState) -> Self {
@@ -151,19 +147,72 @@ impl From<VerifyReport> for pb::VerifyJobResponse {
     }
 }
 
-impl From<AuditRecord> for pb::AuditEvent {
-    fn from(r: AuditRecord) -> Self {
+impl From<crate::audit::AuditEvent> for pb::AuditEvent {
+    fn from(e: crate::audit::AuditEvent) -> Self {
         Self {
-            seq: r.seq,
-            at: rfc3339(r.at_ms),
-            job_id: r.job_id,
-            kind: r.kind,
-            source_key: r.source_key,
-            destination_bucket: r.dest_bucket,
-            destination_key: r.dest_key,
-            detail: r.detail,
-            prev_hash: r.prev_hash,
-            hash: r.hash,
+            seq: e.seq,
+            at: e.at,
+            job_id: e.job_id,
+            kind: e.kind,
+            source_key: e.source_key,
+            destination_bucket: e.destination_bucket,
+            destination_key: e.destination_key,
+            detail: e.detail,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+            actor: e.actor,
+            category: e.category,
+            outcome: e.outcome,
+        }
+    }
+}
+
+/// An export filter from a request.
+///
+/// # Errors
+/// `InvalidArgument` naming a time that is not RFC 3339.
+pub fn audit_filter(r: pb::ExportAuditRequest) -> Result<crate::audit::Filter, Status> {
+    let time = |s: &str| {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            crate::audit::parse_time(s)
+                .map(Some)
+                .map_err(Status::invalid_argument)
+        }
+    };
+    Ok(crate::audit::Filter {
+        job: (r.job_id != 0).then_some(r.job_id),
+        since_ms: time(&r.since)?,
+        until_ms: time(&r.until)?,
+        category: r.category,
+        kind: r.kind,
+        outcome: r.outcome,
+        actor: r.actor,
+        source_prefix: r.source_prefix,
+        destination_prefix: r.destination_prefix,
+    })
+}
+
+impl From<crate::audit::ChainReport> for pb::VerifyAuditResponse {
+    fn from(r: crate::audit::ChainReport) -> Self {
+        let broken_seq = match &r.broken {
+            Some(crate::audit::ChainBreak::Edited { seq })
+            | Some(crate::audit::ChainBreak::Reordered { seq, .. })
+            | Some(crate::audit::ChainBreak::Unlinked { seq })
+            | Some(crate::audit::ChainBreak::HeadMismatch { seq }) => *seq,
+            Some(crate::audit::ChainBreak::Missing { expected, .. }) => *expected,
+            Some(crate::audit::ChainBreak::Truncated { last, .. }) => last + 1,
+            None => 0,
+        };
+        let (head_seq, head_hash) = r.head.unwrap_or_default();
+        Self {
+            events: r.events,
+            intact: r.broken.is_none(),
+            problem: r.broken.map(|b| b.to_string()).unwrap_or_default(),
+            broken_seq,
+            head_seq,
+            head_hash,
         }
     }
 }

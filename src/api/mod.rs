@@ -11,7 +11,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
@@ -123,6 +123,27 @@ pub struct ControlService {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Who is calling: the Unix socket peer's credentials (from the kernel, SO_PEERCRED), or the
+/// TCP peer address.
+fn actor<T>(req: &Request<T>) -> String {
+    if let Some(info) = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
+        if let Some(c) = info.peer_cred {
+            return format!(
+                "uid={},gid={},pid={}",
+                c.uid(),
+                c.gid(),
+                c.pid().map_or_else(|| "?".to_owned(), |p| p.to_string())
+            );
+        }
+        return "unix:unknown-peer".to_owned();
+    }
+    req.remote_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| format!("tcp:{a}"))
+}
+
 fn job_id(raw: u64) -> Result<u64, Status> {
     if raw == 0 {
         return Err(Status::invalid_argument(
@@ -152,8 +173,12 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::StartJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let who = actor(&req);
         let r = req.into_inner();
-        let view = self.engine.start_job(&r.prefix, r.allow_conflicts).await?;
+        let view = self
+            .engine
+            .start_job(&who, &r.prefix, r.allow_conflicts)
+            .await?;
         Ok(Response::new(view.into()))
     }
 
@@ -209,31 +234,36 @@ impl pb::control_server::Control for ControlService {
     }
 
     async fn pause_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let who = actor(&req);
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.pause(id).await?.into()))
+        Ok(Response::new(self.engine.pause(&who, id).await?.into()))
     }
 
     async fn resume_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let who = actor(&req);
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.resume(id).await?.into()))
+        Ok(Response::new(self.engine.resume(&who, id).await?.into()))
     }
 
     async fn cancel_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let who = actor(&req);
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.cancel(id).await?.into()))
+        Ok(Response::new(self.engine.cancel(&who, id).await?.into()))
     }
 
     async fn retry_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let who = actor(&req);
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.retry(id).await?.into()))
+        Ok(Response::new(self.engine.retry(&who, id).await?.into()))
     }
 
     async fn verify_job(
         &self,
         req: Request<pb::JobRef>,
     ) -> Result<Response<pb::VerifyJobResponse>, Status> {
+        let who = actor(&req);
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.verify(id).await?.into()))
+        Ok(Response::new(self.engine.verify(&who, id).await?.into()))
     }
 
     type ListObjectsStream = BoxStream<pb::ObjectStatus>;
@@ -245,12 +275,11 @@ impl pb::control_server::Control for ControlService {
         let r = req.into_inner();
         let id = job_id(r.job_id)?;
         let state = convert::state_filter(r.state)?;
-        let items = self.engine.objects(id, state)?;
-        let stream = tokio_stream::iter(
-            items
-                .into_iter()
-                .map(|(k, rec)| Ok(convert::object_status(k, rec))),
-        );
+        let rx = self.engine.objects_stream(id, state)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+            item.map(|(k, rec)| convert::object_status(k, rec))
+                .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -261,12 +290,20 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
         let r = req.into_inner();
-        let job = (r.job_id != 0).then_some(r.job_id);
-        if let Some(id) = job {
-            self.engine.view(id)?;
+        if r.job_id != 0 {
+            self.engine.view(r.job_id)?;
         }
-        let events = self.engine.audit(job)?;
-        let stream = tokio_stream::iter(events.into_iter().map(|e| Ok(e.into())));
+        let filter = convert::audit_filter(r)?;
+        let rx = self.engine.audit_stream(filter);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|item| item.map(pb::AuditEvent::from).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn verify_audit(
+        &self,
+        _req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        Ok(Response::new(self.engine.verify_audit().await?.into()))
     }
 }

@@ -93,17 +93,16 @@ enum Cmd {
     /// The audit trail.
     Audit {
         #[command(subcommand)]
-        cmd: AuditCmd,
+        cmd: Box<AuditCmd>,
     },
 }
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Export audit events.
+    /// Export audit events (streamed; any size).
     Export {
-        /// Only this job's events.
-        #[arg(long)]
-        job: Option<u64>,
+        #[command(flatten)]
+        filter: AuditFilter,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Jsonl)]
         format: Format,
@@ -111,6 +110,70 @@ enum AuditCmd {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
+    /// Check the hash chain: the daemon's journal, or an export file offline (no daemon).
+    Verify {
+        /// An unfiltered export (JSON Lines or CSV) to check offline.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// The head recorded earlier (`SEQ:HASH` from `audit head`): also detects truncation
+        /// and a wholesale rewrite.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Print the chain head (SEQ:HASH) to store somewhere the daemon cannot write.
+    Head,
+    /// Counts by kind, outcome, category and day.
+    Summary {
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct AuditFilter {
+    /// Only this job's events.
+    #[arg(long)]
+    job: Option<u64>,
+    /// Events at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Events at or before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this category.
+    #[arg(long)]
+    category: Option<String>,
+    /// Only this kind of event (e.g. object_verified, control).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only this outcome (ok, failed, requested, conflict).
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Only this actor (e.g. uid=1000,gid=1000,pid=42).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only source keys under this prefix.
+    #[arg(long)]
+    source_prefix: Option<String>,
+    /// Only destination keys under this prefix.
+    #[arg(long)]
+    dest_prefix: Option<String>,
+}
+
+impl From<AuditFilter> for pb::ExportAuditRequest {
+    fn from(f: AuditFilter) -> Self {
+        Self {
+            job_id: f.job.unwrap_or(0),
+            since: f.since.unwrap_or_default(),
+            until: f.until.unwrap_or_default(),
+            category: f.category.unwrap_or_default(),
+            kind: f.kind.unwrap_or_default(),
+            outcome: f.outcome.unwrap_or_default(),
+            actor: f.actor.unwrap_or_default(),
+            source_prefix: f.source_prefix.unwrap_or_default(),
+            destination_prefix: f.dest_prefix.unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -249,6 +312,16 @@ fn emit_job(json: bool, j: &pb::Job) {
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
+    // Offline verification of an export needs no daemon.
+    if let Cmd::Audit { cmd } = &args.cmd {
+        if let AuditCmd::Verify {
+            file: Some(file),
+            head,
+        } = cmd.as_ref()
+        {
+            return verify_file(file, head.as_deref(), args.json);
+        }
+    }
     let mut c = Client::connect(&args.socket).await?;
     match args.cmd {
         Cmd::Plan { prefix, samples } => {
@@ -426,38 +499,198 @@ async fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Audit {
-            cmd:
-                AuditCmd::Export {
-                    job,
-                    format,
-                    output,
-                },
+        Cmd::Audit { cmd } => audit(&mut c, *cmd, args.json).await,
+    }
+}
+
+fn parse_head(head: Option<&str>) -> Result<Option<(u64, String)>> {
+    let Some(h) = head else { return Ok(None) };
+    let (seq, hash) = h
+        .split_once(':')
+        .context("--head takes SEQ:HASH, as printed by `dualsealctl audit head`")?;
+    Ok(Some((
+        seq.parse().context("--head: SEQ is not a number")?,
+        hash.to_owned(),
+    )))
+}
+
+fn print_chain(report: &dualseal::audit::ChainReport, json: bool) -> ExitCode {
+    let (seq, hash) = report.head.clone().unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "events": report.events, "intact": report.broken.is_none(),
+                "problem": report.broken.as_ref().map(ToString::to_string),
+                "head_seq": seq, "head_hash": hash,
+            })
+        );
+    } else if let Some(b) = &report.broken {
+        println!("audit chain BROKEN after {} event(s): {b}", report.events);
+    } else {
+        println!(
+            "audit chain intact: {} event(s), head {seq}:{hash}",
+            report.events
+        );
+    }
+    if report.broken.is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Verifies an export file (JSON Lines, or CSV with a header) without a daemon.
+fn verify_file(path: &std::path::Path, head: Option<&str>, json: bool) -> Result<ExitCode> {
+    use dualseal::audit::{verify_chain, AuditEvent};
+    let head = parse_head(head)?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let events: Vec<AuditEvent> = if text.trim_start().starts_with('{') {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).with_context(|| {
+                    format!("{} line {}: not an audit event", path.display(), i + 1)
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        csv::Reader::from_reader(text.as_bytes())
+            .deserialize()
+            .enumerate()
+            .map(|(i, r)| {
+                r.with_context(|| {
+                    format!("{} record {}: not an audit event", path.display(), i + 1)
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let report = verify_chain(events, head.as_ref().map(|(s, h)| (*s, h.as_str())));
+    Ok(print_chain(&report, json))
+}
+
+async fn audit(c: &mut Client, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        AuditCmd::Export {
+            filter,
+            format,
+            output,
         } => {
-            let events = c.audit(job.unwrap_or(0)).await?;
+            let mut stream = Box::pin(c.audit_stream(filter.into()).await?);
             let mut out: Box<dyn Write> = match &output {
-                Some(p) => Box::new(
+                Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
                         .with_context(|| format!("cannot create {}", p.display()))?,
-                ),
-                None => Box::new(std::io::stdout().lock()),
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
+            let mut n = 0u64;
             match format {
                 Format::Jsonl => {
-                    for e in &events {
-                        writeln!(out, "{}", serde_json::to_string(e)?)?;
+                    while let Some(e) = stream.next().await {
+                        writeln!(out, "{}", serde_json::to_string(&e?)?)?;
+                        n += 1;
                     }
+                    out.flush()?;
                 }
                 Format::Csv => {
                     let mut w = csv::Writer::from_writer(out);
-                    for e in &events {
-                        w.serialize(e)?;
+                    while let Some(e) = stream.next().await {
+                        w.serialize(e?)?;
+                        n += 1;
                     }
                     w.flush()?;
                 }
             }
             if let Some(p) = output {
-                eprintln!("wrote {} audit events to {}", events.len(), p.display());
+                eprintln!("wrote {n} audit events to {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Verify { file: _, head } => {
+            let expected = parse_head(head.as_deref())?;
+            let r = c.verify_audit().await?;
+            let mut report = dualseal::audit::ChainReport {
+                events: r.events,
+                head: (r.head_seq > 0).then(|| (r.head_seq, r.head_hash.clone())),
+                broken: None,
+            };
+            let problem = if !r.intact {
+                Some(r.problem.clone())
+            } else {
+                match expected {
+                    Some((s, _)) if s > r.head_seq => Some(format!(
+                        "the trail ends at event {} but the recorded head is event {s}: events were removed (truncated)",
+                        r.head_seq
+                    )),
+                    Some((s, h)) if s == r.head_seq && h != r.head_hash => {
+                        Some(format!("event {s} does not match the recorded head hash: the trail was rewritten"))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(p) = problem {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"events": r.events, "intact": false, "problem": p})
+                    );
+                } else {
+                    println!("audit chain BROKEN after {} event(s): {p}", r.events);
+                }
+                return Ok(ExitCode::from(2));
+            }
+            report.broken = None;
+            Ok(print_chain(&report, json))
+        }
+        AuditCmd::Head => {
+            let r = c.verify_audit().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"head_seq": r.head_seq, "head_hash": r.head_hash, "intact": r.intact})
+                );
+            } else {
+                println!("{}:{}", r.head_seq, r.head_hash);
+            }
+            Ok(if r.intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        AuditCmd::Summary { filter } => {
+            use std::collections::BTreeMap;
+            let mut stream = Box::pin(c.audit_stream(filter.into()).await?);
+            let mut by: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+            let mut total = 0u64;
+            while let Some(e) = stream.next().await {
+                let e = e?;
+                total += 1;
+                let day = e.at.get(..10).unwrap_or("").to_owned();
+                for (dim, v) in [
+                    ("kind", e.kind),
+                    ("outcome", e.outcome),
+                    ("category", e.category),
+                    ("day", day),
+                ] {
+                    if !v.is_empty() {
+                        *by.entry(dim).or_default().entry(v).or_default() += 1;
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::json!({"events": total, "by": by}));
+            } else {
+                println!("{total} event(s)");
+                for (dim, counts) in &by {
+                    println!("by {dim}:");
+                    for (k, n) in counts {
+                        println!("  {k:<28} {n:>10}");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -451,6 +451,9 @@ async fn conflict(
         Some(AuditDraft {
             job_id: id,
             kind: "object_conflict",
+            actor: String::new(),
+            category: target.category.clone(),
+            outcome: "conflict",
             source_key: key.to_owned(),
             dest_bucket: target.bucket.clone(),
             dest_key: dest_key.to_owned(),
@@ -501,6 +504,9 @@ async fn verified(
         Some(AuditDraft {
             job_id: id,
             kind: "object_verified",
+            actor: String::new(),
+            category: target.category.clone(),
+            outcome: "ok",
             source_key: key.to_owned(),
             dest_bucket: target.bucket.clone(),
             dest_key: dest_key.to_owned(),
@@ -533,6 +539,9 @@ async fn fail(
         Some(AuditDraft {
             job_id: id,
             kind: "object_failed",
+            actor: String::new(),
+            category: rec.category.clone().unwrap_or_default(),
+            outcome: "failed",
             source_key: key.to_owned(),
             dest_bucket: rec.dest_bucket.clone().unwrap_or_default(),
             dest_key: rec.dest_key.clone().unwrap_or_default(),

@@ -24,8 +24,7 @@ pub use rebuild::RebuildReport;
 use crate::classify::Classifier;
 use crate::config::{CategoryConfig, Config};
 use crate::journal::{
-    AuditDraft, AuditRecord, JobCounts, JobId, JobRecord, JobState, Journal, ObjectRecord,
-    ObjectState,
+    AuditDraft, JobCounts, JobId, JobRecord, JobState, Journal, ObjectRecord, ObjectState,
 };
 use crate::kms::KeyService;
 use crate::store::ObjectStore;
@@ -76,6 +75,9 @@ impl EngineSettings {
         }
     }
 }
+
+/// A job's objects, streamed from the journal.
+pub type ObjectStream = tokio::sync::mpsc::Receiver<Result<(String, ObjectRecord), EngineError>>;
 
 /// A job with its live counts, as the API shows it.
 #[derive(Debug, Clone)]
@@ -243,7 +245,7 @@ impl Engine {
     /// # Errors
     /// `FailedPrecondition` when another job is active or the plan finds conflicts (unless
     /// allowed); `Store`/`Kms` when a destination bucket or key is unusable; `Journal`.
-    pub async fn start_job(
+    async fn start_job_inner(
         &self,
         prefix: &str,
         allow_conflicts: bool,
@@ -365,7 +367,7 @@ impl Engine {
     ///
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job is not running, `Journal`.
-    pub async fn pause(&self, id: JobId) -> Result<JobView, EngineError> {
+    async fn pause_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         let job = self.view(id)?.record;
         if job.state != JobState::Running {
             return Err(EngineError::FailedPrecondition(format!(
@@ -384,7 +386,7 @@ impl Engine {
     ///
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job is not paused, `Journal`.
-    pub async fn resume(&self, id: JobId) -> Result<JobView, EngineError> {
+    async fn resume_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
         let job = self.view(id)?.record;
         if job.state != JobState::Paused {
@@ -410,7 +412,7 @@ impl Engine {
     ///
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job already ended, `Journal`.
-    pub async fn cancel(&self, id: JobId) -> Result<JobView, EngineError> {
+    async fn cancel_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         let job = self.view(id)?.record;
         if !job.state.is_active() {
             return Err(EngineError::FailedPrecondition(format!(
@@ -453,7 +455,7 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` unless the job completed with failures (or failed,
     /// or was cancelled), `Journal`.
-    pub async fn retry(&self, id: JobId) -> Result<JobView, EngineError> {
+    async fn retry_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
         let job = self.view(id)?.record;
         if job.state.is_active() || job.state == JobState::Succeeded {
@@ -512,7 +514,7 @@ impl Engine {
     ///
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` while the job is running, `Journal`.
-    pub async fn verify(&self, id: JobId) -> Result<VerifyReport, EngineError> {
+    async fn verify_inner(&self, id: JobId) -> Result<VerifyReport, EngineError> {
         self.check_open()?;
         let job = self.view(id)?.record;
         if job.state == JobState::Running {
@@ -523,33 +525,174 @@ impl Engine {
         plan::verify(&self.inner, &job).await
     }
 
-    /// A job's objects, optionally only those in one state.
+    /// Streams the audit events that pass `filter`, oldest first, from the journal: memory
+    /// stays flat whatever the trail's length.
+    pub fn audit_stream(
+        &self,
+        filter: crate::audit::Filter,
+    ) -> tokio::sync::mpsc::Receiver<Result<crate::audit::AuditEvent, EngineError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let journal = Arc::clone(&self.inner.journal);
+        tokio::task::spawn_blocking(move || {
+            for item in journal.iter_audit(filter.job) {
+                let out = item.map_err(EngineError::from).map(|rec| {
+                    let e = crate::audit::AuditEvent::from(&rec);
+                    filter.matches(&e, rec.at_ms).then_some(e)
+                });
+                let send = match out {
+                    Ok(None) => continue,
+                    Ok(Some(e)) => tx.blocking_send(Ok(e)),
+                    Err(e) => tx.blocking_send(Err(e)),
+                };
+                if send.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        rx
+    }
+
+    /// Streams a job's objects (optionally in one state) from the journal.
     ///
     /// # Errors
     /// `NoSuchJob` or `Journal`.
-    pub fn objects(
+    pub fn objects_stream(
         &self,
         id: JobId,
         state: Option<ObjectState>,
-    ) -> Result<Vec<(String, ObjectRecord)>, EngineError> {
+    ) -> Result<ObjectStream, EngineError> {
         self.view(id)?;
-        Ok(self
-            .inner
-            .journal
-            .iter_objects(id, state)
-            .collect::<Result<Vec<_>, _>>()?)
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let journal = Arc::clone(&self.inner.journal);
+        tokio::task::spawn_blocking(move || {
+            for item in journal.iter_objects(id, state) {
+                if tx.blocking_send(item.map_err(EngineError::from)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
-    /// The audit trail, optionally one job's.
+    /// Walks the whole audit chain.
     ///
     /// # Errors
     /// `Journal`.
-    pub fn audit(&self, job: Option<JobId>) -> Result<Vec<AuditRecord>, EngineError> {
-        Ok(self
-            .inner
-            .journal
-            .iter_audit(job)
-            .collect::<Result<Vec<_>, _>>()?)
+    pub async fn verify_audit(&self) -> Result<crate::audit::ChainReport, EngineError> {
+        let journal = Arc::clone(&self.inner.journal);
+        tokio::task::spawn_blocking(move || journal.verify_audit_chain())
+            .await
+            .map_err(|e| EngineError::FailedPrecondition(format!("audit walk failed: {e}")))?
+            .map_err(EngineError::from)
+    }
+
+    // ---------------------------------------------------------------- audited control
+    //
+    // Every control action is recorded twice: `control` with outcome `requested` before it
+    // runs (if that cannot be written, the action does not happen: fail closed), and
+    // `control_result` with its outcome after, before the caller hears back.
+
+    async fn audited<T>(
+        &self,
+        actor: &str,
+        action: &'static str,
+        job: JobId,
+        params: String,
+        run: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        let draft = |kind, outcome, detail: String| AuditDraft {
+            job_id: job,
+            kind,
+            actor: actor.to_owned(),
+            outcome,
+            detail,
+            ..Default::default()
+        };
+        self.inner.journal.append_audit(draft(
+            "control",
+            "requested",
+            format!("action={action} {params}").trim().to_owned(),
+        ))?;
+        self.inner.journal.flush().await?;
+        let result = run.await;
+        let (outcome, detail) = match &result {
+            Ok(_) => ("ok", format!("action={action} {params}")),
+            Err(e) => ("failed", format!("action={action} {params} error={e}")),
+        };
+        self.inner.journal.append_audit(draft(
+            "control_result",
+            outcome,
+            detail.trim().to_owned(),
+        ))?;
+        self.inner.journal.flush().await?;
+        result
+    }
+
+    /// Starts a job over the source (or part of it), on behalf of `actor`.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when another job is active or the plan finds conflicts (unless
+    /// allowed); `Store`/`Kms` when a destination bucket or key is unusable; `Journal`.
+    pub async fn start_job(
+        &self,
+        actor: &str,
+        prefix: &str,
+        allow_conflicts: bool,
+    ) -> Result<JobView, EngineError> {
+        let params = format!("prefix={prefix:?} allow_conflicts={allow_conflicts}");
+        self.audited(
+            actor,
+            "start",
+            0,
+            params,
+            self.start_job_inner(prefix, allow_conflicts),
+        )
+        .await
+    }
+
+    /// Stops dispatching new objects of a running job; objects in flight finish.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` when the job is not running, `Journal`.
+    pub async fn pause(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
+        self.audited(actor, "pause", id, String::new(), self.pause_inner(id))
+            .await
+    }
+
+    /// Resumes a paused job.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` when the job is not paused, `Journal`.
+    pub async fn resume(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
+        self.audited(actor, "resume", id, String::new(), self.resume_inner(id))
+            .await
+    }
+
+    /// Stops a job for good.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` when the job already ended, `Journal`.
+    pub async fn cancel(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
+        self.audited(actor, "cancel", id, String::new(), self.cancel_inner(id))
+            .await
+    }
+
+    /// Re-queues a finished job's failed objects.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition`, `Journal`.
+    pub async fn retry(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
+        self.audited(actor, "retry", id, String::new(), self.retry_inner(id))
+            .await
+    }
+
+    /// Re-reads every verified object of a job from both buckets and checks it again.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` while the job is running, `Journal`.
+    pub async fn verify(&self, actor: &str, id: JobId) -> Result<VerifyReport, EngineError> {
+        self.audited(actor, "verify", id, String::new(), self.verify_inner(id))
+            .await
     }
 }
 

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use sha2::{Digest, Sha256};
 use sled::Transactional;
 
 pub use integrity::{is_guarded, record_panic, HWM_FILE};
@@ -33,7 +32,7 @@ const META_FLUSH_GEN: &[u8] = b"flush_generation";
 const HWM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Layout version of the whole database (trees and key shapes).
 pub const SCHEMA_VERSION: u64 = 1;
-const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+use crate::audit::GENESIS_HASH;
 
 /// Journal failures. Any of them means the journal can no longer be trusted to record
 /// progress, so the daemon stops migrating rather than carry on blind.
@@ -160,6 +159,12 @@ pub struct AuditDraft {
     pub job_id: JobId,
     /// What happened.
     pub kind: &'static str,
+    /// Who asked for it (empty: the daemon itself).
+    pub actor: String,
+    /// Category, when about one object.
+    pub category: String,
+    /// `ok`, `failed`, `denied`, `conflict`, ... (empty: `ok`).
+    pub outcome: &'static str,
     /// Source key, when about one object.
     pub source_key: String,
     /// Destination bucket.
@@ -225,15 +230,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn chain_hash(prev: &str, r: &AuditRecord) -> String {
-    let body = serde_json::json!({
-        "seq": r.seq, "at_ms": r.at_ms, "job_id": r.job_id, "kind": r.kind,
-        "source_key": r.source_key, "dest_bucket": r.dest_bucket, "dest_key": r.dest_key,
-        "detail": r.detail,
-    });
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(body.to_string().as_bytes());
-    hex::encode(h.finalize())
+    crate::audit::event_hash(prev, &crate::audit::AuditEvent::from(r))
 }
 
 impl Journal {
@@ -677,6 +674,18 @@ impl Journal {
             at_ms: now_ms(),
             job_id: d.job_id,
             kind: d.kind.to_owned(),
+            actor: if d.actor.is_empty() {
+                "daemon".to_owned()
+            } else {
+                d.actor
+            },
+            category: d.category,
+            outcome: if d.outcome.is_empty() {
+                "ok"
+            } else {
+                d.outcome
+            }
+            .to_owned(),
             source_key: d.source_key,
             dest_bucket: d.dest_bucket,
             dest_key: d.dest_key,
@@ -723,22 +732,25 @@ impl Journal {
             })
     }
 
-    /// Checks the whole audit chain; returns the number of events or the first broken seq.
+    /// Walks the whole audit chain (see [`crate::audit::verify_chain`]).
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn verify_audit_chain(&self) -> Result<Result<u64, u64>, JournalError> {
-        let mut prev = GENESIS_HASH.to_owned();
-        let mut n = 0;
-        for r in self.iter_audit(None) {
-            let r = r?;
-            if r.prev_hash != prev || chain_hash(&prev, &r) != r.hash {
-                return Ok(Err(r.seq));
+    pub fn verify_audit_chain(&self) -> Result<crate::audit::ChainReport, JournalError> {
+        // Streamed: the walk holds one event at a time, whatever the trail's length.
+        let mut failure = None;
+        let events = self.iter_audit(None).map_while(|r| match r {
+            Ok(rec) => Some(crate::audit::AuditEvent::from(&rec)),
+            Err(e) => {
+                failure = Some(e);
+                None
             }
-            prev = r.hash;
-            n += 1;
+        });
+        let report = crate::audit::verify_chain(events, None);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(report),
         }
-        Ok(Ok(n))
     }
 
     /// Path-independent size of the database on disk, for status output.
@@ -828,7 +840,8 @@ mod tests {
         assert_eq!(c.verified_bytes, 10);
         assert_eq!(c.per_category.get("db"), Some(&(1, 10)));
         assert!(j.get_job(id).unwrap().listing_complete);
-        assert_eq!(j.verify_audit_chain().unwrap(), Ok(2));
+        let r = j.verify_audit_chain().unwrap();
+        assert_eq!((r.events, r.broken), (2, None));
         let next = j
             .append_audit(AuditDraft {
                 job_id: id,
@@ -837,7 +850,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(next.seq, 3);
-        assert_eq!(j.verify_audit_chain().unwrap(), Ok(3));
+        let r = j.verify_audit_chain().unwrap();
+        assert_eq!((r.events, r.broken), (3, None));
     }
 
     #[test]

@@ -210,6 +210,15 @@ pub struct AuditRecord {
     pub job_id: JobId,
     /// What happened (`job_started`, `object_verified`, ...).
     pub kind: String,
+    /// Who asked for it, or `daemon`.
+    #[serde(default)]
+    pub actor: String,
+    /// Category, when about one object.
+    #[serde(default)]
+    pub category: String,
+    /// `ok`, `failed`, `denied`, `conflict`, ...
+    #[serde(default)]
+    pub outcome: String,
     /// Source key, when about one object.
     pub source_key: String,
     /// Destination bucket, when about one object.
@@ -220,8 +229,28 @@ pub struct AuditRecord {
     pub detail: String,
     /// Hash of the previous event (hex), all zeros for the first.
     pub prev_hash: String,
-    /// Hash of this event (hex): SHA-256 over `prev_hash` and the canonical JSON of the rest.
+    /// Hash of this event (hex): see [`crate::audit::event_hash`].
     pub hash: String,
+}
+
+impl From<&AuditRecord> for crate::audit::AuditEvent {
+    fn from(r: &AuditRecord) -> Self {
+        Self {
+            seq: r.seq,
+            at: crate::audit::rfc3339(r.at_ms),
+            job_id: r.job_id,
+            kind: r.kind.clone(),
+            actor: r.actor.clone(),
+            category: r.category.clone(),
+            outcome: r.outcome.clone(),
+            source_key: r.source_key.clone(),
+            destination_bucket: r.dest_bucket.clone(),
+            destination_key: r.dest_key.clone(),
+            detail: r.detail.clone(),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

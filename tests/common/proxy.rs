@@ -35,13 +35,13 @@ impl Faults {
     /// About one request in five fails in some way.
     pub fn storm() -> Faults {
         Faults {
-            kms_throttle: 0.05,
-            s3_slowdown: 0.05,
-            s3_internal: 0.03,
-            reset: 0.03,
+            kms_throttle: 0.08,
+            s3_slowdown: 0.07,
+            s3_internal: 0.04,
+            reset: 0.04,
             delay: 0.05,
-            truncate_get: 0.02,
-            drop_put_response: 0.03,
+            truncate_get: 0.03,
+            drop_put_response: 0.04,
         }
     }
 }
