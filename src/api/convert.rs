@@ -143,6 +143,16 @@ impl From<VerifyReport> for pb::VerifyJobResponse {
                 .into_iter()
                 .map(|(k, r)| object_status(k, r))
                 .collect(),
+            categories: v
+                .categories
+                .into_iter()
+                .map(|(category, t)| pb::CategoryVerify {
+                    category,
+                    checked: t.checked,
+                    ok: t.ok,
+                    findings: t.findings.into_iter().collect(),
+                })
+                .collect(),
         }
     }
 }

@@ -462,6 +462,18 @@ async fn run(args: Args) -> Result<ExitCode> {
                     r.ok,
                     r.mismatches.len()
                 );
+                for cat in &r.categories {
+                    let mut findings: Vec<_> = cat.findings.iter().collect();
+                    findings.sort();
+                    let f: Vec<String> = findings.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                    println!(
+                        "  {:<16} checked {:>8} ok {:>8}  {}",
+                        cat.category,
+                        cat.checked,
+                        cat.ok,
+                        f.join(" ")
+                    );
+                }
                 for m in &r.mismatches {
                     println!("  {}: {}", m.source_key, m.reason);
                 }

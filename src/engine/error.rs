@@ -66,6 +66,9 @@ pub enum ObjectError {
     /// The read-back did not prove the migration.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// The destination is not (or no longer) DSSE-KMS under the category's key.
+    #[error("wrong encryption: {0}")]
+    WrongEncryption(String),
     /// The journal failed: fatal, handled by the job, not retried.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -88,7 +91,7 @@ impl ObjectError {
             Self::Kms(e) => e.is_retryable(),
             // A read-back that differs may be a torn write or a concurrent writer: writing
             // again is the remedy, within the attempt budget.
-            Self::Verify(_) => true,
+            Self::Verify(_) | Self::WrongEncryption(_) => true,
             Self::Envelope(_) | Self::Journal(_) => false,
         }
     }

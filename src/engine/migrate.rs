@@ -140,7 +140,7 @@ impl Attempt<'_> {
                     self.target,
                     self.dest_key,
                     Some(sha),
-                    &src.body,
+                    Some(&src.body),
                 )
                 .await;
                 if proved.is_ok() {
@@ -203,7 +203,7 @@ impl Attempt<'_> {
                             self.target,
                             self.dest_key,
                             None,
-                            &src.body,
+                            Some(&src.body),
                         )
                         .await?;
                         let proof =
@@ -237,7 +237,7 @@ impl Attempt<'_> {
             self.target,
             self.dest_key,
             Some(&proof.ciphertext_sha256),
-            &src.body,
+            Some(&src.body),
         )
         .await?;
         Ok(Outcome::Verified(proof))
@@ -319,7 +319,8 @@ enum Ownership {
 
 /// Reads a destination object back and proves it: DSSE-KMS under the category key, the bytes
 /// we wrote (when `expected_sha` is given), an envelope for this location, and that it opens
-/// through KMS, as any reader would, to exactly `source`.
+/// through KMS, as any reader would, to exactly `source` (when given; a deleted source leaves
+/// only the recorded checksum to compare).
 ///
 /// # Errors
 /// `Verify`, `Envelope`, `Store` or `Kms`.
@@ -329,7 +330,7 @@ pub async fn prove_destination(
     target: &Target,
     dest_key: &str,
     expected_sha: Option<&str>,
-    source: &[u8],
+    source: Option<&[u8]>,
 ) -> Result<(), ObjectError> {
     let ctx = context_for(&target.category, &target.bucket, dest_key);
     let dst = store.get(&target.bucket, dest_key).await?;
@@ -339,7 +340,7 @@ pub async fn prove_destination(
         .decrypt_data_key(&header.kms_key_id, &header.wrapped_key, &ctx)
         .await?;
     let plain = envelope::open(&key, &dst.body, Some(&ctx))?;
-    if plain.as_slice() != source {
+    if source.is_some_and(|s| plain.as_slice() != s) {
         return Err(ObjectError::Verify(
             "the destination decrypts to different bytes than the source".into(),
         ));
@@ -358,14 +359,14 @@ pub fn check_destination(
     sha_hex: Option<&str>,
 ) -> Result<(), ObjectError> {
     if dst.sse.as_deref() != Some(SSE_DSSE_KMS) {
-        return Err(ObjectError::Verify(format!(
+        return Err(ObjectError::WrongEncryption(format!(
             "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
             dst.sse.as_deref().unwrap_or("none")
         )));
     }
     if let Some(k) = &dst.sse_kms_key_id {
         if !key_matches(k, &target.kms_key_arn) {
-            return Err(ObjectError::Verify(format!(
+            return Err(ObjectError::WrongEncryption(format!(
                 "destination is encrypted under KMS key {k}, expected {}",
                 target.kms_key_arn
             )));

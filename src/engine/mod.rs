@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::{EngineError, ObjectError};
-pub use plan::{CategoryPlan, PlanReport, VerifyReport};
+pub use plan::{CategoryPlan, CategoryVerify, PlanReport, VerifyReport};
 pub use rebuild::RebuildReport;
 
 use crate::classify::Classifier;

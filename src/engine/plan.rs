@@ -1,11 +1,14 @@
 //! The dry run (what a job would do) and re-verification (what a job did still holds).
 
+use std::collections::BTreeMap;
+
 use futures::StreamExt;
 
 use super::error::{EngineError, ObjectError};
 use super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
 use super::migrate::prove_destination;
 use super::Inner;
+use crate::aws::AwsErrorKind;
 use crate::classify::Classification;
 use crate::journal::{AuditDraft, JobRecord, ObjectRecord, ObjectState};
 
@@ -104,6 +107,18 @@ pub(super) async fn plan(
     Ok(report)
 }
 
+/// Per-category tally of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategoryVerify {
+    /// Objects checked.
+    pub checked: u64,
+    /// Objects that still hold (including `source_gone` ones whose copy is intact).
+    pub ok: u64,
+    /// Findings by kind: `mismatched`, `missing`, `wrong_key`, `wrong_bucket`,
+    /// `source_changed`, `source_gone`, `unreadable`, `category_missing`.
+    pub findings: BTreeMap<String, u64>,
+}
+
 /// Result of re-verifying a job.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
@@ -113,51 +128,107 @@ pub struct VerifyReport {
     pub checked: u64,
     /// Objects that still hold.
     pub ok: u64,
-    /// Objects that do not, with the reason.
+    /// Per category.
+    pub categories: BTreeMap<String, CategoryVerify>,
+    /// Objects that do not hold, reason `KIND: detail` (the first [`MAX_LISTED`]).
     pub mismatches: Vec<(String, ObjectRecord)>,
+}
+
+/// How many problem objects a report lists by name (all are counted and audited).
+pub const MAX_LISTED: usize = 1000;
+
+/// What re-checking one object found.
+enum Finding {
+    Ok,
+    /// The source was deleted; the copy still matches its recorded checksum and opens.
+    SourceGone,
+    Problem(&'static str, String),
 }
 
 pub(super) async fn verify(inner: &Inner, job: &JobRecord) -> Result<VerifyReport, EngineError> {
     let targets = resolve_targets(inner, false).await?;
-    let verified: Vec<(String, ObjectRecord)> = inner
-        .journal
-        .iter_objects(job.id, Some(ObjectState::Verified))
-        .collect::<Result<_, _>>()?;
+    // Stream the verified objects out of the journal: memory stays flat for any job size.
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let journal = std::sync::Arc::clone(&inner.journal);
+    let id = job.id;
+    tokio::task::spawn_blocking(move || {
+        for item in journal.iter_objects(id, Some(ObjectState::Verified)) {
+            if tx.blocking_send(item).is_err() {
+                return;
+            }
+        }
+    });
     let mut report = VerifyReport {
         job_id: job.id,
         ..Default::default()
     };
-    let results: Vec<(String, ObjectRecord, Result<(), ObjectError>)> =
-        futures::stream::iter(verified)
-            .map(|(key, rec)| {
-                let targets = &targets;
-                async move {
-                    let res = check_one(inner, job, targets, &key, &rec).await;
-                    (key, rec, res)
-                }
-            })
-            .buffer_unordered(inner.settings.concurrency)
-            .collect()
-            .await;
-    for (key, mut rec, res) in results {
-        report.checked += 1;
-        match res {
-            Ok(()) => report.ok += 1,
-            Err(e) => {
-                rec.reason = Some(e.to_string());
-                report.mismatches.push((key, rec));
+    let mut results = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|item| {
+            let targets = &targets;
+            async move {
+                let (key, rec) = item?;
+                let finding = check_one(inner, job, targets, &key, &rec).await;
+                Ok::<_, EngineError>((key, rec, finding))
             }
+        })
+        .buffer_unordered(inner.settings.concurrency);
+    while let Some(r) = results.next().await {
+        let (key, mut rec, finding) = r?;
+        let cat = rec.category.clone().unwrap_or_default();
+        let tally = report.categories.entry(cat.clone()).or_default();
+        report.checked += 1;
+        tally.checked += 1;
+        let (kind, detail) = match finding {
+            Finding::Ok => {
+                report.ok += 1;
+                tally.ok += 1;
+                continue;
+            }
+            Finding::SourceGone => {
+                report.ok += 1;
+                tally.ok += 1;
+                *tally.findings.entry("source_gone".into()).or_default() += 1;
+                continue;
+            }
+            Finding::Problem(kind, detail) => (kind, detail),
+        };
+        *tally.findings.entry(kind.into()).or_default() += 1;
+        inner.journal.append_audit(AuditDraft {
+            job_id: job.id,
+            kind: "verify_problem",
+            category: cat,
+            outcome: kind,
+            source_key: key.clone(),
+            dest_bucket: rec.dest_bucket.clone().unwrap_or_default(),
+            dest_key: rec.dest_key.clone().unwrap_or_default(),
+            detail: detail.clone(),
+            ..Default::default()
+        })?;
+        if report.mismatches.len() < MAX_LISTED {
+            rec.reason = Some(format!("{kind}: {detail}"));
+            report.mismatches.push((key, rec));
         }
     }
     report.mismatches.sort_by(|a, b| a.0.cmp(&b.0));
+    let per_category: Vec<String> = report
+        .categories
+        .iter()
+        .map(|(c, t)| format!("{c}: checked={} ok={} {:?}", t.checked, t.ok, t.findings))
+        .collect();
     inner.journal.append_audit(AuditDraft {
         job_id: job.id,
         kind: "job_verified",
+        outcome: if report.ok == report.checked {
+            "ok"
+        } else {
+            "failed"
+        },
         detail: format!(
-            "checked={} ok={} mismatches={}",
+            "checked={} ok={} problems={}; {}",
             report.checked,
             report.ok,
-            report.mismatches.len()
+            report.checked - report.ok,
+            per_category.join("; ")
         ),
         ..Default::default()
     })?;
@@ -171,28 +242,79 @@ async fn check_one(
     targets: &[super::Target],
     key: &str,
     rec: &ObjectRecord,
-) -> Result<(), ObjectError> {
-    let target = rec
+) -> Finding {
+    let Some(target) = rec
         .category
         .as_deref()
         .and_then(|c| targets.iter().find(|t| t.category == c))
-        .ok_or_else(|| ObjectError::Verify("its category is no longer configured".into()))?;
+    else {
+        return Finding::Problem(
+            "category_missing",
+            "its category is no longer configured".into(),
+        );
+    };
     let dest_key = rec.dest_key.as_deref().unwrap_or(key);
-    let source = inner.store.get(&job.source_bucket, key).await?;
-    if source.etag != rec.source_etag {
-        return Err(ObjectError::Verify(format!(
-            "the source changed since migration (ETag {} now, {} then); run a new job to catch up",
-            source.etag, rec.source_etag
-        )));
-    }
     let sha = rec.ciphertext_sha256.as_deref().filter(|s| !s.is_empty());
-    prove_destination(
+    let source = match inner.store.get(&job.source_bucket, key).await {
+        Ok(s) => Some(s),
+        Err(e) if e.kind == AwsErrorKind::NotFound => None,
+        Err(e) => return Finding::Problem("unreadable", e.to_string()),
+    };
+    if let Some(src) = &source {
+        if src.etag != rec.source_etag {
+            return Finding::Problem(
+                "source_changed",
+                format!(
+                    "the source changed since migration (ETag {} now, {} then); run a new job to catch up",
+                    src.etag, rec.source_etag
+                ),
+            );
+        }
+    }
+    let proved = prove_destination(
         inner.store.as_ref(),
         inner.keys.as_ref(),
         target,
         dest_key,
         sha,
-        &source.body,
+        source.as_ref().map(|s| s.body.as_slice()),
     )
-    .await
+    .await;
+    match proved {
+        Ok(()) if source.is_none() => Finding::SourceGone,
+        Ok(()) => Finding::Ok,
+        Err(ObjectError::Store(e)) if e.kind == AwsErrorKind::NotFound => {
+            // Gone from its bucket: did it land in another category's bucket?
+            for other in targets.iter().filter(|t| t.bucket != target.bucket) {
+                if let Ok(Some(head)) = inner.store.head(&other.bucket, dest_key).await {
+                    let src_key = head
+                        .metadata
+                        .get(&format!("{}source-key", super::migrate::META_PREFIX))
+                        .map(|v| {
+                            percent_encoding::percent_decode_str(v)
+                                .decode_utf8_lossy()
+                                .into_owned()
+                        });
+                    if src_key.as_deref() == Some(key) {
+                        return Finding::Problem(
+                            "wrong_bucket",
+                            format!(
+                                "missing from s3://{}/{dest_key} and found in s3://{}/{dest_key}",
+                                target.bucket, other.bucket
+                            ),
+                        );
+                    }
+                }
+            }
+            Finding::Problem(
+                "missing",
+                format!("s3://{}/{dest_key} no longer exists", target.bucket),
+            )
+        }
+        Err(ObjectError::WrongEncryption(d)) => Finding::Problem("wrong_key", d),
+        Err(e @ (ObjectError::Verify(_) | ObjectError::Envelope(_))) => {
+            Finding::Problem("mismatched", e.to_string())
+        }
+        Err(e) => Finding::Problem("unreadable", e.to_string()),
+    }
 }
