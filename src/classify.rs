@@ -27,6 +27,8 @@ pub enum Classification {
         category: usize,
         /// Key to write in the category's bucket.
         dest_key: String,
+        /// The rule that matched, for reports and the audit trail (`prefix "db/"`).
+        rule: String,
     },
     /// No category matched (or the match cannot be used, with the reason).
     Unclassified {
@@ -90,12 +92,12 @@ impl Classifier {
 
     /// Classifies one source key.
     pub fn classify(&self, key: &str) -> Classification {
-        let mut hits: Vec<(usize, Option<&str>)> = Vec::new();
+        let mut hits: Vec<(usize, (Option<&str>, &Rule))> = Vec::new();
         for (i, c) in self.categories.iter().enumerate() {
             // Within a category the first matching rule wins (it decides what is stripped).
             let hit = c.rules.iter().find_map(|r| match r {
-                Rule::Prefix(p) => key.starts_with(p.as_str()).then_some(Some(p.as_str())),
-                Rule::Glob(g) => g.is_match(key).then_some(None),
+                Rule::Prefix(p) => key.starts_with(p.as_str()).then_some((Some(p.as_str()), r)),
+                Rule::Glob(g) => g.is_match(key).then_some((None, r)),
             });
             if let Some(prefix) = hit {
                 hits.push((i, prefix));
@@ -103,7 +105,7 @@ impl Classifier {
         }
         match hits.as_slice() {
             [] => Classification::Unclassified { reason: None },
-            [(i, prefix)] => {
+            [(i, (prefix, rule))] => {
                 let c = &self.categories[*i];
                 let dest_key = match (c.mode, prefix) {
                     (DestKeyMode::StripPrefix, Some(p)) => &key[p.len()..],
@@ -120,6 +122,10 @@ impl Classifier {
                 Classification::Matched {
                     category: *i,
                     dest_key: dest_key.to_owned(),
+                    rule: match rule {
+                        Rule::Prefix(p) => format!("prefix {p:?}"),
+                        Rule::Glob(g) => format!("glob {:?}", g.glob().glob()),
+                    },
                 }
             }
             many => Classification::Conflict(
@@ -167,14 +173,16 @@ mod tests {
             c.classify("db/payments/a.json"),
             Classification::Matched {
                 category: 0,
-                dest_key: "payments/a.json".into()
+                dest_key: "payments/a.json".into(),
+                rule: r#"prefix "db/""#.into(),
             }
         );
         assert_eq!(
             c.classify("api/x"),
             Classification::Matched {
                 category: 2,
-                dest_key: "api/x".into()
+                dest_key: "api/x".into(),
+                rule: r#"prefix "api/""#.into(),
             }
         );
     }
@@ -186,7 +194,8 @@ mod tests {
             c.classify("misc/deep/server.pem"),
             Classification::Matched {
                 category: 1,
-                dest_key: "misc/deep/server.pem".into()
+                dest_key: "misc/deep/server.pem".into(),
+                rule: r#"glob "**/*.pem""#.into(),
             }
         );
         // `*` does not cross '/'.
@@ -229,7 +238,8 @@ mod tests {
             c.classify("db/équipe paie/clé secrète.json"),
             Classification::Matched {
                 category: 0,
-                dest_key: "équipe paie/clé secrète.json".into()
+                dest_key: "équipe paie/clé secrète.json".into(),
+                rule: r#"prefix "db/""#.into(),
             }
         );
     }

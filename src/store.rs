@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use zeroize::Zeroizing;
@@ -123,6 +124,8 @@ pub struct HeadInfo {
 pub struct PutResult {
     /// ETag of the new object.
     pub etag: String,
+    /// S3's request id of the write (`x-amz-request-id`), for the audit trail.
+    pub request_id: Option<String>,
     /// Version id, when the bucket is versioned.
     pub version_id: Option<String>,
 }
@@ -287,6 +290,7 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| err("PutObject", &put.bucket, &put.key, e))?;
         Ok(PutResult {
+            request_id: out.request_id().map(str::to_owned),
             etag: out.e_tag().unwrap_or_default().to_owned(),
             version_id: out.version_id().map(str::to_owned),
         })

@@ -102,10 +102,16 @@ pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
         dest_etag: None,
         updated_at_ms: 0,
         retry_at_ms: None,
+        rule: None,
     };
     match inner.classifier.classify(&o.key) {
-        Classification::Matched { category, dest_key } => {
+        Classification::Matched {
+            category,
+            dest_key,
+            rule,
+        } => {
             let c = &inner.categories[category];
+            r.rule = Some(rule);
             r.category = Some(c.name.clone());
             r.dest_bucket = Some(c.bucket.clone());
             r.dest_key = Some(dest_key);
@@ -125,6 +131,23 @@ pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
         }
     }
     r
+}
+
+/// The audit event of an object that the listing leaves in place.
+fn listing_event(job: JobId, key: &str, rec: &ObjectRecord) -> Option<AuditDraft> {
+    let (kind, outcome) = match rec.state {
+        ObjectState::Unclassified => ("object_unclassified", "unclassified"),
+        ObjectState::Conflict => ("object_conflict", "conflict"),
+        _ => return None,
+    };
+    Some(AuditDraft {
+        job_id: job,
+        kind,
+        outcome,
+        source_key: key.to_owned(),
+        detail: rec.reason.clone().unwrap_or_default(),
+        ..Default::default()
+    })
 }
 
 /// Runs a job until it finishes, is paused-and-cancelled, cancelled, or the daemon stops.
@@ -217,9 +240,19 @@ async fn drive(
             .iter()
             .map(|o| (o.key.clone(), listed_record(inner, o)))
             .collect();
-        let pending = inner
-            .journal
-            .record_page(id, records, page.next_token.clone())?;
+        let listed = page.objects.len();
+        let pending = inner.journal.record_page_audited(
+            id,
+            records,
+            page.next_token.clone(),
+            |key, rec| listing_event(id, key, rec),
+            Some(AuditDraft {
+                job_id: id,
+                kind: "page_listed",
+                detail: format!("objects={listed} more={}", page.next_token.is_some()),
+                ..Default::default()
+            }),
+        )?;
         inner.journal.flush().await?;
         inner.notify();
         listing_complete = page.next_token.is_none();
@@ -392,7 +425,8 @@ async fn migrate_with_retries(
         match outcome {
             Ok(Outcome::Verified(proof)) => {
                 limiter.on_success();
-                return verified(inner, id, key, target, &dest_key, attempts, proof).await;
+                let rule = rec.rule.as_deref();
+                return verified(inner, id, key, target, &dest_key, attempts, rule, proof).await;
             }
             Ok(Outcome::Conflict(reason)) => {
                 return conflict(inner, id, key, target, &dest_key, attempts, reason).await;
@@ -465,6 +499,7 @@ async fn conflict(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn verified(
     inner: &Inner,
     id: JobId,
@@ -472,18 +507,22 @@ async fn verified(
     target: &Target,
     dest_key: &str,
     attempts: u32,
+    rule: Option<&str>,
     proof: Proof,
 ) -> Result<(), JournalError> {
     let detail = format!(
-        "size={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} kms_key={} sse=aws:kms:dsse envelope=v{}",
+        "size={} rule={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} s3_request_id={} kms_key={} sse=aws:kms:dsse sse_kms_key={} envelope=v{}",
         proof.size,
+        rule.unwrap_or("-"),
         proof.how.as_str(),
         if proof.source_changed_since_listing { " source-changed-since-listing" } else { "" },
         proof.source_etag,
         proof.source_version.as_deref().unwrap_or("-"),
         proof.ciphertext_sha256,
         proof.dest_etag,
+        proof.put_request_id.as_deref().unwrap_or("-"),
         proof.kms_key_arn,
+        target.kms_key_arn,
         crate::envelope::FORMAT_VERSION,
     );
     inner.journal.transition(

@@ -48,6 +48,8 @@ pub struct Proof {
     pub ciphertext_sha256: String,
     /// Destination ETag.
     pub dest_etag: String,
+    /// S3 request id of the write, when this attempt wrote.
+    pub put_request_id: Option<String>,
     /// KMS key ARN used for both layers.
     pub kms_key_arn: String,
     /// Bytes migrated.
@@ -183,8 +185,8 @@ impl Attempt<'_> {
             precondition: Precondition::Absent,
         };
         let mut how = WriteKind::Written;
-        let dest_etag = match self.store.put_sealed(put.clone()).await {
-            Ok(r) => r.etag,
+        let written = match self.store.put_sealed(put.clone()).await {
+            Ok(r) => r,
             Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
                 // Something is already there. Whose is it?
                 let Some(head) = self.store.head(&self.target.bucket, self.dest_key).await? else {
@@ -214,7 +216,7 @@ impl Attempt<'_> {
                     Ownership::OursOlderVersion => {
                         how = WriteKind::Recopied;
                         put.precondition = Precondition::Matches(head.etag);
-                        self.store.put_sealed(put).await?.etag
+                        self.store.put_sealed(put).await?
                     }
                 }
             }
@@ -224,7 +226,8 @@ impl Attempt<'_> {
             source_etag: src.etag.clone(),
             source_version: src.version_id.clone(),
             ciphertext_sha256: sha_hex,
-            dest_etag,
+            dest_etag: written.etag,
+            put_request_id: written.request_id,
             kms_key_arn: generated.key_arn,
             size: src.body.len() as u64,
             how,
@@ -256,6 +259,7 @@ impl Attempt<'_> {
             source_version: src.version_id.clone(),
             ciphertext_sha256: sha,
             dest_etag,
+            put_request_id: None,
             kms_key_arn: self.target.kms_key_arn.clone(),
             size: src.body.len() as u64,
             how,

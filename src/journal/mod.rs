@@ -519,7 +519,24 @@ impl Journal {
         page: Vec<(String, ObjectRecord)>,
         next_token: Option<String>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
+        self.record_page_audited(job, page, next_token, |_, _| None, None)
+    }
+
+    /// [`record_page`](Self::record_page) that also appends, in the same transaction, the
+    /// audit event `audit_new` makes for each newly recorded object and `page_event`.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`.
+    pub fn record_page_audited(
+        &self,
+        job: JobId,
+        page: Vec<(String, ObjectRecord)>,
+        next_token: Option<String>,
+        audit_new: impl Fn(&str, &ObjectRecord) -> Option<AuditDraft>,
+        page_event: Option<AuditDraft>,
+    ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
         let _w = lock(&self.write_lock);
+        let mut drafts = Vec::new();
         let mut jobrec = self.get_job(job)?;
         let mut batch = sled::Batch::default();
         let mut added = Vec::new();
@@ -535,6 +552,7 @@ impl Journal {
                 }
                 None => {
                     batch.insert(k, encode(&rec));
+                    drafts.extend(audit_new(&key, &rec));
                     added.push(rec.clone());
                     if rec.state.is_pending() {
                         pending.push((key, rec));
@@ -547,10 +565,26 @@ impl Journal {
         jobrec.updated_at_ms = now_ms();
         // Objects and the continuation point commit together: a crash re-lists at most the
         // page that was being recorded, never skips one.
-        (&self.objects, &self.jobs)
-            .transaction(|(objects, jobs)| {
+        drafts.extend(page_event);
+        let mut chain = lock(&self.chain);
+        let mut head = ChainHead {
+            seq: chain.seq,
+            hash: chain.hash.clone(),
+        };
+        let mut events = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            let rec = self.chain_record(&head, d);
+            head.seq = rec.seq;
+            head.hash.clone_from(&rec.hash);
+            events.push(rec);
+        }
+        (&self.objects, &self.jobs, &self.audit)
+            .transaction(|(objects, jobs, audit)| {
                 objects.apply_batch(&batch)?;
                 jobs.insert(&job_key(job), encode(&jobrec))?;
+                for e in &events {
+                    audit.insert(&e.seq.to_be_bytes(), encode(e))?;
+                }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
@@ -559,6 +593,8 @@ impl Journal {
                     JournalError::Storage(sled::Error::Unsupported("transaction aborted".into()))
                 }
             })?;
+        *chain = head;
+        drop(chain);
         let mut counts = lock(&self.counts);
         let c = counts.entry(job).or_default();
         for r in &added {
@@ -786,6 +822,7 @@ mod tests {
             dest_etag: None,
             updated_at_ms: 0,
             retry_at_ms: None,
+            rule: None,
         }
     }
 

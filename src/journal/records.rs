@@ -197,6 +197,9 @@ pub struct ObjectRecord {
     /// kept across restarts so a crash does not turn a backoff into a burst.
     #[serde(default)]
     pub retry_at_ms: Option<u64>,
+    /// The classification rule that matched (`prefix "db/"`), for the audit trail.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 /// One audit event as stored: hash-chained to its predecessor.
@@ -272,6 +275,7 @@ mod tests {
             dest_etag: None,
             updated_at_ms: 7,
             retry_at_ms: Some(9),
+            rule: Some("prefix \"db/\"".into()),
         }
     }
 
