@@ -30,16 +30,16 @@ export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 start=$(date +%s)
 log "cargo fmt --check"
 cargo fmt --all -- --check
-log "cargo clippy --all-targets -- -D warnings"
-cargo clippy --locked --all-targets -- -D warnings
+log "cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --locked --all-targets --all-features -- -D warnings
 
 # --- tests -----------------------------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run"
-    cargo nextest run --locked --no-fail-fast
+    cargo nextest run --locked --no-fail-fast --features fault-injection
 else
     log "cargo test (cargo-nextest not installed)"
-    cargo test --locked --no-fail-fast
+    cargo test --locked --no-fail-fast --features fault-injection
 fi
 log "reference decryptor (libsodium + stdlib HKDF) on the golden envelopes"
 python3 scripts/reference_open.py tests/fixtures/envelope-v1-*.json

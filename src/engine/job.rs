@@ -160,7 +160,26 @@ pub(super) async fn run(
 ) {
     match drive(&inner, id, &cancel, paused, &limiter).await {
         Ok(()) => {}
-        Err(EngineError::Journal(e)) => inner.fail_fatally(e.to_string()),
+        Err(EngineError::Journal(e)) => {
+            // Fail closed: what cannot be recorded does not happen. Park the job with the
+            // reason and keep serving; if even that cannot be written, stop the daemon.
+            let message = format!(
+                "paused: the journal could not record progress ({e}); fix the cause, then `dualsealctl resume {id}`"
+            );
+            tracing::error!(job = id, %message);
+            let parked = inner.journal.update_job(id, |j| {
+                j.state = JobState::Paused;
+                j.message = Some(message.clone());
+            });
+            match parked {
+                Ok(_) => {
+                    if let Err(e) = inner.journal.flush().await {
+                        inner.fail_fatally(e.to_string());
+                    }
+                }
+                Err(e2) => inner.fail_fatally(format!("{e}; then {e2}")),
+            }
+        }
         Err(e) => {
             tracing::error!(job = id, error = %e, "job failed");
             let message = e.to_string();

@@ -436,8 +436,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         self.inner.journal.update_job(id, |j| {
             j.state = state;
-            if state == JobState::Cancelled {
-                j.message = Some("cancelled by the operator".into());
+            match state {
+                JobState::Cancelled => j.message = Some("cancelled by the operator".into()),
+                JobState::Running => j.message = None,
+                _ => {}
             }
         })?;
         self.inner.journal.append_audit(AuditDraft {

@@ -28,6 +28,8 @@ const TREE_AUDIT: &str = "audit";
 const TREE_META: &str = "meta";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FLUSH_GEN: &[u8] = b"flush_generation";
+/// Name of the fault-injection trigger file (see `audit_writable`).
+pub const FAIL_AUDIT_TRIGGER: &str = "FAIL-AUDIT-WRITES";
 /// The high-water mark file is rewritten at most this often (it costs an fsync).
 const HWM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Layout version of the whole database (trees and key shapes).
@@ -566,6 +568,9 @@ impl Journal {
         // Objects and the continuation point commit together: a crash re-lists at most the
         // page that was being recorded, never skips one.
         drafts.extend(page_event);
+        if !drafts.is_empty() {
+            self.audit_writable()?;
+        }
         let mut chain = lock(&self.chain);
         let mut head = ChainHead {
             seq: chain.seq,
@@ -649,6 +654,7 @@ impl Journal {
         new.updated_at_ms = now_ms();
         match audit {
             Some(draft) => {
+                self.audit_writable()?;
                 let mut chain = lock(&self.chain);
                 let rec = self.chain_record(&chain, draft);
                 (&self.objects, &self.audit)
@@ -704,6 +710,20 @@ impl Journal {
 
     // ---------------------------------------------------------------- audit
 
+    /// Test hook (feature `fault-injection` only): while a file named
+    /// [`FAIL_AUDIT_TRIGGER`] exists in the journal directory, every audit write fails, so tests
+    /// can show that dualseal fails closed.
+    fn audit_writable(&self) -> Result<(), JournalError> {
+        #[cfg(feature = "fault-injection")]
+        if self.dir.join(FAIL_AUDIT_TRIGGER).exists() {
+            return Err(JournalError::Io {
+                path: self.dir.join(FAIL_AUDIT_TRIGGER),
+                source: std::io::Error::other("audit writes disabled by the fault-injection hook"),
+            });
+        }
+        Ok(())
+    }
+
     fn chain_record(&self, head: &ChainHead, d: AuditDraft) -> AuditRecord {
         let mut r = AuditRecord {
             seq: head.seq + 1,
@@ -738,6 +758,7 @@ impl Journal {
     /// # Errors
     /// `Storage`.
     pub fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, JournalError> {
+        self.audit_writable()?;
         let mut chain = lock(&self.chain);
         let rec = self.chain_record(&chain, draft);
         self.audit.insert(rec.seq.to_be_bytes(), encode(&rec))?;
