@@ -93,6 +93,19 @@ async fn canaries_never_reach_journal_logs_or_audit() {
         .iter()
         .flat_map(|o| serde_json::to_vec(o).expect("json"))
         .collect();
+    // Both export formats, as an auditor receives them, through the real CLI.
+    let mut exports = Vec::new();
+    for fmt in ["jsonl", "csv"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .args(["audit", "export", "--format", fmt])
+            .output()
+            .expect("dualsealctl");
+        assert!(out.status.success());
+        assert!(!out.stdout.is_empty());
+        exports.push((format!("audit export ({fmt})"), out.stdout));
+    }
     assert_eq!(daemon.stop(), Some(0));
 
     let mut haystacks: Vec<(String, Vec<u8>)> = vec![
@@ -103,6 +116,7 @@ async fn canaries_never_reach_journal_logs_or_audit() {
             std::fs::read(&daemon.log).expect("log"),
         ),
     ];
+    haystacks.extend(exports);
     let mut files = Vec::new();
     files_under(&dir.path().join("journal"), &mut files);
     assert!(!files.is_empty(), "journal directory is empty");
