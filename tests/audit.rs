@@ -14,6 +14,7 @@ use std::process::Command;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use common::*;
+use dualseal::api::pb;
 
 fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
@@ -213,7 +214,7 @@ async fn verification_reports_objects_altered_behind_its_back() {
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
     wait_job(&mut client, job).await;
-    let clean = client.verify(job).await.expect("verify");
+    let clean = client.verify_and_wait(job).await.expect("verify");
     assert_eq!((clean.checked, clean.ok), (40, 40));
 
     let s3 = moto.s3();
@@ -280,7 +281,7 @@ async fn verification_reports_objects_altered_behind_its_back() {
         .await
         .unwrap();
 
-    let report = client.verify(job).await.expect("verify");
+    let report = client.verify_and_wait(job).await.expect("verify");
     assert_eq!((report.checked, report.ok), (40, 36));
     let kind_of = |key: &str| {
         report
@@ -299,14 +300,11 @@ async fn verification_reports_objects_altered_behind_its_back() {
         .find(|c| c.category == "db")
         .unwrap();
     assert_eq!((dbv.checked, dbv.ok), (10, 6));
-    let problems = client.audit(job).await.unwrap();
-    assert_eq!(
-        problems
-            .iter()
-            .filter(|e| e.kind == "verify_problem")
-            .count(),
-        4
-    );
+    let problems = client.audit(report.job_id).await.unwrap();
+    let count = |kind: &str| problems.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count("verify_problem"), 4);
+    assert_eq!(count("object_reverified"), 36);
+    assert_eq!(count("job_verified"), 1);
     // Verification reports, it never repairs: the objects stay as they were left.
     assert!(s3
         .head_object()
@@ -318,4 +316,26 @@ async fn verification_reports_objects_altered_behind_its_back() {
     let (code, out, _) = ctl(&daemon.socket, &["verify", &job.to_string()]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("wrong_bucket=1"), "{out}");
+
+    // A verification is a job of its own: it can be paused, survives a restart paused, and
+    // resumes to the same findings.
+    let v = client.verify(job).await.expect("verify job");
+    client.pause(v.job_id).await.expect("pause verification");
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop(), Some(0));
+    drop(daemon);
+    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let mut client = daemon.client().await;
+    let paused = client.job(v.job_id).await.unwrap();
+    assert_eq!(paused.state, pb::JobState::Paused as i32);
+    assert_eq!((paused.kind.as_str(), paused.verify_of), ("verify", job));
+    client.resume(v.job_id).await.expect("resume verification");
+    wait_job(&mut client, v.job_id).await;
+    let again = client.verify_report(v.job_id).await.unwrap();
+    assert_eq!((again.checked, again.ok), (40, 36));
+    let err = client
+        .verify(v.job_id)
+        .await
+        .expect_err("verifying a verification");
+    assert!(err.to_string().contains("itself a verification"), "{err}");
 }

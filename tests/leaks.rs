@@ -80,7 +80,7 @@ async fn canaries_never_reach_journal_logs_or_audit() {
     let job = client.start("", false).await.expect("start");
     let done = wait_job(&mut client, job.job_id).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32);
-    client.verify(job.job_id).await.expect("verify");
+    client.verify_and_wait(job.job_id).await.expect("verify");
     let audit = client.audit(0).await.expect("audit");
     let audit_json: Vec<u8> = audit
         .iter()

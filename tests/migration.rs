@@ -128,7 +128,7 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     // The source was not modified.
     assert_eq!(source_etags(&moto).await, etags_before);
 
-    let report = client.verify(job.job_id).await.expect("verify");
+    let report = client.verify_and_wait(job.job_id).await.expect("verify");
     assert_eq!((report.checked, report.ok), (migrated, migrated));
 
     // A restart keeps the job and its counts.

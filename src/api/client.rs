@@ -205,16 +205,47 @@ impl Client {
             .into_inner())
     }
 
-    /// Re-verifies a job.
+    /// Starts a verification job over migration job `job_id`; returns the new job.
     ///
     /// # Errors
     /// `Status`.
-    pub async fn verify(&mut self, job_id: u64) -> Result<pb::VerifyJobResponse, ClientError> {
+    pub async fn verify(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
         Ok(self
             .inner
             .verify_job(pb::JobRef { job_id })
             .await?
             .into_inner())
+    }
+
+    /// The findings of a verification job.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn verify_report(
+        &mut self,
+        job_id: u64,
+    ) -> Result<pb::VerifyJobResponse, ClientError> {
+        Ok(self
+            .inner
+            .get_verify_report(pb::JobRef { job_id })
+            .await?
+            .into_inner())
+    }
+
+    /// Verifies migration job `job_id` and waits for the report.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn verify_and_wait(
+        &mut self,
+        job_id: u64,
+    ) -> Result<pb::VerifyJobResponse, ClientError> {
+        let v = self.verify(job_id).await?;
+        let mut s = Box::pin(self.watch(v.job_id).await?);
+        while let Some(j) = futures::StreamExt::next(&mut s).await {
+            j?;
+        }
+        self.verify_report(v.job_id).await
     }
 
     /// A job's objects, optionally in one state.

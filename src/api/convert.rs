@@ -85,6 +85,14 @@ impl From<JobView> for pb::Job {
                 .concurrency
                 .map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
             throttled: v.throttled,
+            kind: match r.kind {
+                crate::journal::JobKind::Migrate => "migrate".into(),
+                crate::journal::JobKind::Verify { .. } => "verify".into(),
+            },
+            verify_of: match r.kind {
+                crate::journal::JobKind::Verify { of } => of,
+                crate::journal::JobKind::Migrate => 0,
+            },
         }
     }
 }

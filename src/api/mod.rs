@@ -257,13 +257,18 @@ impl pb::control_server::Control for ControlService {
         Ok(Response::new(self.engine.retry(&who, id).await?.into()))
     }
 
-    async fn verify_job(
-        &self,
-        req: Request<pb::JobRef>,
-    ) -> Result<Response<pb::VerifyJobResponse>, Status> {
+    async fn verify_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
         let who = actor(&req);
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.verify(&who, id).await?.into()))
+    }
+
+    async fn get_verify_report(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<pb::VerifyJobResponse>, Status> {
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.verify_report(id).await?.into()))
     }
 
     type ListObjectsStream = BoxStream<pb::ObjectStatus>;

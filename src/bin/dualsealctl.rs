@@ -77,9 +77,19 @@ enum Cmd {
         /// Job id.
         job: u64,
     },
-    /// Re-read every migrated object of a job and check it again.
+    /// Verify a finished migration job: a verification job of its own re-reads every migrated
+    /// object from both buckets and checks it again; waits and prints its findings (exit 2 on
+    /// any problem).
     Verify {
-        /// Job id.
+        /// The migration job to verify.
+        job: u64,
+        /// Start the verification job and return; `verify-report` shows the findings later.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The findings of a verification job.
+    VerifyReport {
+        /// The verification job.
         job: u64,
     },
     /// List a job's objects.
@@ -448,41 +458,25 @@ async fn run(args: Args) -> Result<ExitCode> {
             emit_job(args.json, &c.retry(job).await?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Verify { job } => {
-            let r = c.verify(job).await?;
-            if args.json {
-                let mut v = serde_json::to_value(&r)?;
-                v["mismatches"] = r.mismatches.iter().map(object_json).collect();
-                println!("{v}");
-            } else {
-                println!(
-                    "job {}: checked {}, ok {}, mismatches {}",
-                    r.job_id,
-                    r.checked,
-                    r.ok,
-                    r.mismatches.len()
-                );
-                for cat in &r.categories {
-                    let mut findings: Vec<_> = cat.findings.iter().collect();
-                    findings.sort();
-                    let f: Vec<String> = findings.iter().map(|(k, n)| format!("{k}={n}")).collect();
-                    println!(
-                        "  {:<16} checked {:>8} ok {:>8}  {}",
-                        cat.category,
-                        cat.checked,
-                        cat.ok,
-                        f.join(" ")
-                    );
-                }
-                for m in &r.mismatches {
-                    println!("  {}: {}", m.source_key, m.reason);
-                }
+        Cmd::Verify { job, no_wait } => {
+            let v = c.verify(job).await?;
+            if no_wait {
+                emit_job(args.json, &v);
+                return Ok(ExitCode::SUCCESS);
             }
-            Ok(if r.mismatches.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
+            if !args.json {
+                eprintln!("verification job {} checks job {job}", v.job_id);
+            }
+            let mut s = Box::pin(c.watch(v.job_id).await?);
+            while let Some(j) = s.next().await {
+                j?;
+            }
+            let r = c.verify_report(v.job_id).await?;
+            Ok(print_verify_report(&r, args.json)?)
+        }
+        Cmd::VerifyReport { job } => {
+            let r = c.verify_report(job).await?;
+            Ok(print_verify_report(&r, args.json)?)
         }
         Cmd::Objects { job, state } => {
             let filter = state.map_or(pb::ObjectState::Unspecified, Into::into);
@@ -707,4 +701,40 @@ async fn audit(c: &mut Client, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_verify_report(r: &pb::VerifyJobResponse, json: bool) -> Result<ExitCode> {
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        v["mismatches"] = r.mismatches.iter().map(object_json).collect();
+        println!("{v}");
+    } else {
+        println!(
+            "verification job {}: checked {}, ok {}, problems {}",
+            r.job_id,
+            r.checked,
+            r.ok,
+            r.checked - r.ok
+        );
+        for cat in &r.categories {
+            let mut findings: Vec<_> = cat.findings.iter().collect();
+            findings.sort();
+            let f: Vec<String> = findings.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            println!(
+                "  {:<16} checked {:>8} ok {:>8}  {}",
+                cat.category,
+                cat.checked,
+                cat.ok,
+                f.join(" ")
+            );
+        }
+        for m in &r.mismatches {
+            println!("  {}: {}", m.source_key, m.reason);
+        }
+    }
+    Ok(if r.ok == r.checked {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -14,7 +14,9 @@ use super::limit::Limiter;
 use super::migrate::{Attempt, Outcome, Proof};
 use super::{Inner, Target};
 use crate::classify::Classification;
-use crate::journal::{AuditDraft, JobId, JobState, JournalError, ObjectRecord, ObjectState};
+use crate::journal::{
+    AuditDraft, JobId, JobKind, JobState, JournalError, ObjectRecord, ObjectState,
+};
 use crate::store::ListedObject;
 
 /// Attempts a job-level call (listing, key resolution) gets for retryable failures before
@@ -133,6 +135,73 @@ pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
     r
 }
 
+/// Objects a verification job takes from the journal per page.
+const VERIFY_PAGE: usize = 1000;
+
+/// A verification job's record of an object the checked job verified.
+fn to_recheck(orig: ObjectRecord) -> ObjectRecord {
+    ObjectRecord {
+        state: ObjectState::Discovered,
+        attempts: 0,
+        reason: None,
+        retry_at_ms: None,
+        ..orig
+    }
+}
+
+/// Re-checks one object for a verification job: verified when it still holds, failed with
+/// `KIND: detail` otherwise. Reports; never repairs.
+async fn recheck(
+    inner: &Inner,
+    id: JobId,
+    key: &str,
+    rec: ObjectRecord,
+    targets: &[Target],
+    cancel: &CancellationToken,
+) -> Result<(), JournalError> {
+    let finding = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        f = super::plan::check_one(inner, &inner.settings.source_bucket, targets, key, &rec) => f,
+    };
+    let (state, outcome, detail) = match finding {
+        super::plan::Finding::Ok => (ObjectState::Verified, "ok", String::new()),
+        super::plan::Finding::SourceGone => (
+            ObjectState::Verified,
+            "source_gone",
+            "the source was deleted; the copy matches its recorded checksum and opens".to_owned(),
+        ),
+        super::plan::Finding::Problem(kind, detail) => (ObjectState::Failed, kind, detail),
+    };
+    let reason = (!detail.is_empty()).then(|| format!("{outcome}: {detail}"));
+    inner.journal.transition(
+        id,
+        key,
+        |r| {
+            r.state = state;
+            r.attempts += 1;
+            r.reason.clone_from(&reason);
+        },
+        Some(AuditDraft {
+            job_id: id,
+            kind: if state == ObjectState::Verified {
+                "object_reverified"
+            } else {
+                "verify_problem"
+            },
+            category: rec.category.clone().unwrap_or_default(),
+            outcome,
+            source_key: key.to_owned(),
+            dest_bucket: rec.dest_bucket.clone().unwrap_or_default(),
+            dest_key: rec.dest_key.clone().unwrap_or_default(),
+            detail,
+            ..Default::default()
+        }),
+    )?;
+    inner.journal.flush().await?;
+    inner.notify();
+    Ok(())
+}
+
 /// The audit event of an object that the listing leaves in place.
 fn listing_event(job: JobId, key: &str, rec: &ObjectRecord) -> Option<AuditDraft> {
     let (kind, outcome) = match rec.state {
@@ -235,6 +304,7 @@ async fn drive(
     let mut stopped = dispatch(
         inner,
         id,
+        job.kind,
         leftover,
         &targets,
         limiter,
@@ -247,38 +317,62 @@ async fn drive(
     let mut token = job.listing_token.clone();
     let mut listing_complete = job.listing_complete;
     while !listing_complete && !stopped {
-        let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
-            Ok(inner
-                .store
-                .list_page(&job.source_bucket, &job.prefix, token.clone())
-                .await?)
-        })
-        .await?;
-        let records = page
-            .objects
-            .iter()
-            .map(|o| (o.key.clone(), listed_record(inner, o)))
-            .collect();
-        let listed = page.objects.len();
+        let (records, next_token) = match job.kind {
+            JobKind::Migrate => {
+                let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
+                    Ok(inner
+                        .store
+                        .list_page(&job.source_bucket, &job.prefix, token.clone())
+                        .await?)
+                })
+                .await?;
+                let records: Vec<_> = page
+                    .objects
+                    .iter()
+                    .map(|o| (o.key.clone(), listed_record(inner, o)))
+                    .collect();
+                (records, page.next_token)
+            }
+            // A verification "lists" the verified objects of the job it checks, from the
+            // journal; the continuation point is the last key taken.
+            JobKind::Verify { of } => {
+                let page = inner.journal.objects_page(
+                    of,
+                    token.as_deref(),
+                    ObjectState::Verified,
+                    VERIFY_PAGE,
+                )?;
+                let next = (page.len() == VERIFY_PAGE)
+                    .then(|| page.last().map(|(k, _)| k.clone()))
+                    .flatten();
+                let records: Vec<_> = page
+                    .into_iter()
+                    .map(|(k, orig)| (k, to_recheck(orig)))
+                    .collect();
+                (records, next)
+            }
+        };
+        let listed = records.len();
         let pending = inner.journal.record_page_audited(
             id,
             records,
-            page.next_token.clone(),
+            next_token.clone(),
             |key, rec| listing_event(id, key, rec),
             Some(AuditDraft {
                 job_id: id,
                 kind: "page_listed",
-                detail: format!("objects={listed} more={}", page.next_token.is_some()),
+                detail: format!("objects={listed} more={}", next_token.is_some()),
                 ..Default::default()
             }),
         )?;
         inner.journal.flush().await?;
         inner.notify();
-        listing_complete = page.next_token.is_none();
-        token = page.next_token;
+        listing_complete = next_token.is_none();
+        token = next_token;
         stopped = dispatch(
             inner,
             id,
+            job.kind,
             pending,
             &targets,
             limiter,
@@ -315,6 +409,7 @@ fn reap(res: Result<Result<(), JournalError>, tokio::task::JoinError>) -> Result
 async fn dispatch(
     inner: &Arc<Inner>,
     id: JobId,
+    job_kind: JobKind,
     objects: Vec<(String, ObjectRecord)>,
     targets: &Arc<Vec<Target>>,
     limiter: &Arc<Limiter>,
@@ -341,9 +436,15 @@ async fn dispatch(
         let targets = Arc::clone(targets);
         let cancel = cancel.clone();
         let limiter = Arc::clone(limiter);
+        let kind = job_kind;
         workers.spawn(async move {
             let _slot = slot;
-            migrate_with_retries(&inner, id, &key, rec, &targets, &cancel, &limiter).await
+            match kind {
+                JobKind::Migrate => {
+                    migrate_with_retries(&inner, id, &key, rec, &targets, &cancel, &limiter).await
+                }
+                JobKind::Verify { .. } => recheck(&inner, id, &key, rec, &targets, &cancel).await,
+            }
         });
     }
     Ok(cancel.is_cancelled())
@@ -632,7 +733,10 @@ async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {
     })?;
     inner.journal.append_audit(AuditDraft {
         job_id: id,
-        kind: "job_finished",
+        kind: match job.kind {
+            JobKind::Migrate => "job_finished",
+            JobKind::Verify { .. } => "job_verified",
+        },
         detail: format!(
             "state={:?} verified={} verified_bytes={} failed={} unclassified={} conflicts={}",
             job.state,

@@ -24,7 +24,7 @@ pub use rebuild::RebuildReport;
 use crate::classify::Classifier;
 use crate::config::{CategoryConfig, Config};
 use crate::journal::{
-    AuditDraft, JobCounts, JobId, JobRecord, JobState, Journal, ObjectRecord, ObjectState,
+    AuditDraft, JobCounts, JobId, JobKind, JobRecord, JobState, Journal, ObjectRecord, ObjectState,
 };
 use crate::kms::KeyService;
 use crate::store::ObjectStore;
@@ -512,19 +512,64 @@ impl Engine {
         self.view(id)
     }
 
-    /// Re-reads every verified object of a job from both buckets and checks it again.
-    ///
-    /// # Errors
-    /// `NoSuchJob`, `FailedPrecondition` while the job is running, `Journal`.
-    async fn verify_inner(&self, id: JobId) -> Result<VerifyReport, EngineError> {
+    async fn verify_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
-        let job = self.view(id)?.record;
-        if job.state == JobState::Running {
+        let target = self.view(id)?.record;
+        if target.kind != JobKind::Migrate {
             return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is still running; verify it after it finishes (or pause it)"
+                "job {id} is itself a verification; verify the migration job it checked"
             )));
         }
-        plan::verify(&self.inner, &job).await
+        if target.state.is_active() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is still {:?}; verify it after it finishes",
+                target.state
+            )));
+        }
+        if let Some(active) = self
+            .inner
+            .journal
+            .list_jobs()?
+            .into_iter()
+            .find(|j| j.state.is_active())
+        {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {} is still {:?}; wait for it, or cancel it, before verifying job {id}",
+                active.id, active.state
+            )));
+        }
+        let job = self.inner.journal.create_job_of_kind(
+            &target.source_bucket,
+            &target.prefix,
+            JobKind::Verify { of: id },
+        )?;
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: job.id,
+            kind: "job_started",
+            detail: format!("verification of job {id}"),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        tracing::info!(job = job.id, of = id, "verification job started");
+        self.spawn_job(job.id);
+        self.view(job.id)
+    }
+
+    /// The report of a verification job (running or finished).
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` when the job is not a verification, `Journal`.
+    pub async fn verify_report(&self, id: JobId) -> Result<VerifyReport, EngineError> {
+        let job = self.view(id)?.record;
+        if !matches!(job.kind, JobKind::Verify { .. }) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is not a verification job; start one with VerifyJob"
+            )));
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || plan::verify_report(&inner, &job))
+            .await
+            .map_err(|e| EngineError::FailedPrecondition(format!("report failed: {e}")))?
     }
 
     /// Streams the audit events that pass `filter`, oldest first, from the journal: memory
@@ -688,11 +733,13 @@ impl Engine {
             .await
     }
 
-    /// Re-reads every verified object of a job from both buckets and checks it again.
+    /// Starts a verification job that re-reads every object migration job `id` verified,
+    /// from both buckets, and checks it again. It can be watched, paused, resumed and
+    /// cancelled like any job; [`verify_report`](Self::verify_report) gives its findings.
     ///
     /// # Errors
-    /// `NoSuchJob`, `FailedPrecondition` while the job is running, `Journal`.
-    pub async fn verify(&self, actor: &str, id: JobId) -> Result<VerifyReport, EngineError> {
+    /// `NoSuchJob`, `FailedPrecondition` while a job is active, `Journal`.
+    pub async fn verify(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
         self.audited(actor, "verify", id, String::new(), self.verify_inner(id))
             .await
     }

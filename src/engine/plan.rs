@@ -2,15 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
-
 use super::error::{EngineError, ObjectError};
-use super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
+use super::job::{with_retries, JOB_CALL_ATTEMPTS};
 use super::migrate::prove_destination;
 use super::Inner;
 use crate::aws::AwsErrorKind;
 use crate::classify::Classification;
-use crate::journal::{AuditDraft, JobRecord, ObjectRecord, ObjectState};
+use crate::journal::{JobRecord, ObjectRecord, ObjectState};
 
 /// Totals of one category in a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,107 +136,59 @@ pub struct VerifyReport {
 pub const MAX_LISTED: usize = 1000;
 
 /// What re-checking one object found.
-enum Finding {
+pub(super) enum Finding {
     Ok,
     /// The source was deleted; the copy still matches its recorded checksum and opens.
     SourceGone,
     Problem(&'static str, String),
 }
 
-pub(super) async fn verify(inner: &Inner, job: &JobRecord) -> Result<VerifyReport, EngineError> {
-    let targets = resolve_targets(inner, false).await?;
-    // Stream the verified objects out of the journal: memory stays flat for any job size.
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let journal = std::sync::Arc::clone(&inner.journal);
-    let id = job.id;
-    tokio::task::spawn_blocking(move || {
-        for item in journal.iter_objects(id, Some(ObjectState::Verified)) {
-            if tx.blocking_send(item).is_err() {
-                return;
-            }
-        }
-    });
+/// The report of a verification job, from its objects in the journal (streamed).
+pub(super) fn verify_report(inner: &Inner, job: &JobRecord) -> Result<VerifyReport, EngineError> {
     let mut report = VerifyReport {
         job_id: job.id,
         ..Default::default()
     };
-    let mut results = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|item| {
-            let targets = &targets;
-            async move {
-                let (key, rec) = item?;
-                let finding = check_one(inner, job, targets, &key, &rec).await;
-                Ok::<_, EngineError>((key, rec, finding))
-            }
-        })
-        .buffer_unordered(inner.settings.concurrency);
-    while let Some(r) = results.next().await {
-        let (key, mut rec, finding) = r?;
-        let cat = rec.category.clone().unwrap_or_default();
-        let tally = report.categories.entry(cat.clone()).or_default();
+    for item in inner.journal.iter_objects(job.id, None) {
+        let (key, rec) = item?;
+        let finding = match rec.state {
+            ObjectState::Verified => rec
+                .reason
+                .as_deref()
+                .and_then(|r| r.split(':').next())
+                .map(str::to_owned),
+            ObjectState::Failed => Some(
+                rec.reason
+                    .as_deref()
+                    .and_then(|r| r.split(':').next())
+                    .unwrap_or("unreadable")
+                    .to_owned(),
+            ),
+            _ => continue,
+        };
+        let tally = report
+            .categories
+            .entry(rec.category.clone().unwrap_or_default())
+            .or_default();
         report.checked += 1;
         tally.checked += 1;
-        let (kind, detail) = match finding {
-            Finding::Ok => {
-                report.ok += 1;
-                tally.ok += 1;
-                continue;
-            }
-            Finding::SourceGone => {
-                report.ok += 1;
-                tally.ok += 1;
-                *tally.findings.entry("source_gone".into()).or_default() += 1;
-                continue;
-            }
-            Finding::Problem(kind, detail) => (kind, detail),
-        };
-        *tally.findings.entry(kind.into()).or_default() += 1;
-        inner.journal.append_audit(AuditDraft {
-            job_id: job.id,
-            kind: "verify_problem",
-            category: cat,
-            outcome: kind,
-            source_key: key.clone(),
-            dest_bucket: rec.dest_bucket.clone().unwrap_or_default(),
-            dest_key: rec.dest_key.clone().unwrap_or_default(),
-            detail: detail.clone(),
-            ..Default::default()
-        })?;
-        if report.mismatches.len() < MAX_LISTED {
-            rec.reason = Some(format!("{kind}: {detail}"));
+        if rec.state == ObjectState::Verified {
+            report.ok += 1;
+            tally.ok += 1;
+        }
+        if let Some(f) = finding {
+            *tally.findings.entry(f).or_default() += 1;
+        }
+        if rec.state == ObjectState::Failed && report.mismatches.len() < MAX_LISTED {
             report.mismatches.push((key, rec));
         }
     }
-    report.mismatches.sort_by(|a, b| a.0.cmp(&b.0));
-    let per_category: Vec<String> = report
-        .categories
-        .iter()
-        .map(|(c, t)| format!("{c}: checked={} ok={} {:?}", t.checked, t.ok, t.findings))
-        .collect();
-    inner.journal.append_audit(AuditDraft {
-        job_id: job.id,
-        kind: "job_verified",
-        outcome: if report.ok == report.checked {
-            "ok"
-        } else {
-            "failed"
-        },
-        detail: format!(
-            "checked={} ok={} problems={}; {}",
-            report.checked,
-            report.ok,
-            report.checked - report.ok,
-            per_category.join("; ")
-        ),
-        ..Default::default()
-    })?;
-    inner.journal.flush().await?;
     Ok(report)
 }
 
-async fn check_one(
+pub(super) async fn check_one(
     inner: &Inner,
-    job: &JobRecord,
+    source_bucket: &str,
     targets: &[super::Target],
     key: &str,
     rec: &ObjectRecord,
@@ -255,7 +205,7 @@ async fn check_one(
     };
     let dest_key = rec.dest_key.as_deref().unwrap_or(key);
     let sha = rec.ciphertext_sha256.as_deref().filter(|s| !s.is_empty());
-    let source = match inner.store.get(&job.source_bucket, key).await {
+    let source = match inner.store.get(source_bucket, key).await {
         Ok(s) => Some(s),
         Err(e) if e.kind == AwsErrorKind::NotFound => None,
         Err(e) => return Finding::Problem("unreadable", e.to_string()),

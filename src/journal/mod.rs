@@ -19,7 +19,8 @@ use sled::Transactional;
 pub use integrity::{is_guarded, record_panic, HWM_FILE};
 use records::{decode, encode, job_key, object_key, split_object_key};
 pub use records::{
-    AuditRecord, DecodeError, JobId, JobRecord, JobState, ObjectRecord, ObjectState, RECORD_VERSION,
+    AuditRecord, DecodeError, JobId, JobKind, JobRecord, JobState, ObjectRecord, ObjectState,
+    RECORD_VERSION,
 };
 
 const TREE_JOBS: &str = "jobs";
@@ -431,6 +432,19 @@ impl Journal {
     /// # Errors
     /// `Storage`.
     pub fn create_job(&self, source_bucket: &str, prefix: &str) -> Result<JobRecord, JournalError> {
+        self.create_job_of_kind(source_bucket, prefix, JobKind::Migrate)
+    }
+
+    /// Creates a job of a given kind in state `Running`.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub fn create_job_of_kind(
+        &self,
+        source_bucket: &str,
+        prefix: &str,
+        kind: JobKind,
+    ) -> Result<JobRecord, JournalError> {
         let id = self.db.generate_id()? + 1;
         let now = now_ms();
         let job = JobRecord {
@@ -443,6 +457,7 @@ impl Journal {
             listing_token: None,
             listing_complete: false,
             message: None,
+            kind,
         };
         self.jobs.insert(job_key(id), encode(&job))?;
         lock(&self.counts).insert(id, JobCounts::default());
@@ -706,6 +721,45 @@ impl Journal {
                 (Ok((_, rec)), Some(s)) => rec.state == s,
                 _ => true,
             })
+    }
+
+    /// Up to `limit` of a job's objects in `state`, in key order, strictly after `after`.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`.
+    pub fn objects_page(
+        &self,
+        job: JobId,
+        after: Option<&str>,
+        state: ObjectState,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
+        let start = match after {
+            Some(k) => {
+                let mut b = object_key(job, k);
+                b.push(0); // the smallest key greater than `k`
+                b
+            }
+            None => job.to_be_bytes().to_vec(),
+        };
+        let end = job.saturating_add(1).to_be_bytes().to_vec();
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.objects.range(start..end) {
+            let (k, v) = item?;
+            let (_, key) = split_object_key(&k).map_err(|source| JournalError::Corrupt {
+                tree: TREE_OBJECTS,
+                key: hex::encode(&k),
+                source,
+            })?;
+            let r = self.decode_object(job, &key, &v)?;
+            if r.state == state {
+                out.push((key, r));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- audit

@@ -124,6 +124,23 @@ pub struct JobRecord {
     pub listing_complete: bool,
     /// Why the job failed or was cancelled.
     pub message: Option<String>,
+    /// What the job does.
+    #[serde(default)]
+    pub kind: JobKind,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Migrates the source into the category buckets.
+    #[default]
+    Migrate,
+    /// Re-verifies what migration job `of` migrated; its objects are that job's verified ones.
+    Verify {
+        /// The migration job checked.
+        of: JobId,
+    },
 }
 
 /// Lifecycle of one object within a job.
