@@ -29,6 +29,9 @@ const TREE_AUDIT: &str = "audit";
 const TREE_META: &str = "meta";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FLUSH_GEN: &[u8] = b"flush_generation";
+/// sled's page cache. Its default (1 GiB) lets a long scan (an audit export, a resume over a
+/// million objects) grow the daemon's memory with the journal; the hot set is small.
+const CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
 /// Name of the fault-injection trigger file (see `audit_writable`).
 pub const FAIL_AUDIT_TRIGGER: &str = "FAIL-AUDIT-WRITES";
 /// The high-water mark file is rewritten at most this often (it costs an fsync).
@@ -259,22 +262,26 @@ impl Journal {
 
     fn open_inner(path: &Path, opts: OpenOptions) -> Result<Self, JournalError> {
         let existed = path.join("conf").exists() || path.join("db").exists();
-        let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            sled::Error::Io(ref io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                JournalError::Locked {
-                    path: path.to_owned(),
-                    source: e,
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    JournalError::Locked {
+                        path: path.to_owned(),
+                        source: e,
+                    }
                 }
-            }
-            sled::Error::Corruption { .. } => JournalError::Damaged {
-                path: path.to_owned(),
-                message: e.to_string(),
-            },
-            other => JournalError::Storage(other),
-        })?;
+                sled::Error::Corruption { .. } => JournalError::Damaged {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                },
+                other => JournalError::Storage(other),
+            })?;
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_SCHEMA)? {
             None => {
