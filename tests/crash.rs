@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::proxy::FaultProxy;
@@ -79,31 +79,11 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
 
     // Exactly one object_verified event per object, despite the kills.
     let audit = client.audit(job_id).await.expect("audit");
-    let mut per_key: HashMap<String, usize> = HashMap::new();
-    for e in audit.iter().filter(|e| e.kind == "object_verified") {
-        *per_key.entry(e.source_key.clone()).or_default() += 1;
-    }
-    assert_eq!(per_key.len(), OBJECTS);
-    assert!(
-        per_key.values().all(|&n| n == 1),
-        "an object was recorded verified twice"
-    );
+    assert_verified_once(&audit, OBJECTS);
 
     // Exactly one applied PUT per object: a write interrupted by a kill is adopted on resume,
     // never repeated, and nothing verified is ever uploaded again.
-    let puts = proxy.puts();
-    for key in objects.keys() {
-        let cat = cats
-            .iter()
-            .find(|c| key.starts_with(c.prefix))
-            .expect("category");
-        let dest = format!("{}/{}", cat.bucket, &key[cat.prefix.len()..]);
-        assert_eq!(
-            puts.get(&dest).map_or(0, Vec::len),
-            1,
-            "applied PUTs for {dest}"
-        );
-    }
+    assert_one_put_each(&proxy, &cats, objects.keys());
     let adopted = audit
         .iter()
         .filter(|e| e.detail.contains("adopted-existing-upload"))

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use common::*;
 use dualseal::api::pb;
@@ -84,11 +84,6 @@ async fn audit_write_failure_parks_the_job_and_refuses_control_actions() {
     );
     assert_eq!(done.verified, objects.len() as u64);
     let audit = client.audit(job).await.unwrap();
-    let mut per_key: HashMap<&str, usize> = HashMap::new();
-    for e in audit.iter().filter(|e| e.kind == "object_verified") {
-        *per_key.entry(e.source_key.as_str()).or_default() += 1;
-    }
-    assert_eq!(per_key.len(), objects.len());
-    assert!(per_key.values().all(|&n| n == 1));
+    assert_verified_once(&audit, objects.len());
     assert!(client.verify_audit().await.unwrap().intact);
 }

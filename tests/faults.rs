@@ -126,19 +126,7 @@ async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
     );
     // Exactly one applied PUT per destination object, despite lost responses, resets,
     // a cancelled job and a second job over the same objects.
-    let puts = proxy.puts();
-    for key in objs.keys() {
-        let cat = cats
-            .iter()
-            .find(|c| key.starts_with(c.prefix))
-            .expect("category");
-        let dest = format!("{}/{}", cat.bucket, &key[cat.prefix.len()..]);
-        assert_eq!(
-            puts.get(&dest).map_or(0, Vec::len),
-            1,
-            "PUTs applied for {dest}"
-        );
-    }
+    assert_one_put_each(&proxy, &cats, objs.keys());
     // Attempts stay within the documented bound: per object, at most MAX_ATTEMPTS attempts
     // per job, each with one source GET retried at most SDK_ATTEMPTS times by the SDK.
     let reqs = proxy.requests();

@@ -173,7 +173,8 @@ async fn recheck(
         super::plan::Finding::Problem(kind, detail) => (ObjectState::Failed, kind, detail),
     };
     let reason = (!detail.is_empty()).then(|| format!("{outcome}: {detail}"));
-    inner.journal.transition(
+    settle(
+        inner,
         id,
         key,
         |r| {
@@ -181,7 +182,7 @@ async fn recheck(
             r.attempts += 1;
             r.reason.clone_from(&reason);
         },
-        Some(AuditDraft {
+        AuditDraft {
             job_id: id,
             kind: if state == ObjectState::Verified {
                 "object_reverified"
@@ -195,11 +196,9 @@ async fn recheck(
             dest_key: rec.dest_key.clone().unwrap_or_default(),
             detail,
             ..Default::default()
-        }),
-    )?;
-    inner.journal.flush().await?;
-    inner.notify();
-    Ok(())
+        },
+    )
+    .await
 }
 
 /// The audit event of an object that the listing leaves in place.
@@ -593,7 +592,8 @@ async fn conflict(
     reason: String,
 ) -> Result<(), JournalError> {
     tracing::warn!(job = id, key, %reason, "destination conflict");
-    inner.journal.transition(
+    settle(
+        inner,
         id,
         key,
         |r| {
@@ -602,7 +602,7 @@ async fn conflict(
             r.reason = Some(reason.clone());
             r.retry_at_ms = None;
         },
-        Some(AuditDraft {
+        AuditDraft {
             job_id: id,
             kind: "object_conflict",
             actor: String::new(),
@@ -612,8 +612,21 @@ async fn conflict(
             dest_bucket: target.bucket.clone(),
             dest_key: dest_key.to_owned(),
             detail: reason.clone(),
-        }),
-    )?;
+        },
+    )
+    .await
+}
+
+/// Records an object's final state with its audit event (one transaction), makes it durable
+/// and tells watchers.
+async fn settle(
+    inner: &Inner,
+    id: JobId,
+    key: &str,
+    update: impl FnOnce(&mut ObjectRecord),
+    event: AuditDraft,
+) -> Result<(), JournalError> {
+    inner.journal.transition(id, key, update, Some(event))?;
     inner.journal.flush().await?;
     inner.notify();
     Ok(())
@@ -645,7 +658,8 @@ async fn verified(
         target.kms_key_arn,
         crate::envelope::FORMAT_VERSION,
     );
-    inner.journal.transition(
+    settle(
+        inner,
         id,
         key,
         |r| {
@@ -660,7 +674,7 @@ async fn verified(
                 (!proof.ciphertext_sha256.is_empty()).then(|| proof.ciphertext_sha256.clone());
             r.dest_etag = Some(proof.dest_etag.clone());
         },
-        Some(AuditDraft {
+        AuditDraft {
             job_id: id,
             kind: "object_verified",
             actor: String::new(),
@@ -670,11 +684,9 @@ async fn verified(
             dest_bucket: target.bucket.clone(),
             dest_key: dest_key.to_owned(),
             detail,
-        }),
-    )?;
-    inner.journal.flush().await?;
-    inner.notify();
-    Ok(())
+        },
+    )
+    .await
 }
 
 async fn fail(
@@ -686,7 +698,8 @@ async fn fail(
 ) -> Result<(), JournalError> {
     tracing::warn!(job = id, key, %reason, "object failed");
     let attempts = rec.attempts;
-    inner.journal.transition(
+    settle(
+        inner,
         id,
         key,
         |r| {
@@ -695,7 +708,7 @@ async fn fail(
             r.reason = Some(reason.clone());
             r.retry_at_ms = None;
         },
-        Some(AuditDraft {
+        AuditDraft {
             job_id: id,
             kind: "object_failed",
             actor: String::new(),
@@ -705,11 +718,9 @@ async fn fail(
             dest_bucket: rec.dest_bucket.clone().unwrap_or_default(),
             dest_key: rec.dest_key.clone().unwrap_or_default(),
             detail: reason.clone(),
-        }),
-    )?;
-    inner.journal.flush().await?;
-    inner.notify();
-    Ok(())
+        },
+    )
+    .await
 }
 
 async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {

@@ -197,6 +197,23 @@ impl Engine {
         self.inner.changes.subscribe()
     }
 
+    /// One job runs at a time: refuses `what` while another is running or paused.
+    fn ensure_no_active_job(&self, what: &str) -> Result<(), EngineError> {
+        match self
+            .inner
+            .journal
+            .list_jobs()?
+            .into_iter()
+            .find(|j| j.state.is_active())
+        {
+            Some(active) => Err(EngineError::FailedPrecondition(format!(
+                "job {} is still {:?}; wait for it, or cancel it, before {what}",
+                active.id, active.state
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn check_open(&self) -> Result<(), EngineError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
@@ -252,18 +269,7 @@ impl Engine {
     ) -> Result<JobView, EngineError> {
         self.check_open()?;
         let prefix = self.job_prefix(prefix)?;
-        if let Some(active) = self
-            .inner
-            .journal
-            .list_jobs()?
-            .into_iter()
-            .find(|j| j.state.is_active())
-        {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {} is still {:?}; wait for it, or cancel it, before starting another",
-                active.id, active.state
-            )));
-        }
+        self.ensure_no_active_job("starting another")?;
         // Fail fast, before anything is written, when a destination or key is unusable.
         job::resolve_targets(&self.inner, true).await?;
         if !allow_conflicts {
@@ -466,18 +472,7 @@ impl Engine {
                 job.state
             )));
         }
-        if let Some(active) = self
-            .inner
-            .journal
-            .list_jobs()?
-            .into_iter()
-            .find(|j| j.state.is_active())
-        {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {} is still {:?}; wait for it, or cancel it, before retrying job {id}",
-                active.id, active.state
-            )));
-        }
+        self.ensure_no_active_job(&format!("retrying job {id}"))?;
         let failed: Vec<String> = self
             .inner
             .journal
@@ -526,18 +521,7 @@ impl Engine {
                 target.state
             )));
         }
-        if let Some(active) = self
-            .inner
-            .journal
-            .list_jobs()?
-            .into_iter()
-            .find(|j| j.state.is_active())
-        {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {} is still {:?}; wait for it, or cancel it, before verifying job {id}",
-                active.id, active.state
-            )));
-        }
+        self.ensure_no_active_job(&format!("verifying job {id}"))?;
         let job = self.inner.journal.create_job_of_kind(
             &target.source_bucket,
             &target.prefix,

@@ -235,6 +235,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Our transactions never abort on purpose, so both outcomes are storage failures.
+fn tx_error(e: sled::transaction::TransactionError<()>) -> JournalError {
+    match e {
+        sled::transaction::TransactionError::Storage(s) => JournalError::Storage(s),
+        sled::transaction::TransactionError::Abort(()) => {
+            JournalError::Storage(sled::Error::Unsupported("transaction aborted".into()))
+        }
+    }
+}
+
 fn chain_hash(prev: &str, r: &AuditRecord) -> String {
     crate::audit::event_hash(prev, &crate::audit::AuditEvent::from(r))
 }
@@ -614,12 +624,7 @@ impl Journal {
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(s) => JournalError::Storage(s),
-                sled::transaction::TransactionError::Abort(()) => {
-                    JournalError::Storage(sled::Error::Unsupported("transaction aborted".into()))
-                }
-            })?;
+            .map_err(tx_error)?;
         *chain = head;
         drop(chain);
         let mut counts = lock(&self.counts);
@@ -685,12 +690,7 @@ impl Journal {
                         audit.insert(&rec.seq.to_be_bytes(), encode(&rec))?;
                         Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
                     })
-                    .map_err(|e| match e {
-                        sled::transaction::TransactionError::Storage(s) => JournalError::Storage(s),
-                        sled::transaction::TransactionError::Abort(()) => JournalError::Storage(
-                            sled::Error::Unsupported("transaction aborted".into()),
-                        ),
-                    })?;
+                    .map_err(tx_error)?;
                 chain.seq = rec.seq;
                 chain.hash = rec.hash;
             }

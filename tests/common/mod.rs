@@ -434,3 +434,38 @@ pub async fn source_etags(moto: &Moto) -> BTreeMap<String, String> {
     }
     map
 }
+
+/// Exactly one applied PutObject per source object, at its category's destination key, as
+/// counted by the proxy in front of moto.
+pub fn assert_one_put_each<'a>(
+    proxy: &proxy::FaultProxy,
+    cats: &[Cat],
+    keys: impl IntoIterator<Item = &'a String>,
+) {
+    let puts = proxy.puts();
+    for key in keys {
+        let cat = cats
+            .iter()
+            .find(|c| key.starts_with(c.prefix))
+            .expect("category");
+        let dest = format!("{}/{}", cat.bucket, &key[cat.prefix.len()..]);
+        assert_eq!(
+            puts.get(&dest).map_or(0, Vec::len),
+            1,
+            "applied PUTs for {dest}"
+        );
+    }
+}
+
+/// Exactly one `object_verified` event per object in `audit`, for `n` objects.
+pub fn assert_verified_once(audit: &[pb::AuditEvent], n: usize) {
+    let mut per_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for e in audit.iter().filter(|e| e.kind == "object_verified") {
+        *per_key.entry(e.source_key.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_key.len(), n, "objects with an object_verified event");
+    assert!(
+        per_key.values().all(|&c| c == 1),
+        "an object was recorded verified twice"
+    );
+}
