@@ -120,9 +120,12 @@ t1=$(date +%s.%N)
 say "verify (re-read every object from both buckets, decrypt through KMS, compare)"
 "${CTL[@]}" verify "$JOB"
 
-say "audit export"
-"${CTL[@]}" audit export --job "$JOB" --format jsonl --output "$WORK/audit.jsonl"
-"${CTL[@]}" audit export --job "$JOB" --format csv --output "$WORK/audit.csv"
+say "audit export (the whole hash-chained trail) and offline check against the recorded head"
+HEAD="$("${CTL[@]}" audit head)"
+"${CTL[@]}" audit export --format jsonl --output "$WORK/audit.jsonl"
+"${CTL[@]}" audit export --format csv --output "$WORK/audit.csv"
+"${CTL[@]}" audit verify --file "$WORK/audit.jsonl" --head "$HEAD"
+"${CTL[@]}" audit summary --job "$JOB"
 
 say "summary"
 ELAPSED="$(python3 -c "print($t1 - $t0)")"
