@@ -44,11 +44,6 @@ impl EngineError {
             _ => false,
         }
     }
-
-    /// Journal failures stop the daemon.
-    pub fn journal_error(e: JournalError) -> Self {
-        Self::Journal(e)
-    }
 }
 
 /// Why migrating one object failed.

@@ -870,19 +870,6 @@ impl Journal {
             None => Ok(report),
         }
     }
-
-    /// Path-independent size of the database on disk, for status output.
-    ///
-    /// # Errors
-    /// `Storage`.
-    pub fn size_on_disk(&self) -> Result<u64, JournalError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
-    /// Whether the meta tree is readable (a cheap health probe).
-    pub fn healthy(&self) -> bool {
-        self.meta.get(META_SCHEMA).is_ok()
-    }
 }
 
 #[cfg(test)]
