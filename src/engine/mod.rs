@@ -623,14 +623,14 @@ impl Engine {
     // runs (if that cannot be written, the action does not happen: fail closed), and
     // `control_result` with its outcome after, before the caller hears back.
 
-    async fn audited<T>(
+    async fn audited(
         &self,
         actor: &str,
         action: &'static str,
         job: JobId,
         params: String,
-        run: impl std::future::Future<Output = Result<T, EngineError>>,
-    ) -> Result<T, EngineError> {
+        run: impl std::future::Future<Output = Result<JobView, EngineError>>,
+    ) -> Result<JobView, EngineError> {
         let draft = |kind, outcome, detail: String| AuditDraft {
             job_id: job,
             kind,
@@ -647,7 +647,11 @@ impl Engine {
         self.inner.journal.flush().await?;
         let result = run.await;
         let (outcome, detail) = match &result {
-            Ok(_) => ("ok", format!("action={action} {params}")),
+            // The job the action made (start, verify) or acted on.
+            Ok(v) => (
+                "ok",
+                format!("action={action} {params} job={}", v.record.id),
+            ),
             Err(e) => ("failed", format!("action={action} {params} error={e}")),
         };
         self.inner.journal.append_audit(draft(
