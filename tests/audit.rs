@@ -319,9 +319,14 @@ async fn verification_reports_objects_altered_behind_its_back() {
 
     // A verification is a job of its own: it can be paused, survives a restart paused, and
     // resumes to the same findings.
+    // (One object at a time, so the pause certainly lands before the 40 checks are done.)
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop(), Some(0));
+    drop(daemon);
+    let mut daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 1));
+    let mut client = daemon.client().await;
     let v = client.verify(job).await.expect("verify job");
     client.pause(v.job_id).await.expect("pause verification");
-    let mut daemon = daemon;
     assert_eq!(daemon.stop(), Some(0));
     drop(daemon);
     let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
