@@ -58,6 +58,9 @@ pub struct Config {
     /// Categories, in match order.
     #[serde(rename = "category", default)]
     pub categories: Vec<CategoryConfig>,
+    /// Who may use the control socket.
+    #[serde(default)]
+    pub access: crate::access::AccessConfig,
 }
 
 /// AWS connection settings.
@@ -111,6 +114,10 @@ pub struct DaemonConfig {
     /// Unix socket the control API listens on.
     #[serde(default = "default_socket")]
     pub control_socket: PathBuf,
+    /// Permission bits of the control socket, octal (`"0660"`: owner and group). Who may do
+    /// what is then decided by `[access]` from the caller's uid/gid.
+    #[serde(default = "default_socket_mode")]
+    pub control_socket_mode: String,
     /// Objects migrated at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -128,6 +135,9 @@ fn default_journal() -> PathBuf {
 fn default_socket() -> PathBuf {
     PathBuf::from("/run/dualseal/control.sock")
 }
+fn default_socket_mode() -> String {
+    "0660".into()
+}
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
 }
@@ -143,6 +153,7 @@ impl Default for DaemonConfig {
         Self {
             journal_path: default_journal(),
             control_socket: default_socket(),
+            control_socket_mode: default_socket_mode(),
             concurrency: default_concurrency(),
             max_attempts: default_attempts(),
             segment_size: default_segment(),
@@ -169,6 +180,15 @@ pub struct CategoryConfig {
     /// How the destination key is formed.
     #[serde(default)]
     pub dest_key: DestKeyMode,
+}
+
+impl DaemonConfig {
+    /// The socket mode as bits, `None` when not octal or wider than 0o777.
+    pub fn socket_mode(&self) -> Option<u32> {
+        u32::from_str_radix(self.control_socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+    }
 }
 
 impl Config {
@@ -242,6 +262,12 @@ impl Config {
         }
         if d.journal_path.as_os_str().is_empty() {
             p.push("daemon.journal_path: must not be empty".into());
+        }
+        if d.socket_mode().is_none() {
+            p.push(format!(
+                "daemon.control_socket_mode = {:?}: give octal permission bits such as \"0660\"",
+                d.control_socket_mode
+            ));
         }
         if d.control_socket.as_os_str().is_empty() {
             p.push("daemon.control_socket: must not be empty".into());

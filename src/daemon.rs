@@ -75,7 +75,12 @@ pub async fn run(
 
     let api_stop = CancellationToken::new();
     let api_stop_rx = api_stop.clone();
-    let server = tokio::spawn(api::serve(engine.clone(), listener, async move {
+    let policy = crate::access::Policy::new(
+        config.access.clone(),
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let server = tokio::spawn(api::serve(engine.clone(), policy, listener, async move {
         api_stop_rx.cancelled().await
     }));
     tracing::info!(socket = %config.daemon.control_socket.display(), "control API listening");

@@ -6,6 +6,7 @@
 //!
 //! - [`daemon`]   boot and shutdown order of `dualseald`.
 //! - [`api`]      gRPC service (proto ↔ domain, no business logic), server plumbing, typed client.
+//! - [`access`]   who may do what: roles from the socket peer's uid/gid (pure policy).
 //! - [`engine`]   jobs, bounded workers, retries, pause/resume/cancel, plan and verification.
 //! - [`journal`]  the only sled user: jobs, per-object state, hash-chained audit trail.
 //! - [`audit`]    audit event schema and hash chain (pure; verifies exports offline too).
@@ -16,6 +17,7 @@
 //! - [`classify`] category rules: key → category and destination key.
 //! - [`config`]   the strict config tree and its validation.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod aws;

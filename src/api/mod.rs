@@ -57,7 +57,7 @@ pub enum ApiError {
 ///
 /// # Errors
 /// `InUse` when a live server answers on it, `Bind` otherwise.
-pub async fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
+pub async fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ApiError> {
     let shown = path.display().to_string();
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -73,7 +73,7 @@ pub async fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
         source,
     })?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         ApiError::Bind {
             path: shown,
             source,
@@ -83,12 +83,13 @@ pub async fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
 }
 
 /// Serves the control API on `listener` until `shutdown` resolves, then stops accepting
-/// and lets in-flight calls finish.
+/// and lets in-flight calls finish. `policy` decides who may call what.
 ///
 /// # Errors
 /// `Transport` when the server fails.
 pub async fn serve(
     engine: Engine,
+    policy: crate::access::Policy,
     listener: UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
@@ -109,6 +110,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(pb::control_server::ControlServer::new(ControlService {
             engine,
+            policy: std::sync::Arc::new(policy),
         }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
@@ -119,6 +121,34 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct ControlService {
     engine: Engine,
+    policy: std::sync::Arc<crate::access::Policy>,
+}
+
+impl ControlService {
+    /// Refuses (and audits) a call the caller's role does not allow; returns the actor.
+    async fn authorize<T>(
+        &self,
+        req: &Request<T>,
+        action: crate::access::Action,
+        what: &'static str,
+    ) -> Result<String, Status> {
+        let who = actor(req);
+        let peer = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+            .map(|c| crate::access::Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+            });
+        if self.policy.allows(peer, action) {
+            return Ok(who);
+        }
+        self.engine.audit_denied(&who, what).await;
+        Err(Status::permission_denied(format!(
+            "{who} may not {what}: ask an operator to add your uid or group to [access] in the daemon's config"
+        )))
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -159,6 +189,9 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::PlanRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Control, "plan")
+            .await?;
         let r = req.into_inner();
         let limit = if r.sample_limit == 0 {
             20
@@ -173,7 +206,9 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::StartJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let who = actor(&req);
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "start a job")
+            .await?;
         let r = req.into_inner();
         let view = self
             .engine
@@ -183,14 +218,20 @@ impl pb::control_server::Control for ControlService {
     }
 
     async fn get_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "read a job")
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.view(id)?.into()))
     }
 
     async fn list_jobs(
         &self,
-        _req: Request<pb::ListJobsRequest>,
+        req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "list jobs")
+            .await?;
         let jobs = self
             .engine
             .list_jobs()?
@@ -206,6 +247,9 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::JobRef>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "watch a job")
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         self.engine.view(id)?;
         let engine = self.engine.clone();
@@ -234,31 +278,41 @@ impl pb::control_server::Control for ControlService {
     }
 
     async fn pause_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
-        let who = actor(&req);
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "pause a job")
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.pause(&who, id).await?.into()))
     }
 
     async fn resume_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
-        let who = actor(&req);
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "resume a job")
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.resume(&who, id).await?.into()))
     }
 
     async fn cancel_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
-        let who = actor(&req);
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "cancel a job")
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.cancel(&who, id).await?.into()))
     }
 
     async fn retry_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
-        let who = actor(&req);
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "retry a job")
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.retry(&who, id).await?.into()))
     }
 
     async fn verify_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
-        let who = actor(&req);
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "start a verification")
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.verify(&who, id).await?.into()))
     }
@@ -267,6 +321,13 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::JobRef>,
     ) -> Result<Response<pb::VerifyJobResponse>, Status> {
+        let _who = self
+            .authorize(
+                &req,
+                crate::access::Action::Read,
+                "read a verification report",
+            )
+            .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.verify_report(id).await?.into()))
     }
@@ -277,6 +338,9 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::ListObjectsRequest>,
     ) -> Result<Response<Self::ListObjectsStream>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "list objects")
+            .await?;
         let r = req.into_inner();
         let id = job_id(r.job_id)?;
         let state = convert::state_filter(r.state)?;
@@ -294,6 +358,9 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "export the audit trail")
+            .await?;
         let r = req.into_inner();
         if r.job_id != 0 {
             self.engine.view(r.job_id)?;
@@ -307,8 +374,11 @@ impl pb::control_server::Control for ControlService {
 
     async fn verify_audit(
         &self,
-        _req: Request<pb::VerifyAuditRequest>,
+        req: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "verify the audit trail")
+            .await?;
         Ok(Response::new(self.engine.verify_audit().await?.into()))
     }
 }

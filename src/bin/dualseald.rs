@@ -149,7 +149,12 @@ async fn run(config: Config, opts: dualseal::journal::OpenOptions) -> ExitCode {
     if let Some(dir) = config.daemon.control_socket.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let listener = match dualseal::api::bind_unix(&config.daemon.control_socket).await {
+    // Secrets pass through this process's memory: no core dumps, no ptrace by other users.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not disable core dumps (PR_SET_DUMPABLE)");
+    }
+    let mode = config.daemon.socket_mode().unwrap_or(0o660);
+    let listener = match dualseal::api::bind_unix(&config.daemon.control_socket, mode).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");

@@ -617,6 +617,26 @@ impl Engine {
             .map_err(EngineError::from)
     }
 
+    /// Records a refused control-plane call. A refusal stays a refusal even when it cannot be
+    /// recorded, so a failure here is only logged.
+    pub async fn audit_denied(&self, actor: &str, what: &str) {
+        let draft = AuditDraft {
+            kind: "denied",
+            actor: actor.to_owned(),
+            outcome: "denied",
+            detail: format!("action={what:?}"),
+            ..Default::default()
+        };
+        tracing::warn!(actor, action = what, "call denied");
+        let res = match self.inner.journal.append_audit(draft) {
+            Ok(_) => self.inner.journal.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::error!(error = %e, "could not audit a denied call");
+        }
+    }
+
     // ---------------------------------------------------------------- audited control
     //
     // Every control action is recorded twice: `control` with outcome `requested` before it
