@@ -636,6 +636,22 @@ impl Journal {
         Ok(pending)
     }
 
+    /// Decodes one entry of a job's range in the objects tree.
+    fn decode_entry(
+        &self,
+        job: JobId,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(String, ObjectRecord), JournalError> {
+        let (_, key) = split_object_key(k).map_err(|source| JournalError::Corrupt {
+            tree: TREE_OBJECTS,
+            key: hex::encode(k),
+            source,
+        })?;
+        let r = self.decode_object(job, &key, v)?;
+        Ok((key, r))
+    }
+
     fn decode_object(&self, job: JobId, key: &str, v: &[u8]) -> Result<ObjectRecord, JournalError> {
         decode(v).map_err(|source| JournalError::Corrupt {
             tree: TREE_OBJECTS,
@@ -716,13 +732,7 @@ impl Journal {
             .scan_prefix(job.to_be_bytes())
             .map(move |item| {
                 let (k, v) = item?;
-                let (_, key) = split_object_key(&k).map_err(|source| JournalError::Corrupt {
-                    tree: TREE_OBJECTS,
-                    key: hex::encode(&k),
-                    source,
-                })?;
-                let r = self.decode_object(job, &key, &v)?;
-                Ok((key, r))
+                self.decode_entry(job, &k, &v)
             })
             .filter(move |r| match (r, state) {
                 (Ok((_, rec)), Some(s)) => rec.state == s,
@@ -753,12 +763,7 @@ impl Journal {
         let mut out = Vec::with_capacity(limit.min(4096));
         for item in self.objects.range(start..end) {
             let (k, v) = item?;
-            let (_, key) = split_object_key(&k).map_err(|source| JournalError::Corrupt {
-                tree: TREE_OBJECTS,
-                key: hex::encode(&k),
-                source,
-            })?;
-            let r = self.decode_object(job, &key, &v)?;
+            let (key, r) = self.decode_entry(job, &k, &v)?;
             if r.state == state {
                 out.push((key, r));
                 if out.len() >= limit {
