@@ -38,6 +38,19 @@ pub enum AwsErrorKind {
 }
 
 impl AwsErrorKind {
+    /// Short name for reports (`AccessDenied`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotFound => "NotFound",
+            Self::AccessDenied => "AccessDenied",
+            Self::Invalid => "Invalid",
+            Self::PreconditionFailed => "PreconditionFailed",
+            Self::Throttled => "Throttled",
+            Self::Transient => "Transient",
+            Self::Other => "Other",
+        }
+    }
+
     /// Whether the same call can succeed later.
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Throttled | Self::Transient)

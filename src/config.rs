@@ -13,6 +13,15 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 pub const MAX_CONCURRENCY: usize = 1024;
 /// Default per-object attempt budget before an object is marked failed.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default KMS requests per second per job. The account's shared quota for cryptographic
+/// operations is 5,500/s in the smallest regions; staying well under it leaves room for the
+/// applications that share the account while a migration runs.
+pub const DEFAULT_KMS_REQUESTS_PER_SEC: u32 = 1000;
+/// Default time a pause or cancel lets in-flight objects finish before abandoning them.
+pub const DEFAULT_PAUSE_DEADLINE_SECS: u64 = 30;
+/// Default failure threshold, as S3 Batch Operations applies it: stop a job once more than
+/// half of at least 1,000 finished objects failed; something systematic is wrong.
+pub const DEFAULT_FAILURE_THRESHOLD: (u32, u64) = (50, 1000);
 
 /// Errors loading or validating a config file.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +70,32 @@ pub struct Config {
     /// Who may use the control socket.
     #[serde(default)]
     pub access: crate::access::AccessConfig,
+    /// The optional Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics over HTTP: off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics` on, e.g. `127.0.0.1:9464`. Loopback only unless
+    /// `allow_remote` is set: the metrics name categories and buckets.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Permit a non-loopback `listen` address.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+/// How the daemon writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (journald adds time and unit).
+    #[default]
+    Text,
+    /// One JSON object per line, fields included, for log pipelines.
+    Json,
 }
 
 /// AWS connection settings.
@@ -127,6 +162,34 @@ pub struct DaemonConfig {
     /// Plaintext bytes per envelope segment.
     #[serde(default = "default_segment")]
     pub segment_size: u32,
+    /// Default KMS requests per second per job (0: unlimited); jobs may override it.
+    #[serde(default = "default_kms_rate")]
+    pub kms_requests_per_sec: u32,
+    /// Seconds a pause or cancel waits for in-flight objects before abandoning them.
+    #[serde(default = "default_pause_deadline")]
+    pub pause_deadline_secs: u64,
+    /// Default failure threshold: percent of failed objects (100 disables it) ...
+    #[serde(default = "default_threshold_percent")]
+    pub failure_threshold_percent: u32,
+    /// ... judged once at least this many objects finished.
+    #[serde(default = "default_threshold_min")]
+    pub failure_threshold_min_objects: u64,
+    /// Log format.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_kms_rate() -> u32 {
+    DEFAULT_KMS_REQUESTS_PER_SEC
+}
+fn default_pause_deadline() -> u64 {
+    DEFAULT_PAUSE_DEADLINE_SECS
+}
+fn default_threshold_percent() -> u32 {
+    DEFAULT_FAILURE_THRESHOLD.0
+}
+fn default_threshold_min() -> u64 {
+    DEFAULT_FAILURE_THRESHOLD.1
 }
 
 fn default_journal() -> PathBuf {
@@ -157,6 +220,11 @@ impl Default for DaemonConfig {
             concurrency: default_concurrency(),
             max_attempts: default_attempts(),
             segment_size: default_segment(),
+            kms_requests_per_sec: default_kms_rate(),
+            pause_deadline_secs: default_pause_deadline(),
+            failure_threshold_percent: default_threshold_percent(),
+            failure_threshold_min_objects: default_threshold_min(),
+            log_format: LogFormat::default(),
         }
     }
 }
@@ -249,6 +317,19 @@ impl Config {
         }
         if d.max_attempts == 0 {
             p.push("daemon.max_attempts: must be at least 1".into());
+        }
+        if !(1..=100).contains(&d.failure_threshold_percent) {
+            p.push(format!(
+                "daemon.failure_threshold_percent = {}: must be between 1 and 100 (100 disables it)",
+                d.failure_threshold_percent
+            ));
+        }
+        if let Some(addr) = self.metrics.listen {
+            if !addr.ip().is_loopback() && !self.metrics.allow_remote {
+                p.push(format!(
+                    "metrics.listen = {addr}: not a loopback address; metrics name categories and buckets, so set metrics.allow_remote = true to expose them deliberately"
+                ));
+            }
         }
         if !(crate::envelope::MIN_SEGMENT_SIZE..=crate::envelope::MAX_SEGMENT_SIZE)
             .contains(&d.segment_size)

@@ -15,8 +15,8 @@ use crate::api;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::journal::{Journal, JournalError, OpenOptions};
-use crate::kms::AwsKms;
-use crate::store::S3Store;
+use crate::kms::{AwsKms, KeyService};
+use crate::store::{ObjectStore, S3Store};
 
 /// How long workers get to finish their current object after a shutdown request. An object
 /// abandoned mid-way is simply redone on the next boot.
@@ -34,6 +34,9 @@ pub enum DaemonError {
     /// The control API failed.
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// A fatal error stopped migration.
     #[error("stopped on a fatal error: {0}")]
     Fatal(String),
@@ -69,9 +72,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let journal = Arc::new(open_journal(&config, opts)?);
-    let engine = build_engine(&config, Arc::clone(&journal), shutdown.clone()).await?;
+    let metered = crate::metrics::install(&config.metrics)?;
+    let engine = build_engine(&config, Arc::clone(&journal), shutdown.clone(), metered).await?;
     let resumed = engine.resume_unfinished()?;
     tracing::info!(resumed, "engine ready");
+    if metered {
+        tokio::spawn(crate::metrics::refresh(
+            engine.clone(),
+            config.daemon.journal_path.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     let api_stop = CancellationToken::new();
     let api_stop_rx = api_stop.clone();
@@ -121,14 +132,19 @@ async fn build_engine(
     config: &Config,
     journal: Arc<Journal>,
     shutdown: CancellationToken,
+    metered: bool,
 ) -> Result<Engine, DaemonError> {
     let sdk = crate::aws::sdk_config(&config.aws).await;
     let path_style = config
         .aws
         .force_path_style
         .unwrap_or(config.aws.endpoint_url.is_some());
-    let store = Arc::new(S3Store::new(&sdk, path_style));
-    let keys = Arc::new(AwsKms::new(&sdk));
+    let mut store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(&sdk, path_style));
+    let mut keys: Arc<dyn KeyService> = Arc::new(AwsKms::new(&sdk));
+    if metered {
+        store = Arc::new(crate::metrics::MeteredStore(store));
+        keys = Arc::new(crate::metrics::MeteredKeys(keys));
+    }
     tracing::info!(
         region = sdk.region().map(|r| r.as_ref()).unwrap_or("(default)"),
         endpoint = config.aws.endpoint_url.as_deref().unwrap_or("(AWS)"),
@@ -169,7 +185,13 @@ pub async fn rebuild_journal(
         None
     };
     let journal = Arc::new(open_journal(config, OpenOptions::default())?);
-    let engine = build_engine(config, Arc::clone(&journal), CancellationToken::new()).await?;
+    let engine = build_engine(
+        config,
+        Arc::clone(&journal),
+        CancellationToken::new(),
+        false,
+    )
+    .await?;
     let report = engine.rebuild_journal().await?;
     Ok((report, moved))
 }

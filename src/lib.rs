@@ -7,7 +7,9 @@
 //! - [`daemon`]   boot and shutdown order of `dualseald`.
 //! - [`api`]      gRPC service (proto ↔ domain, no business logic), server plumbing, typed client.
 //! - [`access`]   who may do what: roles from the socket peer's uid/gid (pure policy).
-//! - [`engine`]   jobs, bounded workers, retries, pause/resume/cancel, plan and verification.
+//! - [`metrics`]  optional Prometheus endpoint, S3/KMS request metering, gauges from the engine.
+//! - [`engine`]   jobs, priorities and a shared worker pool, live limits, retries,
+//!   pause/resume/cancel, failure threshold, plan and verification.
 //! - [`journal`]  the only sled user: jobs, per-object state, hash-chained audit trail.
 //! - [`audit`]    audit event schema and hash chain (pure; verifies exports offline too).
 //! - [`envelope`] pure, versioned, key-committing XChaCha20-Poly1305 STREAM envelope.
@@ -28,4 +30,5 @@ pub mod engine;
 pub mod envelope;
 pub mod journal;
 pub mod kms;
+pub mod metrics;
 pub mod store;

@@ -115,6 +115,10 @@ pub struct HeadInfo {
     pub etag: String,
     /// `x-amz-server-side-encryption`.
     pub sse: Option<String>,
+    /// `x-amz-server-side-encryption-aws-kms-key-id`.
+    pub sse_kms_key_id: Option<String>,
+    /// The SHA-256 checksum S3 stored with the object (base64), when it has one.
+    pub checksum_sha256_b64: Option<String>,
     /// User metadata.
     pub metadata: HashMap<String, String>,
 }
@@ -302,12 +306,15 @@ impl ObjectStore for S3Store {
             .head_object()
             .bucket(bucket)
             .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .send()
             .await
         {
             Ok(out) => Ok(Some(HeadInfo {
                 etag: out.e_tag().unwrap_or_default().to_owned(),
                 sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+                sse_kms_key_id: out.ssekms_key_id().map(str::to_owned),
+                checksum_sha256_b64: out.checksum_sha256().map(str::to_owned),
                 metadata: out.metadata().cloned().unwrap_or_default(),
             })),
             Err(e) => {

@@ -242,5 +242,5 @@ async fn poison_objects_fail_alone_and_retry_recovers_them() {
         .retry(job.job_id)
         .await
         .expect_err("retry of a succeeded job");
-    assert!(err.to_string().contains("Succeeded"), "{err}");
+    assert!(err.to_string().contains("succeeded"), "{err}");
 }

@@ -92,9 +92,37 @@ impl Client {
             .plan(pb::PlanRequest {
                 prefix: prefix.to_owned(),
                 sample_limit,
+                ..Default::default()
             })
             .await?
             .into_inner())
+    }
+
+    /// Dry run with a job's options (and, with `preflight`, the checks a start makes).
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn plan_with(
+        &mut self,
+        req: pb::PlanRequest,
+    ) -> Result<pb::PlanResponse, ClientError> {
+        Ok(self.inner.plan(req).await?.into_inner())
+    }
+
+    /// Starts a job with options.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn start_with(&mut self, req: pb::StartJobRequest) -> Result<pb::Job, ClientError> {
+        Ok(self.inner.start_job(req).await?.into_inner())
+    }
+
+    /// Changes a job's priority and live limits.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn update(&mut self, req: pb::UpdateJobRequest) -> Result<pb::Job, ClientError> {
+        Ok(self.inner.update_job(req).await?.into_inner())
     }
 
     /// Starts a job.
@@ -111,6 +139,7 @@ impl Client {
             .start_job(pb::StartJobRequest {
                 prefix: prefix.to_owned(),
                 allow_conflicts,
+                options: None,
             })
             .await?
             .into_inner())

@@ -4,13 +4,16 @@ use tonic::Status;
 
 use super::pb;
 use crate::engine::{EngineError, JobView, PlanReport, VerifyReport};
-use crate::journal::{JobState, ObjectRecord, ObjectState};
+use crate::journal::{
+    FailureThreshold, JobLimits, JobOptions, JobState, ObjectRecord, ObjectState, VerifyMode,
+};
 
 use crate::audit::rfc3339;
 
 impl From<JobState> for pb::JobState {
     fn from(s: JobState) -> Self {
         match s {
+            JobState::Pending => Self::Pending,
             JobState::Running => Self::Running,
             JobState::Paused => Self::Paused,
             JobState::Cancelled => Self::Cancelled,
@@ -74,10 +77,15 @@ impl From<JobView> for pb::Job {
             categories: c
                 .per_category
                 .into_iter()
-                .map(|(category, (n, b))| pb::CategoryProgress {
+                .map(|(category, k)| pb::CategoryProgress {
                     category,
-                    verified_objects: n,
-                    verified_bytes: b,
+                    verified_objects: k.get(ObjectState::Verified),
+                    verified_bytes: k.verified_bytes,
+                    objects: k.by_state.iter().sum(),
+                    bytes: k.bytes,
+                    failed_objects: k.get(ObjectState::Failed),
+                    pending_objects: k.get(ObjectState::Discovered) + k.get(ObjectState::Uploaded),
+                    conflict_objects: k.get(ObjectState::Conflict),
                 })
                 .collect(),
             message: r.message.unwrap_or_default(),
@@ -93,8 +101,100 @@ impl From<JobView> for pb::Job {
                 crate::journal::JobKind::Verify { of } => of,
                 crate::journal::JobKind::Migrate => 0,
             },
+            state_name: r.state.as_str().into(),
+            options: Some(options_to_pb(&r.options)),
+            limits: Some(limits_to_pb(&v.limits)),
+            objects_per_sec: v.speed.objects_per_sec,
+            bytes_per_sec: v.speed.bytes_per_sec,
+            eta_seconds: v.speed.eta_secs,
+            recent_errors: v
+                .recent_errors
+                .into_iter()
+                .map(|e| pb::RecentError {
+                    at: rfc3339(e.at_ms),
+                    source_key: e.key,
+                    message: e.message,
+                })
+                .collect(),
+            excluded: r.excluded,
+            note: v.note.unwrap_or_default(),
         }
     }
+}
+
+fn limits_to_pb(l: &JobLimits) -> pb::JobLimits {
+    pb::JobLimits {
+        concurrency: l.concurrency.unwrap_or(0),
+        objects_per_sec: l.objects_per_sec.unwrap_or(0),
+        bytes_per_sec: l.bytes_per_sec.unwrap_or(0),
+        kms_requests_per_sec: l.kms_requests_per_sec.unwrap_or(0),
+    }
+}
+
+fn options_to_pb(o: &JobOptions) -> pb::JobOptions {
+    pb::JobOptions {
+        include: o.include.clone(),
+        exclude: o.exclude.clone(),
+        only_categories: o.only_categories.clone(),
+        verify_mode: match o.verify_mode {
+            VerifyMode::Full => pb::VerifyMode::Full,
+            VerifyMode::Checksum => pb::VerifyMode::Checksum,
+        } as i32,
+        failure_threshold_percent: o.failure_threshold.map_or(100, |t| t.percent),
+        failure_threshold_min_objects: o.failure_threshold.map_or(0, |t| t.min_objects),
+        after_job: o.after.unwrap_or(0),
+        priority: o.priority,
+        limits: Some(limits_to_pb(&o.limits)),
+    }
+}
+
+/// Job options from a request; `None` (absent) is every default.
+///
+/// # Errors
+/// `InvalidArgument` for an unknown verify mode or a threshold above 100%.
+pub fn options_from_pb(o: Option<pb::JobOptions>) -> Result<JobOptions, Status> {
+    let Some(o) = o else {
+        return Ok(JobOptions::default());
+    };
+    let verify_mode = match pb::VerifyMode::try_from(o.verify_mode)
+        .map_err(|_| Status::invalid_argument(format!("unknown verify mode {}", o.verify_mode)))?
+    {
+        pb::VerifyMode::Unspecified | pb::VerifyMode::Full => VerifyMode::Full,
+        pb::VerifyMode::Checksum => VerifyMode::Checksum,
+    };
+    let failure_threshold = match o.failure_threshold_percent {
+        0 => None,
+        100 => Some(FailureThreshold {
+            percent: 100,
+            min_objects: u64::MAX,
+        }),
+        p if p > 100 => {
+            return Err(Status::invalid_argument(format!(
+                "failure threshold {p}% is above 100%"
+            )))
+        }
+        p => Some(FailureThreshold {
+            percent: p,
+            min_objects: o.failure_threshold_min_objects,
+        }),
+    };
+    let nz32 = |v: u32| (v > 0).then_some(v);
+    let l = o.limits.unwrap_or_default();
+    Ok(JobOptions {
+        include: o.include,
+        exclude: o.exclude,
+        only_categories: o.only_categories,
+        verify_mode,
+        failure_threshold,
+        after: (o.after_job > 0).then_some(o.after_job),
+        priority: o.priority,
+        limits: JobLimits {
+            concurrency: nz32(l.concurrency),
+            objects_per_sec: nz32(l.objects_per_sec),
+            bytes_per_sec: (l.bytes_per_sec > 0).then_some(l.bytes_per_sec),
+            kms_requests_per_sec: nz32(l.kms_requests_per_sec),
+        },
+    })
 }
 
 /// Proto form of one object's state.
@@ -108,6 +208,8 @@ pub fn object_status(key: String, r: ObjectRecord) -> pb::ObjectStatus {
         size: r.size,
         attempts: r.attempts,
         reason: r.reason.unwrap_or_default(),
+        source_version: r.source_version.unwrap_or_default(),
+        error_code: r.code.unwrap_or_default(),
     }
 }
 

@@ -31,7 +31,7 @@ pub mod pb {
 /// How often WatchJob may send an update, at most.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// WatchJob sends an update at least this often, so clients see liveness.
-const WATCH_HEARTBEAT: Duration = Duration::from_secs(2);
+const WATCH_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Errors serving the API.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +198,11 @@ impl pb::control_server::Control for ControlService {
         } else {
             r.sample_limit.min(10_000)
         };
-        let report = self.engine.plan(&r.prefix, limit as usize).await?;
+        let options = convert::options_from_pb(r.options)?;
+        let report = self
+            .engine
+            .plan(&r.prefix, &options, r.preflight, limit as usize)
+            .await?;
         Ok(Response::new(report.into()))
     }
 
@@ -210,9 +214,10 @@ impl pb::control_server::Control for ControlService {
             .authorize(&req, crate::access::Action::Control, "start a job")
             .await?;
         let r = req.into_inner();
+        let options = convert::options_from_pb(r.options)?;
         let view = self
             .engine
-            .start_job(&who, &r.prefix, r.allow_conflicts)
+            .start_job(&who, &r.prefix, options, r.allow_conflicts)
             .await?;
         Ok(Response::new(view.into()))
     }
@@ -299,6 +304,31 @@ impl pb::control_server::Control for ControlService {
             .await?;
         let id = job_id(req.into_inner().job_id)?;
         Ok(Response::new(self.engine.cancel(&who, id).await?.into()))
+    }
+
+    async fn update_job(
+        &self,
+        req: Request<pb::UpdateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let who = self
+            .authorize(
+                &req,
+                crate::access::Action::Control,
+                "change a job's limits",
+            )
+            .await?;
+        let r = req.into_inner();
+        let id = job_id(r.job_id)?;
+        let update = crate::engine::JobUpdate {
+            priority: r.priority,
+            concurrency: r.concurrency,
+            objects_per_sec: r.objects_per_sec,
+            bytes_per_sec: r.bytes_per_sec,
+            kms_requests_per_sec: r.kms_requests_per_sec,
+        };
+        Ok(Response::new(
+            self.engine.update(&who, id, update).await?.into(),
+        ))
     }
 
     async fn retry_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {

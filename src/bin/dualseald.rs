@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dualseal::config::{Config, ConfigError};
+use dualseal::config::{Config, ConfigError, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,9 @@ struct Args {
     /// Open a journal that is behind its high-water mark (an older copy restored on purpose).
     #[arg(long, global = true)]
     accept_journal_rollback: bool,
+    /// Log format, overriding `daemon.log_format`: text or json.
+    #[arg(long, env = "DUALSEAL_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -50,17 +53,6 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DUALSEAL_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,h2=warn,tower=warn,sled=warn",
-                )
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +64,11 @@ fn main() -> ExitCode {
             });
         }
     };
+    let json = match args.log_format.as_deref() {
+        Some(f) => f == "json",
+        None => config.daemon.log_format == LogFormat::Json,
+    };
+    init_logging(json);
     if matches!(args.cmd, Some(Cmd::Validate)) {
         println!(
             "{}: OK ({} categories, source s3://{}/{})",
@@ -100,6 +97,32 @@ fn main() -> ExitCode {
         accept_rollback: args.accept_journal_rollback,
     };
     rt.block_on(run(config, opts))
+}
+
+/// Logs go to stderr (journald under systemd). JSON puts every span and event field (job,
+/// key, error) into the object, for log pipelines.
+fn init_logging(json: bool) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("DUALSEAL_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,h2=warn,tower=warn,sled=warn",
+            )
+        })
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 /// A panic anywhere aborts the process, so systemd restarts a clean one and the journal
@@ -168,6 +191,7 @@ async fn run(config: Config, opts: dualseal::journal::OpenOptions) -> ExitCode {
             match e {
                 dualseal::daemon::DaemonError::Journal(_)
                 | dualseal::daemon::DaemonError::Fatal(_) => ExitCode::from(EX_IOERR),
+                dualseal::daemon::DaemonError::Metrics(_) => ExitCode::from(EX_UNAVAILABLE),
                 _ => ExitCode::FAILURE,
             }
         }

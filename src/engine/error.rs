@@ -79,6 +79,18 @@ impl ObjectError {
         }
     }
 
+    /// Short machine-readable cause, for reports (`S3.AccessDenied`, `Verify`).
+    pub fn code(&self) -> String {
+        match self {
+            Self::Store(e) => format!("S3.{}", e.kind.code()),
+            Self::Kms(e) => format!("KMS.{}", e.kind.code()),
+            Self::Envelope(_) => "Envelope".into(),
+            Self::Verify(_) => "Verify".into(),
+            Self::WrongEncryption(_) => "WrongEncryption".into(),
+            Self::Journal(_) => "Journal".into(),
+        }
+    }
+
     /// Whether another attempt at this object can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -5,17 +5,18 @@ use std::sync::Arc;
 
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{EngineError, ObjectError};
-use super::limit::Limiter;
 use super::migrate::{Attempt, Outcome, Proof};
-use super::{Inner, Target};
+use super::progress::RecentError;
+use super::rate::RateLimitedKeys;
+use super::{Inner, JobLive, Scope, Target};
 use crate::classify::Classification;
 use crate::journal::{
-    AuditDraft, JobId, JobKind, JobState, JournalError, ObjectRecord, ObjectState,
+    AuditDraft, JobId, JobKind, JobOptions, JobRecord, JobState, JournalError, ObjectRecord,
+    ObjectState,
 };
 use crate::store::ListedObject;
 
@@ -105,6 +106,7 @@ pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
         updated_at_ms: 0,
         retry_at_ms: None,
         rule: None,
+        code: None,
     };
     match inner.classifier.classify(&o.key) {
         Classification::Matched {
@@ -152,15 +154,17 @@ fn to_recheck(orig: ObjectRecord) -> ObjectRecord {
 /// Re-checks one object for a verification job: verified when it still holds, failed with
 /// `KIND: detail` otherwise. Reports; never repairs.
 async fn recheck(
-    inner: &Inner,
-    id: JobId,
+    ctx: &Ctx,
     key: &str,
     rec: ObjectRecord,
     targets: &[Target],
-    cancel: &CancellationToken,
 ) -> Result<(), JournalError> {
+    let (inner, id) = (ctx.inner.as_ref(), ctx.id);
+    if ctx.ctl.drain.is_cancelled() {
+        return Ok(());
+    }
     let finding = tokio::select! {
-        _ = cancel.cancelled() => return Ok(()),
+        _ = ctx.ctl.stop.cancelled() => return Ok(()),
         f = super::plan::check_one(inner, &inner.settings.source_bucket, targets, key, &rec) => f,
     };
     let (state, outcome, detail) = match finding {
@@ -181,6 +185,7 @@ async fn recheck(
             r.state = state;
             r.attempts += 1;
             r.reason.clone_from(&reason);
+            r.code = (state == ObjectState::Failed).then(|| outcome.to_owned());
         },
         AuditDraft {
             job_id: id,
@@ -218,15 +223,29 @@ fn listing_event(job: JobId, key: &str, rec: &ObjectRecord) -> Option<AuditDraft
     })
 }
 
-/// Runs a job until it finishes, is paused-and-cancelled, cancelled, or the daemon stops.
-pub(super) async fn run(
+/// What a job's task is told and shares while it runs.
+pub(super) struct Control {
+    /// No new attempts once cancelled.
+    pub drain: CancellationToken,
+    /// Attempts in flight are abandoned once cancelled.
+    pub stop: CancellationToken,
+    /// Limits, priority and history.
+    pub live: Arc<JobLive>,
+}
+
+/// One job's running context, shared by its workers.
+struct Ctx {
     inner: Arc<Inner>,
     id: JobId,
-    cancel: CancellationToken,
-    paused: watch::Receiver<bool>,
-    limiter: Arc<Limiter>,
-) {
-    match drive(&inner, id, &cancel, paused, &limiter).await {
+    options: JobOptions,
+    ctl: Control,
+    /// The key service behind this job's KMS rate.
+    keys: RateLimitedKeys,
+}
+
+/// Runs a job until it finishes, is paused or cancelled, or the daemon stops.
+pub(super) async fn run(inner: Arc<Inner>, id: JobId, ctl: Control) {
+    match drive(&inner, id, ctl).await {
         Ok(()) => {}
         Err(EngineError::Journal(e)) => {
             // Fail closed: what cannot be recorded does not happen. Park the job with the
@@ -275,16 +294,33 @@ pub(super) async fn run(
     inner.notify();
 }
 
-async fn drive(
-    inner: &Arc<Inner>,
-    id: JobId,
-    cancel: &CancellationToken,
-    mut paused: watch::Receiver<bool>,
-    limiter: &Arc<Limiter>,
-) -> Result<(), EngineError> {
+async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), EngineError> {
+    let job = inner.journal.get_job(id)?;
+    if !wait_for_predecessor(inner, &job, &ctl.drain).await? {
+        return Ok(());
+    }
+    let job = inner.journal.get_job(id)?;
+    let scope = Scope::new(
+        &job.options,
+        &inner
+            .categories
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|p| EngineError::InvalidRequest(p.join("; ")))?;
     let targets = Arc::new(resolve_targets(inner, false).await?);
     let mut workers: JoinSet<Result<(), JournalError>> = JoinSet::new();
-    let job = inner.journal.get_job(id)?;
+    let ctx = Arc::new(Ctx {
+        inner: Arc::clone(inner),
+        id,
+        options: job.options.clone(),
+        keys: RateLimitedKeys {
+            inner: Arc::clone(&inner.keys),
+            rates: Arc::clone(&ctl.live.rates),
+        },
+        ctl,
+    });
 
     // Resume: whatever was recorded but not finished goes first, then listing continues
     // from the stored continuation point.
@@ -300,22 +336,12 @@ async fn drive(
             "re-dispatching unfinished objects"
         );
     }
-    let mut stopped = dispatch(
-        inner,
-        id,
-        job.kind,
-        leftover,
-        &targets,
-        limiter,
-        &mut workers,
-        cancel,
-        &mut paused,
-    )
-    .await?;
+    let mut stopped = dispatch(&ctx, job.kind, leftover, &targets, &mut workers).await?;
 
     let mut token = job.listing_token.clone();
     let mut listing_complete = job.listing_complete;
     while !listing_complete && !stopped {
+        let mut excluded = 0;
         let (records, next_token) = match job.kind {
             JobKind::Migrate => {
                 let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
@@ -329,7 +355,11 @@ async fn drive(
                     .objects
                     .iter()
                     .map(|o| (o.key.clone(), listed_record(inner, o)))
+                    .filter(|(k, r)| {
+                        scope.admits_key(k) && scope.admits_category(r.category.as_deref())
+                    })
                     .collect();
+                excluded = (page.objects.len() - records.len()) as u64;
                 (records, page.next_token)
             }
             // A verification "lists" the verified objects of the job it checks, from the
@@ -356,11 +386,15 @@ async fn drive(
             id,
             records,
             next_token.clone(),
+            excluded,
             |key, rec| listing_event(id, key, rec),
             Some(AuditDraft {
                 job_id: id,
                 kind: "page_listed",
-                detail: format!("objects={listed} more={}", next_token.is_some()),
+                detail: format!(
+                    "objects={listed} excluded={excluded} more={}",
+                    next_token.is_some()
+                ),
                 ..Default::default()
             }),
         )?;
@@ -368,29 +402,66 @@ async fn drive(
         inner.notify();
         listing_complete = next_token.is_none();
         token = next_token;
-        stopped = dispatch(
-            inner,
-            id,
-            job.kind,
-            pending,
-            &targets,
-            limiter,
-            &mut workers,
-            cancel,
-            &mut paused,
-        )
-        .await?;
+        stopped = dispatch(&ctx, job.kind, pending, &targets, &mut workers).await?;
     }
     while let Some(res) = workers.join_next().await {
         reap(res)?;
     }
-    if stopped || inner.shutdown.is_cancelled() {
-        // Paused-then-cancelled, cancelled, or daemon shutdown: state was set by whoever
-        // stopped us; a shutdown leaves the job Running so the next boot resumes it.
+    if stopped || ctx.ctl.drain.is_cancelled() || inner.shutdown.is_cancelled() {
+        // Paused, cancelled, stopped by its failure threshold, or daemon shutdown: the state
+        // was set by whoever stopped us; a shutdown leaves the job Running so the next boot
+        // resumes it.
         inner.journal.flush().await?;
         return Ok(());
     }
     finish(inner, id).await
+}
+
+/// A job queued with `after` waits (as `Pending`) until that job has ended, then becomes
+/// `Running`. Returns false when it was drained while waiting.
+async fn wait_for_predecessor(
+    inner: &Inner,
+    job: &JobRecord,
+    drain: &CancellationToken,
+) -> Result<bool, EngineError> {
+    let Some(after) = job.options.after else {
+        return Ok(true);
+    };
+    let mut changes = inner.changes.subscribe();
+    loop {
+        let active = match inner.journal.get_job(after) {
+            Ok(j) => j.state.is_active(),
+            Err(JournalError::NoSuchJob(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !active {
+            break;
+        }
+        tokio::select! {
+            _ = drain.cancelled() => return Ok(false),
+            r = changes.changed() => if r.is_err() { return Ok(false) },
+        }
+    }
+    let updated = inner.journal.update_job(job.id, |j| {
+        if j.state == JobState::Pending {
+            j.state = JobState::Running;
+        }
+    })?;
+    if updated.state != JobState::Running {
+        return Ok(false);
+    }
+    if job.state == JobState::Pending {
+        inner.journal.append_audit(AuditDraft {
+            job_id: job.id,
+            kind: "job_dequeued",
+            detail: format!("job {after} has ended; starting"),
+            ..Default::default()
+        })?;
+        inner.journal.flush().await?;
+        tracing::info!(job = job.id, after, "queued job starting");
+        inner.notify();
+    }
+    Ok(true)
 }
 
 fn reap(res: Result<Result<(), JournalError>, tokio::task::JoinError>) -> Result<(), EngineError> {
@@ -403,50 +474,49 @@ fn reap(res: Result<Result<(), JournalError>, tokio::task::JoinError>) -> Result
     }
 }
 
-/// Hands objects to workers; returns true when the job was cancelled or the daemon stops.
-#[allow(clippy::too_many_arguments)]
+/// Hands objects to workers under the job's limits and the daemon's shared pool; returns
+/// true once the job is draining (paused, cancelled, over its failure threshold) or the daemon
+/// stops.
 async fn dispatch(
-    inner: &Arc<Inner>,
-    id: JobId,
+    ctx: &Arc<Ctx>,
     job_kind: JobKind,
     objects: Vec<(String, ObjectRecord)>,
     targets: &Arc<Vec<Target>>,
-    limiter: &Arc<Limiter>,
     workers: &mut JoinSet<Result<(), JournalError>>,
-    cancel: &CancellationToken,
-    paused: &mut watch::Receiver<bool>,
 ) -> Result<bool, EngineError> {
+    let drain = &ctx.ctl.drain;
+    let live = &ctx.ctl.live;
     for (key, rec) in objects {
-        // Wait while paused; a cancel or shutdown ends the wait.
-        while *paused.borrow_and_update() {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(true),
-                r = paused.changed() => if r.is_err() { return Ok(true) },
-            }
+        if drain.is_cancelled() {
+            return Ok(true);
         }
         let slot = tokio::select! {
-            _ = cancel.cancelled() => return Ok(true),
-            s = limiter.acquire() => s,
+            _ = drain.cancelled() => return Ok(true),
+            s = live.limiter.acquire() => s,
+        };
+        tokio::select! {
+            _ = drain.cancelled() => return Ok(true),
+            () = live.rates.object(rec.size) => {}
+        }
+        let priority = live.priority.load(std::sync::atomic::Ordering::SeqCst);
+        let permit = tokio::select! {
+            _ = drain.cancelled() => return Ok(true),
+            p = ctx.inner.pool.acquire(priority) => p,
         };
         while let Some(res) = workers.try_join_next() {
             reap(res)?;
         }
-        let inner = Arc::clone(inner);
+        let ctx = Arc::clone(ctx);
         let targets = Arc::clone(targets);
-        let cancel = cancel.clone();
-        let limiter = Arc::clone(limiter);
-        let kind = job_kind;
         workers.spawn(async move {
-            let _slot = slot;
-            match kind {
-                JobKind::Migrate => {
-                    migrate_with_retries(&inner, id, &key, rec, &targets, &cancel, &limiter).await
-                }
-                JobKind::Verify { .. } => recheck(&inner, id, &key, rec, &targets, &cancel).await,
+            let _held = (slot, permit);
+            match job_kind {
+                JobKind::Migrate => migrate_with_retries(&ctx, &key, rec, &targets).await,
+                JobKind::Verify { .. } => recheck(&ctx, &key, rec, &targets).await,
             }
         });
     }
-    Ok(cancel.is_cancelled())
+    Ok(drain.is_cancelled())
 }
 
 fn retry_policy(inner: &Inner) -> ExponentialBackoff {
@@ -464,16 +534,16 @@ fn retry_policy(inner: &Inner) -> ExponentialBackoff {
 
 /// Migrates one object, retrying retryable failures with a jittered, growing delay that is
 /// persisted, so a restart honours it. Only journal failures escape; everything else ends as
-/// verified, conflict or failed.
+/// verified, conflict or failed. A draining job starts no new attempt; a stopped one abandons
+/// the attempt in flight (the next run redoes or adopts it).
 async fn migrate_with_retries(
-    inner: &Inner,
-    id: JobId,
+    ctx: &Ctx,
     key: &str,
     mut rec: ObjectRecord,
     targets: &[Target],
-    cancel: &CancellationToken,
-    limiter: &Limiter,
 ) -> Result<(), JournalError> {
+    let (inner, id) = (ctx.inner.as_ref(), ctx.id);
+    let (drain, stop) = (&ctx.ctl.drain, &ctx.ctl.stop);
     let Some(target) = rec
         .category
         .as_deref()
@@ -483,11 +553,11 @@ async fn migrate_with_retries(
             "category {:?} is no longer configured; restore it or start a new job",
             rec.category.as_deref().unwrap_or("")
         );
-        return fail(inner, id, key, &rec, reason).await;
+        return fail(ctx, key, &rec, "CategoryMissing", reason).await;
     };
     if let Some(reason) = &target.unusable {
         let reason = reason.clone();
-        return fail(inner, id, key, &rec, reason).await;
+        return fail(ctx, key, &rec, "CategoryUnusable", reason).await;
     }
     let dest_key = rec.dest_key.clone().unwrap_or_else(|| key.to_owned());
     let mut policy = retry_policy(inner);
@@ -499,23 +569,24 @@ async fn migrate_with_retries(
         if let Some(at) = rec.retry_at_ms {
             let wait = at.saturating_sub(crate::journal::now_ms());
             tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = drain.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
             }
         }
-        if cancel.is_cancelled() {
+        if drain.is_cancelled() {
             return Ok(());
         }
         let attempts = rec.attempts + 1;
         let attempt = Attempt {
             store: inner.store.as_ref(),
-            keys: inner.keys.as_ref(),
+            keys: &ctx.keys,
             job: id,
             source_bucket: &inner.settings.source_bucket,
             source_key: key,
             target,
             dest_key: &dest_key,
             segment_size: inner.settings.segment_size,
+            verify: ctx.options.verify_mode,
             prior: &rec,
         };
         // Recorded without a flush: it only saves work on resume, it proves nothing.
@@ -538,14 +609,14 @@ async fn migrate_with_retries(
                 .map(|_| ())
         };
         let outcome = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
             o = attempt.run(record_upload) => o,
         };
         match outcome {
             Ok(Outcome::Verified(proof)) => {
-                limiter.on_success();
+                ctx.ctl.live.limiter.on_success();
                 let rule = rec.rule.as_deref();
-                return verified(inner, id, key, target, &dest_key, attempts, rule, proof).await;
+                return verified(ctx, key, target, &dest_key, attempts, rule, proof).await;
             }
             Ok(Outcome::Conflict(reason)) => {
                 return conflict(inner, id, key, target, &dest_key, attempts, reason).await;
@@ -553,10 +624,12 @@ async fn migrate_with_retries(
             Err(ObjectError::Journal(e)) => return Err(e),
             Err(e) if e.is_retryable() && attempts < inner.settings.max_attempts => {
                 if e.is_throttle() {
-                    limiter.on_throttle();
+                    ctx.ctl.live.limiter.on_throttle();
                 }
                 let delay = policy.next_backoff().unwrap_or(inner.settings.retry_max);
                 tracing::warn!(job = id, key, attempts, error = %e, ?delay, "retrying object");
+                remember_error(ctx, key, format!("attempt {attempts}: {e}"));
+                metrics::counter!("dualseal_object_retries_total", "code" => e.code()).increment(1);
                 let retry_at = crate::journal::now_ms() + delay.as_millis() as u64;
                 rec = inner.journal.transition(
                     id,
@@ -576,10 +649,23 @@ async fn migrate_with_retries(
                     e.to_string()
                 };
                 rec.attempts = attempts;
-                return fail(inner, id, key, &rec, why).await;
+                return fail(ctx, key, &rec, &e.code(), why).await;
             }
         }
     }
+}
+
+fn remember_error(ctx: &Ctx, key: &str, message: String) {
+    ctx.ctl
+        .live
+        .progress
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .error(RecentError {
+            at_ms: crate::journal::now_ms(),
+            key: key.to_owned(),
+            message,
+        });
 }
 
 async fn conflict(
@@ -600,6 +686,7 @@ async fn conflict(
             r.state = ObjectState::Conflict;
             r.attempts = attempts;
             r.reason = Some(reason.clone());
+            r.code = Some("DestinationConflict".into());
             r.retry_at_ms = None;
         },
         AuditDraft {
@@ -626,16 +713,25 @@ async fn settle(
     update: impl FnOnce(&mut ObjectRecord),
     event: AuditDraft,
 ) -> Result<(), JournalError> {
-    inner.journal.transition(id, key, update, Some(event))?;
+    let category = event.category.clone();
+    let rec = inner.journal.transition(id, key, update, Some(event))?;
     inner.journal.flush().await?;
     inner.notify();
+    metrics::counter!(
+        "dualseal_objects_total",
+        "category" => category.clone(),
+        "state" => rec.state.as_str(),
+    )
+    .increment(1);
+    if rec.state == ObjectState::Verified {
+        metrics::counter!("dualseal_bytes_migrated_total", "category" => category)
+            .increment(rec.size);
+    }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn verified(
-    inner: &Inner,
-    id: JobId,
+    ctx: &Ctx,
     key: &str,
     target: &Target,
     dest_key: &str,
@@ -643,10 +739,12 @@ async fn verified(
     rule: Option<&str>,
     proof: Proof,
 ) -> Result<(), JournalError> {
+    let (inner, id) = (ctx.inner.as_ref(), ctx.id);
     let detail = format!(
-        "size={} rule={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} s3_request_id={} kms_key={} sse=aws:kms:dsse sse_kms_key={} envelope=v{}",
+        "size={} rule={} verify={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} s3_request_id={} kms_key={} sse=aws:kms:dsse sse_kms_key={} envelope=v{}",
         proof.size,
         rule.unwrap_or("-"),
+        ctx.options.verify_mode.as_str(),
         proof.how.as_str(),
         if proof.source_changed_since_listing { " source-changed-since-listing" } else { "" },
         proof.source_etag,
@@ -690,13 +788,15 @@ async fn verified(
 }
 
 async fn fail(
-    inner: &Inner,
-    id: JobId,
+    ctx: &Ctx,
     key: &str,
     rec: &ObjectRecord,
+    code: &str,
     reason: String,
 ) -> Result<(), JournalError> {
+    let (inner, id) = (ctx.inner.as_ref(), ctx.id);
     tracing::warn!(job = id, key, %reason, "object failed");
+    remember_error(ctx, key, reason.clone());
     let attempts = rec.attempts;
     settle(
         inner,
@@ -706,6 +806,7 @@ async fn fail(
             r.state = ObjectState::Failed;
             r.attempts = attempts;
             r.reason = Some(reason.clone());
+            r.code = Some(code.to_owned());
             r.retry_at_ms = None;
         },
         AuditDraft {
@@ -720,7 +821,49 @@ async fn fail(
             detail: reason.clone(),
         },
     )
-    .await
+    .await?;
+    check_threshold(ctx).await
+}
+
+/// Stops the job (state `Failed`) once its failures pass the threshold: more than `percent`%
+/// of at least `min_objects` finished objects. Objects in flight finish; the failed ones can
+/// be retried after the cause is fixed.
+async fn check_threshold(ctx: &Ctx) -> Result<(), JournalError> {
+    let Some(t) = ctx.options.failure_threshold else {
+        return Ok(());
+    };
+    let counts = ctx.inner.journal.counts(ctx.id);
+    let failed = counts.get(ObjectState::Failed);
+    let finished = failed + counts.get(ObjectState::Verified) + counts.get(ObjectState::Conflict);
+    if finished < t.min_objects.max(1) || failed * 100 <= u64::from(t.percent) * finished {
+        return Ok(());
+    }
+    let message = format!(
+        "stopped: {failed} of {finished} finished objects failed, more than the {}% threshold; `dualsealctl failures {}` lists why. Fix the cause, then `dualsealctl retry {}`",
+        t.percent, ctx.id, ctx.id
+    );
+    let mut first = false;
+    ctx.inner.journal.update_job(ctx.id, |j| {
+        if j.state == JobState::Running {
+            first = true;
+            j.state = JobState::Failed;
+            j.message = Some(message.clone());
+        }
+    })?;
+    if first {
+        tracing::error!(job = ctx.id, %message);
+        ctx.inner.journal.append_audit(AuditDraft {
+            job_id: ctx.id,
+            kind: "job_failed",
+            outcome: "threshold",
+            detail: message,
+            ..Default::default()
+        })?;
+        ctx.inner.journal.flush().await?;
+        ctx.inner.notify();
+    }
+    ctx.ctl.drain.cancel();
+    Ok(())
 }
 
 async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {

@@ -103,6 +103,23 @@ impl Limiter {
         }
     }
 
+    /// The cap the adaptive limit grows back to.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    /// Changes the cap (an operator's decision): the limit moves to it at once, up or down.
+    /// Objects already in flight above a lowered cap finish; no new one starts until the
+    /// count is under it.
+    pub fn set_max(&self, max: usize) {
+        let max = max.max(1);
+        self.max.store(max, Ordering::SeqCst);
+        self.limit.store(max, Ordering::SeqCst);
+        self.successes.store(0, Ordering::SeqCst);
+        self.freed.notify_waiters();
+        self.freed.notify_one();
+    }
+
     /// The current limit.
     pub fn current(&self) -> usize {
         self.limit.load(Ordering::SeqCst)
@@ -136,6 +153,19 @@ mod tests {
             l.on_success();
         }
         assert_eq!(l.current(), 16, "never above the configured maximum");
+    }
+
+    #[tokio::test]
+    async fn an_operator_cap_applies_at_once() {
+        let l = Limiter::new(16);
+        l.set_max(4);
+        assert_eq!((l.max(), l.current()), (4, 4));
+        for _ in 0..100 {
+            l.on_success();
+        }
+        assert_eq!(l.current(), 4, "never above the operator's cap");
+        l.set_max(32);
+        assert_eq!(l.current(), 32);
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use super::error::ObjectError;
 use super::Target;
 use crate::aws::AwsErrorKind;
 use crate::envelope::{self, EncryptionContext, HeaderParams};
-use crate::journal::{JobId, ObjectRecord, ObjectState};
+use crate::journal::{JobId, ObjectRecord, ObjectState, VerifyMode};
 use crate::kms::KeyService;
 use crate::store::{Fetched, HeadInfo, ObjectStore, Precondition, SealedPut, SSE_DSSE_KMS};
 
@@ -110,6 +110,8 @@ pub struct Attempt<'a> {
     pub dest_key: &'a str,
     /// Envelope segment size.
     pub segment_size: u32,
+    /// How the write is proved.
+    pub verify: VerifyMode,
     /// The journal's record before this attempt.
     pub prior: &'a ObjectRecord,
 }
@@ -171,6 +173,16 @@ impl Attempt<'_> {
             },
             &src.body,
         )?;
+        if self.verify == VerifyMode::Checksum {
+            // The half of the proof that needs no read-back: the envelope we are about to
+            // write opens, for this location, to exactly the source bytes.
+            let plain = envelope::open(&generated.key, &sealed, Some(&ctx))?;
+            if plain.as_slice() != &src.body[..] {
+                return Err(ObjectError::Verify(
+                    "the sealed envelope does not open to the source bytes".into(),
+                ));
+            }
+        }
         drop(generated.key);
         let digest = Sha256::digest(&sealed);
         let sha_hex = hex::encode(digest);
@@ -234,15 +246,30 @@ impl Attempt<'_> {
             source_changed_since_listing: changed,
         };
         on_uploaded(&proof)?;
-        prove_destination(
-            self.store,
-            self.keys,
-            self.target,
-            self.dest_key,
-            Some(&proof.ciphertext_sha256),
-            Some(&src.body),
-        )
-        .await?;
+        match self.verify {
+            VerifyMode::Full => {
+                prove_destination(
+                    self.store,
+                    self.keys,
+                    self.target,
+                    self.dest_key,
+                    Some(&proof.ciphertext_sha256),
+                    Some(&src.body),
+                )
+                .await?;
+            }
+            VerifyMode::Checksum => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+                prove_by_checksum(
+                    self.store,
+                    self.target,
+                    self.dest_key,
+                    &proof.dest_etag,
+                    &b64,
+                )
+                .await?;
+            }
+        }
         Ok(Outcome::Verified(proof))
     }
 
@@ -350,6 +377,55 @@ pub async fn prove_destination(
         ));
     }
     Ok(())
+}
+
+/// The other half of a checksum-mode proof: a HEAD shows the object we wrote (same ETag), with
+/// DSSE-KMS under the category key and the SHA-256 that S3 itself checked the body against on
+/// the write. Together with the local open, this proves what a read-back would, without
+/// the GET and the KMS Decrypt.
+///
+/// # Errors
+/// `Verify` or `WrongEncryption` naming what does not hold; `Store`.
+pub async fn prove_by_checksum(
+    store: &dyn ObjectStore,
+    target: &Target,
+    dest_key: &str,
+    etag: &str,
+    sha256_b64: &str,
+) -> Result<(), ObjectError> {
+    let Some(head) = store.head(&target.bucket, dest_key).await? else {
+        return Err(ObjectError::Verify(
+            "the destination vanished right after the write".into(),
+        ));
+    };
+    if head.etag != etag {
+        return Err(ObjectError::Verify(
+            "the destination changed right after the write (ETag differs)".into(),
+        ));
+    }
+    if head.sse.as_deref() != Some(SSE_DSSE_KMS) {
+        return Err(ObjectError::WrongEncryption(format!(
+            "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
+            head.sse.as_deref().unwrap_or("none")
+        )));
+    }
+    if let Some(k) = &head.sse_kms_key_id {
+        if !key_matches(k, &target.kms_key_arn) {
+            return Err(ObjectError::WrongEncryption(format!(
+                "destination is encrypted under KMS key {k}, expected {}",
+                target.kms_key_arn
+            )));
+        }
+    }
+    match head.checksum_sha256_b64.as_deref() {
+        Some(c) if c == sha256_b64 => Ok(()),
+        Some(_) => Err(ObjectError::Verify(
+            "S3's stored SHA-256 differs from the envelope written".into(),
+        )),
+        None => Err(ObjectError::Verify(
+            "S3 reports no SHA-256 checksum for the object; this endpoint cannot support verify=checksum, use verify=full".into(),
+        )),
+    }
 }
 
 /// Checks the server-side layer and the stored bytes of a destination object.

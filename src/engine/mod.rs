@@ -7,9 +7,14 @@ mod job;
 mod limit;
 pub mod migrate;
 mod plan;
+mod pool;
+mod progress;
+mod rate;
 mod rebuild;
+mod scope;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,12 +24,15 @@ use tokio_util::task::TaskTracker;
 
 pub use error::{EngineError, ObjectError};
 pub use plan::{CategoryPlan, CategoryVerify, PlanReport, VerifyReport};
+pub use progress::{RecentError, Speed};
 pub use rebuild::RebuildReport;
+pub use scope::Scope;
 
 use crate::classify::Classifier;
 use crate::config::{CategoryConfig, Config};
 use crate::journal::{
-    AuditDraft, JobCounts, JobId, JobKind, JobRecord, JobState, Journal, ObjectRecord, ObjectState,
+    AuditDraft, FailureThreshold, JobCounts, JobId, JobKind, JobLimits, JobOptions, JobRecord,
+    JobState, Journal, ObjectRecord, ObjectState,
 };
 use crate::kms::KeyService;
 use crate::store::ObjectStore;
@@ -59,6 +67,12 @@ pub struct EngineSettings {
     pub retry_initial: Duration,
     /// Largest retry delay.
     pub retry_max: Duration,
+    /// Default KMS requests per second per job (`None`: unlimited).
+    pub kms_requests_per_sec: Option<u32>,
+    /// How long a pause or cancel lets in-flight objects finish.
+    pub pause_deadline: Duration,
+    /// Default failure threshold (`None`: disabled).
+    pub failure_threshold: Option<FailureThreshold>,
 }
 
 impl EngineSettings {
@@ -72,8 +86,33 @@ impl EngineSettings {
             segment_size: cfg.daemon.segment_size,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
+            kms_requests_per_sec: (cfg.daemon.kms_requests_per_sec > 0)
+                .then_some(cfg.daemon.kms_requests_per_sec),
+            pause_deadline: Duration::from_secs(cfg.daemon.pause_deadline_secs),
+            failure_threshold: (cfg.daemon.failure_threshold_percent < 100).then_some(
+                FailureThreshold {
+                    percent: cfg.daemon.failure_threshold_percent,
+                    min_objects: cfg.daemon.failure_threshold_min_objects,
+                },
+            ),
         }
     }
+}
+
+/// A change to a running job; `None` leaves a setting as it is, a limit of 0 returns it to
+/// the daemon's default.
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    /// New priority.
+    pub priority: Option<i32>,
+    /// Objects in flight at most.
+    pub concurrency: Option<u32>,
+    /// Objects started per second.
+    pub objects_per_sec: Option<u32>,
+    /// Source bytes per second.
+    pub bytes_per_sec: Option<u64>,
+    /// KMS requests per second.
+    pub kms_requests_per_sec: Option<u32>,
 }
 
 /// A job's objects, streamed from the journal.
@@ -90,12 +129,33 @@ pub struct JobView {
     pub concurrency: Option<usize>,
     /// Whether S3 or KMS throttled the job recently.
     pub throttled: bool,
+    /// Speed over the last seconds and ETA, while the job runs.
+    pub speed: Speed,
+    /// The most recent object errors (retried or final), newest last.
+    pub recent_errors: Vec<RecentError>,
+    /// The limits in force: the job's own, else the daemon's defaults.
+    pub limits: JobLimits,
+    /// What the call did, when that is not obvious from the state (e.g. "already paused").
+    pub note: Option<String>,
 }
 
-struct JobControl {
-    cancel: CancellationToken,
-    paused: watch::Sender<bool>,
+/// What the engine keeps about a job while the daemon runs, across pauses: its adaptive
+/// limit, rates, priority and recent history.
+pub(crate) struct JobLive {
     limiter: Arc<limit::Limiter>,
+    rates: Arc<rate::Rates>,
+    progress: Mutex<progress::Progress>,
+    priority: AtomicI32,
+}
+
+/// A job's running task.
+struct JobTask {
+    /// No new attempts start once cancelled (pause, cancel, failure threshold).
+    drain: CancellationToken,
+    /// Attempts in flight are abandoned once cancelled (past the drain deadline, shutdown).
+    stop: CancellationToken,
+    /// Becomes true when the task has ended.
+    done: watch::Receiver<bool>,
 }
 
 pub(crate) struct Inner {
@@ -105,7 +165,9 @@ pub(crate) struct Inner {
     classifier: Classifier,
     categories: Vec<CategoryConfig>,
     settings: EngineSettings,
-    running: Mutex<HashMap<JobId, JobControl>>,
+    pool: Arc<pool::Pool>,
+    running: Mutex<HashMap<JobId, JobTask>>,
+    live: Mutex<HashMap<JobId, Arc<JobLive>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     changes: watch::Sender<u64>,
@@ -153,8 +215,10 @@ impl Engine {
                 keys,
                 classifier,
                 categories,
+                pool: pool::Pool::new(settings.concurrency),
                 settings,
                 running: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
                 shutdown,
                 tasks: TaskTracker::new(),
                 changes,
@@ -171,8 +235,8 @@ impl Engine {
     pub fn resume_unfinished(&self) -> Result<usize, EngineError> {
         let mut n = 0;
         for job in self.inner.journal.list_jobs()? {
-            if job.state == JobState::Running {
-                tracing::info!(job = job.id, "resuming job interrupted by a restart");
+            if matches!(job.state, JobState::Running | JobState::Pending) {
+                tracing::info!(job = job.id, state = %job.state, "resuming job interrupted by a restart");
                 self.spawn_job(job.id);
                 n += 1;
             }
@@ -192,31 +256,78 @@ impl Engine {
         self.inner.tasks.wait().await;
     }
 
+    /// Worker slots in use across all jobs.
+    pub fn workers_busy(&self) -> usize {
+        self.inner.pool.in_use()
+    }
+
     /// A receiver that changes whenever any job or object changes state.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
     }
 
-    /// One job runs at a time: refuses `what` while another is running or paused.
-    fn ensure_no_active_job(&self, what: &str) -> Result<(), EngineError> {
-        match self
-            .inner
-            .journal
-            .list_jobs()?
-            .into_iter()
-            .find(|j| j.state.is_active())
-        {
-            Some(active) => Err(EngineError::FailedPrecondition(format!(
-                "job {} is still {:?}; wait for it, or cancel it, before {what}",
-                active.id, active.state
-            ))),
-            None => Ok(()),
-        }
-    }
-
     fn check_open(&self) -> Result<(), EngineError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    fn category_names(&self) -> Vec<&str> {
+        self.inner
+            .categories
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Compiles a job's filters.
+    ///
+    /// # Errors
+    /// `InvalidRequest` naming every problem.
+    pub fn scope(&self, options: &JobOptions) -> Result<Scope, EngineError> {
+        Scope::new(options, &self.category_names())
+            .map_err(|p| EngineError::InvalidRequest(p.join("; ")))
+    }
+
+    /// Refuses to run `what` over `prefix`/`scope` while another active migration job could
+    /// pick up the same objects (a job queued behind it with `after` is not a clash). Two
+    /// jobs on one object would be safe (writes are conditional; the second adopts the
+    /// first's copy) but would double the work and the audit trail.
+    fn ensure_no_overlap(
+        &self,
+        what: &str,
+        myself: Option<JobId>,
+        prefix: &str,
+        options: &JobOptions,
+    ) -> Result<(), EngineError> {
+        let mine = self.scope(options)?;
+        for other in self.inner.journal.list_jobs()? {
+            if !other.state.is_active()
+                || other.kind != JobKind::Migrate
+                || Some(other.id) == myself
+                || Some(other.id) == options.after
+                || other.options.after.is_some_and(|a| Some(a) == myself)
+            {
+                continue;
+            }
+            let prefixes_overlap =
+                other.prefix.starts_with(prefix) || prefix.starts_with(other.prefix.as_str());
+            let theirs = self.scope(&other.options)?;
+            if prefixes_overlap && mine.categories_overlap(&theirs) {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "job {} ({}) already covers prefix {:?}{}; narrow this one with a prefix or --only-category, or queue it with --after {}, before {what}",
+                    other.id,
+                    other.state,
+                    other.prefix,
+                    if other.options.only_categories.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" for {}", other.options.only_categories.join(", "))
+                    },
+                    other.id
+                )));
+            }
         }
         Ok(())
     }
@@ -235,13 +346,25 @@ impl Engine {
         rebuild::rebuild(&self.inner, &self.inner.settings).await
     }
 
-    /// Dry run over the source.
+    /// Dry run over the source with a job's filters. With `preflight`, also checks every
+    /// category's KMS key and bucket as a start would.
     ///
     /// # Errors
-    /// `Store` when the source cannot be listed.
-    pub async fn plan(&self, prefix: &str, sample_limit: usize) -> Result<PlanReport, EngineError> {
+    /// `InvalidRequest` for bad filters; `Store`/`Kms` when the source cannot be listed or
+    /// (preflight) a category is unusable.
+    pub async fn plan(
+        &self,
+        prefix: &str,
+        options: &JobOptions,
+        preflight: bool,
+        sample_limit: usize,
+    ) -> Result<PlanReport, EngineError> {
         self.check_open()?;
-        plan::plan(&self.inner, &self.job_prefix(prefix)?, sample_limit).await
+        let scope = self.scope(options)?;
+        if preflight {
+            job::resolve_targets(&self.inner, true).await?;
+        }
+        plan::plan(&self.inner, &self.job_prefix(prefix)?, &scope, sample_limit).await
     }
 
     fn job_prefix(&self, prefix: &str) -> Result<String, EngineError> {
@@ -257,23 +380,51 @@ impl Engine {
         Ok(prefix.to_owned())
     }
 
+    fn check_limits(limits: &JobLimits) -> Result<(), EngineError> {
+        let max = crate::config::MAX_CONCURRENCY as u32;
+        match limits.concurrency {
+            Some(c) if c == 0 || c > max => Err(EngineError::InvalidRequest(format!(
+                "concurrency {c} is out of range; give 1 to {max}"
+            ))),
+            _ if limits.objects_per_sec == Some(0)
+                || limits.bytes_per_sec == Some(0)
+                || limits.kms_requests_per_sec == Some(0) =>
+            {
+                Err(EngineError::InvalidRequest(
+                    "a rate of 0 would stop the job; pause it instead, or leave the rate unset for no limit".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Starts a job over the source (or part of it).
     ///
     /// # Errors
-    /// `FailedPrecondition` when another job is active or the plan finds conflicts (unless
-    /// allowed); `Store`/`Kms` when a destination bucket or key is unusable; `Journal`.
+    /// `InvalidRequest` for bad options; `FailedPrecondition` when an active job covers the
+    /// same objects or the plan finds conflicts (unless allowed); `Store`/`Kms` when a
+    /// destination bucket or key is unusable; `Journal`.
     async fn start_job_inner(
         &self,
         prefix: &str,
+        mut options: JobOptions,
         allow_conflicts: bool,
     ) -> Result<JobView, EngineError> {
         self.check_open()?;
         let prefix = self.job_prefix(prefix)?;
-        self.ensure_no_active_job("starting another")?;
+        Self::check_limits(&options.limits)?;
+        if options.failure_threshold.is_none() {
+            options.failure_threshold = self.inner.settings.failure_threshold;
+        }
+        let scope = self.scope(&options)?;
+        if let Some(after) = options.after {
+            self.view(after)?;
+        }
+        self.ensure_no_overlap("starting another", None, &prefix, &options)?;
         // Fail fast, before anything is written, when a destination or key is unusable.
         job::resolve_targets(&self.inner, true).await?;
         if !allow_conflicts {
-            let report = plan::plan(&self.inner, &prefix, 5).await?;
+            let report = plan::plan(&self.inner, &prefix, &scope, 5).await?;
             if report.conflict_objects > 0 {
                 let sample: Vec<String> = report
                     .conflicts_sample
@@ -287,15 +438,17 @@ impl Engine {
                 )));
             }
         }
-        let job = self
-            .inner
-            .journal
-            .create_job(&self.inner.settings.source_bucket, &prefix)?;
+        let job = self.inner.journal.create_job_of_kind(
+            &self.inner.settings.source_bucket,
+            &prefix,
+            JobKind::Migrate,
+            options,
+        )?;
         self.inner.journal.append_audit(AuditDraft {
             job_id: job.id,
             kind: "job_started",
             detail: format!(
-                "source s3://{}/{}; categories: {}",
+                "source s3://{}/{}; categories: {}; options: {}",
                 job.source_bucket,
                 job.prefix,
                 self.inner
@@ -303,34 +456,112 @@ impl Engine {
                     .iter()
                     .map(|c| format!("{}->{} ({})", c.name, c.bucket, c.kms_key))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                serde_json::to_string(&job.options).unwrap_or_default()
             ),
             ..Default::default()
         })?;
         self.inner.journal.flush().await?;
-        tracing::info!(job = job.id, prefix = %job.prefix, "job started");
+        tracing::info!(job = job.id, prefix = %job.prefix, state = %job.state, "job started");
         self.spawn_job(job.id);
         self.view(job.id)
     }
 
+    /// The live state of a job, made on first use from its stored options.
+    fn live(&self, record: &JobRecord) -> Arc<JobLive> {
+        let mut live = lock(&self.inner.live);
+        let l = live.entry(record.id).or_insert_with(|| {
+            Arc::new(JobLive {
+                limiter: limit::Limiter::new(self.inner.settings.concurrency),
+                rates: Arc::new(rate::Rates::default()),
+                progress: Mutex::new(progress::Progress::default()),
+                priority: AtomicI32::new(0),
+            })
+        });
+        let l = Arc::clone(l);
+        drop(live);
+        self.apply_limits(&l, &record.options);
+        l
+    }
+
+    fn effective_limits(&self, options: &JobOptions) -> JobLimits {
+        let l = &options.limits;
+        JobLimits {
+            concurrency: Some(
+                l.concurrency
+                    .unwrap_or(self.inner.settings.concurrency as u32),
+            ),
+            objects_per_sec: l.objects_per_sec,
+            bytes_per_sec: l.bytes_per_sec,
+            kms_requests_per_sec: l
+                .kms_requests_per_sec
+                .or(self.inner.settings.kms_requests_per_sec),
+        }
+    }
+
+    fn apply_limits(&self, live: &JobLive, options: &JobOptions) {
+        let eff = self.effective_limits(options);
+        let cap = eff.concurrency.unwrap_or(1) as usize;
+        if live.limiter.max() != cap {
+            live.limiter.set_max(cap);
+        }
+        live.rates.set(
+            eff.objects_per_sec,
+            eff.bytes_per_sec,
+            eff.kms_requests_per_sec,
+        );
+        live.priority.store(options.priority, Ordering::SeqCst);
+    }
+
     fn spawn_job(&self, id: JobId) {
-        let cancel = self.inner.shutdown.child_token();
-        let (paused, paused_rx) = watch::channel(false);
-        let limiter = limit::Limiter::new(self.inner.settings.concurrency);
+        let Ok(record) = self.inner.journal.get_job(id) else {
+            return;
+        };
+        let live = self.live(&record);
+        // Idle time while paused or down is not slowness.
+        lock(&live.progress).reset();
+        let stop = self.inner.shutdown.child_token();
+        let drain = stop.child_token();
+        let (done_tx, done) = watch::channel(false);
         lock(&self.inner.running).insert(
             id,
-            JobControl {
-                cancel: cancel.clone(),
-                paused,
-                limiter: Arc::clone(&limiter),
+            JobTask {
+                drain: drain.clone(),
+                stop: stop.clone(),
+                done,
             },
         );
         let inner = Arc::clone(&self.inner);
         self.inner.tasks.spawn(async move {
-            job::run(Arc::clone(&inner), id, cancel, paused_rx, limiter).await;
+            let ctl = job::Control { drain, stop, live };
+            job::run(Arc::clone(&inner), id, ctl).await;
             lock(&inner.running).remove(&id);
+            done_tx.send_replace(true);
             inner.notify();
         });
+    }
+
+    /// Stops a job's task: no new objects start; those in flight get `pause_deadline` to
+    /// finish and are then abandoned (an abandoned object is redone or adopted on resume).
+    /// Returns once the task has ended, so nothing of the job runs after the caller hears
+    /// back.
+    async fn quiesce(&self, id: JobId) {
+        let Some((drain, stop, mut done)) = lock(&self.inner.running)
+            .get(&id)
+            .map(|t| (t.drain.clone(), t.stop.clone(), t.done.clone()))
+        else {
+            return;
+        };
+        drain.cancel();
+        let drained =
+            tokio::time::timeout(self.inner.settings.pause_deadline, done.wait_for(|d| *d))
+                .await
+                .is_ok();
+        if !drained {
+            tracing::warn!(job = id, deadline = ?self.inner.settings.pause_deadline, "objects in flight did not finish in time; abandoning them");
+            stop.cancel();
+            let _ = done.wait_for(|d| *d).await;
+        }
     }
 
     /// One job with its counts.
@@ -346,14 +577,41 @@ impl Engine {
     }
 
     fn with_live(&self, record: JobRecord) -> JobView {
-        let running = lock(&self.inner.running);
-        let limiter = running.get(&record.id).map(|c| &c.limiter);
+        let counts = self.inner.journal.counts(record.id);
+        let running = lock(&self.inner.running).contains_key(&record.id);
+        let live = lock(&self.inner.live).get(&record.id).cloned();
+        let (mut speed, mut recent_errors) = (Speed::default(), Vec::new());
+        if let Some(l) = &live {
+            let mut p = lock(&l.progress);
+            let done = counts.get(ObjectState::Verified)
+                + counts.get(ObjectState::Failed)
+                + counts.get(ObjectState::Conflict);
+            if running {
+                p.sample(std::time::Instant::now(), done, counts.verified_bytes);
+                let remaining = record.listing_complete.then(|| {
+                    counts.get(ObjectState::Discovered) + counts.get(ObjectState::Uploaded)
+                });
+                speed = p.speed(remaining);
+            }
+            recent_errors = p.errors();
+        }
+        let limiter = live.as_ref().filter(|_| running).map(|l| &l.limiter);
         JobView {
-            counts: self.inner.journal.counts(record.id),
+            counts,
             concurrency: limiter.map(|l| l.current()),
             throttled: limiter.is_some_and(|l| l.throttled()),
+            speed,
+            recent_errors,
+            limits: self.effective_limits(&record.options),
+            note: None,
             record,
         }
+    }
+
+    fn noted(&self, id: JobId, note: String) -> Result<JobView, EngineError> {
+        let mut v = self.view(id)?;
+        v.note = Some(note);
+        Ok(v)
     }
 
     /// Every job, oldest first.
@@ -369,68 +627,102 @@ impl Engine {
             .collect()
     }
 
-    /// Stops dispatching new objects of a running job; objects in flight finish.
+    /// Pauses a pending or running job and returns once it is quiet.
     ///
     /// # Errors
-    /// `NoSuchJob`, `FailedPrecondition` when the job is not running, `Journal`.
+    /// `NoSuchJob`, `FailedPrecondition` when the job has ended, `Journal`.
     async fn pause_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         let job = self.view(id)?.record;
-        if job.state != JobState::Running {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is {:?}, only a running job can be paused",
-                job.state
-            )));
+        match job.state {
+            JobState::Paused => {
+                self.quiesce(id).await;
+                return self.noted(id, format!("job {id} was already paused"));
+            }
+            JobState::Running | JobState::Pending => {}
+            s => {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "job {id} is {s}; only a pending or running job can be paused"
+                )))
+            }
         }
         self.set_state(id, JobState::Paused, "job_paused").await?;
-        if let Some(ctl) = lock(&self.inner.running).get(&id) {
-            ctl.paused.send_replace(true);
-        }
+        self.quiesce(id).await;
+        tracing::info!(job = id, "job paused; nothing of it is running");
         self.view(id)
     }
 
-    /// Resumes a paused job.
+    /// Resumes a paused job where it stopped.
     ///
     /// # Errors
-    /// `NoSuchJob`, `FailedPrecondition` when the job is not paused, `Journal`.
+    /// `NoSuchJob`, `FailedPrecondition` when the job has ended, `Journal`.
     async fn resume_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
         let job = self.view(id)?.record;
-        if job.state != JobState::Paused {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is {:?}, only a paused job can be resumed",
-                job.state
-            )));
+        match job.state {
+            JobState::Running | JobState::Pending => {
+                return self.noted(id, format!("job {id} is already {}", job.state));
+            }
+            JobState::Paused => {}
+            s => {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "job {id} is {s}; only a paused job can be resumed{}",
+                    if s == JobState::Cancelled {
+                        ""
+                    } else {
+                        " (a finished job with failures can be retried)"
+                    }
+                )))
+            }
         }
-        self.set_state(id, JobState::Running, "job_resumed").await?;
-        let resumed_live = lock(&self.inner.running)
-            .get(&id)
-            .map(|ctl| ctl.paused.send_replace(false))
-            .is_some();
-        if !resumed_live {
-            // Paused across a restart: no task exists yet.
-            self.spawn_job(id);
+        if job.kind == JobKind::Migrate {
+            self.ensure_no_overlap(
+                &format!("resuming job {id}"),
+                Some(id),
+                &job.prefix,
+                &job.options,
+            )?;
         }
+        // A pause that is still draining (another client's call) finishes first.
+        self.quiesce(id).await;
+        let waiting = job.options.after.is_some_and(|a| {
+            self.inner
+                .journal
+                .get_job(a)
+                .is_ok_and(|j| j.state.is_active())
+        });
+        let state = if waiting {
+            JobState::Pending
+        } else {
+            JobState::Running
+        };
+        self.set_state(id, state, "job_resumed").await?;
+        self.spawn_job(id);
         self.view(id)
     }
 
-    /// Stops a job for good. Objects already verified stay verified; the rest stay where
-    /// they are in the source.
+    /// Stops a job for good, after letting objects in flight finish (within the deadline).
+    /// Objects already verified stay verified; the rest stay where they are in the source.
     ///
     /// # Errors
-    /// `NoSuchJob`, `FailedPrecondition` when the job already ended, `Journal`.
+    /// `NoSuchJob`, `FailedPrecondition` when the job already ended otherwise, `Journal`.
     async fn cancel_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         let job = self.view(id)?.record;
-        if !job.state.is_active() {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {id} already ended ({:?})",
-                job.state
-            )));
+        match job.state {
+            JobState::Cancelled => {
+                self.quiesce(id).await;
+                return self.noted(id, format!("job {id} was already cancelled"));
+            }
+            s if !s.is_active() => {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "job {id} already ended ({s}); there is nothing to cancel"
+                )))
+            }
+            _ => {}
         }
         self.set_state(id, JobState::Cancelled, "job_cancelled")
             .await?;
-        if let Some(ctl) = lock(&self.inner.running).get(&id) {
-            ctl.cancel.cancel();
-        }
+        self.quiesce(id).await;
+        tracing::info!(job = id, "job cancelled; nothing of it is running");
         self.view(id)
     }
 
@@ -444,7 +736,7 @@ impl Engine {
             j.state = state;
             match state {
                 JobState::Cancelled => j.message = Some("cancelled by the operator".into()),
-                JobState::Running => j.message = None,
+                JobState::Running | JobState::Pending => j.message = None,
                 _ => {}
             }
         })?;
@@ -458,6 +750,62 @@ impl Engine {
         Ok(())
     }
 
+    /// Changes a job's priority and limits while it runs (or before it resumes).
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `InvalidRequest` for a bad limit, `FailedPrecondition` when the job has
+    /// ended, `Journal`.
+    async fn update_inner(&self, id: JobId, update: JobUpdate) -> Result<JobView, EngineError> {
+        let job = self.view(id)?.record;
+        if !job.state.is_active() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is {}; only a pending, running or paused job can be changed",
+                job.state
+            )));
+        }
+        let mut limits = job.options.limits.clone();
+        let set = |slot: &mut Option<u64>, v: Option<u64>| {
+            if let Some(v) = v {
+                // 0 from the API means "no limit of my own": back to the daemon's default.
+                *slot = (v > 0).then_some(v);
+            }
+        };
+        let mut c = limits.concurrency.map(u64::from);
+        set(&mut c, update.concurrency.map(u64::from));
+        let mut o = limits.objects_per_sec.map(u64::from);
+        set(&mut o, update.objects_per_sec.map(u64::from));
+        let mut k = limits.kms_requests_per_sec.map(u64::from);
+        set(&mut k, update.kms_requests_per_sec.map(u64::from));
+        set(&mut limits.bytes_per_sec, update.bytes_per_sec);
+        let narrow = |v: Option<u64>| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        limits.concurrency = narrow(c);
+        limits.objects_per_sec = narrow(o);
+        limits.kms_requests_per_sec = narrow(k);
+        Self::check_limits(&limits)?;
+        let record = self.inner.journal.update_job(id, |j| {
+            j.options.limits = limits.clone();
+            if let Some(p) = update.priority {
+                j.options.priority = p;
+            }
+        })?;
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: id,
+            kind: "job_updated",
+            detail: format!(
+                "priority={} limits={}",
+                record.options.priority,
+                serde_json::to_string(&record.options.limits).unwrap_or_default()
+            ),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        let live = self.live(&record);
+        self.apply_limits(&live, &record.options);
+        tracing::info!(job = id, priority = record.options.priority, limits = ?self.effective_limits(&record.options), "job limits changed");
+        self.inner.notify();
+        self.view(id)
+    }
+
     /// Re-queues a finished job's failed objects (attempt budget reset) and runs it again.
     ///
     /// # Errors
@@ -468,11 +816,18 @@ impl Engine {
         let job = self.view(id)?.record;
         if job.state.is_active() || job.state == JobState::Succeeded {
             return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is {:?}; only a finished job with failures can be retried",
+                "job {id} is {}; only a finished job with failures can be retried",
                 job.state
             )));
         }
-        self.ensure_no_active_job(&format!("retrying job {id}"))?;
+        if job.kind == JobKind::Migrate {
+            self.ensure_no_overlap(
+                &format!("retrying job {id}"),
+                Some(id),
+                &job.prefix,
+                &job.options,
+            )?;
+        }
         let failed: Vec<String> = self
             .inner
             .journal
@@ -517,15 +872,19 @@ impl Engine {
         }
         if target.state.is_active() {
             return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is still {:?}; verify it after it finishes",
+                "job {id} is still {}; verify it after it finishes",
                 target.state
             )));
         }
-        self.ensure_no_active_job(&format!("verifying job {id}"))?;
         let job = self.inner.journal.create_job_of_kind(
             &target.source_bucket,
             &target.prefix,
             JobKind::Verify { of: id },
+            JobOptions {
+                limits: target.options.limits.clone(),
+                priority: target.options.priority,
+                ..Default::default()
+            },
         )?;
         self.inner.journal.append_audit(AuditDraft {
             job_id: job.id,
@@ -692,17 +1051,36 @@ impl Engine {
         &self,
         actor: &str,
         prefix: &str,
+        options: JobOptions,
         allow_conflicts: bool,
     ) -> Result<JobView, EngineError> {
-        let params = format!("prefix={prefix:?} allow_conflicts={allow_conflicts}");
+        let params = format!(
+            "prefix={prefix:?} allow_conflicts={allow_conflicts} options={}",
+            serde_json::to_string(&options).unwrap_or_default()
+        );
         self.audited(
             actor,
             "start",
             0,
             params,
-            self.start_job_inner(prefix, allow_conflicts),
+            self.start_job_inner(prefix, options, allow_conflicts),
         )
         .await
+    }
+
+    /// Changes a job's priority and live limits.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `InvalidRequest`, `FailedPrecondition` when the job has ended, `Journal`.
+    pub async fn update(
+        &self,
+        actor: &str,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<JobView, EngineError> {
+        let params = format!("{update:?}");
+        self.audited(actor, "update", id, params, self.update_inner(id, update))
+            .await
     }
 
     /// Stops dispatching new objects of a running job; objects in flight finish.

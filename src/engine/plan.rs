@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::error::{EngineError, ObjectError};
 use super::job::{with_retries, JOB_CALL_ATTEMPTS};
 use super::migrate::prove_destination;
-use super::Inner;
+use super::{Inner, Scope};
 use crate::aws::AwsErrorKind;
 use crate::classify::Classification;
 use crate::journal::{JobRecord, ObjectRecord, ObjectState};
@@ -40,15 +40,18 @@ pub struct PlanReport {
     pub conflict_objects: u64,
     /// Up to the sample limit of them, with the categories they match.
     pub conflicts_sample: Vec<(String, Vec<String>)>,
-    /// Every object listed.
+    /// Every object the job would take (listed and not filtered out).
     pub total_objects: u64,
     /// Their bytes.
     pub total_bytes: u64,
+    /// Objects listed but left out by the job's filters.
+    pub excluded_objects: u64,
 }
 
 pub(super) async fn plan(
     inner: &Inner,
     prefix: &str,
+    scope: &Scope,
     sample_limit: usize,
 ) -> Result<PlanReport, EngineError> {
     let mut report = PlanReport {
@@ -74,9 +77,20 @@ pub(super) async fn plan(
         })
         .await?;
         for o in &page.objects {
+            let class = inner.classifier.classify(&o.key);
+            let category = match &class {
+                Classification::Matched { category, .. } => {
+                    Some(inner.categories[*category].name.as_str())
+                }
+                _ => None,
+            };
+            if !scope.admits_key(&o.key) || !scope.admits_category(category) {
+                report.excluded_objects += 1;
+                continue;
+            }
             report.total_objects += 1;
             report.total_bytes += o.size;
-            match inner.classifier.classify(&o.key) {
+            match class {
                 Classification::Matched { category, .. } => {
                     let c = &mut report.categories[category];
                     c.objects += 1;

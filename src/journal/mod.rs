@@ -19,8 +19,8 @@ use sled::Transactional;
 pub use integrity::{is_guarded, record_panic, HWM_FILE};
 use records::{decode, encode, job_key, object_key, split_object_key};
 pub use records::{
-    AuditRecord, DecodeError, JobId, JobKind, JobRecord, JobState, ObjectRecord, ObjectState,
-    RECORD_VERSION,
+    AuditRecord, DecodeError, FailureThreshold, JobId, JobKind, JobLimits, JobOptions, JobRecord,
+    JobState, ObjectRecord, ObjectState, VerifyMode, RECORD_VERSION,
 };
 
 const TREE_JOBS: &str = "jobs";
@@ -124,8 +124,8 @@ pub struct JobCounts {
     pub by_state: [u64; 6],
     /// Bytes of verified objects.
     pub verified_bytes: u64,
-    /// Verified objects and bytes per category.
-    pub per_category: BTreeMap<String, (u64, u64)>,
+    /// Per category (objects without one, unclassified and conflicting, are not here).
+    pub per_category: BTreeMap<String, CategoryCounts>,
 }
 
 impl JobCounts {
@@ -150,11 +150,33 @@ impl JobCounts {
         apply(&mut self.by_state[r.state.index()], 1);
         if r.state == ObjectState::Verified {
             apply(&mut self.verified_bytes, r.size);
-            let cat = r.category.clone().unwrap_or_default();
-            let e = self.per_category.entry(cat).or_default();
-            apply(&mut e.0, 1);
-            apply(&mut e.1, r.size);
         }
+        if let Some(cat) = &r.category {
+            let e = self.per_category.entry(cat.clone()).or_default();
+            apply(&mut e.by_state[r.state.index()], 1);
+            apply(&mut e.bytes, r.size);
+            if r.state == ObjectState::Verified {
+                apply(&mut e.verified_bytes, r.size);
+            }
+        }
+    }
+}
+
+/// Counts of one category's objects within a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategoryCounts {
+    /// Objects per state, indexed by [`ObjectState::index`].
+    pub by_state: [u64; 6],
+    /// Bytes of every object of the category, as listed.
+    pub bytes: u64,
+    /// Bytes of its verified objects.
+    pub verified_bytes: u64,
+}
+
+impl CategoryCounts {
+    /// Objects in `state`.
+    pub fn get(&self, state: ObjectState) -> u64 {
+        self.by_state[state.index()]
     }
 }
 
@@ -449,10 +471,15 @@ impl Journal {
     /// # Errors
     /// `Storage`.
     pub fn create_job(&self, source_bucket: &str, prefix: &str) -> Result<JobRecord, JournalError> {
-        self.create_job_of_kind(source_bucket, prefix, JobKind::Migrate)
+        self.create_job_of_kind(
+            source_bucket,
+            prefix,
+            JobKind::Migrate,
+            JobOptions::default(),
+        )
     }
 
-    /// Creates a job of a given kind in state `Running`.
+    /// Creates a job of a given kind: `Pending` when queued behind another job, else `Running`.
     ///
     /// # Errors
     /// `Storage`.
@@ -461,12 +488,17 @@ impl Journal {
         source_bucket: &str,
         prefix: &str,
         kind: JobKind,
+        options: JobOptions,
     ) -> Result<JobRecord, JournalError> {
         let id = self.db.generate_id()? + 1;
         let now = now_ms();
         let job = JobRecord {
             id,
-            state: JobState::Running,
+            state: if options.after.is_some() {
+                JobState::Pending
+            } else {
+                JobState::Running
+            },
             source_bucket: source_bucket.to_owned(),
             prefix: prefix.to_owned(),
             created_at_ms: now,
@@ -475,6 +507,8 @@ impl Journal {
             listing_complete: false,
             message: None,
             kind,
+            options,
+            excluded: 0,
         };
         self.jobs.insert(job_key(id), encode(&job))?;
         lock(&self.counts).insert(id, JobCounts::default());
@@ -553,7 +587,7 @@ impl Journal {
         page: Vec<(String, ObjectRecord)>,
         next_token: Option<String>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
-        self.record_page_audited(job, page, next_token, |_, _| None, None)
+        self.record_page_audited(job, page, next_token, 0, |_, _| None, None)
     }
 
     /// [`record_page`](Self::record_page) that also appends, in the same transaction, the
@@ -566,6 +600,7 @@ impl Journal {
         job: JobId,
         page: Vec<(String, ObjectRecord)>,
         next_token: Option<String>,
+        excluded: u64,
         audit_new: impl Fn(&str, &ObjectRecord) -> Option<AuditDraft>,
         page_event: Option<AuditDraft>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
@@ -596,6 +631,7 @@ impl Journal {
         }
         jobrec.listing_complete = next_token.is_none();
         jobrec.listing_token = next_token;
+        jobrec.excluded += excluded;
         jobrec.updated_at_ms = now_ms();
         // Objects and the continuation point commit together: a crash re-lists at most the
         // page that was being recorded, never skips one.
@@ -897,6 +933,7 @@ mod tests {
             updated_at_ms: 0,
             retry_at_ms: None,
             rule: None,
+            code: None,
         }
     }
 
@@ -949,7 +986,8 @@ mod tests {
         assert_eq!(c.get(ObjectState::Verified), 1);
         assert_eq!(c.get(ObjectState::Unclassified), 1);
         assert_eq!(c.verified_bytes, 10);
-        assert_eq!(c.per_category.get("db"), Some(&(1, 10)));
+        let db = &c.per_category["db"];
+        assert_eq!((db.get(ObjectState::Verified), db.verified_bytes), (1, 10));
         assert!(j.get_job(id).unwrap().listing_complete);
         let r = j.verify_audit_chain().unwrap();
         assert_eq!((r.events, r.broken), (2, None));

@@ -82,6 +82,8 @@ pub fn split_object_key(k: &[u8]) -> Result<(JobId, String), DecodeError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Created, waiting for the job it was queued behind to end.
+    Pending,
     /// Listing and/or migrating.
     Running,
     /// Stopped by the operator; resumable.
@@ -99,8 +101,105 @@ pub enum JobState {
 impl JobState {
     /// Whether the job can still make progress.
     pub fn is_active(self) -> bool {
-        matches!(self, Self::Running | Self::Paused)
+        matches!(self, Self::Pending | Self::Running | Self::Paused)
     }
+
+    /// Lower-case name, as the API and CLI show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Cancelled => "cancelled",
+            Self::Succeeded => "succeeded",
+            Self::CompletedWithFailures => "completed_with_failures",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a migrated object is proved before it is recorded as verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMode {
+    /// Read the destination back, open it through KMS and compare with the source bytes.
+    #[default]
+    Full,
+    /// Open the envelope locally before the write and compare with the source; let S3 prove
+    /// the stored bytes equal it (`x-amz-checksum-sha256` on the write, checked again on a
+    /// HEAD with the server-side encryption). Saves a GET and a KMS Decrypt per object.
+    Checksum,
+}
+
+impl VerifyMode {
+    /// Name in the API, the CLI and audit details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Checksum => "checksum",
+        }
+    }
+}
+
+/// Live limits of one job; `None` means the daemon's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLimits {
+    /// Objects in flight at most (the adaptive limit stays at or below it).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Objects started per second.
+    #[serde(default)]
+    pub objects_per_sec: Option<u32>,
+    /// Source bytes read per second.
+    #[serde(default)]
+    pub bytes_per_sec: Option<u64>,
+    /// KMS requests per second.
+    #[serde(default)]
+    pub kms_requests_per_sec: Option<u32>,
+}
+
+/// Stop the job when more than `percent`% of at least `min_objects` finished objects failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureThreshold {
+    /// Largest tolerated share of failures, in percent (1..=100).
+    pub percent: u32,
+    /// Finished objects needed before the share is judged.
+    pub min_objects: u64,
+}
+
+/// What a job covers and how it runs, fixed at start except for `priority` and `limits`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Keys must match one of these globs (empty: every key).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Keys matching one of these globs are left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Only objects of these categories (empty: every category).
+    #[serde(default)]
+    pub only_categories: Vec<String>,
+    /// How objects are proved.
+    #[serde(default)]
+    pub verify_mode: VerifyMode,
+    /// When to give up on the whole job.
+    #[serde(default)]
+    pub failure_threshold: Option<FailureThreshold>,
+    /// Start only after this job has ended.
+    #[serde(default)]
+    pub after: Option<JobId>,
+    /// Higher gets workers first when jobs compete.
+    #[serde(default)]
+    pub priority: i32,
+    /// Live limits.
+    #[serde(default)]
+    pub limits: JobLimits,
 }
 
 /// A migration job.
@@ -127,6 +226,12 @@ pub struct JobRecord {
     /// What the job does.
     #[serde(default)]
     pub kind: JobKind,
+    /// Scope, priority and limits.
+    #[serde(default)]
+    pub options: JobOptions,
+    /// Objects the listing left out because of the job's filters.
+    #[serde(default)]
+    pub excluded: u64,
 }
 
 /// What a job does.
@@ -177,6 +282,18 @@ impl ObjectState {
         matches!(self, Self::Discovered | Self::Uploaded)
     }
 
+    /// Lower-case name, as reports and metric labels show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Discovered => "discovered",
+            Self::Uploaded => "uploaded",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Unclassified => "unclassified",
+            Self::Conflict => "conflict",
+        }
+    }
+
     /// Position in [`ALL`](Self::ALL).
     pub fn index(self) -> usize {
         self as usize
@@ -217,6 +334,9 @@ pub struct ObjectRecord {
     /// The classification rule that matched (`prefix "db/"`), for the audit trail.
     #[serde(default)]
     pub rule: Option<String>,
+    /// Short cause of a failure or conflict (`S3.AccessDenied`, `Verify`), for reports.
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 /// One audit event as stored: hash-chained to its predecessor.
@@ -293,6 +413,7 @@ mod tests {
             updated_at_ms: 7,
             retry_at_ms: Some(9),
             rule: Some("prefix \"db/\"".into()),
+            code: None,
         }
     }
 

@@ -1,0 +1,167 @@
+//! Per-job rate limits (objects/s, source bytes/s, KMS requests/s), changeable while the job
+//! runs. The token buckets are `governor`'s (GCRA); a change swaps the bucket, so the new rate
+//! applies from the next request on.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::envelope::{DataKey, EncryptionContext};
+use crate::kms::{GeneratedKey, KeyService, KmsError};
+
+/// A token bucket and its per-second rate (which is also its burst).
+type Bucket = Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>;
+
+/// One swappable limit; `None` is unlimited.
+#[derive(Debug, Default)]
+struct Limit {
+    bucket: Mutex<Bucket>,
+}
+
+impl Limit {
+    fn set(&self, per_sec: Option<u64>) {
+        let bucket = per_sec
+            .and_then(|r| NonZeroU32::new(u32::try_from(r).unwrap_or(u32::MAX)))
+            .map(|r| (Arc::new(RateLimiter::direct(Quota::per_second(r))), r));
+        *self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bucket;
+    }
+
+    fn current(&self) -> Bucket {
+        self.bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until `n` units may pass. More than a second's worth passes in one-second
+    /// chunks, so a large object under a small byte rate waits rather than fails.
+    async fn take(&self, n: u64) {
+        let Some((bucket, burst)) = self.current() else {
+            return;
+        };
+        let mut left = n;
+        while left > 0 {
+            // A chunk of at most the burst always fits, so `until_n_ready` cannot refuse it.
+            let chunk = left.min(u64::from(burst.get()));
+            let Some(chunk) = u32::try_from(chunk).ok().and_then(NonZeroU32::new) else {
+                return;
+            };
+            if bucket.until_n_ready(chunk).await.is_err() {
+                return;
+            }
+            left -= u64::from(chunk.get());
+        }
+    }
+}
+
+/// A job's rate limits.
+#[derive(Debug, Default)]
+pub struct Rates {
+    objects: Limit,
+    bytes: Limit,
+    kms: Limit,
+}
+
+impl Rates {
+    /// Sets the limits; `None` lifts one.
+    pub fn set(&self, objects: Option<u32>, bytes: Option<u64>, kms: Option<u32>) {
+        self.objects.set(objects.map(u64::from));
+        self.bytes.set(bytes);
+        self.kms.set(kms.map(u64::from));
+    }
+
+    /// Waits for the right to start one object of `size` bytes.
+    pub async fn object(&self, size: u64) {
+        self.objects.take(1).await;
+        self.bytes.take(size).await;
+    }
+
+    /// Waits for the right to make one KMS request.
+    pub async fn kms_request(&self) {
+        self.kms.take(1).await;
+    }
+}
+
+/// A [`KeyService`] that waits for its job's KMS rate before every request.
+pub struct RateLimitedKeys {
+    /// The service asked.
+    pub inner: Arc<dyn KeyService>,
+    /// The job's limits.
+    pub rates: Arc<Rates>,
+}
+
+#[async_trait]
+impl KeyService for RateLimitedKeys {
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedKey, KmsError> {
+        self.rates.kms_request().await;
+        self.inner.generate_data_key(key_id, ctx).await
+    }
+
+    async fn decrypt_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.rates.kms_request().await;
+        self.inner.decrypt_data_key(key_id, wrapped, ctx).await
+    }
+
+    async fn resolve_key(&self, key_id: &str) -> Result<String, KmsError> {
+        self.rates.kms_request().await;
+        self.inner.resolve_key(key_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_rate_holds_and_can_be_lifted() {
+        let r = Rates::default();
+        r.set(Some(10), None, None);
+        let t = Instant::now();
+        // The first 10 are the burst; 10 more need about a second.
+        for _ in 0..20 {
+            r.object(0).await;
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            t.elapsed()
+        );
+        r.set(None, None, None);
+        let t = Instant::now();
+        for _ in 0..10_000 {
+            r.object(0).await;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "lifting the limit did not apply"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_larger_than_a_second_of_bytes_waits_instead_of_failing() {
+        let r = Rates::default();
+        r.set(None, Some(1000), None);
+        let t = Instant::now();
+        r.object(2500).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! Prometheus metrics: an optional loopback HTTP endpoint (`[metrics] listen`), request
+//! metering of the S3 and KMS layers, and gauges refreshed from the engine. Metric names and
+//! labels carry categories, buckets, operations and job ids, never keys or secret bytes.
+//!
+//! Without `listen`, no recorder is installed and every `metrics::` call is a no-op.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MetricsConfig;
+use crate::engine::Engine;
+use crate::envelope::{DataKey, EncryptionContext};
+use crate::journal::ObjectState;
+use crate::kms::{GeneratedKey, KeyService, KmsError};
+use crate::store::{Fetched, HeadInfo, ListPage, ObjectStore, PutResult, SealedPut, StoreError};
+
+/// How often gauges are refreshed from the engine and the journal directory.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// Every metric dualseal exports, with its help text: the README lists the same.
+pub const METRICS: &[(&str, &str)] = &[
+    ("dualseal_aws_requests_total", "S3 and KMS requests by service, operation and outcome (ok or an error code such as Throttled)"),
+    ("dualseal_aws_request_duration_seconds", "S3 and KMS request latency by service and operation, SDK retries included"),
+    ("dualseal_objects_total", "Objects that reached a final state, by job kind, category and state (verified, failed, conflict)"),
+    ("dualseal_bytes_migrated_total", "Source bytes migrated and verified, by category"),
+    ("dualseal_object_retries_total", "Object attempts that failed retryably and were scheduled again, by error code"),
+    ("dualseal_throttled_total", "Requests S3 or KMS throttled, by service"),
+    ("dualseal_job_objects", "Objects of each active job by category and state"),
+    ("dualseal_job_bytes", "Bytes of each active job by category: listed and verified"),
+    ("dualseal_job_concurrency", "Objects each running job may have in flight now (adaptive)"),
+    ("dualseal_job_objects_per_second", "Each running job's speed over the last 20 seconds"),
+    ("dualseal_jobs", "Jobs by state"),
+    ("dualseal_workers_busy", "Worker slots in use across all jobs"),
+    ("dualseal_journal_disk_bytes", "Size of the journal directory on disk"),
+];
+
+/// The metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {message}; change or remove [metrics] listen")]
+pub struct MetricsError {
+    addr: std::net::SocketAddr,
+    message: String,
+}
+
+/// Starts the endpoint when configured. Returns whether it did.
+///
+/// # Errors
+/// `MetricsError` when the address cannot be bound or a recorder is already installed.
+pub fn install(cfg: &MetricsConfig) -> Result<bool, MetricsError> {
+    let Some(addr) = cfg.listen else {
+        return Ok(false);
+    };
+    // Bind first so a busy port is a clear startup error, not a log line from a task.
+    std::net::TcpListener::bind(addr)
+        .map_err(|e| MetricsError {
+            addr,
+            message: e.to_string(),
+        })
+        .map(drop)?;
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| MetricsError {
+            addr,
+            message: e.to_string(),
+        })?;
+    for (name, help) in METRICS {
+        metrics::describe_counter!(*name, *help);
+    }
+    tracing::info!(%addr, "metrics endpoint listening");
+    Ok(true)
+}
+
+/// Refreshes gauges until `stop` is cancelled.
+pub async fn refresh(engine: Engine, journal_dir: PathBuf, stop: CancellationToken) {
+    loop {
+        refresh_once(&engine, &journal_dir);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REFRESH) => {}
+        }
+    }
+}
+
+fn refresh_once(engine: &Engine, journal_dir: &Path) {
+    gauge!("dualseal_journal_disk_bytes").set(dir_size(journal_dir) as f64);
+    gauge!("dualseal_workers_busy").set(engine.workers_busy() as f64);
+    let Ok(jobs) = engine.list_jobs() else {
+        return;
+    };
+    let mut by_state = std::collections::BTreeMap::<&str, u64>::new();
+    for j in &jobs {
+        *by_state.entry(j.record.state.as_str()).or_default() += 1;
+    }
+    for s in [
+        "pending",
+        "running",
+        "paused",
+        "cancelled",
+        "succeeded",
+        "completed_with_failures",
+        "failed",
+    ] {
+        gauge!("dualseal_jobs", "state" => s).set(by_state.get(s).copied().unwrap_or(0) as f64);
+    }
+    for j in jobs.iter().filter(|j| j.record.state.is_active()) {
+        let job = j.record.id.to_string();
+        for (cat, c) in &j.counts.per_category {
+            for s in ObjectState::ALL {
+                gauge!("dualseal_job_objects", "job" => job.clone(), "category" => cat.clone(), "state" => s.as_str())
+                    .set(c.get(s) as f64);
+            }
+            gauge!("dualseal_job_bytes", "job" => job.clone(), "category" => cat.clone(), "kind" => "listed")
+                .set(c.bytes as f64);
+            gauge!("dualseal_job_bytes", "job" => job.clone(), "category" => cat.clone(), "kind" => "verified")
+                .set(c.verified_bytes as f64);
+        }
+        gauge!("dualseal_job_concurrency", "job" => job.clone())
+            .set(j.concurrency.unwrap_or(0) as f64);
+        gauge!("dualseal_job_objects_per_second", "job" => job).set(j.speed.objects_per_sec);
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn observe<T, E>(
+    service: &'static str,
+    op: &'static str,
+    started: Instant,
+    res: &Result<T, E>,
+    code: impl Fn(&E) -> &'static str,
+) {
+    let outcome = match res {
+        Ok(_) => "ok",
+        Err(e) => code(e),
+    };
+    if outcome == "Throttled" {
+        counter!("dualseal_throttled_total", "service" => service).increment(1);
+    }
+    counter!("dualseal_aws_requests_total", "service" => service, "operation" => op, "outcome" => outcome)
+        .increment(1);
+    histogram!("dualseal_aws_request_duration_seconds", "service" => service, "operation" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// An [`ObjectStore`] that meters every request.
+pub struct MeteredStore(pub Arc<dyn ObjectStore>);
+
+fn s3<T>(op: &'static str, started: Instant, res: &Result<T, StoreError>) {
+    observe("s3", op, started, res, |e| e.kind.code());
+}
+
+#[async_trait]
+impl ObjectStore for MeteredStore {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        let t = Instant::now();
+        let r = self.0.list_page(bucket, prefix, token).await;
+        s3("ListObjectsV2", t, &r);
+        r
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Fetched, StoreError> {
+        let t = Instant::now();
+        let r = self.0.get(bucket, key).await;
+        s3("GetObject", t, &r);
+        r
+    }
+
+    async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError> {
+        let t = Instant::now();
+        let r = self.0.put_sealed(put).await;
+        s3("PutObject", t, &r);
+        r
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError> {
+        let t = Instant::now();
+        let r = self.0.head(bucket, key).await;
+        s3("HeadObject", t, &r);
+        r
+    }
+
+    async fn check_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.0.check_bucket(bucket).await;
+        s3("HeadBucket", t, &r);
+        r
+    }
+}
+
+/// A [`KeyService`] that meters every request.
+pub struct MeteredKeys(pub Arc<dyn KeyService>);
+
+fn kms<T>(op: &'static str, started: Instant, res: &Result<T, KmsError>) {
+    observe("kms", op, started, res, |e| e.kind.code());
+}
+
+#[async_trait]
+impl KeyService for MeteredKeys {
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        context: &EncryptionContext,
+    ) -> Result<GeneratedKey, KmsError> {
+        let t = Instant::now();
+        let r = self.0.generate_data_key(key_id, context).await;
+        kms("GenerateDataKey", t, &r);
+        r
+    }
+
+    async fn decrypt_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        let t = Instant::now();
+        let r = self.0.decrypt_data_key(key_id, wrapped, context).await;
+        kms("Decrypt", t, &r);
+        r
+    }
+
+    async fn resolve_key(&self, key_id: &str) -> Result<String, KmsError> {
+        let t = Instant::now();
+        let r = self.0.resolve_key(key_id).await;
+        kms("DescribeKey", t, &r);
+        r
+    }
+}
