@@ -297,6 +297,27 @@ impl Client {
         Ok(s.try_collect().await?)
     }
 
+    /// Streams a job's objects (optionally in one state), for reports of any size.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn objects_stream(
+        &mut self,
+        job_id: u64,
+        state: pb::ObjectState,
+    ) -> Result<impl futures::Stream<Item = Result<pb::ObjectStatus, ClientError>>, ClientError>
+    {
+        let s = self
+            .inner
+            .list_objects(pb::ListObjectsRequest {
+                job_id,
+                state: state as i32,
+            })
+            .await?
+            .into_inner();
+        Ok(s.map_err(ClientError::from))
+    }
+
     /// The audit trail (0 for every job).
     ///
     /// # Errors

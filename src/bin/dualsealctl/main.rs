@@ -3,11 +3,14 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use dualseal::api::client::Client;
 use dualseal::api::pb;
 use futures::StreamExt;
+
+mod view;
+mod watch;
 
 #[derive(Parser)]
 #[command(version, about = "Control a running dualseald")]
@@ -34,6 +37,8 @@ enum Cmd {
         /// Only keys under this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// How many unclassified/conflicting keys to show.
         #[arg(long, default_value_t = 20)]
         samples: u32,
@@ -43,34 +48,76 @@ enum Cmd {
         /// Only keys under this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Start even when keys match more than one category (they stay in the source).
         #[arg(long)]
         allow_conflicts: bool,
+        /// Do not start: show what the job would do and check every category's KMS key and
+        /// bucket, as a start would.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the job after starting it, as `watch` does.
+        #[arg(long)]
+        watch: bool,
     },
-    /// Show one job, or every job.
+    /// Every job as a table, or one job in detail.
     Status {
         /// Job id.
         job: Option<u64>,
     },
-    /// Follow a job's progress until it ends; exits non-zero unless it succeeded.
+    /// Follow a job's progress until it ends: bars per category on a terminal, plain lines
+    /// otherwise. Exits 0 when the job succeeded, 2 otherwise.
     Watch {
         /// Job id.
         job: u64,
     },
-    /// Stop dispatching new objects; objects in flight finish.
+    /// Pause a job: no new objects start; returns once objects in flight have finished.
     Pause {
         /// Job id.
         job: u64,
     },
-    /// Resume a paused job.
+    /// Resume a paused job where it stopped.
     Resume {
         /// Job id.
         job: u64,
     },
-    /// Stop a job for good.
+    /// Stop a job for good (objects in flight finish first; verified objects stay migrated).
     Cancel {
         /// Job id.
         job: u64,
+    },
+    /// Change a job's priority and limits while it runs. A limit of 0 returns it to the
+    /// daemon's default.
+    Limit {
+        /// Job id.
+        job: u64,
+        /// Higher gets workers first when jobs compete.
+        #[arg(long, allow_negative_numbers = true)]
+        priority: Option<i32>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// The failed objects of a job, with error codes and reasons.
+    Failures {
+        /// Job id.
+        job: u64,
+    },
+    /// The completion report of a job: one row per object (source key, version, category,
+    /// destination, status, error code, message), like S3 Batch Operations' report.
+    Report {
+        /// Job id.
+        job: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
     },
     /// Re-queue the failed objects of a finished job and run it again.
     Retry {
@@ -105,6 +152,98 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Box<AuditCmd>,
     },
+}
+
+/// Which objects a job takes, besides its prefix.
+#[derive(clap::Args, Clone, Default)]
+struct ScopeArgs {
+    /// Only keys matching this glob (repeatable; `*` stays within a `/` segment, `**` does not).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Leave out keys matching this glob (repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Only objects of this category (repeatable).
+    #[arg(long = "only-category")]
+    only_categories: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VerifyArg {
+    /// Read back, open through KMS, compare with the source.
+    Full,
+    /// Open locally before writing; trust S3's SHA-256 checksum and a HEAD.
+    Checksum,
+}
+
+/// How a job runs.
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// How each object is proved before it counts as migrated.
+    #[arg(long, value_enum, default_value_t = VerifyArg::Full)]
+    verify_mode: VerifyArg,
+    /// Stop the job when more than this percent of finished objects failed (100 disables;
+    /// default: the daemon's).
+    #[arg(long)]
+    failure_threshold: Option<u32>,
+    /// ... once at least this many objects finished.
+    #[arg(long, default_value_t = 1000)]
+    failure_min_objects: u64,
+    /// Queue behind this job: start when it has ended.
+    #[arg(long)]
+    after: Option<u64>,
+    /// Higher gets workers first when jobs compete.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+}
+
+/// Live limits (0 or absent: the daemon's default).
+#[derive(clap::Args, Clone, Default)]
+struct LimitArgs {
+    /// Objects in flight at most.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Objects started per second.
+    #[arg(long)]
+    objects_per_sec: Option<u32>,
+    /// Source bytes read per second.
+    #[arg(long)]
+    bytes_per_sec: Option<u64>,
+    /// KMS requests per second.
+    #[arg(long)]
+    kms_rps: Option<u32>,
+}
+
+impl LimitArgs {
+    fn to_pb(&self) -> pb::JobLimits {
+        pb::JobLimits {
+            concurrency: self.concurrency.unwrap_or(0),
+            objects_per_sec: self.objects_per_sec.unwrap_or(0),
+            bytes_per_sec: self.bytes_per_sec.unwrap_or(0),
+            kms_requests_per_sec: self.kms_rps.unwrap_or(0),
+        }
+    }
+}
+
+fn options(scope: ScopeArgs, run: Option<&RunArgs>, limits: Option<&LimitArgs>) -> pb::JobOptions {
+    let mut o = pb::JobOptions {
+        include: scope.include,
+        exclude: scope.exclude,
+        only_categories: scope.only_categories,
+        limits: limits.map(LimitArgs::to_pb),
+        ..Default::default()
+    };
+    if let Some(r) = run {
+        o.verify_mode = match r.verify_mode {
+            VerifyArg::Full => pb::VerifyMode::Full,
+            VerifyArg::Checksum => pb::VerifyMode::Checksum,
+        } as i32;
+        o.failure_threshold_percent = r.failure_threshold.unwrap_or(0);
+        o.failure_threshold_min_objects = r.failure_min_objects;
+        o.after_job = r.after.unwrap_or(0);
+        o.priority = r.priority;
+    }
+    o
 }
 
 #[derive(Subcommand)]
@@ -227,21 +366,16 @@ async fn main() -> ExitCode {
     }
 }
 
-fn job_state(j: &pb::Job) -> &'static str {
-    pb::JobState::try_from(j.state).map_or("UNKNOWN", |s| {
-        s.as_str_name().trim_start_matches("JOB_STATE_")
-    })
-}
-
 fn object_state(s: i32) -> &'static str {
     pb::ObjectState::try_from(s).map_or("UNKNOWN", |s| {
         s.as_str_name().trim_start_matches("OBJECT_STATE_")
     })
 }
 
-fn job_json(j: &pb::Job) -> serde_json::Value {
+/// A job as JSON, with states as words (`"running"`) rather than enum numbers.
+pub(crate) fn job_json(j: &pb::Job) -> serde_json::Value {
     let mut v = serde_json::to_value(j).unwrap_or_default();
-    v["state"] = serde_json::Value::from(job_state(j));
+    v["state"] = serde_json::Value::from(view::state(j));
     v
 }
 
@@ -251,73 +385,11 @@ fn object_json(o: &pb::ObjectStatus) -> serde_json::Value {
     v
 }
 
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn print_job(j: &pb::Job) {
-    println!(
-        "job {}  {}  s3://{}/{}  listed {}{}",
-        j.job_id,
-        job_state(j),
-        j.source_bucket,
-        j.prefix,
-        j.discovered,
-        if j.listing_complete {
-            ""
-        } else {
-            "+ (listing)"
-        }
-    );
-    println!(
-        "  verified {} ({})  in progress {}  failed {}  unclassified {}  conflicts {}",
-        j.verified,
-        human_bytes(j.verified_bytes),
-        j.in_progress,
-        j.failed,
-        j.unclassified,
-        j.conflicts
-    );
-    for c in &j.categories {
-        println!(
-            "  {:<16} {:>8} objects {:>12}",
-            c.category,
-            c.verified_objects,
-            human_bytes(c.verified_bytes)
-        );
-    }
-    if j.current_concurrency > 0 {
-        println!(
-            "  concurrency {}{}",
-            j.current_concurrency,
-            if j.throttled {
-                " (throttled by S3/KMS: lowered automatically)"
-            } else {
-                ""
-            }
-        );
-    }
-    if !j.message.is_empty() {
-        println!("  note: {}", j.message);
-    }
-}
-
 fn emit_job(json: bool, j: &pb::Job) {
     if json {
         println!("{}", job_json(j));
     } else {
-        print_job(j);
+        print!("{}", view::detail(j));
     }
 }
 
@@ -334,60 +406,75 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
     let mut c = Client::connect(&args.socket).await?;
     match args.cmd {
-        Cmd::Plan { prefix, samples } => {
-            let p = c.plan(&prefix, samples).await?;
-            if args.json {
-                println!("{}", serde_json::to_value(&p)?);
-            } else {
-                println!(
-                    "plan for s3://{}/{}: {} objects, {}",
-                    p.source_bucket,
-                    prefix,
-                    p.total_objects,
-                    human_bytes(p.total_bytes)
-                );
-                for cat in &p.categories {
-                    println!(
-                        "  {:<16} -> {:<28} {:>8} objects {:>12}",
-                        cat.category,
-                        cat.destination_bucket,
-                        cat.objects,
-                        human_bytes(cat.bytes)
-                    );
-                }
-                println!(
-                    "  unclassified (stay in place): {} objects, {}",
-                    p.unclassified_objects,
-                    human_bytes(p.unclassified_bytes)
-                );
-                for k in &p.unclassified_sample {
-                    println!("    {k}");
-                }
-                println!(
-                    "  conflicts (match several categories): {}",
-                    p.conflict_objects
-                );
-                for k in &p.conflicts_sample {
-                    println!("    {} -> {}", k.key, k.categories.join(", "));
-                }
+        Cmd::Plan {
+            prefix,
+            scope,
+            samples,
+        } => {
+            let p = c
+                .plan_with(pb::PlanRequest {
+                    prefix: prefix.clone(),
+                    sample_limit: samples,
+                    options: Some(options(scope, None, None)),
+                    preflight: false,
+                })
+                .await?;
+            print_plan(&p, &prefix, args.json)
+        }
+        Cmd::Start {
+            prefix,
+            scope,
+            run,
+            limits,
+            allow_conflicts,
+            dry_run: true,
+            ..
+        } => {
+            let p = c
+                .plan_with(pb::PlanRequest {
+                    prefix: prefix.clone(),
+                    sample_limit: 20,
+                    options: Some(options(scope, Some(&run), Some(&limits))),
+                    preflight: true,
+                })
+                .await?;
+            if !args.json {
+                println!("dry run: nothing written; every category's KMS key and bucket is usable");
             }
-            Ok(if p.conflict_objects > 0 {
-                ExitCode::from(3)
-            } else {
+            let code = print_plan(&p, &prefix, args.json)?;
+            Ok(if allow_conflicts {
                 ExitCode::SUCCESS
+            } else {
+                code
             })
         }
         Cmd::Start {
             prefix,
+            scope,
+            run,
+            limits,
             allow_conflicts,
+            dry_run: false,
+            watch,
         } => {
-            let j = c.start(&prefix, allow_conflicts).await?;
-            if args.json {
+            let j = c
+                .start_with(pb::StartJobRequest {
+                    prefix,
+                    allow_conflicts,
+                    options: Some(options(scope, Some(&run), Some(&limits))),
+                })
+                .await?;
+            if args.json && !watch {
                 println!("{}", job_json(&j));
-            } else {
-                println!("started job {}", j.job_id);
+            } else if !args.json {
+                println!("started job {} ({})", j.job_id, view::state(&j));
             }
-            Ok(ExitCode::SUCCESS)
+            if !watch {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let s = c.watch(j.job_id).await?;
+            let last = watch::follow(s, watch::Mode::pick(args.json)).await?;
+            Ok(watch_exit(&last))
         }
         Cmd::Status { job } => {
             let jobs = match job {
@@ -401,47 +488,61 @@ async fn run(args: Args) -> Result<ExitCode> {
                 );
             } else if jobs.is_empty() {
                 println!("no jobs yet; `dualsealctl plan` then `dualsealctl start`");
+            } else if job.is_some() {
+                jobs.iter().for_each(|j| print!("{}", view::detail(j)));
             } else {
-                jobs.iter().for_each(print_job);
+                print!("{}", view::table(&jobs));
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Watch { job } => {
-            let mut s = Box::pin(c.watch(job).await?);
-            let mut last = None;
-            while let Some(j) = s.next().await {
-                let j = j?;
+            let s = c.watch(job).await?;
+            let last = watch::follow(s, watch::Mode::pick(args.json)).await?;
+            Ok(watch_exit(&last))
+        }
+        Cmd::Limit {
+            job,
+            priority,
+            limits,
+        } => {
+            let j = c
+                .update(pb::UpdateJobRequest {
+                    job_id: job,
+                    priority,
+                    concurrency: limits.concurrency,
+                    objects_per_sec: limits.objects_per_sec,
+                    bytes_per_sec: limits.bytes_per_sec,
+                    kms_requests_per_sec: limits.kms_rps,
+                })
+                .await?;
+            emit_job(args.json, &j);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Failures { job } => {
+            let mut s = Box::pin(c.objects_stream(job, pb::ObjectState::Failed).await?);
+            let mut n = 0u64;
+            while let Some(o) = s.next().await {
+                let o = o?;
+                n += 1;
                 if args.json {
-                    println!("{}", job_json(&j));
+                    println!("{}", object_json(&o));
                 } else {
                     println!(
-                        "job {} {}: verified {}/{} ({}) failed {} unclassified {} conflicts {}{}",
-                        j.job_id,
-                        job_state(&j),
-                        j.verified,
-                        j.discovered - j.unclassified - j.conflicts,
-                        human_bytes(j.verified_bytes),
-                        j.failed,
-                        j.unclassified,
-                        j.conflicts,
-                        if j.throttled { " [throttled]" } else { "" }
+                        "{}  [{}] attempts {}: {}",
+                        o.source_key, o.error_code, o.attempts, o.reason
                     );
                 }
-                last = Some(j);
             }
-            let Some(j) = last else {
-                bail!("the daemon closed the stream without a job state")
-            };
-            Ok(match pb::JobState::try_from(j.state) {
-                Ok(pb::JobState::Succeeded) => ExitCode::SUCCESS,
-                _ => {
-                    if !args.json {
-                        print_job(&j);
-                    }
-                    ExitCode::from(2)
-                }
-            })
+            if !args.json {
+                eprintln!("{n} failed object(s) in job {job}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
+        Cmd::Report {
+            job,
+            format,
+            output,
+        } => report(&mut c, job, format, output.as_deref()).await,
         Cmd::Pause { job } => {
             emit_job(args.json, &c.pause(job).await?);
             Ok(ExitCode::SUCCESS)
@@ -507,6 +608,124 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Audit { cmd } => audit(&mut c, *cmd, args.json).await,
     }
+}
+
+fn watch_exit(j: &pb::Job) -> ExitCode {
+    if j.state == pb::JobState::Succeeded as i32 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn print_plan(p: &pb::PlanResponse, prefix: &str, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_value(p)?);
+    } else {
+        println!(
+            "plan for s3://{}/{}: {} objects, {}",
+            p.source_bucket,
+            prefix,
+            p.total_objects,
+            view::bytes(p.total_bytes)
+        );
+        for cat in &p.categories {
+            println!(
+                "  {:<16} -> {:<28} {:>8} objects {:>12}",
+                cat.category,
+                cat.destination_bucket,
+                cat.objects,
+                view::bytes(cat.bytes)
+            );
+        }
+        println!(
+            "  unclassified (stay in place): {} objects, {}",
+            p.unclassified_objects,
+            view::bytes(p.unclassified_bytes)
+        );
+        for k in &p.unclassified_sample {
+            println!("    {k}");
+        }
+        println!(
+            "  conflicts (match several categories): {}",
+            p.conflict_objects
+        );
+        for k in &p.conflicts_sample {
+            println!("    {} -> {}", k.key, k.categories.join(", "));
+        }
+    }
+    Ok(if p.conflict_objects > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Streams a job's completion report: every object with its outcome.
+async fn report(
+    c: &mut Client,
+    job: u64,
+    format: Format,
+    output: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let out: Box<dyn Write> = match output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut s = Box::pin(c.objects_stream(job, pb::ObjectState::Unspecified).await?);
+    let mut n = 0u64;
+    match format {
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record([
+                "source_bucket",
+                "source_key",
+                "source_version",
+                "category",
+                "destination_bucket",
+                "destination_key",
+                "status",
+                "size",
+                "attempts",
+                "error_code",
+                "message",
+            ])?;
+            let bucket = c.job(job).await?.source_bucket;
+            while let Some(o) = s.next().await {
+                let o = o?;
+                n += 1;
+                w.write_record([
+                    bucket.as_str(),
+                    &o.source_key,
+                    &o.source_version,
+                    &o.category,
+                    &o.destination_bucket,
+                    &o.destination_key,
+                    &object_state(o.state).to_ascii_lowercase(),
+                    &o.size.to_string(),
+                    &o.attempts.to_string(),
+                    &o.error_code,
+                    &o.reason,
+                ])?;
+            }
+            w.flush()?;
+        }
+        Format::Jsonl => {
+            let mut out = out;
+            while let Some(o) = s.next().await {
+                let o = o?;
+                n += 1;
+                writeln!(out, "{}", object_json(&o))?;
+            }
+            out.flush()?;
+        }
+    }
+    if output.is_some() {
+        eprintln!("{n} object(s) in the report of job {job}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_head(head: Option<&str>) -> Result<Option<(u64, String)>> {

@@ -1,0 +1,220 @@
+//! How dualsealctl shows jobs: tables, one job in detail, units. Presentation only.
+
+use dualseal::api::pb;
+
+/// `1.5 MiB`.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `1h02m`, `3m05s`, `42s`.
+pub fn duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The state as a word (`running`).
+pub fn state(j: &pb::Job) -> &str {
+    if j.state_name.is_empty() {
+        "unknown"
+    } else {
+        &j.state_name
+    }
+}
+
+/// Objects the job will move (listed, minus what stays in place).
+pub fn to_move(j: &pb::Job) -> u64 {
+    j.discovered.saturating_sub(j.unclassified)
+}
+
+/// `123.4 obj/s, 1.2 MiB/s, ETA 3m05s`, or empty when idle.
+pub fn speed(j: &pb::Job) -> String {
+    if j.objects_per_sec <= 0.0 {
+        return String::new();
+    }
+    let eta = j
+        .eta_seconds
+        .map_or_else(String::new, |e| format!(", ETA {}", duration(e)));
+    format!(
+        "{:.1} obj/s, {}/s{eta}",
+        j.objects_per_sec,
+        bytes(j.bytes_per_sec as u64)
+    )
+}
+
+/// Every job, one row each.
+pub fn table(jobs: &[pb::Job]) -> String {
+    let mut out = format!(
+        "{:>4}  {:<8} {:<23} {:>4} {:<20} {:>9} {:>9} {:>7} {:>10}  {}\n",
+        "JOB", "KIND", "STATE", "PRIO", "PREFIX", "VERIFIED", "OF", "FAILED", "BYTES", "SPEED"
+    );
+    for j in jobs {
+        let prefix = if j.prefix.is_empty() {
+            "(all)"
+        } else {
+            &j.prefix
+        };
+        let of = if j.listing_complete {
+            to_move(j).to_string()
+        } else {
+            format!("{}+", to_move(j))
+        };
+        out.push_str(&format!(
+            "{:>4}  {:<8} {:<23} {:>4} {:<20} {:>9} {:>9} {:>7} {:>10}  {}\n",
+            j.job_id,
+            j.kind,
+            state(j),
+            j.options.as_ref().map_or(0, |o| o.priority),
+            truncate(prefix, 20),
+            j.verified,
+            of,
+            j.failed,
+            bytes(j.verified_bytes),
+            speed(j)
+        ));
+    }
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// One job in detail.
+pub fn detail(j: &pb::Job) -> String {
+    let mut out = format!(
+        "job {}  {} ({})  s3://{}/{}  listed {}{}\n",
+        j.job_id,
+        state(j),
+        j.kind,
+        j.source_bucket,
+        j.prefix,
+        j.discovered,
+        if j.listing_complete {
+            ""
+        } else {
+            "+ (listing)"
+        }
+    );
+    out.push_str(&format!(
+        "  verified {} ({})  in progress {}  failed {}  unclassified {}  conflicts {}  excluded {}\n",
+        j.verified,
+        bytes(j.verified_bytes),
+        j.in_progress,
+        j.failed,
+        j.unclassified,
+        j.conflicts,
+        j.excluded
+    ));
+    out.push_str(&categories(j));
+    let sp = speed(j);
+    if !sp.is_empty() {
+        out.push_str(&format!("  speed {sp}\n"));
+    }
+    if let Some(l) = &j.limits {
+        let rate = |v: u64, unit: &str| {
+            if v == 0 {
+                "unlimited".to_owned()
+            } else {
+                format!("{v}{unit}")
+            }
+        };
+        out.push_str(&format!(
+            "  limits: concurrency {}{}, objects {}, bytes {}, KMS {}\n",
+            l.concurrency,
+            if j.current_concurrency > 0 {
+                format!(
+                    " (now {}{})",
+                    j.current_concurrency,
+                    if j.throttled {
+                        ", throttled by S3/KMS"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                String::new()
+            },
+            rate(u64::from(l.objects_per_sec), "/s"),
+            if l.bytes_per_sec == 0 {
+                "unlimited".into()
+            } else {
+                format!("{}/s", bytes(l.bytes_per_sec))
+            },
+            rate(u64::from(l.kms_requests_per_sec), " req/s"),
+        ));
+    }
+    for e in &j.recent_errors {
+        out.push_str(&format!(
+            "  error {} {}: {}\n",
+            e.at, e.source_key, e.message
+        ));
+    }
+    if !j.message.is_empty() {
+        out.push_str(&format!("  note: {}\n", j.message));
+    }
+    if !j.note.is_empty() {
+        out.push_str(&format!("  {}\n", j.note));
+    }
+    out
+}
+
+/// Per-category counts, one row each.
+pub fn categories(j: &pb::Job) -> String {
+    if j.categories.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "  {:<16} {:>9} {:>9} {:>7} {:>9} {:>11}\n",
+        "CATEGORY", "VERIFIED", "OF", "FAILED", "CONFLICT", "BYTES"
+    );
+    for c in &j.categories {
+        out.push_str(&format!(
+            "  {:<16} {:>9} {:>9} {:>7} {:>9} {:>11}\n",
+            truncate(&c.category, 16),
+            c.verified_objects,
+            c.objects,
+            c.failed_objects,
+            c.conflict_objects,
+            bytes(c.verified_bytes)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(duration(42), "42s");
+        assert_eq!(duration(185), "3m05s");
+        assert_eq!(duration(3720), "1h02m");
+    }
+}
