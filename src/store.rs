@@ -287,6 +287,9 @@ impl ObjectStore for S3Store {
             .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
             .ssekms_key_id(&put.kms_key_id)
             .ssekms_encryption_context(context_b64)
+            // Naming the algorithm makes S3 store the checksum with the object (HEAD returns it
+            // for verify=checksum); the value is ours, computed over the envelope.
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .checksum_sha256(&put.checksum_sha256_b64)
             .set_metadata(Some(put.metadata))
             .body(ByteStream::from(put.body))

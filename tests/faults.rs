@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::proxy::{FaultProxy, Faults};
 use common::*;
 use dualseal::api::pb;
-use futures::StreamExt;
 
 const MAX_ATTEMPTS: u32 = 8;
 /// The SDK's attempts per request (standard retry mode).
@@ -28,24 +27,6 @@ fn objects(n: usize) -> BTreeMap<String, Vec<u8>> {
             )
         })
         .collect()
-}
-
-async fn wait_until_verified(
-    client: &mut dualseal::api::client::Client,
-    job: u64,
-    n: u64,
-) -> pb::Job {
-    let mut s = Box::pin(client.watch(job).await.expect("watch"));
-    let mut last = None;
-    while let Some(j) = s.next().await {
-        let j = j.expect("watch");
-        let done = j.verified >= n || j.state != pb::JobState::Running as i32;
-        last = Some(j);
-        if done {
-            break;
-        }
-    }
-    last.expect("state")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

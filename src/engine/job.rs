@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{EngineError, ObjectError};
 use super::migrate::{Attempt, Outcome, Proof};
+use super::pool::Permit;
 use super::progress::RecentError;
 use super::rate::RateLimitedKeys;
 use super::{Inner, JobLive, Scope, Target};
@@ -233,8 +234,19 @@ pub(super) struct Control {
     pub live: Arc<JobLive>,
 }
 
+/// Worker slots a job's finished objects hand back to its own dispatcher (see `pool.rs`).
+#[derive(Default)]
+struct Spare {
+    /// Whether the dispatcher still takes slots; once closed, permits go back to the pool.
+    open: bool,
+    /// The dispatcher waits in the pool's queue: a freed slot must go there, not sit here.
+    queued: bool,
+    permits: Vec<Permit>,
+}
+
 /// One job's running context, shared by its workers.
 struct Ctx {
+    spare: std::sync::Mutex<Spare>,
     inner: Arc<Inner>,
     id: JobId,
     options: JobOptions,
@@ -312,6 +324,10 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
     let targets = Arc::new(resolve_targets(inner, false).await?);
     let mut workers: JoinSet<Result<(), JournalError>> = JoinSet::new();
     let ctx = Arc::new(Ctx {
+        spare: std::sync::Mutex::new(Spare {
+            open: true,
+            ..Spare::default()
+        }),
         inner: Arc::clone(inner),
         id,
         options: job.options.clone(),
@@ -404,6 +420,10 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         token = next_token;
         stopped = dispatch(&ctx, job.kind, pending, &targets, &mut workers).await?;
     }
+    // Nothing more to start: slots freed from now on go back to the pool.
+    let spare = std::mem::take(&mut ctx.lock_spare().permits);
+    ctx.lock_spare().open = false;
+    drop(spare);
     while let Some(res) = workers.join_next().await {
         reap(res)?;
     }
@@ -499,9 +519,25 @@ async fn dispatch(
             () = live.rates.object(rec.size) => {}
         }
         let priority = live.priority.load(std::sync::atomic::Ordering::SeqCst);
-        let permit = tokio::select! {
-            _ = drain.cancelled() => return Ok(true),
-            p = ctx.inner.pool.acquire(priority) => p,
+        let spare = {
+            let mut s = ctx.lock_spare();
+            let p = s.permits.pop();
+            s.queued = p.is_none();
+            p
+        };
+        let permit = match spare {
+            Some(p) => p,
+            None => {
+                let p = tokio::select! {
+                    _ = drain.cancelled() => None,
+                    p = ctx.inner.pool.acquire(priority) => Some(p),
+                };
+                ctx.lock_spare().queued = false;
+                match p {
+                    Some(p) => p,
+                    None => return Ok(true),
+                }
+            }
         };
         while let Some(res) = workers.try_join_next() {
             reap(res)?;
@@ -509,11 +545,14 @@ async fn dispatch(
         let ctx = Arc::clone(ctx);
         let targets = Arc::clone(targets);
         workers.spawn(async move {
-            let _held = (slot, permit);
-            match job_kind {
+            let res = match job_kind {
                 JobKind::Migrate => migrate_with_retries(&ctx, &key, rec, &targets).await,
                 JobKind::Verify { .. } => recheck(&ctx, &key, rec, &targets).await,
-            }
+            };
+            // The permit first, so the dispatcher, woken by the slot, finds it.
+            ctx.recycle(permit);
+            drop(slot);
+            res
         });
     }
     Ok(drain.is_cancelled())
@@ -651,6 +690,32 @@ async fn migrate_with_retries(
                 rec.attempts = attempts;
                 return fail(ctx, key, &rec, &e.code(), why).await;
             }
+        }
+    }
+}
+
+impl Ctx {
+    fn lock_spare(&self) -> std::sync::MutexGuard<'_, Spare> {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps a finished object's worker slot for this job's next object, unless the job has
+    /// nothing more to start or a more important job waits for a slot.
+    fn recycle(&self, permit: Permit) {
+        let mine = self
+            .ctl
+            .live
+            .priority
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let outranked = self.inner.pool.best_waiting().is_some_and(|p| p > mine);
+        let mut spare = self.lock_spare();
+        if spare.open && !spare.queued && !outranked && !self.ctl.drain.is_cancelled() {
+            spare.permits.push(permit);
+        } else {
+            drop(spare);
+            drop(permit);
         }
     }
 }

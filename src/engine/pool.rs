@@ -1,6 +1,10 @@
 //! The daemon's worker slots, shared by every running job. When jobs compete, the one with the
 //! highest priority gets the next free slot; jobs of equal priority are served in the order
 //! they asked. A job's own limits (its concurrency cap, the adaptive limit) apply first.
+//!
+//! A job that finishes an object keeps its slot for its next object unless a job of higher
+//! priority is waiting (see `Spare` in `job.rs`): otherwise a job running at its own cap would
+//! hand every freed slot to whoever happens to be queued, whatever their priority.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +58,14 @@ impl Pool {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The priority of the most important waiter, if any waits.
+    pub fn best_waiting(&self) -> Option<i32> {
+        self.lock()
+            .waiters
+            .first_key_value()
+            .map(|((p, _), _)| i32::try_from(-p).unwrap_or(i32::MAX))
     }
 
     /// Slots in use now.

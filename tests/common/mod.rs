@@ -469,3 +469,22 @@ pub fn assert_verified_once(audit: &[pb::AuditEvent], n: usize) {
         "an object was recorded verified twice"
     );
 }
+
+/// Follows a job until at least `n` objects are verified or it stops running.
+pub async fn wait_until_verified(
+    client: &mut dualseal::api::client::Client,
+    job: u64,
+    n: u64,
+) -> pb::Job {
+    let mut s = Box::pin(client.watch(job).await.expect("watch"));
+    let mut last = None;
+    while let Some(j) = s.next().await {
+        let j = j.expect("watch");
+        let done = j.verified >= n || j.state != pb::JobState::Running as i32;
+        last = Some(j);
+        if done {
+            break;
+        }
+    }
+    last.expect("state")
+}
