@@ -75,14 +75,19 @@ async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
     // The full job adopts what the cancelled one verified, is paused and resumed mid-way.
     let job = start("").await;
     wait_until_verified(&mut client, job.job_id, 80).await;
+    // Pause drains: objects in flight finish their attempt (slow in a storm, bounded by the
+    // daemon's 30 s pause deadline); once it returns, nothing of the job reaches S3 or KMS.
     let t = Instant::now();
     let paused = client.pause(job.job_id).await.expect("pause");
     assert!(
-        t.elapsed() < Duration::from_secs(2),
+        t.elapsed() < Duration::from_secs(32),
         "pause took {:?}",
         t.elapsed()
     );
     assert_eq!(paused.state, pb::JobState::Paused as i32);
+    let quiet = proxy.total();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(proxy.total(), quiet, "requests after pause returned");
     let t = Instant::now();
     client.resume(job.job_id).await.expect("resume");
     assert!(

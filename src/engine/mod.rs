@@ -545,7 +545,7 @@ impl Engine {
     /// finish and are then abandoned (an abandoned object is redone or adopted on resume).
     /// Returns once the task has ended, so nothing of the job runs after the caller hears
     /// back.
-    async fn quiesce(&self, id: JobId) {
+    async fn quiesce(&self, id: JobId, abandon: bool) {
         let Some((drain, stop, mut done)) = lock(&self.inner.running)
             .get(&id)
             .map(|t| (t.drain.clone(), t.stop.clone(), t.done.clone()))
@@ -553,6 +553,9 @@ impl Engine {
             return;
         };
         drain.cancel();
+        if abandon {
+            stop.cancel();
+        }
         let drained =
             tokio::time::timeout(self.inner.settings.pause_deadline, done.wait_for(|d| *d))
                 .await
@@ -635,7 +638,7 @@ impl Engine {
         let job = self.view(id)?.record;
         match job.state {
             JobState::Paused => {
-                self.quiesce(id).await;
+                self.quiesce(id, false).await;
                 return self.noted(id, format!("job {id} was already paused"));
             }
             JobState::Running | JobState::Pending => {}
@@ -646,7 +649,7 @@ impl Engine {
             }
         }
         self.set_state(id, JobState::Paused, "job_paused").await?;
-        self.quiesce(id).await;
+        self.quiesce(id, false).await;
         tracing::info!(job = id, "job paused; nothing of it is running");
         self.view(id)
     }
@@ -683,7 +686,7 @@ impl Engine {
             )?;
         }
         // A pause that is still draining (another client's call) finishes first.
-        self.quiesce(id).await;
+        self.quiesce(id, false).await;
         let waiting = job.options.after.is_some_and(|a| {
             self.inner
                 .journal
@@ -700,8 +703,10 @@ impl Engine {
         self.view(id)
     }
 
-    /// Stops a job for good, after letting objects in flight finish (within the deadline).
-    /// Objects already verified stay verified; the rest stay where they are in the source.
+    /// Stops a job for good, at once: attempts in flight are abandoned where they stand, as a
+    /// crash would leave them (an object already written is recorded `uploaded`; a later job
+    /// proves and adopts it). Objects already verified stay verified; the rest stay where they
+    /// are in the source. Returns once nothing of the job runs.
     ///
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job already ended otherwise, `Journal`.
@@ -709,7 +714,7 @@ impl Engine {
         let job = self.view(id)?.record;
         match job.state {
             JobState::Cancelled => {
-                self.quiesce(id).await;
+                self.quiesce(id, true).await;
                 return self.noted(id, format!("job {id} was already cancelled"));
             }
             s if !s.is_active() => {
@@ -721,7 +726,7 @@ impl Engine {
         }
         self.set_state(id, JobState::Cancelled, "job_cancelled")
             .await?;
-        self.quiesce(id).await;
+        self.quiesce(id, true).await;
         tracing::info!(job = id, "job cancelled; nothing of it is running");
         self.view(id)
     }

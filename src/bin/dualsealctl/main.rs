@@ -86,7 +86,8 @@ enum Cmd {
         /// Job id.
         job: u64,
     },
-    /// Stop a job for good (objects in flight finish first; verified objects stay migrated).
+    /// Stop a job for good, at once (objects in flight are abandoned as a crash would leave
+    /// them; verified objects stay migrated).
     Cancel {
         /// Job id.
         job: u64,
