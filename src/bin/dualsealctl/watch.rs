@@ -57,9 +57,15 @@ impl Bars {
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         let style = ProgressStyle::with_template(
-            "  {prefix:<14} [{bar:32.cyan/blue}] {pos:>7}/{len:<7} {per_sec:>11} eta {eta:<5} {msg}",
+            "  {prefix:<14} [{bar:32.cyan/blue}] {pos:>7}/{len:<7} {rate:>9} eta {eta:<5} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}/s", s.per_sec());
+            },
+        )
         .progress_chars("=> ");
         Self {
             multi,
