@@ -469,6 +469,33 @@ mod tests {
     }
 
     #[test]
+    fn operating_settings_are_checked() {
+        let base = "[source]\nbucket = \"master\"\n[[category]]\nname = \"db\"\nbucket = \"secrets-db\"\nkms_key = \"alias/db\"\nprefixes = [\"db/\"]\n";
+        let bad = format!(
+            "{base}[daemon]\nfailure_threshold_percent = 0\nlog_format = \"json\"\n[metrics]\nlisten = \"0.0.0.0:9464\"\n"
+        );
+        let err = Config::from_toml(&bad, Path::new("t.toml")).unwrap_err();
+        let all = err.to_string();
+        assert!(all.contains("failure_threshold_percent"), "{all}");
+        assert!(
+            all.contains("metrics.listen") && all.contains("allow_remote"),
+            "{all}"
+        );
+        let ok = format!("{base}[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n");
+        let cfg = Config::from_toml(&ok, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            cfg.daemon.kms_requests_per_sec,
+            DEFAULT_KMS_REQUESTS_PER_SEC
+        );
+        assert_eq!(cfg.daemon.log_format, LogFormat::Text);
+        assert!(Config::from_toml(
+            &format!("{base}[daemon]\nlog_format = \"xml\"\n"),
+            Path::new("t.toml")
+        )
+        .is_err());
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let text = "[source]\nbucket = \"abc\"\nbuckt = 1\n";
         let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();

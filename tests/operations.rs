@@ -294,7 +294,7 @@ async fn live_limits_show_in_watch_and_checksum_mode_proves_without_read_back() 
     let mut seen = None;
     while let Some(j) = watch.next().await {
         let j = j.expect("watch");
-        let l = j.limits.clone().expect("limits");
+        let l = j.limits.expect("limits");
         if !changed && j.verified >= 5 {
             assert_eq!((l.concurrency, l.objects_per_sec), (4, 40));
             let u = control

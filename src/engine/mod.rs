@@ -4,6 +4,7 @@
 
 mod error;
 mod job;
+mod lifecycle;
 mod limit;
 pub mod migrate;
 mod plan;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::{EngineError, ObjectError};
+use lifecycle::{Action, Verdict};
 pub use plan::{CategoryPlan, CategoryVerify, PlanReport, VerifyReport};
 pub use progress::{RecentError, Speed};
 pub use rebuild::RebuildReport;
@@ -518,19 +520,27 @@ impl Engine {
             return;
         };
         let live = self.live(&record);
-        // Idle time while paused or down is not slowness.
-        lock(&live.progress).reset();
         let stop = self.inner.shutdown.child_token();
         let drain = stop.child_token();
         let (done_tx, done) = watch::channel(false);
-        lock(&self.inner.running).insert(
-            id,
-            JobTask {
-                drain: drain.clone(),
-                stop: stop.clone(),
-                done,
-            },
-        );
+        {
+            let mut running = lock(&self.inner.running);
+            if running.contains_key(&id) {
+                // One task per job, whatever races between callers.
+                tracing::warn!(job = id, "job already has a running task");
+                return;
+            }
+            running.insert(
+                id,
+                JobTask {
+                    drain: drain.clone(),
+                    stop: stop.clone(),
+                    done,
+                },
+            );
+        }
+        // Idle time while paused or down is not slowness.
+        lock(&live.progress).reset();
         let inner = Arc::clone(&self.inner);
         self.inner.tasks.spawn(async move {
             let ctl = job::Control { drain, stop, live };
@@ -630,54 +640,82 @@ impl Engine {
             .collect()
     }
 
+    /// Decides `action` against the job's state and applies the move in one journal update,
+    /// so two concurrent calls cannot both act on the same old state (a resume racing a
+    /// cancel must not revive the job). A move is audited as `kind` and made durable.
+    async fn act(
+        &self,
+        id: JobId,
+        action: Action,
+        kind: &'static str,
+        arrive: impl Fn(JobState, &JobRecord) -> JobState,
+    ) -> Result<(Verdict, JobRecord), EngineError> {
+        let mut verdict = Verdict::Stay;
+        let record = self
+            .inner
+            .journal
+            .update_job(id, |j| {
+                verdict = lifecycle::decide(id, j.state, action);
+                if let Verdict::Move(to) = verdict {
+                    j.state = arrive(to, j);
+                    match j.state {
+                        JobState::Cancelled => j.message = Some("cancelled by the operator".into()),
+                        JobState::Running | JobState::Pending => j.message = None,
+                        _ => {}
+                    }
+                }
+            })
+            .map_err(|e| match e {
+                crate::journal::JournalError::NoSuchJob(id) => EngineError::NoSuchJob(id),
+                other => EngineError::Journal(other),
+            })?;
+        match &verdict {
+            Verdict::Refuse(why) => return Err(EngineError::FailedPrecondition(why.clone())),
+            Verdict::Move(_) => {
+                self.inner.journal.append_audit(AuditDraft {
+                    job_id: id,
+                    kind,
+                    detail: format!("state={}", record.state),
+                    ..Default::default()
+                })?;
+                self.inner.journal.flush().await?;
+                self.inner.notify();
+            }
+            Verdict::Already(_) | Verdict::Stay => {}
+        }
+        Ok((verdict, record))
+    }
+
+    fn answer(&self, id: JobId, verdict: Verdict) -> Result<JobView, EngineError> {
+        match verdict {
+            Verdict::Already(note) => self.noted(id, note),
+            _ => self.view(id),
+        }
+    }
+
     /// Pauses a pending or running job and returns once it is quiet.
     ///
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job has ended, `Journal`.
     async fn pause_inner(&self, id: JobId) -> Result<JobView, EngineError> {
-        let job = self.view(id)?.record;
-        match job.state {
-            JobState::Paused => {
-                self.quiesce(id, false).await;
-                return self.noted(id, format!("job {id} was already paused"));
-            }
-            JobState::Running | JobState::Pending => {}
-            s => {
-                return Err(EngineError::FailedPrecondition(format!(
-                    "job {id} is {s}; only a pending or running job can be paused"
-                )))
-            }
-        }
-        self.set_state(id, JobState::Paused, "job_paused").await?;
+        let (verdict, _) = self
+            .act(id, Action::Pause, "job_paused", |to, _| to)
+            .await?;
+        // Also when already paused: another caller's pause may still be draining.
         self.quiesce(id, false).await;
         tracing::info!(job = id, "job paused; nothing of it is running");
-        self.view(id)
+        self.answer(id, verdict)
     }
 
     /// Resumes a paused job where it stopped.
     ///
     /// # Errors
-    /// `NoSuchJob`, `FailedPrecondition` when the job has ended, `Journal`.
+    /// `NoSuchJob`, `FailedPrecondition` when the job has ended or would overlap another
+    /// active job, `Journal`.
     async fn resume_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
         let job = self.view(id)?.record;
-        match job.state {
-            JobState::Running | JobState::Pending => {
-                return self.noted(id, format!("job {id} is already {}", job.state));
-            }
-            JobState::Paused => {}
-            s => {
-                return Err(EngineError::FailedPrecondition(format!(
-                    "job {id} is {s}; only a paused job can be resumed{}",
-                    if s == JobState::Cancelled {
-                        ""
-                    } else {
-                        " (a finished job with failures can be retried)"
-                    }
-                )))
-            }
-        }
-        if job.kind == JobKind::Migrate {
+        if job.state == JobState::Paused && job.kind == JobKind::Migrate {
             self.ensure_no_overlap(
                 &format!("resuming job {id}"),
                 Some(id),
@@ -687,20 +725,25 @@ impl Engine {
         }
         // A pause that is still draining (another client's call) finishes first.
         self.quiesce(id, false).await;
-        let waiting = job.options.after.is_some_and(|a| {
+        let predecessor_active = job.options.after.is_some_and(|a| {
             self.inner
                 .journal
                 .get_job(a)
                 .is_ok_and(|j| j.state.is_active())
         });
-        let state = if waiting {
-            JobState::Pending
-        } else {
-            JobState::Running
-        };
-        self.set_state(id, state, "job_resumed").await?;
-        self.spawn_job(id);
-        self.view(id)
+        let (verdict, _) = self
+            .act(id, Action::Resume, "job_resumed", |to, _| {
+                if predecessor_active {
+                    JobState::Pending
+                } else {
+                    to
+                }
+            })
+            .await?;
+        if matches!(verdict, Verdict::Move(_)) {
+            self.spawn_job(id);
+        }
+        self.answer(id, verdict)
     }
 
     /// Stops a job for good, at once: attempts in flight are abandoned where they stand, as a
@@ -711,48 +754,12 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job already ended otherwise, `Journal`.
     async fn cancel_inner(&self, id: JobId) -> Result<JobView, EngineError> {
-        let job = self.view(id)?.record;
-        match job.state {
-            JobState::Cancelled => {
-                self.quiesce(id, true).await;
-                return self.noted(id, format!("job {id} was already cancelled"));
-            }
-            s if !s.is_active() => {
-                return Err(EngineError::FailedPrecondition(format!(
-                    "job {id} already ended ({s}); there is nothing to cancel"
-                )))
-            }
-            _ => {}
-        }
-        self.set_state(id, JobState::Cancelled, "job_cancelled")
+        let (verdict, _) = self
+            .act(id, Action::Cancel, "job_cancelled", |to, _| to)
             .await?;
         self.quiesce(id, true).await;
         tracing::info!(job = id, "job cancelled; nothing of it is running");
-        self.view(id)
-    }
-
-    async fn set_state(
-        &self,
-        id: JobId,
-        state: JobState,
-        kind: &'static str,
-    ) -> Result<(), EngineError> {
-        self.inner.journal.update_job(id, |j| {
-            j.state = state;
-            match state {
-                JobState::Cancelled => j.message = Some("cancelled by the operator".into()),
-                JobState::Running | JobState::Pending => j.message = None,
-                _ => {}
-            }
-        })?;
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: id,
-            kind,
-            ..Default::default()
-        })?;
-        self.inner.journal.flush().await?;
-        self.inner.notify();
-        Ok(())
+        self.answer(id, verdict)
     }
 
     /// Changes a job's priority and limits while it runs (or before it resumes).
@@ -762,11 +769,8 @@ impl Engine {
     /// ended, `Journal`.
     async fn update_inner(&self, id: JobId, update: JobUpdate) -> Result<JobView, EngineError> {
         let job = self.view(id)?.record;
-        if !job.state.is_active() {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is {}; only a pending, running or paused job can be changed",
-                job.state
-            )));
+        if let Verdict::Refuse(why) = lifecycle::decide(id, job.state, Action::Update) {
+            return Err(EngineError::FailedPrecondition(why));
         }
         let mut limits = job.options.limits.clone();
         let set = |slot: &mut Option<u64>, v: Option<u64>| {
@@ -819,11 +823,8 @@ impl Engine {
     async fn retry_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
         let job = self.view(id)?.record;
-        if job.state.is_active() || job.state == JobState::Succeeded {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is {}; only a finished job with failures can be retried",
-                job.state
-            )));
+        if let Verdict::Refuse(why) = lifecycle::decide(id, job.state, Action::Retry) {
+            return Err(EngineError::FailedPrecondition(why));
         }
         if job.kind == JobKind::Migrate {
             self.ensure_no_overlap(
@@ -851,20 +852,16 @@ impl Engine {
                 None,
             )?;
         }
-        self.inner.journal.update_job(id, |j| {
-            j.state = JobState::Running;
-            j.message = None;
-        })?;
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: id,
-            kind: "job_retried",
-            detail: format!("requeued {} failed object(s)", failed.len()),
-            ..Default::default()
-        })?;
-        self.inner.journal.flush().await?;
+        // Requeued first (harmless if the move below is refused): the job's task picks up
+        // pending objects when it starts.
+        let (verdict, _) = self
+            .act(id, Action::Retry, "job_retried", |to, _| to)
+            .await?;
         tracing::info!(job = id, objects = failed.len(), "retrying failed objects");
-        self.spawn_job(id);
-        self.view(id)
+        if matches!(verdict, Verdict::Move(_)) {
+            self.spawn_job(id);
+        }
+        self.answer(id, verdict)
     }
 
     async fn verify_inner(&self, id: JobId) -> Result<JobView, EngineError> {
