@@ -150,7 +150,8 @@ mod tests {
         CategoryConfig {
             name: name.into(),
             bucket: format!("secrets-{name}"),
-            kms_key: "alias/k".into(),
+            kms_key: Some("alias/k".into()),
+            readers: Vec::new(),
             prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
             globs: globs.iter().map(|s| s.to_string()).collect(),
             dest_key: mode,

@@ -73,6 +73,9 @@ pub struct Config {
     /// The optional Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Buckets, keys and policies.
+    #[serde(default)]
+    pub provision: ProvisionConfig,
 }
 
 /// Prometheus metrics over HTTP: off unless `listen` is set.
@@ -237,8 +240,14 @@ pub struct CategoryConfig {
     pub name: String,
     /// Destination bucket.
     pub bucket: String,
-    /// KMS key id, ARN or alias (`alias/...`) for both layers.
-    pub kms_key: String,
+    /// KMS key id, ARN or alias (`alias/...`) for both layers; `alias/dualseal/<name>` when
+    /// left out (provisioning creates it).
+    #[serde(default)]
+    pub kms_key: Option<String>,
+    /// Principals (role ARNs) that may read this category's secrets: they appear in this
+    /// category's bucket and key policies, and nowhere else.
+    #[serde(default)]
+    pub readers: Vec<String>,
     /// Key prefixes that belong here.
     #[serde(default)]
     pub prefixes: Vec<String>,
@@ -248,6 +257,53 @@ pub struct CategoryConfig {
     /// How the destination key is formed.
     #[serde(default)]
     pub dest_key: DestKeyMode,
+}
+
+impl CategoryConfig {
+    /// The KMS key to use: as configured, or `alias/dualseal/<name>`.
+    pub fn key_ref(&self) -> String {
+        self.kms_key
+            .clone()
+            .unwrap_or_else(|| format!("alias/dualseal/{}", self.name))
+    }
+}
+
+/// Provisioning of buckets, keys and policies (`dualsealctl provision`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionConfig {
+    /// The daemon's role ARN: the only writer of the destination buckets.
+    pub writer: Option<String>,
+    /// Who administers the category keys (manage, never use). Defaults to the writer.
+    #[serde(default)]
+    pub key_admins: Vec<String>,
+    /// `aws`, `aws-cn` or `aws-us-gov`, for the ARNs in policies.
+    #[serde(default = "default_partition")]
+    pub partition: String,
+    /// Bucket receiving server access logs of the destination buckets (optional).
+    pub log_bucket: Option<String>,
+    /// Refuse to start a migration into a bucket whose live settings are weaker than these.
+    #[serde(default = "default_true")]
+    pub require_hardened_buckets: bool,
+}
+
+fn default_partition() -> String {
+    "aws".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        Self {
+            writer: None,
+            key_admins: Vec::new(),
+            partition: default_partition(),
+            log_bucket: None,
+            require_hardened_buckets: true,
+        }
+    }
 }
 
 impl DaemonConfig {
@@ -387,9 +443,9 @@ impl Config {
                     c.bucket
                 ));
             }
-            if c.kms_key.trim().is_empty() {
+            if c.kms_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
                 p.push(format!(
-                    "{at}.kms_key: give a KMS key id, ARN or alias/NAME"
+                    "{at}.kms_key: give a KMS key id, ARN or alias/NAME, or leave it out for alias/dualseal/<name>"
                 ));
             }
             if c.prefixes.is_empty() && c.globs.is_empty() {
@@ -405,6 +461,36 @@ impl Config {
         }
         if let Err(errs) = Classifier::new(&self.categories) {
             p.extend(errs);
+        }
+        let arn = |what: String, v: &str, p: &mut Vec<String>| {
+            if !v.starts_with("arn:") {
+                p.push(format!(
+                    "{what} {v:?}: give an IAM principal ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                ));
+            }
+        };
+        let pv = &self.provision;
+        if !["aws", "aws-cn", "aws-us-gov"].contains(&pv.partition.as_str()) {
+            p.push(format!(
+                "provision.partition = {:?}: use aws, aws-cn or aws-us-gov",
+                pv.partition
+            ));
+        }
+        if let Some(w) = &pv.writer {
+            arn("provision.writer".into(), w, &mut p);
+        }
+        for a in &pv.key_admins {
+            arn("provision.key_admins".into(), a, &mut p);
+        }
+        if let Some(b) = &pv.log_bucket {
+            if let Some(e) = bucket_name_problem(b) {
+                p.push(format!("provision.log_bucket {b:?}: {e}"));
+            }
+        }
+        for c in &self.categories {
+            for r in &c.readers {
+                arn(format!("category {:?} readers", c.name), r, &mut p);
+            }
         }
         p
     }

@@ -139,8 +139,15 @@ async fn build_engine(
         .aws
         .force_path_style
         .unwrap_or(config.aws.endpoint_url.is_some());
-    let mut store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(&sdk, path_style));
-    let mut keys: Arc<dyn KeyService> = Arc::new(AwsKms::new(&sdk));
+    let s3 = Arc::new(S3Store::new(&sdk, path_style));
+    let kms = Arc::new(AwsKms::new(&sdk));
+    let provisioner = Arc::new(crate::provision::Provisioner::new(
+        Arc::clone(&s3) as Arc<dyn crate::store::BucketAdmin>,
+        Arc::clone(&kms) as Arc<dyn crate::kms::KeyAdmin>,
+        config,
+    ));
+    let mut store: Arc<dyn ObjectStore> = s3;
+    let mut keys: Arc<dyn KeyService> = kms;
     if metered {
         store = Arc::new(crate::metrics::MeteredStore(store));
         keys = Arc::new(crate::metrics::MeteredKeys(keys));
@@ -157,6 +164,7 @@ async fn build_engine(
         config.categories.clone(),
         EngineSettings::from_config(config),
         shutdown,
+        Some(provisioner),
     )?)
 }
 

@@ -188,3 +188,161 @@ impl KeyService for AwsKms {
         Ok(meta.arn().unwrap_or(key_id).to_owned())
     }
 }
+
+/// Whether a key id or ARN as S3 or KMS reports it names the key `arn`.
+pub fn same_key(reported: &str, arn: &str) -> bool {
+    reported == arn
+        || arn.ends_with(&format!("/{reported}"))
+        || reported.ends_with(&format!("/{arn}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_match_arns() {
+        let arn = "arn:aws:kms:us-east-1:1:key/abc";
+        assert!(same_key(arn, arn));
+        assert!(same_key("abc", arn));
+        assert!(!same_key("abd", arn));
+    }
+}
+
+/// A KMS key as provisioning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveKey {
+    /// Key ARN.
+    pub arn: String,
+    /// Enabled (not disabled, not pending deletion).
+    pub enabled: bool,
+    /// A symmetric encryption key (`SYMMETRIC_DEFAULT`).
+    pub symmetric: bool,
+    /// The key policy (`default`) JSON.
+    pub policy: Option<String>,
+    /// Tagged `dualseal:managed=true`: dualseal created it and manages its policy.
+    pub managed: bool,
+}
+
+/// Tag dualseal puts on the keys it creates.
+pub const MANAGED_TAG: &str = "dualseal:managed";
+
+/// Key administration for provisioning. Separate from [`KeyService`], which seals.
+#[async_trait]
+pub trait KeyAdmin: Send + Sync {
+    /// The key an id, ARN or alias names, if it exists.
+    async fn find_key(&self, key_ref: &str) -> Result<Option<LiveKey>, KmsError>;
+    /// Creates a symmetric key with `policy`, tagged as managed, and points `alias` at it.
+    async fn create_key(
+        &self,
+        alias: &str,
+        description: &str,
+        policy: &str,
+        category: &str,
+    ) -> Result<String, KmsError>;
+    /// Replaces a key's policy.
+    async fn put_key_policy(&self, key_arn: &str, policy: &str) -> Result<(), KmsError>;
+}
+
+#[async_trait]
+impl KeyAdmin for AwsKms {
+    async fn find_key(&self, key_ref: &str) -> Result<Option<LiveKey>, KmsError> {
+        let described = self.client.describe_key().key_id(key_ref).send().await;
+        let out = match described {
+            Ok(o) => o,
+            Err(e) => {
+                let e = err("DescribeKey", key_ref, e);
+                return if e.kind == AwsErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+        };
+        let meta = out
+            .key_metadata()
+            .ok_or_else(|| bad_answer("DescribeKey", key_ref, "answer has no key metadata"))?;
+        let arn = meta.arn().unwrap_or(meta.key_id()).to_owned();
+        let policy = self
+            .client
+            .get_key_policy()
+            .key_id(&arn)
+            .policy_name("default")
+            .send()
+            .await
+            .map_err(|e| err("GetKeyPolicy", &arn, e))?
+            .policy()
+            .map(str::to_owned);
+        let tags = self
+            .client
+            .list_resource_tags()
+            .key_id(&arn)
+            .send()
+            .await
+            .map_err(|e| err("ListResourceTags", &arn, e))?;
+        let managed = tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == MANAGED_TAG && t.tag_value() == "true");
+        Ok(Some(LiveKey {
+            enabled: meta.key_state() == Some(&KeyState::Enabled) || meta.enabled(),
+            symmetric: meta
+                .key_spec()
+                .is_none_or(|s| *s == aws_sdk_kms::types::KeySpec::SymmetricDefault),
+            arn,
+            policy,
+            managed,
+        }))
+    }
+
+    async fn create_key(
+        &self,
+        alias: &str,
+        description: &str,
+        policy: &str,
+        category: &str,
+    ) -> Result<String, KmsError> {
+        use aws_sdk_kms::types::Tag;
+        let tag = |k: &str, v: &str| {
+            Tag::builder()
+                .tag_key(k)
+                .tag_value(v)
+                .build()
+                .map_err(|e| bad_answer("CreateKey", alias, &e.to_string()))
+        };
+        let out = self
+            .client
+            .create_key()
+            .description(description)
+            .policy(policy)
+            .tags(tag(MANAGED_TAG, "true")?)
+            .tags(tag("dualseal:category", category)?)
+            .send()
+            .await
+            .map_err(|e| err("CreateKey", alias, e))?;
+        let meta = out
+            .key_metadata()
+            .ok_or_else(|| bad_answer("CreateKey", alias, "answer has no key metadata"))?;
+        let arn = meta.arn().unwrap_or(meta.key_id()).to_owned();
+        self.client
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(meta.key_id())
+            .send()
+            .await
+            .map_err(|e| err("CreateAlias", alias, e))?;
+        Ok(arn)
+    }
+
+    async fn put_key_policy(&self, key_arn: &str, policy: &str) -> Result<(), KmsError> {
+        self.client
+            .put_key_policy()
+            .key_id(key_arn)
+            .policy_name("default")
+            .policy(policy)
+            .send()
+            .await
+            .map_err(|e| err("PutKeyPolicy", key_arn, e))?;
+        Ok(())
+    }
+}

@@ -10,6 +10,8 @@
 //! - [`metrics`]  optional Prometheus endpoint, S3/KMS request metering, gauges from the engine.
 //! - [`engine`]   jobs, priorities and a shared worker pool, live limits, retries,
 //!   pause/resume/cancel, failure threshold, plan and verification.
+//! - [`provision`] category keys and buckets with least-privilege policies: plan, apply, drift,
+//!   and the gate that keeps migrations out of weak buckets.
 //! - [`journal`]  the only sled user: jobs, per-object state, hash-chained audit trail.
 //! - [`audit`]    audit event schema and hash chain (pure; verifies exports offline too).
 //! - [`envelope`] pure, versioned, key-committing XChaCha20-Poly1305 STREAM envelope.
@@ -31,4 +33,5 @@ pub mod envelope;
 pub mod journal;
 pub mod kms;
 pub mod metrics;
+pub mod provision;
 pub mod store;

@@ -341,3 +341,306 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 }
+
+/// The security-relevant configuration of a bucket, as S3 reports it. `None` means "not set"
+/// (or, for the policy, no policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketSecurity {
+    /// Default encryption algorithm (`aws:kms:dsse`).
+    pub sse_algorithm: Option<String>,
+    /// Default encryption KMS key.
+    pub sse_kms_key: Option<String>,
+    /// S3 Bucket Keys (must be off: DSSE-KMS does not use them).
+    pub bucket_key_enabled: Option<bool>,
+    /// Block Public Access: BlockPublicAcls, IgnorePublicAcls, BlockPublicPolicy,
+    /// RestrictPublicBuckets.
+    pub public_access_block: Option<[bool; 4]>,
+    /// `Enabled` or `Suspended`.
+    pub versioning: Option<String>,
+    /// Object ownership (`BucketOwnerEnforced`).
+    pub ownership: Option<String>,
+    /// The bucket policy JSON.
+    pub policy: Option<String>,
+    /// Access logging target bucket and prefix.
+    pub logging: Option<(String, String)>,
+}
+
+/// Bucket administration for provisioning: read and set what makes a bucket safe to hold
+/// secrets. Separate from [`ObjectStore`], which the migration path uses.
+#[async_trait]
+pub trait BucketAdmin: Send + Sync {
+    /// Whether the bucket exists (and we may see it).
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, StoreError>;
+    /// Its security configuration.
+    async fn bucket_security(&self, bucket: &str) -> Result<BucketSecurity, StoreError>;
+    /// Creates it in the client's region.
+    async fn create_bucket(&self, bucket: &str) -> Result<(), StoreError>;
+    /// Default encryption DSSE-KMS under `key_arn`, bucket keys off, SSE-C blocked.
+    async fn put_default_encryption(&self, bucket: &str, key_arn: &str) -> Result<(), StoreError>;
+    /// Block Public Access, all four settings on.
+    async fn put_public_access_block(&self, bucket: &str) -> Result<(), StoreError>;
+    /// Versioning on.
+    async fn put_versioning(&self, bucket: &str) -> Result<(), StoreError>;
+    /// Object ownership `BucketOwnerEnforced` (ACLs off).
+    async fn put_ownership(&self, bucket: &str) -> Result<(), StoreError>;
+    /// Replaces the bucket policy.
+    async fn put_policy(&self, bucket: &str, policy_json: &str) -> Result<(), StoreError>;
+    /// Server access logging into `target` under `prefix`.
+    async fn put_logging(&self, bucket: &str, target: &str, prefix: &str)
+        -> Result<(), StoreError>;
+}
+
+/// `Ok(None)` for the "not configured" error codes of bucket sub-resources.
+fn absent<T>(r: Result<T, StoreError>, codes: &[&str]) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e)
+            if e.kind == AwsErrorKind::NotFound || codes.iter().any(|c| e.message.contains(c)) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait]
+impl BucketAdmin for S3Store {
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, StoreError> {
+        match self.check_bucket(bucket).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == AwsErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn bucket_security(&self, bucket: &str) -> Result<BucketSecurity, StoreError> {
+        let c = &self.client;
+        let mut s = BucketSecurity::default();
+        let enc = c.get_bucket_encryption().bucket(bucket).send().await;
+        let enc = enc.map_err(|e| err("GetBucketEncryption", bucket, "", e));
+        if let Some(out) = absent(enc, &["ServerSideEncryptionConfigurationNotFound"])? {
+            if let Some(rule) = out
+                .server_side_encryption_configuration()
+                .and_then(|c| c.rules().first())
+            {
+                if let Some(d) = rule.apply_server_side_encryption_by_default() {
+                    s.sse_algorithm = Some(d.sse_algorithm().as_str().to_owned());
+                    s.sse_kms_key = d.kms_master_key_id().map(str::to_owned);
+                }
+                s.bucket_key_enabled = rule.bucket_key_enabled();
+            }
+        }
+        let pab = c.get_public_access_block().bucket(bucket).send().await;
+        let pab = pab.map_err(|e| err("GetPublicAccessBlock", bucket, "", e));
+        if let Some(out) = absent(pab, &["NoSuchPublicAccessBlockConfiguration"])? {
+            if let Some(p) = out.public_access_block_configuration() {
+                s.public_access_block = Some([
+                    p.block_public_acls().unwrap_or(false),
+                    p.ignore_public_acls().unwrap_or(false),
+                    p.block_public_policy().unwrap_or(false),
+                    p.restrict_public_buckets().unwrap_or(false),
+                ]);
+            }
+        }
+        s.versioning = match c.get_bucket_versioning().bucket(bucket).send().await {
+            Ok(v) => v.status().map(|s| s.as_str().to_owned()),
+            // Some S3 implementations (moto 5) name the answer's root element differently, which
+            // the SDK refuses; the one element that matters is read from the raw answer.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => e
+                .raw_response()
+                .and_then(|r| r.body().bytes())
+                .and_then(|b| xml_element(b, "Status")),
+            Err(e) => return Err(err("GetBucketVersioning", bucket, "", e)),
+        };
+        let own = c
+            .get_bucket_ownership_controls()
+            .bucket(bucket)
+            .send()
+            .await;
+        let own = own.map_err(|e| err("GetBucketOwnershipControls", bucket, "", e));
+        if let Some(out) = absent(own, &["OwnershipControlsNotFoundError"])? {
+            s.ownership = out
+                .ownership_controls()
+                .and_then(|o| o.rules().first())
+                .map(|r| r.object_ownership().as_str().to_owned());
+        }
+        let pol = c.get_bucket_policy().bucket(bucket).send().await;
+        let pol = pol.map_err(|e| err("GetBucketPolicy", bucket, "", e));
+        if let Some(out) = absent(pol, &["NoSuchBucketPolicy"])? {
+            s.policy = out.policy().map(str::to_owned);
+        }
+        let log = c
+            .get_bucket_logging()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| err("GetBucketLogging", bucket, "", e))?;
+        s.logging = log
+            .logging_enabled()
+            .map(|l| (l.target_bucket().to_owned(), l.target_prefix().to_owned()));
+        Ok(s)
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+        let mut req = self.client.create_bucket().bucket(bucket);
+        // us-east-1 is the one region that takes no location constraint.
+        if let Some(r) = self.client.config().region().map(|r| r.as_ref().to_owned()) {
+            if r != "us-east-1" {
+                req = req.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(r.as_str()))
+                        .build(),
+                );
+            }
+        }
+        req.send()
+            .await
+            .map_err(|e| err("CreateBucket", bucket, "", e))?;
+        Ok(())
+    }
+
+    async fn put_default_encryption(&self, bucket: &str, key_arn: &str) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{
+            BlockedEncryptionTypes, EncryptionType, ServerSideEncryptionByDefault,
+            ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+        };
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::AwsKmsDsse)
+            .kms_master_key_id(key_arn)
+            .build()
+            .map_err(|e| bad_request("PutBucketEncryption", bucket, &e.to_string()))?;
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(by_default)
+            .bucket_key_enabled(false)
+            .blocked_encryption_types(
+                BlockedEncryptionTypes::builder()
+                    .encryption_type(EncryptionType::SseC)
+                    .build(),
+            )
+            .build();
+        let conf = ServerSideEncryptionConfiguration::builder()
+            .rules(rule)
+            .build()
+            .map_err(|e| bad_request("PutBucketEncryption", bucket, &e.to_string()))?;
+        self.client
+            .put_bucket_encryption()
+            .bucket(bucket)
+            .server_side_encryption_configuration(conf)
+            .send()
+            .await
+            .map_err(|e| err("PutBucketEncryption", bucket, "", e))?;
+        Ok(())
+    }
+
+    async fn put_public_access_block(&self, bucket: &str) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::PublicAccessBlockConfiguration;
+        self.client
+            .put_public_access_block()
+            .bucket(bucket)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err("PutPublicAccessBlock", bucket, "", e))?;
+        Ok(())
+    }
+
+    async fn put_versioning(&self, bucket: &str) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+        self.client
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err("PutBucketVersioning", bucket, "", e))?;
+        Ok(())
+    }
+
+    async fn put_ownership(&self, bucket: &str) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{ObjectOwnership, OwnershipControls, OwnershipControlsRule};
+        let rule = OwnershipControlsRule::builder()
+            .object_ownership(ObjectOwnership::BucketOwnerEnforced)
+            .build()
+            .map_err(|e| bad_request("PutBucketOwnershipControls", bucket, &e.to_string()))?;
+        let controls = OwnershipControls::builder()
+            .rules(rule)
+            .build()
+            .map_err(|e| bad_request("PutBucketOwnershipControls", bucket, &e.to_string()))?;
+        self.client
+            .put_bucket_ownership_controls()
+            .bucket(bucket)
+            .ownership_controls(controls)
+            .send()
+            .await
+            .map_err(|e| err("PutBucketOwnershipControls", bucket, "", e))?;
+        Ok(())
+    }
+
+    async fn put_policy(&self, bucket: &str, policy_json: &str) -> Result<(), StoreError> {
+        self.client
+            .put_bucket_policy()
+            .bucket(bucket)
+            .policy(policy_json)
+            .send()
+            .await
+            .map_err(|e| err("PutBucketPolicy", bucket, "", e))?;
+        Ok(())
+    }
+
+    async fn put_logging(
+        &self,
+        bucket: &str,
+        target: &str,
+        prefix: &str,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{BucketLoggingStatus, LoggingEnabled};
+        let enabled = LoggingEnabled::builder()
+            .target_bucket(target)
+            .target_prefix(prefix)
+            .build()
+            .map_err(|e| bad_request("PutBucketLogging", bucket, &e.to_string()))?;
+        self.client
+            .put_bucket_logging()
+            .bucket(bucket)
+            .bucket_logging_status(
+                BucketLoggingStatus::builder()
+                    .logging_enabled(enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err("PutBucketLogging", bucket, "", e))?;
+        Ok(())
+    }
+}
+
+/// The text of the first `<name>` element of a small XML answer.
+fn xml_element(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find('<')? + start;
+    Some(text[start..end].trim().to_owned())
+}
+
+fn bad_request(op: &'static str, bucket: &str, message: &str) -> StoreError {
+    StoreError {
+        op,
+        bucket: bucket.to_owned(),
+        key: String::new(),
+        kind: AwsErrorKind::Invalid,
+        message: message.to_owned(),
+    }
+}

@@ -39,9 +39,8 @@ fn code(e: &ClientError) -> tonic::Code {
 
 fn start_req(options: pb::JobOptions) -> pb::StartJobRequest {
     pb::StartJobRequest {
-        prefix: String::new(),
-        allow_conflicts: false,
         options: Some(options),
+        ..Default::default()
     }
 }
 

@@ -117,6 +117,18 @@ impl Client {
         Ok(self.inner.start_job(req).await?.into_inner())
     }
 
+    /// Plans or applies provisioning.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn provision(&mut self, apply: bool) -> Result<pb::ProvisionReport, ClientError> {
+        Ok(self
+            .inner
+            .provision(pb::ProvisionRequest { apply })
+            .await?
+            .into_inner())
+    }
+
     /// Changes a job's priority and live limits.
     ///
     /// # Errors
@@ -139,7 +151,7 @@ impl Client {
             .start_job(pb::StartJobRequest {
                 prefix: prefix.to_owned(),
                 allow_conflicts,
-                options: None,
+                ..Default::default()
             })
             .await?
             .into_inner())

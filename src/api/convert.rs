@@ -351,6 +351,43 @@ impl From<EngineError> for Status {
                 Status::unavailable(msg)
             }
             EngineError::Store(_) | EngineError::Kms(_) => Status::failed_precondition(msg),
+            EngineError::Provision(_) if e.is_retryable() => Status::unavailable(msg),
+            EngineError::Provision(_) => Status::failed_precondition(msg),
+        }
+    }
+}
+
+fn change_to_pb(c: crate::provision::Change) -> pb::ProvisionChange {
+    pb::ProvisionChange {
+        resource: c.resource,
+        category: c.category,
+        setting: c.setting,
+        live: c.live,
+        desired: c.desired,
+        action: match c.action {
+            crate::provision::Action::Create => "create".into(),
+            crate::provision::Action::Update => "update".into(),
+        },
+        weakens: c.weakens,
+    }
+}
+
+impl From<crate::provision::Report> for pb::ProvisionReport {
+    fn from(r: crate::provision::Report) -> Self {
+        Self {
+            changes: r.changes.into_iter().map(change_to_pb).collect(),
+            applied: r.applied.into_iter().map(change_to_pb).collect(),
+            documents: r
+                .documents
+                .into_iter()
+                .map(|d| pb::PolicyDocument {
+                    name: d.name,
+                    kind: d.kind.into(),
+                    json: d.json,
+                })
+                .collect(),
+            terraform_json: r.terraform,
+            notes: r.notes,
         }
     }
 }

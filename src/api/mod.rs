@@ -214,11 +214,13 @@ impl pb::control_server::Control for ControlService {
             .authorize(&req, crate::access::Action::Control, "start a job")
             .await?;
         let r = req.into_inner();
-        let options = convert::options_from_pb(r.options)?;
-        let view = self
-            .engine
-            .start_job(&who, &r.prefix, options, r.allow_conflicts)
-            .await?;
+        let req = crate::engine::StartRequest {
+            prefix: r.prefix,
+            options: convert::options_from_pb(r.options)?,
+            allow_conflicts: r.allow_conflicts,
+            allow_weak_buckets: r.allow_weak_buckets,
+        };
+        let view = self.engine.start_job(&who, req).await?;
         Ok(Response::new(view.into()))
     }
 
@@ -328,6 +330,22 @@ impl pb::control_server::Control for ControlService {
         };
         Ok(Response::new(
             self.engine.update(&who, id, update).await?.into(),
+        ))
+    }
+
+    async fn provision(
+        &self,
+        req: Request<pb::ProvisionRequest>,
+    ) -> Result<Response<pb::ProvisionReport>, Status> {
+        let apply = req.get_ref().apply;
+        let (action, what) = if apply {
+            (crate::access::Action::Control, "apply provisioning")
+        } else {
+            (crate::access::Action::Read, "plan provisioning")
+        };
+        let who = self.authorize(&req, action, what).await?;
+        Ok(Response::new(
+            self.engine.provision(&who, apply).await?.into(),
         ))
     }
 

@@ -29,6 +29,9 @@ pub enum EngineError {
     /// KMS failed for a job-level call (key resolution).
     #[error(transparent)]
     Kms(#[from] KmsError),
+    /// Provisioning failed.
+    #[error(transparent)]
+    Provision(#[from] crate::provision::ProvisionError),
     /// The daemon is shutting down.
     #[error("the daemon is shutting down; retry after it restarts")]
     ShuttingDown,
@@ -40,6 +43,7 @@ impl EngineError {
         match self {
             Self::Store(e) => e.is_retryable(),
             Self::Kms(e) => e.is_retryable(),
+            Self::Provision(e) => e.is_retryable(),
             Self::ShuttingDown => true,
             _ => false,
         }

@@ -67,7 +67,7 @@ pub(super) async fn resolve_targets(
         // A control request should answer within seconds; a running job can wait longer.
         let attempts = if strict { 4 } else { JOB_CALL_ATTEMPTS };
         let resolved = with_retries(inner, "resolve category", attempts, || async {
-            let arn = inner.keys.resolve_key(&c.kms_key).await?;
+            let arn = inner.keys.resolve_key(&c.key_ref()).await?;
             inner.store.check_bucket(&c.bucket).await?;
             Ok(arn)
         })
@@ -76,7 +76,7 @@ pub(super) async fn resolve_targets(
             Ok(arn) => (arn, None),
             Err(e) if strict || e.is_retryable() => return Err(e),
             Err(e) => (
-                c.kms_key.clone(),
+                c.key_ref(),
                 Some(format!("category {:?} is unusable: {e}", c.name)),
             ),
         };

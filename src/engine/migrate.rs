@@ -410,7 +410,7 @@ pub async fn prove_by_checksum(
         )));
     }
     if let Some(k) = &head.sse_kms_key_id {
-        if !key_matches(k, &target.kms_key_arn) {
+        if !crate::kms::same_key(k, &target.kms_key_arn) {
             return Err(ObjectError::WrongEncryption(format!(
                 "destination is encrypted under KMS key {k}, expected {}",
                 target.kms_key_arn
@@ -445,7 +445,7 @@ pub fn check_destination(
         )));
     }
     if let Some(k) = &dst.sse_kms_key_id {
-        if !key_matches(k, &target.kms_key_arn) {
+        if !crate::kms::same_key(k, &target.kms_key_arn) {
             return Err(ObjectError::WrongEncryption(format!(
                 "destination is encrypted under KMS key {k}, expected {}",
                 target.kms_key_arn
@@ -464,24 +464,4 @@ pub fn check_destination(
         ));
     }
     Ok(())
-}
-
-/// S3 may report the key as an ARN or a bare id; both name the same key.
-fn key_matches(reported: &str, arn: &str) -> bool {
-    reported == arn
-        || arn.ends_with(&format!("/{reported}"))
-        || reported.ends_with(&format!("/{arn}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_ids_match_arns() {
-        let arn = "arn:aws:kms:us-east-1:1:key/abc";
-        assert!(key_matches(arn, arn));
-        assert!(key_matches("abc", arn));
-        assert!(!key_matches("abd", arn));
-    }
 }

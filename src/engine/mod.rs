@@ -37,6 +37,7 @@ use crate::journal::{
     JobState, Journal, ObjectRecord, ObjectState,
 };
 use crate::kms::KeyService;
+use crate::provision::{Provisioner, Report as ProvisionReport};
 use crate::store::ObjectStore;
 
 /// Where one category's objects go, with its KMS key resolved to an ARN.
@@ -99,6 +100,32 @@ impl EngineSettings {
             ),
         }
     }
+}
+
+/// What a start asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// Key prefix (within the configured source prefix).
+    pub prefix: String,
+    /// Filters, verification, threshold, queueing, priority and limits.
+    pub options: JobOptions,
+    /// Start even when keys match more than one category (they stay in place).
+    pub allow_conflicts: bool,
+    /// Start even into buckets weaker than provisioning requires (audited).
+    pub allow_weak_buckets: bool,
+}
+
+fn describe_weak(changes: &[crate::provision::Change]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} is {} (want {})",
+                c.resource, c.setting, c.live, c.desired
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A change to a running job; `None` leaves a setting as it is, a limit of 0 returns it to
@@ -175,6 +202,7 @@ pub(crate) struct Inner {
     changes: watch::Sender<u64>,
     fatal: Mutex<Option<String>>,
     fatal_token: CancellationToken,
+    provisioner: Option<Arc<Provisioner>>,
 }
 
 /// The engine. Clone to share.
@@ -206,6 +234,7 @@ impl Engine {
         categories: Vec<CategoryConfig>,
         settings: EngineSettings,
         shutdown: CancellationToken,
+        provisioner: Option<Arc<Provisioner>>,
     ) -> Result<Self, EngineError> {
         let classifier =
             Classifier::new(&categories).map_err(|e| EngineError::InvalidRequest(e.join("; ")))?;
@@ -226,6 +255,7 @@ impl Engine {
                 changes,
                 fatal: Mutex::new(None),
                 fatal_token: CancellationToken::new(),
+                provisioner,
             }),
         })
     }
@@ -365,6 +395,13 @@ impl Engine {
         let scope = self.scope(options)?;
         if preflight {
             job::resolve_targets(&self.inner, true).await?;
+            let weak = self.weak_buckets(&options.only_categories).await?;
+            if !weak.is_empty() {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "a start would be refused: destination bucket(s) weaker than provisioning requires: {}; run `dualsealctl provision --apply` (or start with --allow-weak-buckets, audited)",
+                    describe_weak(&weak)
+                )));
+            }
         }
         plan::plan(&self.inner, &self.job_prefix(prefix)?, &scope, sample_limit).await
     }
@@ -406,14 +443,15 @@ impl Engine {
     /// `InvalidRequest` for bad options; `FailedPrecondition` when an active job covers the
     /// same objects or the plan finds conflicts (unless allowed); `Store`/`Kms` when a
     /// destination bucket or key is unusable; `Journal`.
-    async fn start_job_inner(
-        &self,
-        prefix: &str,
-        mut options: JobOptions,
-        allow_conflicts: bool,
-    ) -> Result<JobView, EngineError> {
+    async fn start_job_inner(&self, req: StartRequest) -> Result<JobView, EngineError> {
+        let StartRequest {
+            prefix,
+            mut options,
+            allow_conflicts,
+            allow_weak_buckets,
+        } = req;
         self.check_open()?;
-        let prefix = self.job_prefix(prefix)?;
+        let prefix = self.job_prefix(&prefix)?;
         Self::check_limits(&options.limits)?;
         if options.failure_threshold.is_none() {
             options.failure_threshold = self.inner.settings.failure_threshold;
@@ -425,6 +463,13 @@ impl Engine {
         self.ensure_no_overlap("starting another", None, &prefix, &options)?;
         // Fail fast, before anything is written, when a destination or key is unusable.
         job::resolve_targets(&self.inner, true).await?;
+        let weak = self.weak_buckets(&options.only_categories).await?;
+        if !weak.is_empty() && !allow_weak_buckets {
+            return Err(EngineError::FailedPrecondition(format!(
+                "destination bucket(s) weaker than provisioning requires: {}; run `dualsealctl provision --apply`, or start with --allow-weak-buckets (audited)",
+                describe_weak(&weak)
+            )));
+        }
         if !allow_conflicts {
             let report = plan::plan(&self.inner, &prefix, &scope, 5).await?;
             if report.conflict_objects > 0 {
@@ -456,17 +501,39 @@ impl Engine {
                 self.inner
                     .categories
                     .iter()
-                    .map(|c| format!("{}->{} ({})", c.name, c.bucket, c.kms_key))
+                    .map(|c| format!("{}->{} ({})", c.name, c.bucket, c.key_ref()))
                     .collect::<Vec<_>>()
                     .join(", "),
                 serde_json::to_string(&job.options).unwrap_or_default()
             ),
             ..Default::default()
         })?;
+        if !weak.is_empty() {
+            tracing::warn!(job = job.id, weak = %describe_weak(&weak), "started into weak buckets on the operator's override");
+            self.inner.journal.append_audit(AuditDraft {
+                job_id: job.id,
+                kind: "weak_buckets_accepted",
+                outcome: "override",
+                detail: describe_weak(&weak),
+                ..Default::default()
+            })?;
+        }
         self.inner.journal.flush().await?;
         tracing::info!(job = job.id, prefix = %job.prefix, state = %job.state, "job started");
         self.spawn_job(job.id);
         self.view(job.id)
+    }
+
+    /// Destination buckets (of `categories`, all when empty) whose live settings are weaker
+    /// than provisioning requires, when the config asks for the check.
+    async fn weak_buckets(
+        &self,
+        categories: &[String],
+    ) -> Result<Vec<crate::provision::Change>, EngineError> {
+        match &self.inner.provisioner {
+            Some(p) if p.enforced() => Ok(p.weaknesses(categories).await?),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// The live state of a job, made on first use from its stored options.
@@ -1004,14 +1071,15 @@ impl Engine {
     // runs (if that cannot be written, the action does not happen: fail closed), and
     // `control_result` with its outcome after, before the caller hears back.
 
-    async fn audited(
+    async fn audited<T>(
         &self,
         actor: &str,
         action: &'static str,
         job: JobId,
         params: String,
-        run: impl std::future::Future<Output = Result<JobView, EngineError>>,
-    ) -> Result<JobView, EngineError> {
+        run: impl std::future::Future<Output = Result<T, EngineError>>,
+        outcome_of: impl Fn(&T) -> String,
+    ) -> Result<T, EngineError> {
         let draft = |kind, outcome, detail: String| AuditDraft {
             job_id: job,
             kind,
@@ -1028,11 +1096,7 @@ impl Engine {
         self.inner.journal.flush().await?;
         let result = run.await;
         let (outcome, detail) = match &result {
-            // The job the action made (start, verify) or acted on.
-            Ok(v) => (
-                "ok",
-                format!("action={action} {params} job={}", v.record.id),
-            ),
+            Ok(v) => ("ok", format!("action={action} {params} {}", outcome_of(v))),
             Err(e) => ("failed", format!("action={action} {params} error={e}")),
         };
         self.inner.journal.append_audit(draft(
@@ -1044,30 +1108,88 @@ impl Engine {
         result
     }
 
+    /// [`audited`](Self::audited) for actions that answer with a job: the result names the
+    /// job the action made or acted on.
+    async fn audited_job(
+        &self,
+        actor: &str,
+        action: &'static str,
+        job: JobId,
+        params: String,
+        run: impl std::future::Future<Output = Result<JobView, EngineError>>,
+    ) -> Result<JobView, EngineError> {
+        self.audited(actor, action, job, params, run, |v| {
+            format!("job={}", v.record.id)
+        })
+        .await
+    }
+
+    /// Plans (or, with `apply`, applies) provisioning of the category keys and buckets.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when the daemon has no provisioner; `Provision`.
+    pub async fn provision(
+        &self,
+        actor: &str,
+        apply: bool,
+    ) -> Result<ProvisionReport, EngineError> {
+        let run = async {
+            let p = self.inner.provisioner.as_ref().ok_or_else(|| {
+                EngineError::FailedPrecondition(
+                    "provisioning is not available in this daemon".into(),
+                )
+            })?;
+            let report = if apply {
+                p.apply().await?
+            } else {
+                p.plan().await?
+            };
+            for c in &report.applied {
+                self.inner.journal.append_audit(AuditDraft {
+                    kind: "provisioned",
+                    actor: actor.to_owned(),
+                    category: c.category.clone(),
+                    outcome: "ok",
+                    dest_bucket: c
+                        .resource
+                        .strip_prefix("s3://")
+                        .unwrap_or_default()
+                        .to_owned(),
+                    detail: format!(
+                        "{} {}: was {:?}, now {:?}",
+                        c.resource, c.setting, c.live, c.desired
+                    ),
+                    ..Default::default()
+                })?;
+            }
+            Ok(report)
+        };
+        let action = if apply {
+            "provision_apply"
+        } else {
+            "provision_plan"
+        };
+        self.audited(actor, action, 0, String::new(), run, |r| {
+            format!("applied={} remaining={}", r.applied.len(), r.changes.len())
+        })
+        .await
+    }
+
     /// Starts a job over the source (or part of it), on behalf of `actor`.
     ///
     /// # Errors
     /// `FailedPrecondition` when another job is active or the plan finds conflicts (unless
     /// allowed); `Store`/`Kms` when a destination bucket or key is unusable; `Journal`.
-    pub async fn start_job(
-        &self,
-        actor: &str,
-        prefix: &str,
-        options: JobOptions,
-        allow_conflicts: bool,
-    ) -> Result<JobView, EngineError> {
+    pub async fn start_job(&self, actor: &str, req: StartRequest) -> Result<JobView, EngineError> {
         let params = format!(
-            "prefix={prefix:?} allow_conflicts={allow_conflicts} options={}",
-            serde_json::to_string(&options).unwrap_or_default()
+            "prefix={:?} allow_conflicts={} allow_weak_buckets={} options={}",
+            req.prefix,
+            req.allow_conflicts,
+            req.allow_weak_buckets,
+            serde_json::to_string(&req.options).unwrap_or_default()
         );
-        self.audited(
-            actor,
-            "start",
-            0,
-            params,
-            self.start_job_inner(prefix, options, allow_conflicts),
-        )
-        .await
+        self.audited_job(actor, "start", 0, params, self.start_job_inner(req))
+            .await
     }
 
     /// Changes a job's priority and live limits.
@@ -1081,7 +1203,7 @@ impl Engine {
         update: JobUpdate,
     ) -> Result<JobView, EngineError> {
         let params = format!("{update:?}");
-        self.audited(actor, "update", id, params, self.update_inner(id, update))
+        self.audited_job(actor, "update", id, params, self.update_inner(id, update))
             .await
     }
 
@@ -1090,7 +1212,7 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job is not running, `Journal`.
     pub async fn pause(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
-        self.audited(actor, "pause", id, String::new(), self.pause_inner(id))
+        self.audited_job(actor, "pause", id, String::new(), self.pause_inner(id))
             .await
     }
 
@@ -1099,7 +1221,7 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job is not paused, `Journal`.
     pub async fn resume(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
-        self.audited(actor, "resume", id, String::new(), self.resume_inner(id))
+        self.audited_job(actor, "resume", id, String::new(), self.resume_inner(id))
             .await
     }
 
@@ -1108,7 +1230,7 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job already ended, `Journal`.
     pub async fn cancel(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
-        self.audited(actor, "cancel", id, String::new(), self.cancel_inner(id))
+        self.audited_job(actor, "cancel", id, String::new(), self.cancel_inner(id))
             .await
     }
 
@@ -1117,7 +1239,7 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition`, `Journal`.
     pub async fn retry(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
-        self.audited(actor, "retry", id, String::new(), self.retry_inner(id))
+        self.audited_job(actor, "retry", id, String::new(), self.retry_inner(id))
             .await
     }
 
@@ -1128,7 +1250,7 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` while a job is active, `Journal`.
     pub async fn verify(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
-        self.audited(actor, "verify", id, String::new(), self.verify_inner(id))
+        self.audited_job(actor, "verify", id, String::new(), self.verify_inner(id))
             .await
     }
 }

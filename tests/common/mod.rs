@@ -189,6 +189,10 @@ journal_path = "{}"
 control_socket = "{}"
 concurrency = {concurrency}
 max_attempts = {max_attempts}
+
+# These tests create plain buckets themselves; tests/provision.rs covers the hardened ones.
+[provision]
+require_hardened_buckets = false
 "#,
         endpoint,
         dir.join("journal").display(),

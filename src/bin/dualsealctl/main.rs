@@ -57,6 +57,10 @@ enum Cmd {
         /// Start even when keys match more than one category (they stay in the source).
         #[arg(long)]
         allow_conflicts: bool,
+        /// Start even into destination buckets weaker than provisioning requires (the audit
+        /// trail records the override).
+        #[arg(long)]
+        allow_weak_buckets: bool,
         /// Do not start: show what the job would do and check every category's KMS key and
         /// bucket, as a start would.
         #[arg(long)]
@@ -102,6 +106,23 @@ enum Cmd {
         priority: Option<i32>,
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Each category's KMS key and bucket against the config: what differs (the default),
+    /// `--apply` to make them match, `--check` to exit 4 on any drift (cron, CI).
+    Provision {
+        /// Create and update keys, buckets and policies until they match the config.
+        #[arg(long, conflicts_with = "check")]
+        apply: bool,
+        /// Exit 4 when anything differs.
+        #[arg(long)]
+        check: bool,
+        /// Write the generated policy documents (key, bucket and identity policies) here.
+        #[arg(long)]
+        write_policies: Option<std::path::PathBuf>,
+        /// Also write the identity policies as a Terraform JSON module
+        /// (`dualseal-iam.tf.json`).
+        #[arg(long, requires = "write_policies")]
+        terraform: bool,
     },
     /// The failed objects of a job, with error codes and reasons.
     Failures {
@@ -455,6 +476,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             run,
             limits,
             allow_conflicts,
+            allow_weak_buckets,
             dry_run: false,
             watch,
         } => {
@@ -463,6 +485,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                     prefix,
                     allow_conflicts,
                     options: Some(options(scope, Some(&run), Some(&limits))),
+                    allow_weak_buckets,
                 })
                 .await?;
             if args.json && !watch {
@@ -518,6 +541,27 @@ async fn run(args: Args) -> Result<ExitCode> {
                 .await?;
             emit_job(args.json, &j);
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Provision {
+            apply,
+            check,
+            write_policies,
+            terraform,
+        } => {
+            let r = c.provision(apply).await?;
+            if let Some(dir) = &write_policies {
+                write_documents(dir, &r, terraform)?;
+            }
+            if args.json {
+                println!("{}", serde_json::to_value(&r)?);
+            } else {
+                print!("{}", view::provision(&r, apply));
+            }
+            Ok(if (check || apply) && !r.changes.is_empty() {
+                ExitCode::from(4)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Failures { job } => {
             let mut s = Box::pin(c.objects_stream(job, pb::ObjectState::Failed).await?);
@@ -609,6 +653,26 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Audit { cmd } => audit(&mut c, *cmd, args.json).await,
     }
+}
+
+fn write_documents(dir: &std::path::Path, r: &pb::ProvisionReport, terraform: bool) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for d in &r.documents {
+        let path = dir.join(format!("{}.json", d.name));
+        std::fs::write(&path, &d.json)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if terraform {
+        let path = dir.join("dualseal-iam.tf.json");
+        std::fs::write(&path, &r.terraform_json)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "{} document(s) written to {}",
+        r.documents.len(),
+        dir.display()
+    );
+    Ok(())
 }
 
 fn watch_exit(j: &pb::Job) -> ExitCode {

@@ -205,6 +205,48 @@ pub fn categories(j: &pb::Job) -> String {
     out
 }
 
+/// A provisioning plan or apply.
+pub fn provision(r: &pb::ProvisionReport, applied: bool) -> String {
+    let mut out = String::new();
+    let row = |c: &pb::ProvisionChange| {
+        format!(
+            "  {:<7} {:<28} {:<20} {} -> {}{}\n",
+            c.action,
+            c.resource,
+            c.setting,
+            c.live,
+            c.desired,
+            if c.weakens {
+                "  [weaker than required]"
+            } else {
+                ""
+            }
+        )
+    };
+    if applied {
+        out.push_str(&format!("applied {} change(s)\n", r.applied.len()));
+        r.applied.iter().for_each(|c| out.push_str(&row(c)));
+    }
+    if r.changes.is_empty() {
+        out.push_str("keys, buckets and policies match the config\n");
+    } else {
+        out.push_str(&format!(
+            "{} difference(s){}\n",
+            r.changes.len(),
+            if applied {
+                " remain"
+            } else {
+                "; `dualsealctl provision --apply` fixes them"
+            }
+        ));
+        r.changes.iter().for_each(|c| out.push_str(&row(c)));
+    }
+    for n in &r.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
