@@ -7,8 +7,12 @@ DB credentials as JSON and DSNs, API tokens, PEM keys and chains, .env files, si
 few MiB, under mixed prefixes, plus a few keys no category claims. Everything is generated
 from a fixed seed, so two runs produce the same bytes. The secrets are fake.
 
-usage: seed_demo.py --endpoint URL [-n 300] [--seed 7]
-Prints a JSON summary (object count, bytes, key ARNs) on stdout.
+usage: seed_demo.py --endpoint URL [-n 300] [--seed 7] [--source-only]
+       seed_demo.py --endpoint URL --drop-bucket-policies
+Prints a JSON summary (object count, bytes, key ARNs) on stdout. With --source-only only the
+source bucket is created and seeded (dualseal provisions keys and buckets itself).
+--drop-bucket-policies removes the destination buckets' policies: moto ignores policy
+conditions, so it would treat every conditional Deny as unconditional.
 """
 import argparse
 import base64
@@ -88,10 +92,16 @@ def main():
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--source-only", action="store_true")
+    ap.add_argument("--drop-bucket-policies", action="store_true")
     a = ap.parse_args()
     s3, kms = clients(a.endpoint)
+    if a.drop_bucket_policies:
+        for cat in CATEGORIES:
+            s3.delete_bucket_policy(Bucket=f"secrets-{cat}")
+        return
     arns = {}
-    for cat in CATEGORIES:
+    for cat in [] if a.source_only else CATEGORIES:
         alias = f"alias/dualseal-{cat}"
         existing = [x for x in kms.list_aliases()["Aliases"] if x["AliasName"] == alias]
         if existing:
