@@ -238,9 +238,9 @@ pub fn bucket_policy(c: &CategoryIam, p: &Principals) -> PolicyDocument {
         resource: OneOrMany::of(resource),
         condition,
     };
+    // Key administrators manage keys, not secrets: they are not among these.
     let mut allowed: Vec<String> = c.readers.clone();
     allowed.push(p.writer.clone());
-    allowed.extend(p.key_admins.iter().cloned());
     let mut statements = vec![
         deny(
             "DenyInsecureTransport",
