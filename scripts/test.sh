@@ -43,4 +43,6 @@ else
 fi
 log "reference decryptor (libsodium + stdlib HKDF) on the golden envelopes"
 python3 scripts/reference_open.py tests/fixtures/envelope-v1-*.json
+log "systemd units: systemd-analyze verify, and security exposure <= 1.5"
+scripts/check-systemd.sh
 log "all green in $(( $(date +%s) - start )) s"

@@ -96,6 +96,7 @@ pub async fn run(
     }));
     tracing::info!(socket = %config.daemon.control_socket.display(), "control API listening");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    spawn_watchdog(engine.clone(), shutdown.clone());
 
     let fatal = tokio::select! {
         _ = shutdown.cancelled() => None,
@@ -126,6 +127,29 @@ pub async fn run(
         Some(msg) => Err(DaemonError::Fatal(msg)),
         None => Ok(()),
     }
+}
+
+/// Pings systemd's watchdog (`WatchdogSec=`) at half its interval while the runtime is
+/// responsive and the engine has not failed fatally: a wedged or failing daemon stops pinging
+/// and systemd restarts it, and the journal resumes its jobs.
+fn spawn_watchdog(engine: Engine, shutdown: CancellationToken) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    tracing::info!(interval = ?every, "systemd watchdog enabled");
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = engine.fatal() => return,
+                _ = tokio::time::sleep(every) => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    });
 }
 
 async fn build_engine(
