@@ -76,6 +76,44 @@ pub struct Config {
     /// Buckets, keys and policies.
     #[serde(default)]
     pub provision: ProvisionConfig,
+    /// The optional TCP control listener.
+    #[serde(default)]
+    pub tcp: TcpConfig,
+}
+
+/// The control API over TCP: off unless `listen` is set. TLS is required except on loopback;
+/// callers authenticate by client certificate (`client_ca`, roles by common name in
+/// `[access]`) or bearer token (`tokens_file`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Address to listen on (`0.0.0.0:7443`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Server certificate chain (PEM): a path, or `credential:NAME` for systemd's
+    /// `LoadCredential=` (read from `$CREDENTIALS_DIRECTORY/NAME`).
+    pub tls_cert: Option<String>,
+    /// Server private key (PEM), path or `credential:NAME`.
+    pub tls_key: Option<String>,
+    /// CA whose client certificates are accepted (mutual TLS), path or `credential:NAME`.
+    pub client_ca: Option<String>,
+    /// Bearer tokens, `ROLE NAME TOKEN` per line, path or `credential:NAME`.
+    pub tokens_file: Option<String>,
+}
+
+/// Resolves a secret file reference: a path, or `credential:NAME` under
+/// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+///
+/// # Errors
+/// The reference names a credential but the service has no credentials directory.
+pub fn secret_path(reference: &str) -> Result<PathBuf, String> {
+    match reference.strip_prefix("credential:") {
+        Some(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| PathBuf::from(d).join(name))
+            .ok_or_else(|| {
+                format!("{reference:?} names a systemd credential, but CREDENTIALS_DIRECTORY is not set; add LoadCredential={name}:PATH to the unit")
+            }),
+        None => Ok(PathBuf::from(reference)),
+    }
 }
 
 /// Prometheus metrics over HTTP: off unless `listen` is set.
@@ -180,6 +218,10 @@ pub struct DaemonConfig {
     /// Log format.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Log filter (`info`, `info,dualseal=debug`); `DUALSEAL_LOG` overrides it at start.
+    /// Reloaded on SIGHUP.
+    #[serde(default)]
+    pub log_filter: Option<String>,
 }
 
 fn default_kms_rate() -> u32 {
@@ -228,6 +270,7 @@ impl Default for DaemonConfig {
             failure_threshold_percent: default_threshold_percent(),
             failure_threshold_min_objects: default_threshold_min(),
             log_format: LogFormat::default(),
+            log_filter: None,
         }
     }
 }
@@ -491,6 +534,31 @@ impl Config {
             for r in &c.readers {
                 arn(format!("category {:?} readers", c.name), r, &mut p);
             }
+        }
+        let t = &self.tcp;
+        if let Some(addr) = t.listen {
+            let tls = t.tls_cert.is_some() && t.tls_key.is_some();
+            if t.tls_cert.is_some() != t.tls_key.is_some() {
+                p.push("tcp.tls_cert and tcp.tls_key: give both, or neither".into());
+            }
+            if !tls && !addr.ip().is_loopback() {
+                p.push(format!(
+                    "tcp.listen = {addr}: refusing a plaintext listener on a non-loopback address; set tcp.tls_cert and tcp.tls_key, or listen on 127.0.0.1"
+                ));
+            }
+            if t.client_ca.is_some() && !tls {
+                p.push("tcp.client_ca: mutual TLS needs tcp.tls_cert and tcp.tls_key".into());
+            }
+            if t.client_ca.is_none() && t.tokens_file.is_none() {
+                p.push(format!(
+                    "tcp.listen = {addr}: no way to authenticate TCP callers; set tcp.client_ca (mutual TLS) and/or tcp.tokens_file"
+                ));
+            }
+        } else if t.tls_cert.is_some() || t.client_ca.is_some() || t.tokens_file.is_some() {
+            p.push(
+                "[tcp] settings without tcp.listen have no effect; set tcp.listen or remove them"
+                    .into(),
+            );
         }
         p
     }

@@ -37,6 +37,9 @@ pub enum DaemonError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// Access settings (token file, TLS files) could not be read or are invalid.
+    #[error("{0}")]
+    Access(String),
     /// A fatal error stopped migration.
     #[error("stopped on a fatal error: {0}")]
     Fatal(String),
@@ -61,6 +64,80 @@ pub fn open_journal(config: &Config, opts: OpenOptions) -> Result<Journal, Daemo
     Ok(journal)
 }
 
+/// Applies a new log filter to the running process.
+pub type SetLogFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the binary lends the daemon for SIGHUP reloads.
+pub struct Hooks {
+    /// The config file to read again.
+    pub config_path: std::path::PathBuf,
+    /// Applies a new log filter.
+    pub set_log_filter: SetLogFilter,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a secret file named in the config (a path or `credential:NAME`).
+fn read_secret(what: &str, reference: &str) -> Result<Vec<u8>, DaemonError> {
+    let path = crate::config::secret_path(reference)
+        .map_err(|e| DaemonError::Access(format!("{what}: {e}")))?;
+    std::fs::read(&path).map_err(|e| {
+        DaemonError::Access(format!(
+            "{what}: cannot read {}: {e}; check the path and that the service may read it",
+            path.display()
+        ))
+    })
+}
+
+/// The access policy and tokens the config describes.
+///
+/// # Errors
+/// `Access` when the token file cannot be read or has malformed lines.
+pub fn load_access(config: &Config) -> Result<api::Access, DaemonError> {
+    let policy = crate::access::Policy::new(
+        config.access.clone(),
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let tokens = match &config.tcp.tokens_file {
+        None => crate::access::Tokens::default(),
+        Some(r) => {
+            let text = zeroize::Zeroizing::new(read_secret("tcp.tokens_file", r)?);
+            let text = std::str::from_utf8(&text)
+                .map_err(|_| DaemonError::Access("tcp.tokens_file: not UTF-8 text".into()))?;
+            crate::access::Tokens::parse(text)
+                .map_err(|p| DaemonError::Access(format!("tcp.tokens_file: {}", p.join("; "))))?
+        }
+    };
+    Ok(api::Access {
+        policy: Some(policy),
+        tokens,
+    })
+}
+
+fn tcp_tls(config: &Config) -> Result<Option<api::TcpTls>, DaemonError> {
+    let t = &config.tcp;
+    let (Some(cert), Some(key)) = (&t.tls_cert, &t.tls_key) else {
+        return Ok(None);
+    };
+    Ok(Some(api::TcpTls {
+        cert_pem: read_secret("tcp.tls_cert", cert)?,
+        key_pem: zeroize::Zeroizing::new(read_secret("tcp.tls_key", key)?),
+        client_ca_pem: t
+            .client_ca
+            .as_deref()
+            .map(|c| read_secret("tcp.client_ca", c))
+            .transpose()?,
+        client_cert_optional: t.tokens_file.is_some(),
+    }))
+}
+
 /// Runs the daemon until `shutdown` is cancelled or a fatal error occurs.
 ///
 /// # Errors
@@ -70,7 +147,10 @@ pub async fn run(
     opts: OpenOptions,
     listener: UnixListener,
     shutdown: CancellationToken,
+    hooks: Hooks,
 ) -> Result<(), DaemonError> {
+    let access = api::shared_access(load_access(&config)?);
+    let tls = tcp_tls(&config)?;
     let journal = Arc::new(open_journal(&config, opts)?);
     let metered = crate::metrics::install(&config.metrics)?;
     let engine = build_engine(&config, Arc::clone(&journal), shutdown.clone(), metered).await?;
@@ -86,15 +166,41 @@ pub async fn run(
 
     let api_stop = CancellationToken::new();
     let api_stop_rx = api_stop.clone();
-    let policy = crate::access::Policy::new(
-        config.access.clone(),
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
-    let server = tokio::spawn(api::serve(engine.clone(), policy, listener, async move {
-        api_stop_rx.cancelled().await
-    }));
+    let server = tokio::spawn(api::serve(
+        engine.clone(),
+        std::sync::Arc::clone(&access),
+        listener,
+        {
+            let stop = api_stop_rx.clone();
+            async move { stop.cancelled().await }
+        },
+    ));
     tracing::info!(socket = %config.daemon.control_socket.display(), "control API listening");
+    if let Some(addr) = config.tcp.listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| api::ApiError::Bind {
+                path: addr.to_string(),
+                source,
+            })?;
+        let mutual = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+        let encrypted = tls.is_some();
+        tokio::spawn(api::serve_tcp(
+            engine.clone(),
+            std::sync::Arc::clone(&access),
+            tcp,
+            tls,
+            async move { api_stop_rx.cancelled().await },
+        ));
+        tracing::info!(%addr, tls = encrypted, mutual_tls = mutual, "control API listening on TCP");
+    }
+    spawn_reloader(
+        engine.clone(),
+        config.clone(),
+        access,
+        hooks,
+        shutdown.clone(),
+    );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog(engine.clone(), shutdown.clone());
 
@@ -127,6 +233,102 @@ pub async fn run(
         Some(msg) => Err(DaemonError::Fatal(msg)),
         None => Ok(()),
     }
+}
+
+/// On SIGHUP: reads the config again and applies what is safe to change live — access roles
+/// and tokens, the log filter — and names the settings that need a restart. A config that does
+/// not load is refused with its problems; the running one stays.
+fn spawn_reloader(
+    engine: Engine,
+    running: Config,
+    access: api::SharedAccess,
+    hooks: Hooks,
+    shutdown: CancellationToken,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reloads need a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        let mut running = running;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            let (outcome, detail) = match reload(&running, &access, &hooks) {
+                Ok((cfg, applied, restart)) => {
+                    running = cfg;
+                    tracing::info!(applied = %applied, needs_restart = %restart, "configuration reloaded");
+                    (
+                        "ok",
+                        format!("applied: {applied}; needs a restart: {restart}"),
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the running configuration stays");
+                    ("failed", e)
+                }
+            };
+            if let Err(e) = engine
+                .audit_daemon("config_reloaded", outcome, detail)
+                .await
+            {
+                tracing::error!(error = %e, "could not audit the reload");
+            }
+        }
+    });
+}
+
+fn reload(
+    running: &Config,
+    access: &api::SharedAccess,
+    hooks: &Hooks,
+) -> Result<(Config, String, String), String> {
+    let new = Config::load(&hooks.config_path).map_err(|e| e.to_string())?;
+    let new_access = load_access(&new).map_err(|e| e.to_string())?;
+    let mut applied = vec!["[access] roles", "tcp.tokens_file"];
+    if let Some(filter) = &new.daemon.log_filter {
+        (hooks.set_log_filter)(filter).map_err(|e| format!("daemon.log_filter: {e}"))?;
+        applied.push("daemon.log_filter");
+    }
+    match access.write() {
+        Ok(mut a) => *a = std::sync::Arc::new(new_access),
+        Err(p) => *p.into_inner() = std::sync::Arc::new(new_access),
+    }
+    let mut restart = Vec::new();
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut daemon_old = running.daemon.clone();
+    daemon_old.log_filter.clone_from(&new.daemon.log_filter);
+    for (name, changed) in [
+        ("[aws]", differs(&running.aws, &new.aws)),
+        ("[source]", differs(&running.source, &new.source)),
+        ("[daemon]", differs(&daemon_old, &new.daemon)),
+        (
+            "[[category]]",
+            differs(&running.categories, &new.categories),
+        ),
+        ("[metrics]", differs(&running.metrics, &new.metrics)),
+        ("[provision]", differs(&running.provision, &new.provision)),
+        (
+            "[tcp] listener and TLS",
+            differs(&running.tcp.listen, &new.tcp.listen)
+                || differs(&running.tcp.tls_cert, &new.tcp.tls_cert)
+                || differs(&running.tcp.tls_key, &new.tcp.tls_key)
+                || differs(&running.tcp.client_ca, &new.tcp.client_ca),
+        ),
+    ] {
+        if changed {
+            restart.push(name);
+        }
+    }
+    let restart = if restart.is_empty() {
+        "nothing".to_owned()
+    } else {
+        restart.join(", ")
+    };
+    Ok((new, applied.join(", "), restart))
 }
 
 /// Pings systemd's watchdog (`WatchdogSec=`) at half its interval while the runtime is

@@ -31,10 +31,58 @@ pub enum ClientError {
     Status(#[from] tonic::Status),
 }
 
+/// Adds the bearer token, when there is one, to every call.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerToken(set)"
+        } else {
+            "BearerToken(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How to authenticate over TCP: TLS (server CA, optional client identity) and/or a token.
+#[derive(Default)]
+pub struct ClientAuth {
+    /// CA that signed the daemon's certificate (PEM); enables TLS.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key (PEM), for mutual TLS.
+    pub identity_pem: Option<(Vec<u8>, zeroize::Zeroizing<Vec<u8>>)>,
+    /// Name the daemon's certificate is for, when it differs from the host in the address.
+    pub domain: Option<String>,
+    /// Bearer token.
+    pub token: Option<zeroize::Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("tls", &self.ca_pem.is_some())
+            .field("client_cert", &self.identity_pem.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+type Inner = ControlClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
+
 /// A connected client.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: ControlClient<Channel>,
+    inner: Inner,
 }
 
 impl Client {
@@ -44,9 +92,43 @@ impl Client {
     /// # Errors
     /// `Address` or `Connect`.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, ClientAuth::default()).await
+    }
+
+    /// Connects with TLS and/or a bearer token (TCP): `https://host:7443`.
+    ///
+    /// # Errors
+    /// `Address` or `Connect` (including a failed TLS handshake).
+    pub async fn connect_with(addr: &str, auth: ClientAuth) -> Result<Self, ClientError> {
+        let token = auth
+            .token
+            .as_ref()
+            .map(|t| {
+                tonic::metadata::MetadataValue::try_from(format!("Bearer {}", t.as_str()))
+                    .map_err(|_| ClientError::Address("the token is not valid header text".into()))
+            })
+            .transpose()?;
         let channel = if addr.starts_with("http://") || addr.starts_with("https://") {
-            Endpoint::from_shared(addr.to_owned())
-                .map_err(|_| ClientError::Address(addr.to_owned()))?
+            let mut endpoint = Endpoint::from_shared(addr.to_owned())
+                .map_err(|_| ClientError::Address(addr.to_owned()))?;
+            if let Some(ca) = &auth.ca_pem {
+                use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+                super::install_tls_provider();
+                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+                if let Some((cert, key)) = &auth.identity_pem {
+                    tls = tls.identity(Identity::from_pem(cert, key.as_slice()));
+                }
+                if let Some(d) = &auth.domain {
+                    tls = tls.domain_name(d.clone());
+                }
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .map_err(|source| ClientError::Connect {
+                        target: addr.to_owned(),
+                        source,
+                    })?;
+            }
+            endpoint
                 .connect()
                 .await
                 .map_err(|source| ClientError::Connect {
@@ -74,7 +156,7 @@ impl Client {
                 })?
         };
         Ok(Self {
-            inner: ControlClient::new(channel),
+            inner: ControlClient::with_interceptor(channel, BearerToken(token)),
         })
     }
 

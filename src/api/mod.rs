@@ -82,17 +82,56 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ApiError>
     Ok(listener)
 }
 
-/// Serves the control API on `listener` until `shutdown` resolves, then stops accepting
-/// and lets in-flight calls finish. `policy` decides who may call what.
-///
-/// # Errors
-/// `Transport` when the server fails.
-pub async fn serve(
+/// Selects rustls's process-wide crypto provider (aws-lc-rs, the one the AWS SDK already uses)
+/// before any TLS configuration is built; the dependency tree enables more than one, so rustls
+/// cannot pick by itself. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Who may call what, swappable at run time (SIGHUP).
+pub type SharedAccess = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Access>>>;
+
+/// The access policy and the bearer tokens in force.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// Roles by uid/gid and certificate common name.
+    pub policy: Option<crate::access::Policy>,
+    /// Bearer tokens (TCP only).
+    pub tokens: crate::access::Tokens,
+}
+
+/// Wraps access for sharing.
+pub fn shared_access(access: Access) -> SharedAccess {
+    std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(access)))
+}
+
+/// TLS settings of the TCP listener, already read from their files.
+pub struct TcpTls {
+    /// Server certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Server key, PEM (zeroized on drop).
+    pub key_pem: zeroize::Zeroizing<Vec<u8>>,
+    /// Client CA, PEM: mutual TLS when set.
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// Whether a client may connect without a certificate (and use a bearer token).
+    pub client_cert_optional: bool,
+}
+
+impl std::fmt::Debug for TcpTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpTls")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn routes(
+    builder: tonic::transport::Server,
     engine: Engine,
-    policy: crate::access::Policy,
-    listener: UnixListener,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), ApiError> {
+    access: SharedAccess,
+) -> Result<tonic::transport::server::Router, ApiError> {
+    let mut builder = builder;
     let (mut reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<pb::control_server::ControlServer<ControlService>>()
@@ -105,14 +144,63 @@ pub async fn serve(
             path: "reflection".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
-    tonic::transport::Server::builder()
+    Ok(builder
         .add_service(health)
         .add_service(reflection)
         .add_service(pb::control_server::ControlServer::new(ControlService {
             engine,
-            policy: std::sync::Arc::new(policy),
-        }))
+            access,
+        })))
+}
+
+/// Serves the control API on `listener` until `shutdown` resolves, then stops accepting
+/// and lets in-flight calls finish. `access` decides who may call what.
+///
+/// # Errors
+/// `Transport` when the server fails.
+pub async fn serve(
+    engine: Engine,
+    access: SharedAccess,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    routes(tonic::transport::Server::builder(), engine, access)
+        .await?
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves the control API over TCP (TLS unless `tls` is `None`, which config validation
+/// allows only on loopback) until `shutdown` resolves.
+///
+/// # Errors
+/// `Bind` when the address cannot be bound, `Transport` when TLS settings are invalid or the
+/// server fails.
+pub async fn serve_tcp(
+    engine: Engine,
+    access: SharedAccess,
+    listener: tokio::net::TcpListener,
+    tls: Option<TcpTls>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        install_tls_provider();
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let mut cfg =
+            ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, t.key_pem.as_slice()));
+        if let Some(ca) = &t.client_ca_pem {
+            cfg = cfg
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(t.client_cert_optional);
+        }
+        builder = builder.tls_config(cfg)?;
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    routes(builder, engine, access)
+        .await?
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }
@@ -121,10 +209,91 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct ControlService {
     engine: Engine,
-    policy: std::sync::Arc<crate::access::Policy>,
+    access: SharedAccess,
+}
+
+/// The common name of a DER certificate's subject.
+fn subject_cn(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(cn)
 }
 
 impl ControlService {
+    fn access(&self) -> std::sync::Arc<Access> {
+        self.access
+            .read()
+            .map(|a| std::sync::Arc::clone(&a))
+            .unwrap_or_else(|p| std::sync::Arc::clone(&p.into_inner()))
+    }
+
+    /// Identifies the caller and says who it is, for the audit trail. Never echoes a token.
+    fn caller<T>(&self, req: &Request<T>, access: &Access) -> (crate::access::Caller, String) {
+        use crate::access::Caller;
+        if let Some(info) = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+        {
+            return match info.peer_cred {
+                Some(c) => (
+                    Caller::Unix(crate::access::Peer {
+                        uid: c.uid(),
+                        gid: c.gid(),
+                    }),
+                    format!(
+                        "uid={},gid={},pid={}",
+                        c.uid(),
+                        c.gid(),
+                        c.pid().map_or_else(|| "?".to_owned(), |p| p.to_string())
+                    ),
+                ),
+                None => (Caller::Unknown, "unix:unknown-peer".to_owned()),
+            };
+        }
+        let addr = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let cert = req
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| subject_cn(c.as_ref())));
+        if let (Some(cn), Some(policy)) = (&cert, &access.policy) {
+            let by_cert = Caller::Certificate { cn: cn.clone() };
+            if policy.role_of(&by_cert).is_some() {
+                return (by_cert, format!("cert:CN={cn}@tcp:{addr}"));
+            }
+        }
+        let bearer = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = bearer {
+            return match access.tokens.check(token.trim().as_bytes()) {
+                Some(Caller::Token { name, role }) => {
+                    let who = format!("token:{name}@tcp:{addr}");
+                    (Caller::Token { name, role }, who)
+                }
+                _ => (
+                    Caller::Unknown,
+                    format!("tcp:{addr} (bearer token not recognised)"),
+                ),
+            };
+        }
+        match cert {
+            Some(cn) => (
+                Caller::Certificate { cn: cn.clone() },
+                format!("cert:CN={cn}@tcp:{addr}"),
+            ),
+            None => (Caller::Unknown, format!("tcp:{addr}")),
+        }
+    }
+
     /// Refuses (and audits) a call the caller's role does not allow; returns the actor.
     async fn authorize<T>(
         &self,
@@ -132,47 +301,29 @@ impl ControlService {
         action: crate::access::Action,
         what: &'static str,
     ) -> Result<String, Status> {
-        let who = actor(req);
-        let peer = req
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
-            .map(|c| crate::access::Peer {
-                uid: c.uid(),
-                gid: c.gid(),
-            });
-        if self.policy.allows(peer, action) {
+        let access = self.access();
+        let (caller, who) = self.caller(req, &access);
+        if access
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.allows_caller(&caller, action))
+        {
             return Ok(who);
         }
         self.engine.audit_denied(&who, what).await;
+        let fix = match caller {
+            crate::access::Caller::Unix(_) => {
+                "ask an operator to add your uid or group to [access] in the daemon's config"
+            }
+            _ => "use a client certificate whose common name [access] lists, or a valid bearer token with the right role",
+        };
         Err(Status::permission_denied(format!(
-            "{who} may not {what}: ask an operator to add your uid or group to [access] in the daemon's config"
+            "{who} may not {what}: {fix}"
         )))
     }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Who is calling: the Unix socket peer's credentials (from the kernel, SO_PEERCRED), or the
-/// TCP peer address.
-fn actor<T>(req: &Request<T>) -> String {
-    if let Some(info) = req
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-    {
-        if let Some(c) = info.peer_cred {
-            return format!(
-                "uid={},gid={},pid={}",
-                c.uid(),
-                c.gid(),
-                c.pid().map_or_else(|| "?".to_owned(), |p| p.to_string())
-            );
-        }
-        return "unix:unknown-peer".to_owned();
-    }
-    req.remote_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| format!("tcp:{a}"))
-}
 
 fn job_id(raw: u64) -> Result<u64, Status> {
     if raw == 0 {

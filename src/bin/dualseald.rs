@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Some(f) => f == "json",
         None => config.daemon.log_format == LogFormat::Json,
     };
-    init_logging(json);
+    let set_log_filter = init_logging(json, config.daemon.log_filter.as_deref());
     if matches!(args.cmd, Some(Cmd::Validate)) {
         println!(
             "{}: OK ({} categories, source s3://{}/{})",
@@ -96,33 +96,50 @@ fn main() -> ExitCode {
     let opts = dualseal::journal::OpenOptions {
         accept_rollback: args.accept_journal_rollback,
     };
-    rt.block_on(run(config, opts))
+    let hooks = dualseal::daemon::Hooks {
+        config_path: args.config.clone(),
+        set_log_filter,
+    };
+    rt.block_on(run(config, opts, hooks))
 }
 
 /// Logs go to stderr (journald under systemd). JSON puts every span and event field (job,
-/// key, error) into the object, for log pipelines.
-fn init_logging(json: bool) {
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_env("DUALSEAL_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,h2=warn,tower=warn,sled=warn",
-            )
-        })
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_writer(std::io::stderr);
+/// key, error) into the object, for log pipelines. `DUALSEAL_LOG` wins over the config's
+/// filter at start; the returned setter changes the filter later (SIGHUP).
+fn init_logging(json: bool, configured: Option<&str>) -> dualseal::daemon::SetLogFilter {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    const DEFAULT: &str =
+        "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,h2=warn,tower=warn,sled=warn";
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DUALSEAL_LOG")
+        .ok()
+        .or_else(|| configured.and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok()))
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
             .init();
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init();
     }
+    Box::new(move |f: &str| {
+        let new = tracing_subscriber::EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+        handle.reload(new).map_err(|e| e.to_string())
+    })
 }
 
 /// A panic anywhere aborts the process, so systemd restarts a clean one and the journal
@@ -163,7 +180,11 @@ async fn rebuild(config: Config) -> ExitCode {
     }
 }
 
-async fn run(config: Config, opts: dualseal::journal::OpenOptions) -> ExitCode {
+async fn run(
+    config: Config,
+    opts: dualseal::journal::OpenOptions,
+    hooks: dualseal::daemon::Hooks,
+) -> ExitCode {
     let shutdown = CancellationToken::new();
     if let Err(e) = watch_signals(shutdown.clone()) {
         eprintln!("dualseald: cannot install signal handlers: {e}");
@@ -184,14 +205,16 @@ async fn run(config: Config, opts: dualseal::journal::OpenOptions) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    match dualseal::daemon::run(config, opts, listener, shutdown).await {
+    match dualseal::daemon::run(config, opts, listener, shutdown, hooks).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             match e {
                 dualseal::daemon::DaemonError::Journal(_)
                 | dualseal::daemon::DaemonError::Fatal(_) => ExitCode::from(EX_IOERR),
-                dualseal::daemon::DaemonError::Metrics(_) => ExitCode::from(EX_UNAVAILABLE),
+                dualseal::daemon::DaemonError::Metrics(_)
+                | dualseal::daemon::DaemonError::Api(_) => ExitCode::from(EX_UNAVAILABLE),
+                dualseal::daemon::DaemonError::Access(_) => ExitCode::from(EX_CONFIG),
                 _ => ExitCode::FAILURE,
             }
         }

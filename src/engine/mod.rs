@@ -1045,6 +1045,27 @@ impl Engine {
             .map_err(EngineError::from)
     }
 
+    /// Records a daemon-level event (a reload, a listener started) and makes it durable.
+    ///
+    /// # Errors
+    /// `Journal`.
+    pub async fn audit_daemon(
+        &self,
+        kind: &'static str,
+        outcome: &'static str,
+        detail: String,
+    ) -> Result<(), EngineError> {
+        self.inner.journal.append_audit(AuditDraft {
+            kind,
+            actor: "daemon".into(),
+            outcome,
+            detail,
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        Ok(())
+    }
+
     /// Records a refused control-plane call. A refusal stays a refusal even when it cannot be
     /// recorded, so a failure here is only logged.
     pub async fn audit_denied(&self, actor: &str, what: &str) {

@@ -26,6 +26,21 @@ struct Args {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
+    /// TCP with TLS: the CA that signed the daemon's certificate (PEM).
+    #[arg(long, env = "DUALSEAL_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS: this client's certificate (PEM)...
+    #[arg(long, env = "DUALSEAL_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// ... and its private key (PEM).
+    #[arg(long, env = "DUALSEAL_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The name on the daemon's certificate, when it differs from the address's host.
+    #[arg(long, global = true)]
+    tls_domain: Option<String>,
+    /// A file holding a bearer token (never pass a token on the command line).
+    #[arg(long, env = "DUALSEAL_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -426,7 +441,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             return verify_file(file, head.as_deref(), args.json);
         }
     }
-    let mut c = Client::connect(&args.socket).await?;
+    let mut c = Client::connect_with(&args.socket, client_auth(&args)?).await?;
     match args.cmd {
         Cmd::Plan {
             prefix,
@@ -673,6 +688,29 @@ fn write_documents(dir: &std::path::Path, r: &pb::ProvisionReport, terraform: bo
         dir.display()
     );
     Ok(())
+}
+
+fn client_auth(args: &Args) -> Result<dualseal::api::client::ClientAuth> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    Ok(dualseal::api::client::ClientAuth {
+        ca_pem: args.tls_ca.as_deref().map(read).transpose()?,
+        identity_pem: match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => Some((read(c)?, zeroize::Zeroizing::new(read(k)?))),
+            _ => None,
+        },
+        domain: args.tls_domain.clone(),
+        token: args
+            .token_file
+            .as_deref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|t| zeroize::Zeroizing::new(t.trim().to_owned()))
+                    .with_context(|| format!("cannot read {}", p.display()))
+            })
+            .transpose()?,
+    })
 }
 
 fn watch_exit(j: &pb::Job) -> ExitCode {
