@@ -1,5 +1,7 @@
-//! No plaintext secret reaches the journal, the daemon's log or the audit export: random
-//! canaries are migrated (and left unclassified), then searched for raw, hex and base64.
+//! No plaintext secret reaches the journal, the daemon's log (at TRACE), the audit export, the
+//! completion report, the metrics or any gRPC answer: random canaries are migrated through a
+//! fault storm (retries, a failed object, an unclassified one), verified, exported, and then
+//! searched for raw, hex, base64 and percent-encoded.
 
 // Integration-test crate: a failed expectation is a test failure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -22,6 +24,12 @@ fn needles(canary: &[u8]) -> Vec<Vec<u8>> {
         canary.to_vec(),
         hex::encode(canary).into_bytes(),
         hex::encode_upper(canary).into_bytes(),
+        // Percent-encoding of every byte (what a URL or header encoder would write at most).
+        canary
+            .iter()
+            .map(|b| format!("%{b:02X}"))
+            .collect::<String>()
+            .into_bytes(),
     ];
     for engine in [
         &base64::engine::general_purpose::STANDARD,
@@ -74,12 +82,36 @@ async fn canaries_never_reach_journal_logs_or_audit() {
     canaries.push(unowned);
     put_all(&moto, &objects).await;
 
+    // Through a fault storm (retries and their error messages) with one object that can never
+    // be read (a failed object and its reason), at TRACE, with metrics on.
+    let proxy = common::proxy::FaultProxy::start(&moto.endpoint).await;
+    proxy.set_faults(common::proxy::Faults::storm());
+    proxy.forbid_get("master-secrets/db/app/secret-0.env");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = config_via(&proxy.endpoint, dir.path(), 4, 8)
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let mut daemon = Daemon::start_with_env(dir.path(), &config, &[("DUALSEAL_LOG", "trace")]);
     let mut client = daemon.client().await;
-    let job = client.start("", false).await.expect("start");
+    let job = loop {
+        // The storm may hit the start's own preflight: an operator tries again.
+        if let Ok(j) = client.start("", false).await {
+            break j;
+        }
+    };
     let done = wait_job(&mut client, job.job_id).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    assert_eq!(
+        done.state,
+        pb::JobState::CompletedWithFailures as i32,
+        "{done:?}"
+    );
+    assert_eq!(done.failed, 1);
+    assert!(proxy.injected() > 0, "the storm injected nothing");
+    proxy.set_faults(common::proxy::Faults::default());
     client.verify_and_wait(job.job_id).await.expect("verify");
     let audit = client.audit(0).await.expect("audit");
     let audit_json: Vec<u8> = audit
@@ -93,19 +125,33 @@ async fn canaries_never_reach_journal_logs_or_audit() {
         .iter()
         .flat_map(|o| serde_json::to_vec(o).expect("json"))
         .collect();
-    // Both export formats, as an auditor receives them, through the real CLI.
+    // Both export formats, the completion report, the failures and the status, as operators
+    // and auditors receive them, through the real CLI; and the metrics.
     let mut exports = Vec::new();
-    for fmt in ["jsonl", "csv"] {
+    let job_arg = job.job_id.to_string();
+    for args in [
+        vec!["audit", "export", "--format", "jsonl"],
+        vec!["audit", "export", "--format", "csv"],
+        vec!["report", job_arg.as_str()],
+        vec!["failures", job_arg.as_str()],
+        vec!["--json", "status", job_arg.as_str()],
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
             .arg("--socket")
             .arg(&daemon.socket)
-            .args(["audit", "export", "--format", fmt])
+            .args(&args)
             .output()
             .expect("dualsealctl");
-        assert!(out.status.success());
-        assert!(!out.stdout.is_empty());
-        exports.push((format!("audit export ({fmt})"), out.stdout));
+        assert!(out.status.success(), "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?}");
+        exports.push((format!("dualsealctl {}", args.join(" ")), out.stdout));
     }
+    let mut scrape = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics");
+    std::io::Write::write_all(&mut scrape, b"GET /metrics HTTP/1.0\r\n\r\n").expect("GET");
+    let mut metrics = Vec::new();
+    std::io::Read::read_to_end(&mut scrape, &mut metrics).expect("metrics");
+    assert!(contains(&metrics, b"dualseal_objects_total"));
+    exports.push(("metrics".into(), metrics));
     assert_eq!(daemon.stop(), Some(0));
 
     let mut haystacks: Vec<(String, Vec<u8>)> = vec![
@@ -123,10 +169,14 @@ async fn canaries_never_reach_journal_logs_or_audit() {
     for f in files {
         haystacks.push((f.display().to_string(), std::fs::read(&f).expect("read")));
     }
-    // The log really is verbose (debug) and really mentions the objects, so a clean result
+    // The log really is verbose (TRACE) and really mentions the objects, so a clean result
     // means something.
     let log = &haystacks[2].1;
-    assert!(contains(log, b"DEBUG"), "daemon log is not at debug level");
+    assert!(contains(log, b"TRACE"), "daemon log is not at trace level");
+    assert!(
+        contains(log, b"secret-3.env"),
+        "the log never names an object"
+    );
     // Positive control: the search finds each encoding of a canary when it is there.
     for n in needles(&canaries[0]) {
         let mut planted = b"xx".to_vec();

@@ -248,6 +248,11 @@ impl Daemon {
     /// Starts the real binary with `config` (written to `dir/dualseal.toml`) and waits for
     /// its `READY=1` on a notify socket, exactly as systemd would.
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables (e.g. `DUALSEAL_LOG=trace`).
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let cfg_path = dir.join("dualseal.toml");
         std::fs::write(&cfg_path, config).expect("write config");
         let notify_path = dir.join(format!("notify-{}.sock", std::process::id()));
@@ -272,6 +277,7 @@ impl Daemon {
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("DUALSEAL_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
             .spawn()
