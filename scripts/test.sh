@@ -45,4 +45,12 @@ log "reference decryptor (libsodium + stdlib HKDF) on the golden envelopes"
 python3 scripts/reference_open.py tests/fixtures/envelope-v1-*.json
 log "systemd units: systemd-analyze verify, and security exposure <= 1.5"
 scripts/check-systemd.sh
+# Licenses, duplicate/wildcard bans and crate sources need no network; advisories need the
+# RustSec database from GitHub, which this CI cannot reach (see deny.toml).
+if ! cargo deny --version >/dev/null 2>&1; then
+    log "installing cargo-deny (crates.io)"
+    cargo install --quiet --locked cargo-deny@0.20.2
+fi
+log "cargo deny check licenses bans sources"
+cargo deny --log-level error check licenses bans sources
 log "all green in $(( $(date +%s) - start )) s"
