@@ -7,7 +7,7 @@
 //! into one sled flush (group commit).
 
 mod integrity;
-mod records;
+pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
