@@ -12,6 +12,7 @@
 //!   pause/resume/cancel, failure threshold, plan and verification.
 //! - [`provision`] category keys and buckets with least-privilege policies: plan, apply, drift,
 //!   and the gate that keeps migrations out of weak buckets.
+//! - [`reader`]   how an application reads a migrated secret (DSSE check, location check, KMS, open).
 //! - [`journal`]  the only sled user: jobs, per-object state, hash-chained audit trail.
 //! - [`audit`]    audit event schema and hash chain (pure; verifies exports offline too).
 //! - [`envelope`] pure, versioned, key-committing XChaCha20-Poly1305 STREAM envelope.
@@ -34,4 +35,5 @@ pub mod journal;
 pub mod kms;
 pub mod metrics;
 pub mod provision;
+pub mod reader;
 pub mod store;

@@ -199,6 +199,35 @@ impl Client {
         Ok(self.inner.start_job(req).await?.into_inner())
     }
 
+    /// Streams the location map of a job's verified objects.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn mapping(
+        &mut self,
+        job_id: u64,
+    ) -> Result<impl futures::Stream<Item = Result<pb::MappingEntry, ClientError>>, ClientError>
+    {
+        let s = self
+            .inner
+            .export_mapping(pb::JobRef { job_id })
+            .await?
+            .into_inner();
+        Ok(s.map_err(ClientError::from))
+    }
+
+    /// Is it safe to switch applications over?
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn cutover_check(&mut self, job_id: u64) -> Result<pb::CutoverReport, ClientError> {
+        Ok(self
+            .inner
+            .cutover_check(pb::JobRef { job_id })
+            .await?
+            .into_inner())
+    }
+
     /// Plans or applies provisioning.
     ///
     /// # Errors

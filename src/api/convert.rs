@@ -391,3 +391,40 @@ impl From<crate::provision::Report> for pb::ProvisionReport {
         }
     }
 }
+
+impl From<crate::engine::MappingEntry> for pb::MappingEntry {
+    fn from(m: crate::engine::MappingEntry) -> Self {
+        Self {
+            source_bucket: m.source_bucket,
+            source_key: m.source_key,
+            source_version: m.source_version.unwrap_or_default(),
+            destination_bucket: m.dest_bucket,
+            destination_key: m.dest_key,
+            category: m.category,
+            kms_key_arn: m.kms_key_arn,
+            envelope_version: u32::from(m.envelope_version),
+        }
+    }
+}
+
+impl From<crate::engine::CutoverReport> for pb::CutoverReport {
+    fn from(r: crate::engine::CutoverReport) -> Self {
+        Self {
+            job_id: r.job_id,
+            ready: r.ready,
+            checks: r
+                .checks
+                .into_iter()
+                .map(|c| pb::CutoverCheckItem {
+                    name: c.name.into(),
+                    ok: c.ok,
+                    detail: c.detail,
+                    blocking: c.blocking,
+                })
+                .collect(),
+            new_in_source: r.new_in_source,
+            changed_in_source: r.changed_in_source,
+            deleted_in_source: r.deleted_in_source,
+        }
+    }
+}

@@ -500,6 +500,33 @@ impl pb::control_server::Control for ControlService {
         ))
     }
 
+    type ExportMappingStream = BoxStream<pb::MappingEntry>;
+
+    async fn export_mapping(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<Self::ExportMappingStream>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "export the location map")
+            .await?;
+        let id = job_id(req.into_inner().job_id)?;
+        let rx = self.engine.mapping(id).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|item| item.map(Into::into).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cutover_check(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<pb::CutoverReport>, Status> {
+        let _who = self
+            .authorize(&req, crate::access::Action::Read, "check a cutover")
+            .await?;
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.cutover_check(id).await?.into()))
+    }
+
     async fn retry_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "retry a job")

@@ -2,6 +2,7 @@
 //! plan (dry run) and re-verification. It depends on the journal, the envelope, the key
 //! service, the object store and the classifier, and on nothing above it.
 
+mod cutover;
 mod error;
 mod job;
 mod lifecycle;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cutover::{Check, CutoverReport, MappingEntry};
 pub use error::{EngineError, ObjectError};
 use lifecycle::{Action, Verdict};
 pub use plan::{CategoryPlan, CategoryVerify, PlanReport, VerifyReport};

@@ -139,6 +139,39 @@ enum Cmd {
         #[arg(long, requires = "write_policies")]
         terraform: bool,
     },
+    /// The location map of a job: old s3://bucket/key (and version) -> new location, category,
+    /// KMS key ARN, envelope version; `env` prints shell lines an application config can source.
+    Mapping {
+        /// The migration job.
+        job: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = MapFormat::Json)]
+        format: MapFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Is it safe to switch applications to the new buckets? Exit 0 when ready, 5 when not.
+    CutoverCheck {
+        /// The migration job.
+        job: u64,
+    },
+    /// Read a migrated secret directly from S3 and KMS, as an application would (no daemon):
+    /// checks DSSE-KMS and that the envelope was sealed for this very location, unwraps the
+    /// data key with KMS and opens it. Needs s3:GetObject and kms:Decrypt only.
+    Get {
+        /// `s3://bucket/key`.
+        url: String,
+        /// Write to this file (created with mode 0600; refuses to overwrite) instead of stdout.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// AWS region (else the SDK's default chain).
+        #[arg(long, env = "AWS_REGION")]
+        region: Option<String>,
+        /// S3 and KMS endpoint (an emulator); unset means AWS.
+        #[arg(long, env = "DUALSEAL_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
+    },
     /// The failed objects of a job, with error codes and reasons.
     Failures {
         /// Job id.
@@ -369,6 +402,16 @@ enum Format {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum MapFormat {
+    /// One JSON object per line.
+    Json,
+    /// CSV with a header row.
+    Csv,
+    /// `DUALSEAL_<KEY>=s3://bucket/key` lines.
+    Env,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum StateArg {
     Discovered,
     Uploaded,
@@ -440,6 +483,15 @@ async fn run(args: Args) -> Result<ExitCode> {
         {
             return verify_file(file, head.as_deref(), args.json);
         }
+    }
+    if let Cmd::Get {
+        url,
+        output,
+        region,
+        endpoint_url,
+    } = &args.cmd
+    {
+        return get(url, output.as_deref(), region.clone(), endpoint_url.clone()).await;
     }
     let mut c = Client::connect_with(&args.socket, client_auth(&args)?).await?;
     match args.cmd {
@@ -578,6 +630,46 @@ async fn run(args: Args) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Cmd::Mapping {
+            job,
+            format,
+            output,
+        } => mapping(&mut c, job, format, output.as_deref()).await,
+        Cmd::CutoverCheck { job } => {
+            let r = c.cutover_check(job).await?;
+            if args.json {
+                println!("{}", serde_json::to_value(&r)?);
+            } else {
+                for ch in &r.checks {
+                    println!(
+                        "  [{}] {:<34} {}",
+                        if ch.ok {
+                            "ok"
+                        } else if ch.blocking {
+                            "NO"
+                        } else {
+                            "--"
+                        },
+                        ch.name,
+                        ch.detail
+                    );
+                }
+                println!(
+                    "job {job}: {}",
+                    if r.ready {
+                        "ready to switch applications over"
+                    } else {
+                        "NOT ready: fix the checks marked NO"
+                    }
+                );
+            }
+            Ok(if r.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(5)
+            })
+        }
+        Cmd::Get { .. } => anyhow::bail!("get is handled before connecting to the daemon"),
         Cmd::Failures { job } => {
             let mut s = Box::pin(c.objects_stream(job, pb::ObjectState::Failed).await?);
             let mut n = 0u64;
@@ -688,6 +780,131 @@ fn write_documents(dir: &std::path::Path, r: &pb::ProvisionReport, terraform: bo
         dir.display()
     );
     Ok(())
+}
+
+/// An environment variable name for a source key: `db/payments/x.json` ->
+/// `DUALSEAL_DB_PAYMENTS_X_JSON`.
+fn env_name(key: &str) -> String {
+    let mut out = String::from("DUALSEAL_");
+    for ch in key.chars() {
+        out.push(if ch.is_ascii_alphanumeric() {
+            ch.to_ascii_uppercase()
+        } else {
+            '_'
+        });
+    }
+    out
+}
+
+async fn mapping(
+    c: &mut Client,
+    job: u64,
+    format: MapFormat,
+    output: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let mut out: Box<dyn Write> = match output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut s = Box::pin(c.mapping(job).await?);
+    let mut n = 0u64;
+    if let MapFormat::Csv = format {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record([
+            "source_bucket",
+            "source_key",
+            "source_version",
+            "destination_bucket",
+            "destination_key",
+            "category",
+            "kms_key_arn",
+            "envelope_version",
+        ])?;
+        while let Some(m) = s.next().await {
+            let m = m?;
+            n += 1;
+            w.write_record([
+                m.source_bucket.as_str(),
+                &m.source_key,
+                &m.source_version,
+                &m.destination_bucket,
+                &m.destination_key,
+                &m.category,
+                &m.kms_key_arn,
+                &m.envelope_version.to_string(),
+            ])?;
+        }
+        w.flush()?;
+    } else {
+        let mut names = std::collections::HashMap::<String, String>::new();
+        while let Some(m) = s.next().await {
+            let m = m?;
+            n += 1;
+            if let MapFormat::Env = format {
+                let name = env_name(&m.source_key);
+                if let Some(other) = names.insert(name.clone(), m.source_key.clone()) {
+                    anyhow::bail!(
+                        "{other:?} and {:?} both map to {name}; use --format json or csv",
+                        m.source_key
+                    );
+                }
+                writeln!(
+                    out,
+                    "{name}=s3://{}/{}",
+                    m.destination_bucket, m.destination_key
+                )?;
+            } else {
+                writeln!(out, "{}", serde_json::to_value(&m)?)?;
+            }
+        }
+        out.flush()?;
+    }
+    if output.is_some() {
+        eprintln!("{n} object(s) in the map of job {job}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get(
+    url: &str,
+    output: Option<&std::path::Path>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+) -> Result<ExitCode> {
+    let (bucket, key) = url
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .context("give the object as s3://BUCKET/KEY")?;
+    let cfg = dualseal::config::AwsConfig {
+        force_path_style: Some(endpoint_url.is_some()),
+        region,
+        endpoint_url,
+        ..Default::default()
+    };
+    let sdk = dualseal::aws::sdk_config(&cfg).await;
+    let store = dualseal::store::S3Store::new(&sdk, cfg.force_path_style.unwrap_or(false));
+    let keys = dualseal::kms::AwsKms::new(&sdk);
+    let plain = dualseal::reader::read(&store, &keys, bucket, key).await?;
+    match output {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| {
+                    format!("cannot create {} (it must not exist yet)", path.display())
+                })?;
+            f.write_all(&plain)?;
+            eprintln!("{} bytes written to {}", plain.len(), path.display());
+        }
+        None => std::io::stdout().lock().write_all(&plain)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn client_auth(args: &Args) -> Result<dualseal::api::client::ClientAuth> {

@@ -1,0 +1,199 @@
+//! Moving applications: the location map in every format, `dualsealctl get` reading a secret as
+//! an application would (and refusing a swapped object), and the cutover check noticing new,
+//! changed and deleted source objects. Real daemon, real CLI, moto.
+
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use common::*;
+use dualseal::api::pb;
+
+fn ctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("dualsealctl")
+}
+
+fn get(moto: &Moto, url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+        .args([
+            "get",
+            url,
+            "--endpoint-url",
+            &moto.endpoint,
+            "--region",
+            "us-east-1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("dualsealctl get")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_reader_and_cutover_check() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let objects: BTreeMap<String, Vec<u8>> = (0..40)
+        .map(|i| {
+            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
+            (
+                format!("{prefix}team/s-{i:02}.json"),
+                format!("{{\"secret\":{i}}}").into_bytes(),
+            )
+        })
+        .collect();
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    let sock = &daemon.socket;
+    let job_s = job.to_string();
+
+    // The location map, three ways.
+    let json = ctl(sock, &["mapping", &job_s]);
+    assert!(json.status.success());
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), objects.len());
+    let db = entries
+        .iter()
+        .find(|e| e["source_key"] == "db/team/s-00.json")
+        .expect("db entry");
+    let db_cat = cats.iter().find(|c| c.name == "db").unwrap();
+    assert_eq!(db["destination_bucket"], "secrets-db");
+    assert_eq!(db["destination_key"], "team/s-00.json");
+    assert_eq!(db["kms_key_arn"], db_cat.key_arn.as_str());
+    assert_eq!(db["envelope_version"], 1);
+    let csv = ctl(sock, &["mapping", &job_s, "--format", "csv"]);
+    let mut rdr = csv::Reader::from_reader(&csv.stdout[..]);
+    assert_eq!(rdr.records().count(), objects.len());
+    let env = String::from_utf8(ctl(sock, &["mapping", &job_s, "--format", "env"]).stdout).unwrap();
+    assert!(
+        env.lines()
+            .any(|l| l == "DUALSEAL_DB_TEAM_S_00_JSON=s3://secrets-db/team/s-00.json"),
+        "{env}"
+    );
+
+    // An application reads a secret with only GetObject and Decrypt.
+    let got = get(&moto, "s3://secrets-db/team/s-00.json");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.stdout, objects["db/team/s-00.json"]);
+    let out = dir.path().join("secret.json");
+    let to_file = Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+        .args([
+            "get",
+            "s3://secrets-api/team/s-01.json",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args(["--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert!(
+        to_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&to_file.stderr)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), objects["api/team/s-01.json"]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A swapped object (another key's envelope, still DSSE-KMS) is refused.
+    let s3 = moto.s3();
+    let other = s3
+        .get_object()
+        .bucket("secrets-db")
+        .key("team/s-04.json")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    s3.put_object()
+        .bucket("secrets-db")
+        .key("team/swapped.json")
+        .body(ByteStream::from(other.to_vec()))
+        .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
+        .ssekms_key_id(&db_cat.key_arn)
+        .send()
+        .await
+        .unwrap();
+    let swapped = get(&moto, "s3://secrets-db/team/swapped.json");
+    assert!(!swapped.status.success());
+    let err = String::from_utf8_lossy(&swapped.stderr);
+    assert!(
+        err.contains("sealed for s3://secrets-db/team/s-04.json"),
+        "{err}"
+    );
+
+    // Cutover: ready now (re-verification is advice), not after the source moves on.
+    let ready = ctl(sock, &["cutover-check", &job_s]);
+    assert_eq!(
+        ready.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ready.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ready.stdout).contains("ready to switch"));
+    s3.put_object()
+        .bucket(SOURCE)
+        .key("db/team/new.json")
+        .body(ByteStream::from_static(b"{}"))
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket(SOURCE)
+        .key("api/team/s-01.json")
+        .body(ByteStream::from_static(b"{\"secret\":\"rotated\"}"))
+        .send()
+        .await
+        .unwrap();
+    s3.delete_object()
+        .bucket(SOURCE)
+        .key("tls/team/s-02.json")
+        .send()
+        .await
+        .unwrap();
+    let r = client.cutover_check(job).await.expect("cutover check");
+    assert!(!r.ready);
+    assert_eq!(
+        (r.new_in_source, r.changed_in_source, r.deleted_in_source),
+        (1, 1, 1)
+    );
+    let not_ready = ctl(sock, &["cutover-check", &job_s]);
+    assert_eq!(not_ready.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&not_ready.stdout).contains("1 new, 1 changed, 1 deleted"));
+}
