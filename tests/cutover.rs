@@ -196,4 +196,36 @@ async fn mapping_reader_and_cutover_check() {
     let not_ready = ctl(sock, &["cutover-check", &job_s]);
     assert_eq!(not_ready.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&not_ready.stdout).contains("1 new, 1 changed, 1 deleted"));
+
+    // A catch-up pass migrates the new and the changed object; the deletion stays reported.
+    let synced = ctl(sock, &["sync", &job_s, "--watch"]);
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stdout)
+    );
+    let r = client.cutover_check(job).await.expect("cutover check");
+    assert_eq!(
+        (r.new_in_source, r.changed_in_source, r.deleted_in_source),
+        (0, 0, 1),
+        "{r:?}"
+    );
+    let rotated = get(&moto, "s3://secrets-api/team/s-01.json");
+    assert_eq!(rotated.stdout, b"{\"secret\":\"rotated\"}");
+    let new = get(&moto, "s3://secrets-db/team/new.json");
+    assert_eq!(new.stdout, b"{}");
+    let audit = client.audit(job).await.expect("audit");
+    let changed = audit
+        .iter()
+        .find(|e| e.kind == "object_changed_in_source")
+        .expect("the change is audited");
+    assert_eq!(changed.source_key, "api/team/s-01.json");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.kind == "object_verified"
+                && e.detail.contains("write=recopied-source-changed"))
+    );
+    let e = client.sync(job + 100).await.expect_err("no such job");
+    assert!(e.to_string().contains("does not exist"), "{e}");
 }

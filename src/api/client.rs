@@ -216,6 +216,18 @@ impl Client {
         Ok(s.map_err(ClientError::from))
     }
 
+    /// Starts a catch-up pass over a finished job.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn sync(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
+        Ok(self
+            .inner
+            .sync_job(pb::JobRef { job_id })
+            .await?
+            .into_inner())
+    }
+
     /// Is it safe to switch applications over?
     ///
     /// # Errors

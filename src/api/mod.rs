@@ -500,6 +500,14 @@ impl pb::control_server::Control for ControlService {
         ))
     }
 
+    async fn sync_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "catch up a job")
+            .await?;
+        let id = job_id(req.into_inner().job_id)?;
+        Ok(Response::new(self.engine.sync(&who, id).await?.into()))
+    }
+
     type ExportMappingStream = BoxStream<pb::MappingEntry>;
 
     async fn export_mapping(

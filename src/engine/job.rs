@@ -403,6 +403,7 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
             records,
             next_token.clone(),
             excluded,
+            job.syncing,
             |key, rec| listing_event(id, key, rec),
             Some(AuditDraft {
                 job_id: id,
@@ -940,6 +941,7 @@ async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {
         JobState::CompletedWithFailures
     };
     let job = inner.journal.update_job(id, |j| {
+        j.syncing = false;
         // A cancel or pause that raced with the last object wins.
         if j.state == JobState::Running {
             j.state = state;

@@ -25,6 +25,8 @@ pub enum Action {
     Retry,
     /// Change priority or limits.
     Update,
+    /// List the source again and migrate what is new or changed (a catch-up pass).
+    Sync,
 }
 
 /// The answer to an action in a state.
@@ -71,6 +73,10 @@ pub fn decide(id: JobId, state: JobState, action: Action) -> Verdict {
         }
         (Action::Retry, s) => Verdict::Refuse(format!(
             "job {id} is {s}; only a finished job with failures can be retried"
+        )),
+        (Action::Sync, S::Succeeded | S::CompletedWithFailures) => Verdict::Move(S::Running),
+        (Action::Sync, s) => Verdict::Refuse(format!(
+            "job {id} is {s}; a catch-up pass runs on a finished job"
         )),
         (Action::Update, s) if s.is_active() => Verdict::Stay,
         (Action::Update, s) => Verdict::Refuse(format!(
@@ -144,6 +150,7 @@ mod tests {
                 Action::Cancel,
                 Action::Retry,
                 Action::Update,
+                Action::Sync,
             ] {
                 if let Verdict::Refuse(m) = decide(7, s, a) {
                     assert!(

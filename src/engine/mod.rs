@@ -933,6 +933,49 @@ impl Engine {
         self.answer(id, verdict)
     }
 
+    async fn sync_inner(&self, id: JobId) -> Result<JobView, EngineError> {
+        self.check_open()?;
+        let job = self.view(id)?.record;
+        if job.kind != JobKind::Migrate {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} is a verification job; catch up the migration job"
+            )));
+        }
+        if let Verdict::Refuse(why) = lifecycle::decide(id, job.state, Action::Sync) {
+            return Err(EngineError::FailedPrecondition(why));
+        }
+        self.ensure_no_overlap(
+            &format!("catching up job {id}"),
+            Some(id),
+            &job.prefix,
+            &job.options,
+        )?;
+        let (verdict, _) = self.act(id, Action::Sync, "job_sync", |to, _| to).await?;
+        // List from the start again; existing records keep their state unless the source
+        // changed (see Journal::record_page_audited).
+        self.inner.journal.update_job(id, |j| {
+            j.listing_token = None;
+            j.listing_complete = false;
+            j.excluded = 0;
+            j.syncing = true;
+        })?;
+        self.inner.journal.flush().await?;
+        if matches!(verdict, Verdict::Move(_)) {
+            self.spawn_job(id);
+        }
+        self.answer(id, verdict)
+    }
+
+    /// Lists the source of a finished job again and migrates what is new or changed since
+    /// (by ETag); deleted source objects are reported by the cutover check.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `FailedPrecondition` unless the job finished, `Journal`.
+    pub async fn sync(&self, actor: &str, id: JobId) -> Result<JobView, EngineError> {
+        self.audited_job(actor, "sync", id, String::new(), self.sync_inner(id))
+            .await
+    }
+
     async fn verify_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
         let target = self.view(id)?.record;

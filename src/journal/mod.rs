@@ -509,6 +509,7 @@ impl Journal {
             kind,
             options,
             excluded: 0,
+            syncing: false,
         };
         self.jobs.insert(job_key(id), encode(&job))?;
         lock(&self.counts).insert(id, JobCounts::default());
@@ -587,7 +588,7 @@ impl Journal {
         page: Vec<(String, ObjectRecord)>,
         next_token: Option<String>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
-        self.record_page_audited(job, page, next_token, 0, |_, _| None, None)
+        self.record_page_audited(job, page, next_token, 0, false, |_, _| None, None)
     }
 
     /// [`record_page`](Self::record_page) that also appends, in the same transaction, the
@@ -601,6 +602,7 @@ impl Journal {
         page: Vec<(String, ObjectRecord)>,
         next_token: Option<String>,
         excluded: u64,
+        requeue_changed: bool,
         audit_new: impl Fn(&str, &ObjectRecord) -> Option<AuditDraft>,
         page_event: Option<AuditDraft>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
@@ -609,6 +611,7 @@ impl Journal {
         let mut jobrec = self.get_job(job)?;
         let mut batch = sled::Batch::default();
         let mut added = Vec::new();
+        let mut requeued = Vec::new();
         let mut pending = Vec::new();
         for (key, rec) in page {
             let k = object_key(job, &key);
@@ -617,6 +620,35 @@ impl Journal {
                     let ex: ObjectRecord = self.decode_object(job, &key, &existing)?;
                     if ex.state.is_pending() {
                         pending.push((key, ex));
+                    } else if requeue_changed
+                        && ex.state == ObjectState::Verified
+                        && !rec.source_etag.is_empty()
+                        && ex.source_etag != rec.source_etag
+                    {
+                        // A catch-up pass: the source changed since it was migrated.
+                        let again = ObjectRecord {
+                            state: ObjectState::Discovered,
+                            attempts: 0,
+                            retry_at_ms: None,
+                            reason: None,
+                            size: rec.size,
+                            ..ex.clone()
+                        };
+                        batch.insert(k, encode(&again));
+                        drafts.push(AuditDraft {
+                            job_id: job,
+                            kind: "object_changed_in_source",
+                            category: ex.category.clone().unwrap_or_default(),
+                            outcome: "requeued",
+                            source_key: key.clone(),
+                            detail: format!(
+                                "source_etag {} -> {}; migrating the new version",
+                                ex.source_etag, rec.source_etag
+                            ),
+                            ..Default::default()
+                        });
+                        requeued.push((ex, again.clone()));
+                        pending.push((key, again));
                     }
                 }
                 None => {
@@ -667,6 +699,10 @@ impl Journal {
         let c = counts.entry(job).or_default();
         for r in &added {
             c.add(r, 1);
+        }
+        for (old, new) in &requeued {
+            c.add(old, -1);
+            c.add(new, 1);
         }
         self.touch();
         Ok(pending)

@@ -232,6 +232,9 @@ pub struct JobRecord {
     /// Objects the listing left out because of the job's filters.
     #[serde(default)]
     pub excluded: u64,
+    /// A catch-up pass is listing the source again: changed objects are migrated anew.
+    #[serde(default)]
+    pub syncing: bool,
 }
 
 /// What a job does.

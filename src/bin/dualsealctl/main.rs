@@ -151,6 +151,14 @@ enum Cmd {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
+    /// Catch up a finished job: list the source again and migrate what is new or changed since.
+    Sync {
+        /// The migration job.
+        job: u64,
+        /// Follow it, as `watch` does.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Is it safe to switch applications to the new buckets? Exit 0 when ready, 5 when not.
     CutoverCheck {
         /// The migration job.
@@ -635,6 +643,16 @@ async fn run(args: Args) -> Result<ExitCode> {
             format,
             output,
         } => mapping(&mut c, job, format, output.as_deref()).await,
+        Cmd::Sync { job, watch } => {
+            let j = c.sync(job).await?;
+            if !watch {
+                emit_job(args.json, &j);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let s = c.watch(job).await?;
+            let last = watch::follow(s, watch::Mode::pick(args.json)).await?;
+            Ok(watch_exit(&last))
+        }
         Cmd::CutoverCheck { job } => {
             let r = c.cutover_check(job).await?;
             if args.json {
