@@ -402,8 +402,10 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
             id,
             records,
             next_token.clone(),
-            excluded,
-            job.syncing,
+            crate::journal::PagePass {
+                excluded,
+                requeue_changed: job.syncing,
+            },
             |key, rec| listing_event(id, key, rec),
             Some(AuditDraft {
                 job_id: id,

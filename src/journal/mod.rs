@@ -117,6 +117,15 @@ impl JournalError {
     }
 }
 
+/// How one listing page is recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PagePass {
+    /// Objects of the page the job's filters left out (counted on the job).
+    pub excluded: u64,
+    /// A catch-up pass: verified objects whose source ETag changed are migrated again.
+    pub requeue_changed: bool,
+}
+
 /// Counts of one job's objects by state, kept in memory and rebuilt at open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobCounts {
@@ -588,7 +597,14 @@ impl Journal {
         page: Vec<(String, ObjectRecord)>,
         next_token: Option<String>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
-        self.record_page_audited(job, page, next_token, 0, false, |_, _| None, None)
+        self.record_page_audited(
+            job,
+            page,
+            next_token,
+            PagePass::default(),
+            |_, _| None,
+            None,
+        )
     }
 
     /// [`record_page`](Self::record_page) that also appends, in the same transaction, the
@@ -601,8 +617,7 @@ impl Journal {
         job: JobId,
         page: Vec<(String, ObjectRecord)>,
         next_token: Option<String>,
-        excluded: u64,
-        requeue_changed: bool,
+        pass: PagePass,
         audit_new: impl Fn(&str, &ObjectRecord) -> Option<AuditDraft>,
         page_event: Option<AuditDraft>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
@@ -620,7 +635,7 @@ impl Journal {
                     let ex: ObjectRecord = self.decode_object(job, &key, &existing)?;
                     if ex.state.is_pending() {
                         pending.push((key, ex));
-                    } else if requeue_changed
+                    } else if pass.requeue_changed
                         && ex.state == ObjectState::Verified
                         && !rec.source_etag.is_empty()
                         && ex.source_etag != rec.source_etag
@@ -663,7 +678,7 @@ impl Journal {
         }
         jobrec.listing_complete = next_token.is_none();
         jobrec.listing_token = next_token;
-        jobrec.excluded += excluded;
+        jobrec.excluded += pass.excluded;
         jobrec.updated_at_ms = now_ms();
         // Objects and the continuation point commit together: a crash re-lists at most the
         // page that was being recorded, never skips one.
