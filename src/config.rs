@@ -79,6 +79,18 @@ pub struct Config {
     /// The optional TCP control listener.
     #[serde(default)]
     pub tcp: TcpConfig,
+    /// Decommissioning the source bucket.
+    #[serde(default)]
+    pub decommission: DecommissionConfig,
+}
+
+/// Decommissioning the source bucket after cutover.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecommissionConfig {
+    /// Principals (role ARNs) a lockdown still lets in: the break-glass path back.
+    #[serde(default)]
+    pub break_glass: Vec<String>,
 }
 
 /// The control API over TCP: off unless `listen` is set. TLS is required except on loopback;

@@ -388,6 +388,8 @@ pub trait BucketAdmin: Send + Sync {
     /// Server access logging into `target` under `prefix`.
     async fn put_logging(&self, bucket: &str, target: &str, prefix: &str)
         -> Result<(), StoreError>;
+    /// Removes the bucket policy.
+    async fn delete_policy(&self, bucket: &str) -> Result<(), StoreError>;
 }
 
 /// `Ok(None)` for the "not configured" error codes of bucket sub-resources.
@@ -599,6 +601,10 @@ impl BucketAdmin for S3Store {
         Ok(())
     }
 
+    async fn delete_policy(&self, bucket: &str) -> Result<(), StoreError> {
+        self.delete_policy_impl(bucket).await
+    }
+
     async fn put_logging(
         &self,
         bucket: &str,
@@ -633,6 +639,18 @@ fn xml_element(body: &[u8], name: &str) -> Option<String> {
     let start = text.find(&open)? + open.len();
     let end = text[start..].find('<')? + start;
     Some(text[start..end].trim().to_owned())
+}
+
+impl S3Store {
+    async fn delete_policy_impl(&self, bucket: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_bucket_policy()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| err("DeleteBucketPolicy", bucket, "", e))?;
+        Ok(())
+    }
 }
 
 fn bad_request(op: &'static str, bucket: &str, message: &str) -> StoreError {

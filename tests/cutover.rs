@@ -59,7 +59,9 @@ async fn mapping_reader_and_cutover_check() {
         .collect();
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let config = config_toml(&moto, dir.path(), 4)
+        + "\n[decommission]\nbreak_glass = [\"arn:aws:iam::123456789012:role/break-glass\"]\n";
+    let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
@@ -228,4 +230,89 @@ async fn mapping_reader_and_cutover_check() {
     );
     let e = client.sync(job + 100).await.expect_err("no such job");
     assert!(e.to_string().contains("does not exist"), "{e}");
+
+    // Decommission: refused while the cutover check fails (the deleted object)...
+    let e = client
+        .plan_decommission(job, "lockdown")
+        .await
+        .expect_err("not ready");
+    assert!(
+        e.to_string().contains("source unchanged since migration"),
+        "{e}"
+    );
+    assert!(
+        client.plan_decommission(job, "delete").await.is_err(),
+        "delete is not built"
+    );
+    s3.put_object()
+        .bucket(SOURCE)
+        .key("tls/team/s-02.json")
+        .body(ByteStream::from(objects["tls/team/s-02.json"].clone()))
+        .send()
+        .await
+        .unwrap();
+    assert!(client.cutover_check(job).await.unwrap().ready);
+    // ... then a lockdown with a token, used once, and a rollback to the original policy.
+    let original = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Original","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::master-secrets/*"}]}"#;
+    s3.put_bucket_policy()
+        .bucket(SOURCE)
+        .policy(original)
+        .send()
+        .await
+        .unwrap();
+    let plan = ctl(
+        sock,
+        &["decommission", "plan", &job_s, "--mode", "lockdown"],
+    );
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(text.contains("break-glass"), "{text}");
+    let token = text.split_whitespace().last().expect("token").to_owned();
+    assert!(!ctl(sock, &["decommission", "run", "00ff"]).status.success());
+    let run = ctl(sock, &["decommission", "run", &token]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let policy = |s3: aws_sdk_s3::Client| async move {
+        s3.get_bucket_policy()
+            .bucket(SOURCE)
+            .send()
+            .await
+            .unwrap()
+            .policy()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(policy(s3.clone()).await.contains("DualsealLockdown"));
+    let again = ctl(sock, &["decommission", "run", &token]);
+    assert!(!again.status.success(), "a token must work once");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already used"));
+    let plan = client
+        .plan_decommission(job, "rollback")
+        .await
+        .expect("rollback plan");
+    client.decommission(&plan.token).await.expect("rollback");
+    let restored = policy(s3.clone()).await;
+    assert!(
+        restored.contains("\"Original\"") && !restored.contains("DualsealLockdown"),
+        "{restored}"
+    );
+    let audit = client.audit(job).await.expect("audit");
+    for kind in ["decommission_lockdown", "decommission_rollback"] {
+        assert_eq!(
+            audit.iter().filter(|e| e.kind == kind).count(),
+            2,
+            "{kind}: requested and ok"
+        );
+    }
+    assert!(
+        !format!("{audit:?}").contains(&token),
+        "the token itself must not be in the audit trail"
+    );
 }

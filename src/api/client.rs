@@ -216,6 +216,40 @@ impl Client {
         Ok(s.map_err(ClientError::from))
     }
 
+    /// Plans a decommission step of a job's source.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn plan_decommission(
+        &mut self,
+        job_id: u64,
+        mode: &str,
+    ) -> Result<pb::DecommissionPlan, ClientError> {
+        Ok(self
+            .inner
+            .plan_decommission(pb::DecommissionPlanRequest {
+                job_id,
+                mode: mode.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Executes a planned decommission step.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn decommission(&mut self, token: &str) -> Result<String, ClientError> {
+        Ok(self
+            .inner
+            .decommission(pb::DecommissionRequest {
+                token: token.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .result)
+    }
+
     /// Starts a catch-up pass over a finished job.
     ///
     /// # Errors

@@ -508,6 +508,50 @@ impl pb::control_server::Control for ControlService {
         Ok(Response::new(self.engine.sync(&who, id).await?.into()))
     }
 
+    async fn plan_decommission(
+        &self,
+        req: Request<pb::DecommissionPlanRequest>,
+    ) -> Result<Response<pb::DecommissionPlan>, Status> {
+        use crate::engine::DecommissionMode as M;
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "plan a decommission")
+            .await?;
+        let r = req.into_inner();
+        let mode = match r.mode.as_str() {
+            "lockdown" => M::Lockdown,
+            "rollback" => M::Rollback,
+            "archive" => M::Archive,
+            "delete" => M::Delete,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown decommission mode {other:?}; use lockdown, rollback, archive or delete"
+                )))
+            }
+        };
+        let p = self
+            .engine
+            .decommission_plan(&who, job_id(r.job_id)?, mode)
+            .await?;
+        Ok(Response::new(pb::DecommissionPlan {
+            token: p.token,
+            mode: p.mode.as_str().into(),
+            summary: p.summary,
+            expires_in_secs: p.expires_in_secs,
+        }))
+    }
+
+    async fn decommission(
+        &self,
+        req: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionResult>, Status> {
+        let who = self
+            .authorize(&req, crate::access::Action::Control, "decommission")
+            .await?;
+        let token = req.into_inner().token;
+        let result = self.engine.decommission(&who, &token).await?;
+        Ok(Response::new(pb::DecommissionResult { result }))
+    }
+
     type ExportMappingStream = BoxStream<pb::MappingEntry>;
 
     async fn export_mapping(

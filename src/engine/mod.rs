@@ -3,6 +3,7 @@
 //! service, the object store and the classifier, and on nothing above it.
 
 mod cutover;
+mod decommission;
 mod error;
 mod job;
 mod lifecycle;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cutover::{Check, CutoverReport, MappingEntry};
+pub use decommission::{DecommissionMode, DecommissionPlan};
 pub use error::{EngineError, ObjectError};
 use lifecycle::{Action, Verdict};
 pub use plan::{CategoryPlan, CategoryVerify, PlanReport, VerifyReport};
@@ -78,6 +80,8 @@ pub struct EngineSettings {
     pub pause_deadline: Duration,
     /// Default failure threshold (`None`: disabled).
     pub failure_threshold: Option<FailureThreshold>,
+    /// Principals a lockdown of the source still lets in.
+    pub break_glass: Vec<String>,
 }
 
 impl EngineSettings {
@@ -100,6 +104,7 @@ impl EngineSettings {
                     min_objects: cfg.daemon.failure_threshold_min_objects,
                 },
             ),
+            break_glass: cfg.decommission.break_glass.clone(),
         }
     }
 }
@@ -205,6 +210,7 @@ pub(crate) struct Inner {
     fatal: Mutex<Option<String>>,
     fatal_token: CancellationToken,
     provisioner: Option<Arc<Provisioner>>,
+    decommissions: Mutex<HashMap<String, decommission::Planned>>,
 }
 
 /// The engine. Clone to share.
@@ -258,6 +264,7 @@ impl Engine {
                 fatal: Mutex::new(None),
                 fatal_token: CancellationToken::new(),
                 provisioner,
+                decommissions: Mutex::new(HashMap::new()),
             }),
         })
     }

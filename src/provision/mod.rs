@@ -132,6 +132,11 @@ impl Provisioner {
         }
     }
 
+    /// The bucket administration client (the decommission of the source uses it).
+    pub fn bucket_admin(&self) -> &Arc<dyn BucketAdmin> {
+        &self.s3
+    }
+
     /// Whether a migration must refuse weak buckets.
     pub fn enforced(&self) -> bool {
         self.cfg.require_hardened_buckets

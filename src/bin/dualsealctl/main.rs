@@ -159,6 +159,12 @@ enum Cmd {
         #[arg(long)]
         watch: bool,
     },
+    /// Decommission the source bucket, in two steps: `plan JOB --mode M` prints what would
+    /// happen and a one-time token; `run TOKEN` does it (if nothing changed since).
+    Decommission {
+        #[command(subcommand)]
+        cmd: DecommissionCmd,
+    },
     /// Is it safe to switch applications to the new buckets? Exit 0 when ready, 5 when not.
     CutoverCheck {
         /// The migration job.
@@ -409,6 +415,24 @@ enum Format {
     Csv,
 }
 
+#[derive(Subcommand)]
+enum DecommissionCmd {
+    /// What a step would do, and its one-time token (valid 15 minutes).
+    Plan {
+        /// The migration job whose source it is.
+        job: u64,
+        /// lockdown (deny all but break-glass), rollback (undo a lockdown); archive and delete
+        /// are not built yet.
+        #[arg(long)]
+        mode: String,
+    },
+    /// Execute a planned step.
+    Run {
+        /// The token `plan` printed.
+        token: String,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum MapFormat {
     /// One JSON object per line.
@@ -652,6 +676,25 @@ async fn run(args: Args) -> Result<ExitCode> {
             let s = c.watch(job).await?;
             let last = watch::follow(s, watch::Mode::pick(args.json)).await?;
             Ok(watch_exit(&last))
+        }
+        Cmd::Decommission { cmd } => {
+            match cmd {
+                DecommissionCmd::Plan { job, mode } => {
+                    let p = c.plan_decommission(job, &mode).await?;
+                    if args.json {
+                        println!("{}", serde_json::to_value(&p)?);
+                    } else {
+                        println!("{} plan for job {job}: {}", p.mode, p.summary);
+                        println!(
+                            "to do it within {} minutes: dualsealctl decommission run {}",
+                            p.expires_in_secs / 60,
+                            p.token
+                        );
+                    }
+                }
+                DecommissionCmd::Run { token } => println!("{}", c.decommission(&token).await?),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::CutoverCheck { job } => {
             let r = c.cutover_check(job).await?;

@@ -1,0 +1,319 @@
+//! Decommissioning the source bucket, in two steps: a plan that says what would happen and
+//! returns a one-time token bound to that plan, then the execution of that token. Refused
+//! unless the cutover check passes, and again if anything changed since the plan. Every step
+//! is audited with the token's id and the actor.
+//!
+//! Built so far: `lockdown` (the source's policy becomes deny-all except the configured
+//! break-glass principals; the previous policy is kept in the audit trail) and `rollback` (puts
+//! that previous policy back). `archive` and `delete` are not built yet and say so.
+
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::error::EngineError;
+use super::Engine;
+use crate::journal::{AuditDraft, JobId};
+
+/// A token is good for this long after its plan.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// What a decommission does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecommissionMode {
+    /// Deny all access to the source except break-glass principals; reversible.
+    Lockdown,
+    /// Undo the last lockdown.
+    Rollback,
+    /// Copy the source, sealed, to a backup bucket with retention (not built yet).
+    Archive,
+    /// Delete every object version of verified objects (not built yet).
+    Delete,
+}
+
+impl DecommissionMode {
+    /// Name in the API and the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lockdown => "lockdown",
+            Self::Rollback => "rollback",
+            Self::Archive => "archive",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// A plan the operator can execute with its token.
+#[derive(Debug, Clone)]
+pub struct DecommissionPlan {
+    /// One-time token bound to this plan.
+    pub token: String,
+    /// The mode.
+    pub mode: DecommissionMode,
+    /// What would happen, in words.
+    pub summary: String,
+    /// Seconds the token stays valid.
+    pub expires_in_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Planned {
+    job: JobId,
+    mode: DecommissionMode,
+    fingerprint: String,
+    expires: Instant,
+    new_policy: Option<String>,
+}
+
+fn digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+impl Engine {
+    fn source_admin(&self) -> Result<&std::sync::Arc<dyn crate::store::BucketAdmin>, EngineError> {
+        self.inner
+            .provisioner
+            .as_ref()
+            .map(|p| p.bucket_admin())
+            .ok_or_else(|| {
+                EngineError::FailedPrecondition(
+                    "decommissioning is not available in this daemon".into(),
+                )
+            })
+    }
+
+    /// The source policy before the most recent lockdown of job `id`'s source, from the audit
+    /// trail (`None` inside: the source had no policy). `None`: never locked down.
+    fn last_lockdown(&self, id: JobId) -> Result<Option<Option<String>>, EngineError> {
+        let mut last = None;
+        for rec in self.inner.journal.iter_audit(Some(id)) {
+            let rec = rec?;
+            if rec.kind == "decommission_lockdown" && rec.outcome == "requested" {
+                let prev = rec.detail.split_once("previous_policy=").map(|(_, p)| p);
+                last = Some(prev.filter(|p| *p != "none").map(str::to_owned));
+            } else if rec.kind == "decommission_rollback" && rec.outcome == "ok" {
+                last = None;
+            }
+        }
+        Ok(last)
+    }
+
+    /// What `mode` would do to job `id`'s source bucket now, and a token to do it.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when the cutover check does not pass, break-glass principals are
+    /// missing, there is nothing to roll back, or the mode is not built yet; `Store`.
+    pub async fn decommission_plan(
+        &self,
+        actor: &str,
+        id: JobId,
+        mode: DecommissionMode,
+    ) -> Result<DecommissionPlan, EngineError> {
+        let run = self.decommission_plan_inner(id, mode);
+        self.audited(
+            actor,
+            "decommission_plan",
+            id,
+            format!("mode={}", mode.as_str()),
+            run,
+            |p| format!("token_id={}", &digest(&[&p.token])[..12]),
+        )
+        .await
+    }
+
+    async fn decommission_plan_inner(
+        &self,
+        id: JobId,
+        mode: DecommissionMode,
+    ) -> Result<DecommissionPlan, EngineError> {
+        let job = self.view(id)?.record;
+        let admin = self.source_admin()?;
+        let bucket = job.source_bucket.clone();
+        let current = admin.bucket_security(&bucket).await?.policy;
+        let (summary, new_policy, fingerprint) = match mode {
+            DecommissionMode::Archive | DecommissionMode::Delete => {
+                return Err(EngineError::Unimplemented(match mode {
+                    DecommissionMode::Archive => "decommission --mode archive",
+                    _ => "decommission --mode delete",
+                }))
+            }
+            DecommissionMode::Lockdown => {
+                let report = self.cutover_check(id).await?;
+                if !report.ready {
+                    let why: Vec<String> = report
+                        .checks
+                        .iter()
+                        .filter(|c| c.blocking && !c.ok)
+                        .map(|c| format!("{}: {}", c.name, c.detail))
+                        .collect();
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "the cutover check does not pass ({}); `dualsealctl cutover-check {id}` shows it",
+                        why.join("; ")
+                    )));
+                }
+                let glass = &self.inner.settings.break_glass;
+                if glass.is_empty() {
+                    return Err(EngineError::FailedPrecondition(
+                        "set [decommission] break_glass to the role ARN(s) that keep access to the locked source; a lockdown without a way back is refused".into(),
+                    ));
+                }
+                let policy = serde_json::json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "DualsealLockdown",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+                        "Condition": {"StringNotEquals": {"aws:PrincipalArn": glass}},
+                    }],
+                })
+                .to_string();
+                let summary = format!(
+                    "replace the policy of s3://{bucket} with deny-all except {} ({} verified object(s) stay readable only through them); the current policy ({}) is kept in the audit trail for rollback",
+                    glass.join(", "),
+                    report
+                        .checks
+                        .iter()
+                        .find(|c| c.name == "every object verified")
+                        .map_or(String::new(), |c| c.detail.clone()),
+                    if current.is_some() { "present" } else { "none" }
+                );
+                let fp = digest(&[
+                    "lockdown",
+                    &bucket,
+                    current.as_deref().unwrap_or("none"),
+                    &policy,
+                ]);
+                (summary, Some(policy), fp)
+            }
+            DecommissionMode::Rollback => {
+                let Some(previous) = self.last_lockdown(id)? else {
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "job {id}'s source s3://{bucket} was not locked down by dualseal; nothing to roll back"
+                    )));
+                };
+                let summary = format!(
+                    "restore the policy s3://{bucket} had before the lockdown ({})",
+                    if previous.is_some() {
+                        "a policy"
+                    } else {
+                        "no policy"
+                    }
+                );
+                let fp = digest(&[
+                    "rollback",
+                    &bucket,
+                    current.as_deref().unwrap_or("none"),
+                    previous.as_deref().unwrap_or("none"),
+                ]);
+                (summary, previous, fp)
+            }
+        };
+        let mut raw = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        super::lock(&self.inner.decommissions).insert(
+            token.clone(),
+            Planned {
+                job: id,
+                mode,
+                fingerprint,
+                expires: Instant::now() + TOKEN_LIFETIME,
+                new_policy,
+            },
+        );
+        Ok(DecommissionPlan {
+            token,
+            mode,
+            summary,
+            expires_in_secs: TOKEN_LIFETIME.as_secs(),
+        })
+    }
+
+    /// Executes a planned decommission. The token is used up whatever the outcome.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for an unknown, used or expired token, or when the state changed
+    /// since the plan (plan again); `Store`; `Journal`.
+    pub async fn decommission(&self, actor: &str, token: &str) -> Result<String, EngineError> {
+        let token_id = digest(&[token])[..12].to_owned();
+        let planned = super::lock(&self.inner.decommissions).remove(token);
+        let job = planned.as_ref().map_or(0, |p| p.job);
+        let run = self.decommission_inner(planned, token_id.clone());
+        self.audited(
+            actor,
+            "decommission",
+            job,
+            format!("token_id={token_id}"),
+            run,
+            |d| d.clone(),
+        )
+        .await
+    }
+
+    async fn decommission_inner(
+        &self,
+        planned: Option<Planned>,
+        token_id: String,
+    ) -> Result<String, EngineError> {
+        let Some(p) = planned else {
+            return Err(EngineError::FailedPrecondition(
+                "unknown or already used decommission token; plan again with `dualsealctl decommission plan`".into(),
+            ));
+        };
+        if Instant::now() > p.expires {
+            return Err(EngineError::FailedPrecondition(
+                "the decommission token has expired; plan again".into(),
+            ));
+        }
+        // Plan again now: the token only executes the plan it was issued for.
+        let again = self.decommission_plan_inner(p.job, p.mode).await?;
+        let fresh = super::lock(&self.inner.decommissions).remove(&again.token);
+        if fresh.map(|f| f.fingerprint) != Some(p.fingerprint.clone()) {
+            return Err(EngineError::FailedPrecondition(
+                "the source or its policy changed since the plan; plan again".into(),
+            ));
+        }
+        let job = self.view(p.job)?.record;
+        let bucket = job.source_bucket;
+        let admin = self.source_admin()?;
+        let current = admin.bucket_security(&bucket).await?.policy;
+        let kind = match p.mode {
+            DecommissionMode::Lockdown => "decommission_lockdown",
+            _ => "decommission_rollback",
+        };
+        // Recorded (with the policy to restore) before S3 is touched: fail closed.
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: p.job,
+            kind,
+            outcome: "requested",
+            detail: format!(
+                "token_id={token_id} bucket={bucket} previous_policy={}",
+                current.as_deref().unwrap_or("none")
+            ),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        match &p.new_policy {
+            Some(policy) => admin.put_policy(&bucket, policy).await?,
+            None => admin.delete_policy(&bucket).await?,
+        }
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: p.job,
+            kind,
+            outcome: "ok",
+            detail: format!("token_id={token_id} bucket={bucket}"),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        tracing::warn!(job = p.job, %bucket, mode = p.mode.as_str(), "source bucket decommission step done");
+        Ok(format!("{} of s3://{bucket} done", p.mode.as_str()))
+    }
+}
