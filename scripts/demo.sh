@@ -75,6 +75,10 @@ concurrency = 16
 writer = "arn:aws:iam::123456789012:role/dualseald"
 key_admins = ["arn:aws:iam::123456789012:role/kms-admin"]
 
+# Who keeps access to master-secrets once it is locked down after cutover.
+[decommission]
+break_glass = ["arn:aws:iam::123456789012:role/break-glass"]
+
 [[category]]
 name = "db"
 bucket = "secrets-db"
@@ -137,6 +141,35 @@ t1=$(date +%s.%N)
 
 say "verify (re-read every object from both buckets, decrypt through KMS, compare)"
 "${CTL[@]}" verify "$JOB"
+
+say "move applications: the location map, and a secret read as an application would (S3 + KMS only)"
+"${CTL[@]}" mapping "$JOB" --format csv --output "$WORK/mapping.csv"
+"${CTL[@]}" mapping "$JOB" --format env --output "$WORK/mapping.env"
+head -3 "$WORK/mapping.env"
+"${CTL[@]}" mapping "$JOB" >"$WORK/mapping.jsonl"
+READ_URL="$(python3 -c 'import json,sys; e=[x for x in map(json.loads, open(sys.argv[1])) if x["category"]=="db"][0]; print("s3://%s/%s" % (e["destination_bucket"], e["destination_key"]))' "$WORK/mapping.jsonl")"
+"$BIN/dualsealctl" get "$READ_URL" --endpoint-url "$ENDPOINT" --region us-east-1 --output "$WORK/read-back.bin"
+
+say "catch up: a secret rotated in master-secrets after the copy"
+python3 - "$ENDPOINT" "$WORK/mapping.jsonl" <<'PY'
+import json, sys, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], config=Config(s3={"addressing_style": "path"}))
+first = json.loads(open(sys.argv[2]).readline())
+s3.put_object(Bucket=first["source_bucket"], Key=first["source_key"], Body=b"rotated secret value")
+print("rotated s3://%s/%s" % (first["source_bucket"], first["source_key"]))
+PY
+"${CTL[@]}" cutover-check "$JOB" || echo "(not ready yet, as expected)"
+"${CTL[@]}" sync "$JOB" --watch >/dev/null
+# The bucket policies removed for moto's sake go back now: the cutover check requires them.
+"${CTL[@]}" provision --apply | tail -1
+"${CTL[@]}" cutover-check "$JOB"
+
+say "decommission: lock master-secrets down (plan, then run its one-time token; reversible)"
+PLAN="$("${CTL[@]}" decommission plan "$JOB" --mode lockdown)"
+echo "$PLAN"
+"${CTL[@]}" decommission run "$(echo "$PLAN" | tail -1 | awk '{print $NF}')"
+echo "(undo with: dualsealctl decommission plan $JOB --mode rollback, then run its token)"
 
 say "audit export (the whole hash-chained trail) and offline check against the recorded head"
 HEAD="$("${CTL[@]}" audit head)"

@@ -152,8 +152,17 @@ impl Engine {
             name: "source unchanged since migration",
             ok: r.new_in_source + r.changed_in_source + r.deleted_in_source == 0,
             detail: format!(
-                "{} new, {} changed, {} deleted in the source since the job; migrate them before switching",
-                r.new_in_source, r.changed_in_source, r.deleted_in_source
+                "{} new, {} changed, {} deleted in the source since the job{}",
+                r.new_in_source,
+                r.changed_in_source,
+                r.deleted_in_source,
+                if r.new_in_source + r.changed_in_source > 0 {
+                    format!("; `dualsealctl sync {}` migrates them", job.id)
+                } else if r.deleted_in_source > 0 {
+                    "; restore them, or accept that their copies outlive them".to_owned()
+                } else {
+                    String::new()
+                }
             ),
             blocking: true,
         });

@@ -175,14 +175,14 @@ impl Engine {
                     }],
                 })
                 .to_string();
+                let verified = self
+                    .inner
+                    .journal
+                    .counts(id)
+                    .get(crate::journal::ObjectState::Verified);
                 let summary = format!(
-                    "replace the policy of s3://{bucket} with deny-all except {} ({} verified object(s) stay readable only through them); the current policy ({}) is kept in the audit trail for rollback",
+                    "replace the policy of s3://{bucket} with deny-all except {}; its {verified} migrated object(s) live on, sealed, in the category buckets; the current policy ({}) is kept in the audit trail for rollback",
                     glass.join(", "),
-                    report
-                        .checks
-                        .iter()
-                        .find(|c| c.name == "every object verified")
-                        .map_or(String::new(), |c| c.detail.clone()),
                     if current.is_some() { "present" } else { "none" }
                 );
                 let fp = digest(&[
