@@ -390,6 +390,49 @@ pub trait BucketAdmin: Send + Sync {
         -> Result<(), StoreError>;
     /// Removes the bucket policy.
     async fn delete_policy(&self, bucket: &str) -> Result<(), StoreError>;
+    /// One page of object versions and delete markers under `prefix`.
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<VersionPage, StoreError>;
+    /// Whether the bucket has Object Lock enabled.
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, StoreError>;
+    /// Object Lock state of one version: retain-until (RFC 3339) when in the future, and
+    /// whether a legal hold is on.
+    async fn lock_state(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<(Option<String>, bool), StoreError>;
+    /// Deletes versions (at most 1000); returns the ones S3 refused, with its reason.
+    async fn delete_versions(
+        &self,
+        bucket: &str,
+        versions: &[(String, String)],
+    ) -> Result<Vec<(String, String, String)>, StoreError>;
+}
+
+/// One version (or delete marker) of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Key.
+    pub key: String,
+    /// Version id (`null` for unversioned objects).
+    pub version_id: String,
+    /// A delete marker rather than data.
+    pub delete_marker: bool,
+}
+
+/// A page of versions.
+#[derive(Debug, Clone, Default)]
+pub struct VersionPage {
+    /// Versions and markers, in key order.
+    pub versions: Vec<ObjectVersion>,
+    /// Where the next page starts (key, version id marker), if any.
+    pub next: Option<(String, String)>,
 }
 
 /// `Ok(None)` for the "not configured" error codes of bucket sub-resources.
@@ -603,6 +646,143 @@ impl BucketAdmin for S3Store {
 
     async fn delete_policy(&self, bucket: &str) -> Result<(), StoreError> {
         self.delete_policy_impl(bucket).await
+    }
+
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<VersionPage, StoreError> {
+        let mut req = self
+            .client
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix);
+        if let Some((k, v)) = marker {
+            req = req.key_marker(k).version_id_marker(v);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| err("ListObjectVersions", bucket, prefix, e))?;
+        let mut versions: Vec<ObjectVersion> = out
+            .versions()
+            .iter()
+            .map(|v| ObjectVersion {
+                key: v.key().unwrap_or_default().to_owned(),
+                version_id: v.version_id().unwrap_or("null").to_owned(),
+                delete_marker: false,
+            })
+            .collect();
+        versions.extend(out.delete_markers().iter().map(|m| ObjectVersion {
+            key: m.key().unwrap_or_default().to_owned(),
+            version_id: m.version_id().unwrap_or("null").to_owned(),
+            delete_marker: true,
+        }));
+        versions.sort_by(|a, b| a.key.cmp(&b.key));
+        let next = if out.is_truncated() == Some(true) {
+            out.next_key_marker().map(|k| {
+                (
+                    k.to_owned(),
+                    out.next_version_id_marker().unwrap_or_default().to_owned(),
+                )
+            })
+        } else {
+            None
+        };
+        Ok(VersionPage { versions, next })
+    }
+
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| err("GetObjectLockConfiguration", bucket, "", e));
+        Ok(absent(r, &["ObjectLockConfigurationNotFound"])?
+            .and_then(|o| o.object_lock_configuration().cloned())
+            .is_some_and(|c| {
+                c.object_lock_enabled() == Some(&aws_sdk_s3::types::ObjectLockEnabled::Enabled)
+            }))
+    }
+
+    async fn lock_state(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<(Option<String>, bool), StoreError> {
+        // HeadObject reports both (given s3:GetObjectRetention and s3:GetObjectLegalHold),
+        // in one call per version.
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(|e| err("HeadObject", bucket, key, e))?;
+        let now = std::time::SystemTime::now();
+        let until = out
+            .object_lock_retain_until_date()
+            .filter(|d| std::time::SystemTime::try_from(**d).is_ok_and(|t| t > now))
+            .and_then(|d| d.fmt(aws_smithy_types::date_time::Format::DateTime).ok());
+        let on = out.object_lock_legal_hold_status()
+            == Some(&aws_sdk_s3::types::ObjectLockLegalHoldStatus::On);
+        Ok((until, on))
+    }
+
+    async fn delete_versions(
+        &self,
+        bucket: &str,
+        versions: &[(String, String)],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        if versions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let objects = versions
+            .iter()
+            .map(|(k, v)| {
+                ObjectIdentifier::builder()
+                    .key(k)
+                    .version_id(v)
+                    .build()
+                    .map_err(|e| bad_request("DeleteObjects", bucket, &e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| bad_request("DeleteObjects", bucket, &e.to_string()))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| err("DeleteObjects", bucket, "", e))?;
+        Ok(out
+            .errors()
+            .iter()
+            .map(|e| {
+                (
+                    e.key().unwrap_or_default().to_owned(),
+                    e.version_id().unwrap_or_default().to_owned(),
+                    format!(
+                        "{}: {}",
+                        e.code().unwrap_or("error"),
+                        e.message().unwrap_or_default()
+                    ),
+                )
+            })
+            .collect())
     }
 
     async fn put_logging(

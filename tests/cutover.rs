@@ -316,3 +316,140 @@ async fn mapping_reader_and_cutover_check() {
         "the token itself must not be in the audit trail"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_only_verified_versions_and_never_locked_ones() {
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockLegalHold,
+        ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode,
+        VersioningConfiguration,
+    };
+    let moto = Moto::start();
+    provision(&moto).await;
+    let s3 = moto.s3();
+    s3.put_bucket_versioning()
+        .bucket(SOURCE)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+    s3.put_object_lock_configuration()
+        .bucket(SOURCE)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("object lock");
+    let mut objects: BTreeMap<String, Vec<u8>> = (0..12)
+        .map(|i| {
+            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
+            (format!("{prefix}d/{i:02}"), vec![b'v'; 10 + i])
+        })
+        .collect();
+    put_all(&moto, &objects).await;
+    // A second version of one key, and two keys no category claims.
+    objects.insert("db/d/00".into(), b"second version".to_vec());
+    put_all(
+        &moto,
+        &BTreeMap::from([("db/d/00".to_owned(), objects["db/d/00"].clone())]),
+    )
+    .await;
+    put_all(
+        &moto,
+        &BTreeMap::from([
+            ("unowned/a".to_owned(), b"a".to_vec()),
+            ("unowned/b".to_owned(), b"b".to_vec()),
+        ]),
+    )
+    .await;
+    let until = aws_smithy_types::DateTime::from_secs(
+        aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs() + 86_400,
+    );
+    s3.put_object_retention()
+        .bucket(SOURCE)
+        .key("api/d/01")
+        .retention(
+            ObjectLockRetention::builder()
+                .mode(ObjectLockRetentionMode::Governance)
+                .retain_until_date(until)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("retention");
+    s3.put_object_legal_hold()
+        .bucket(SOURCE)
+        .key("tls/d/02")
+        .legal_hold(
+            ObjectLockLegalHold::builder()
+                .status(ObjectLockLegalHoldStatus::On)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("legal hold");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert!(client.cutover_check(job).await.unwrap().ready);
+
+    let plan = client.plan_decommission(job, "delete").await.expect("plan");
+    assert!(
+        plan.summary
+            .contains("2 version(s) under Object Lock are kept"),
+        "{}",
+        plan.summary
+    );
+    assert!(
+        plan.summary.contains("legal hold") && plan.summary.contains("blocked until"),
+        "{}",
+        plan.summary
+    );
+    assert!(
+        plan.summary
+            .contains("keep 2 version(s) of keys this job did not verify"),
+        "{}",
+        plan.summary
+    );
+    let result = client.decommission(&plan.token).await.expect("delete");
+    assert!(
+        result.contains("11 version(s) deleted, 0 refused"),
+        "{result}"
+    );
+
+    let left = s3
+        .list_object_versions()
+        .bucket(SOURCE)
+        .send()
+        .await
+        .unwrap();
+    let mut remaining: Vec<String> = left
+        .versions()
+        .iter()
+        .map(|v| v.key().unwrap().to_owned())
+        .collect();
+    remaining.sort();
+    assert_eq!(
+        remaining,
+        ["api/d/01", "tls/d/02", "unowned/a", "unowned/b"]
+    );
+    let audit = client.audit(job).await.expect("audit");
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.kind == "deleted_at_decommission" && e.outcome == "requested")
+            .count(),
+        11
+    );
+}

@@ -4,8 +4,11 @@
 //! is audited with the token's id and the actor.
 //!
 //! Built so far: `lockdown` (the source's policy becomes deny-all except the configured
-//! break-glass principals; the previous policy is kept in the audit trail) and `rollback` (puts
-//! that previous policy back). `archive` and `delete` are not built yet and say so.
+//! break-glass principals; the previous policy is kept in the audit trail), `rollback` (puts
+//! that previous policy back) and `delete` (every version and delete marker of the keys this
+//! job verified; keys it did not verify — unclassified, conflicting, failed, new — are kept,
+//! and versions under Object Lock retention or legal hold are reported, never bypassed).
+//! `archive` is not built yet and says so.
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +67,7 @@ pub(super) struct Planned {
     fingerprint: String,
     expires: Instant,
     new_policy: Option<String>,
+    deletes: Vec<(String, String)>,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -75,7 +79,160 @@ fn digest(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// Versions deleted per DeleteObjects call (S3's limit).
+const DELETE_BATCH: usize = 1000;
+
 impl Engine {
+    async fn require_cutover(&self, id: JobId) -> Result<(), EngineError> {
+        let report = self.cutover_check(id).await?;
+        if report.ready {
+            return Ok(());
+        }
+        let why: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| c.blocking && !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        Err(EngineError::FailedPrecondition(format!(
+            "the cutover check does not pass ({}); `dualsealctl cutover-check {id}` shows it",
+            why.join("; ")
+        )))
+    }
+
+    /// Every version and delete marker of the keys job `job` verified; the rest is kept.
+    async fn plan_deletes(
+        &self,
+        job: &crate::journal::JobRecord,
+        deletes: &mut Vec<(String, String)>,
+    ) -> Result<(String, String), EngineError> {
+        let admin = self.source_admin()?;
+        let bucket = &job.source_bucket;
+        let locking = admin.object_lock_enabled(bucket).await?;
+        let (mut kept, mut keys) = (0u64, std::collections::BTreeSet::new());
+        let mut blocked = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = admin
+                .list_versions(bucket, &job.prefix, marker.take())
+                .await?;
+            for v in page.versions {
+                let verified = self
+                    .inner
+                    .journal
+                    .get_object(job.id, &v.key)?
+                    .is_some_and(|r| r.state == crate::journal::ObjectState::Verified);
+                if !verified {
+                    kept += 1;
+                    continue;
+                }
+                if locking && !v.delete_marker {
+                    let (until, hold) = admin.lock_state(bucket, &v.key, &v.version_id).await?;
+                    let why = match (hold, until) {
+                        (true, _) => Some("legal hold".to_owned()),
+                        (false, Some(d)) => Some(format!("blocked until {d}")),
+                        (false, None) => None,
+                    };
+                    if let Some(why) = why {
+                        blocked.push(format!("{} (version {}): {why}", v.key, v.version_id));
+                        continue;
+                    }
+                }
+                keys.insert(v.key.clone());
+                deletes.push((v.key, v.version_id));
+            }
+            match page.next {
+                Some(m) => marker = Some(m),
+                None => break,
+            }
+        }
+        let summary = format!(
+            "delete {} version(s) and delete marker(s) of {} verified key(s) from s3://{bucket}; keep {kept} version(s) of keys this job did not verify (unclassified, conflicting, failed or new); {} version(s) under Object Lock are kept{}",
+            deletes.len(),
+            keys.len(),
+            blocked.len(),
+            if blocked.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}{}",
+                    blocked.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+                    if blocked.len() > 5 { "; ..." } else { "" }
+                )
+            }
+        );
+        let mut parts: Vec<&str> = vec!["delete", bucket];
+        for (k, v) in deletes.iter() {
+            parts.push(k);
+            parts.push(v);
+        }
+        Ok((summary, digest(&parts)))
+    }
+
+    async fn execute_deletes(
+        &self,
+        id: JobId,
+        bucket: &str,
+        deletes: &[(String, String)],
+        token_id: &str,
+    ) -> Result<String, EngineError> {
+        let admin = self.source_admin()?;
+        let mut failed = Vec::new();
+        for chunk in deletes.chunks(DELETE_BATCH) {
+            // Each version is recorded before S3 is asked to delete it: fail closed.
+            for (key, version) in chunk {
+                self.inner.journal.append_audit(AuditDraft {
+                    job_id: id,
+                    kind: "deleted_at_decommission",
+                    outcome: "requested",
+                    source_key: key.clone(),
+                    detail: format!("token_id={token_id} bucket={bucket} version={version}"),
+                    ..Default::default()
+                })?;
+            }
+            self.inner.journal.flush().await?;
+            let refused = admin.delete_versions(bucket, chunk).await?;
+            for (key, version, why) in &refused {
+                self.inner.journal.append_audit(AuditDraft {
+                    job_id: id,
+                    kind: "deleted_at_decommission",
+                    outcome: "failed",
+                    source_key: key.clone(),
+                    detail: format!("token_id={token_id} version={version} error={why}"),
+                    ..Default::default()
+                })?;
+            }
+            failed.extend(refused);
+            self.inner.journal.append_audit(AuditDraft {
+                job_id: id,
+                kind: "decommission_delete",
+                outcome: "ok",
+                detail: format!(
+                    "token_id={token_id} bucket={bucket} batch={} refused={}",
+                    chunk.len(),
+                    failed.len()
+                ),
+                ..Default::default()
+            })?;
+            self.inner.journal.flush().await?;
+        }
+        tracing::warn!(
+            job = id,
+            bucket,
+            deleted = deletes.len() - failed.len(),
+            refused = failed.len(),
+            "source versions deleted at decommission"
+        );
+        Ok(format!(
+            "delete of s3://{bucket} done: {} version(s) deleted, {} refused by S3{}",
+            deletes.len() - failed.len(),
+            failed.len(),
+            failed.first().map_or(String::new(), |(k, v, why)| format!(
+                " (first: {k} {v}: {why})"
+            ))
+        ))
+    }
+
     fn source_admin(&self) -> Result<&std::sync::Arc<dyn crate::store::BucketAdmin>, EngineError> {
         self.inner
             .provisioner
@@ -136,27 +293,18 @@ impl Engine {
         let admin = self.source_admin()?;
         let bucket = job.source_bucket.clone();
         let current = admin.bucket_security(&bucket).await?.policy;
+        let mut deletes = Vec::new();
         let (summary, new_policy, fingerprint) = match mode {
-            DecommissionMode::Archive | DecommissionMode::Delete => {
-                return Err(EngineError::Unimplemented(match mode {
-                    DecommissionMode::Archive => "decommission --mode archive",
-                    _ => "decommission --mode delete",
-                }))
+            DecommissionMode::Archive => {
+                return Err(EngineError::Unimplemented("decommission --mode archive"))
+            }
+            DecommissionMode::Delete => {
+                self.require_cutover(id).await?;
+                let (summary, fp) = self.plan_deletes(&job, &mut deletes).await?;
+                (summary, None, fp)
             }
             DecommissionMode::Lockdown => {
-                let report = self.cutover_check(id).await?;
-                if !report.ready {
-                    let why: Vec<String> = report
-                        .checks
-                        .iter()
-                        .filter(|c| c.blocking && !c.ok)
-                        .map(|c| format!("{}: {}", c.name, c.detail))
-                        .collect();
-                    return Err(EngineError::FailedPrecondition(format!(
-                        "the cutover check does not pass ({}); `dualsealctl cutover-check {id}` shows it",
-                        why.join("; ")
-                    )));
-                }
+                self.require_cutover(id).await?;
                 let glass = &self.inner.settings.break_glass;
                 if glass.is_empty() {
                     return Err(EngineError::FailedPrecondition(
@@ -227,6 +375,7 @@ impl Engine {
                 fingerprint,
                 expires: Instant::now() + TOKEN_LIFETIME,
                 new_policy,
+                deletes,
             },
         );
         Ok(DecommissionPlan {
@@ -284,6 +433,11 @@ impl Engine {
         let job = self.view(p.job)?.record;
         let bucket = job.source_bucket;
         let admin = self.source_admin()?;
+        if p.mode == DecommissionMode::Delete {
+            return self
+                .execute_deletes(p.job, &bucket, &p.deletes, &token_id)
+                .await;
+        }
         let current = admin.bucket_security(&bucket).await?.policy;
         let kind = match p.mode {
             DecommissionMode::Lockdown => "decommission_lockdown",

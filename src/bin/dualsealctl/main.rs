@@ -421,8 +421,9 @@ enum DecommissionCmd {
     Plan {
         /// The migration job whose source it is.
         job: u64,
-        /// lockdown (deny all but break-glass), rollback (undo a lockdown); archive and delete
-        /// are not built yet.
+        /// lockdown (deny all but break-glass), rollback (undo a lockdown), delete (every
+        /// version of the keys the job verified; never others, never under Object Lock);
+        /// archive is not built yet.
         #[arg(long)]
         mode: String,
     },
