@@ -82,6 +82,34 @@ pub struct Config {
     /// Decommissioning the source bucket.
     #[serde(default)]
     pub decommission: DecommissionConfig,
+    /// Prices for the plan's cost estimate.
+    #[serde(default)]
+    pub pricing: Pricing,
+}
+
+/// List prices for the plan's estimate, USD. Defaults: AWS us-east-1 public prices.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pricing {
+    /// S3 GET (and other reads), per 1,000 requests.
+    pub s3_get_per_1000: f64,
+    /// S3 PUT, LIST, HEAD-class requests, per 1,000.
+    pub s3_put_per_1000: f64,
+    /// KMS requests, per 10,000.
+    pub kms_per_10000: f64,
+    /// DSSE-KMS, per GB written.
+    pub dsse_per_gb: f64,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Self {
+            s3_get_per_1000: 0.0004,
+            s3_put_per_1000: 0.005,
+            kms_per_10000: 0.03,
+            dsse_per_gb: 0.003,
+        }
+    }
 }
 
 /// Decommissioning the source bucket after cutover.

@@ -63,6 +63,27 @@ async fn mapping_reader_and_cutover_check() {
         + "\n[decommission]\nbreak_glass = [\"arn:aws:iam::123456789012:role/break-glass\"]\n";
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
+    // The plan names the rule behind each category, its largest objects, and the estimate.
+    let plan = client.plan("", 5).await.expect("plan");
+    let db_plan = plan.categories.iter().find(|c| c.category == "db").unwrap();
+    assert_eq!(db_plan.rules.get("prefix \"db/\""), Some(&10));
+    assert_eq!(db_plan.largest.len(), 3);
+    assert!(db_plan.largest[0].bytes >= db_plan.largest[2].bytes);
+    let est = plan.estimate.expect("estimate");
+    assert_eq!(
+        (est.s3_puts, est.s3_gets, est.kms_dualseal, est.kms_dsse),
+        (40, 80, 80, 80)
+    );
+    assert!(est.cost_usd > 0.0);
+    assert_eq!(
+        est.eta_seconds,
+        Some(1),
+        "80 KMS calls at the default 1000/s"
+    );
+    let text = ctl(&daemon.socket, &["plan"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("KMS 80 by dualseal + 80 by S3 for DSSE")
+    );
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32);

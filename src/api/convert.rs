@@ -225,6 +225,12 @@ impl From<PlanReport> for pb::PlanResponse {
                     destination_bucket: c.bucket,
                     objects: c.objects,
                     bytes: c.bytes,
+                    largest: c
+                        .largest
+                        .into_iter()
+                        .map(|(key, bytes)| pb::SizedKey { key, bytes })
+                        .collect(),
+                    rules: c.rules.into_iter().collect(),
                 })
                 .collect(),
             unclassified_objects: p.unclassified_objects,
@@ -238,6 +244,18 @@ impl From<PlanReport> for pb::PlanResponse {
                 .collect(),
             total_objects: p.total_objects,
             total_bytes: p.total_bytes,
+            excluded_objects: p.excluded_objects,
+            estimate: Some(pb::Estimate {
+                s3_gets: p.estimate.s3_gets,
+                s3_puts: p.estimate.s3_puts,
+                s3_lists_and_heads: p.estimate.s3_lists_and_heads,
+                kms_dualseal: p.estimate.kms_dualseal,
+                kms_dsse: p.estimate.kms_dsse,
+                dsse_gb: p.estimate.dsse_gb,
+                cost_usd: p.estimate.cost_usd,
+                eta_seconds: p.estimate.eta_secs,
+                basis: p.estimate.basis,
+            }),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod cutover;
 mod decommission;
 mod error;
+mod estimate;
 mod job;
 mod lifecycle;
 mod limit;
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 pub use cutover::{Check, CutoverReport, MappingEntry};
 pub use decommission::{DecommissionMode, DecommissionPlan};
 pub use error::{EngineError, ObjectError};
+pub use estimate::Estimate;
 use lifecycle::{Action, Verdict};
 pub use plan::{CategoryPlan, CategoryVerify, PlanReport, VerifyReport};
 pub use progress::{RecentError, Speed};
@@ -82,6 +84,8 @@ pub struct EngineSettings {
     pub failure_threshold: Option<FailureThreshold>,
     /// Principals a lockdown of the source still lets in.
     pub break_glass: Vec<String>,
+    /// Prices for plan estimates.
+    pub pricing: crate::config::Pricing,
 }
 
 impl EngineSettings {
@@ -105,6 +109,7 @@ impl EngineSettings {
                 },
             ),
             break_glass: cfg.decommission.break_glass.clone(),
+            pricing: cfg.pricing.clone(),
         }
     }
 }
@@ -412,7 +417,16 @@ impl Engine {
                 )));
             }
         }
-        plan::plan(&self.inner, &self.job_prefix(prefix)?, &scope, sample_limit).await
+        let mut report =
+            plan::plan(&self.inner, &self.job_prefix(prefix)?, &scope, sample_limit).await?;
+        report.estimate = estimate::estimate(
+            report.total_objects - report.unclassified_objects - report.conflict_objects,
+            report.total_bytes - report.unclassified_bytes,
+            options.verify_mode,
+            &self.effective_limits(options),
+            &self.inner.settings.pricing,
+        );
+        Ok(report)
     }
 
     fn job_prefix(&self, prefix: &str) -> Result<String, EngineError> {

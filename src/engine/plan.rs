@@ -21,7 +21,14 @@ pub struct CategoryPlan {
     pub objects: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// The largest of them (key, bytes), largest first.
+    pub largest: Vec<(String, u64)>,
+    /// Objects per matching rule (`prefix "db/"`).
+    pub rules: BTreeMap<String, u64>,
 }
+
+/// How many of a category's largest objects the plan names.
+const LARGEST: usize = 3;
 
 /// What a job over the source would do.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +53,8 @@ pub struct PlanReport {
     pub total_bytes: u64,
     /// Objects listed but left out by the job's filters.
     pub excluded_objects: u64,
+    /// Cost and time of migrating what is classified.
+    pub estimate: super::Estimate,
 }
 
 pub(super) async fn plan(
@@ -91,10 +100,16 @@ pub(super) async fn plan(
             report.total_objects += 1;
             report.total_bytes += o.size;
             match class {
-                Classification::Matched { category, .. } => {
+                Classification::Matched { category, rule, .. } => {
                     let c = &mut report.categories[category];
                     c.objects += 1;
                     c.bytes += o.size;
+                    *c.rules.entry(rule).or_default() += 1;
+                    if c.largest.len() < LARGEST || c.largest.last().is_some_and(|l| l.1 < o.size) {
+                        c.largest.push((o.key.clone(), o.size));
+                        c.largest.sort_by(|a, b| b.1.cmp(&a.1));
+                        c.largest.truncate(LARGEST);
+                    }
                 }
                 Classification::Unclassified { .. } => {
                     report.unclassified_objects += 1;

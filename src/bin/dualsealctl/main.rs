@@ -1019,6 +1019,27 @@ fn print_plan(p: &pb::PlanResponse, prefix: &str, json: bool) -> Result<ExitCode
                 cat.objects,
                 view::bytes(cat.bytes)
             );
+            let mut rules: Vec<_> = cat.rules.iter().collect();
+            rules.sort();
+            for (rule, n) in rules {
+                println!("      {n:>8} by {rule}");
+            }
+            for l in &cat.largest {
+                println!("      largest {} ({})", l.key, view::bytes(l.bytes));
+            }
+        }
+        if let Some(e) = &p.estimate {
+            println!(
+                "  estimate: {} GET, {} PUT, {} LIST/HEAD; KMS {} by dualseal + {} by S3 for DSSE; {:.3} GB under DSSE; about ${:.2} at list prices",
+                e.s3_gets, e.s3_puts, e.s3_lists_and_heads, e.kms_dualseal, e.kms_dsse, e.dsse_gb, e.cost_usd
+            );
+            println!(
+                "  time: {}",
+                e.eta_seconds.map_or_else(
+                    || e.basis.clone(),
+                    |s| format!("at least {} ({})", view::duration(s), e.basis)
+                )
+            );
         }
         println!(
             "  unclassified (stay in place): {} objects, {}",
