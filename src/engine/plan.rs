@@ -107,7 +107,7 @@ pub(super) async fn plan(
                     *c.rules.entry(rule).or_default() += 1;
                     if c.largest.len() < LARGEST || c.largest.last().is_some_and(|l| l.1 < o.size) {
                         c.largest.push((o.key.clone(), o.size));
-                        c.largest.sort_by(|a, b| b.1.cmp(&a.1));
+                        c.largest.sort_by_key(|l| std::cmp::Reverse(l.1));
                         c.largest.truncate(LARGEST);
                     }
                 }
