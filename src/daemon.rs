@@ -311,7 +311,10 @@ fn reload(
         ),
         ("[metrics]", differs(&running.metrics, &new.metrics)),
         ("[provision]", differs(&running.provision, &new.provision)),
-        ("[decommission]", differs(&running.decommission, &new.decommission)),
+        (
+            "[decommission]",
+            differs(&running.decommission, &new.decommission),
+        ),
         ("[pricing]", differs(&running.pricing, &new.pricing)),
         (
             "[tcp] listener and TLS",

@@ -988,6 +988,21 @@ mod tests {
         }
     }
 
+    /// Opens a journal this process just closed. sled releases its file lock from a background
+    /// thread after the handle is dropped, so an in-process reopen can briefly see it held (a
+    /// restarted daemon is a new process and never does).
+    fn reopen(path: &Path) -> Result<Journal, JournalError> {
+        for _ in 0..100 {
+            match Journal::open(path) {
+                Err(JournalError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                other => return other,
+            }
+        }
+        Journal::open(path)
+    }
+
     #[tokio::test]
     async fn counts_and_chain_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1031,7 +1046,7 @@ mod tests {
             .unwrap();
             j.flush().await.unwrap();
         }
-        let j = Journal::open(dir.path()).unwrap();
+        let j = reopen(dir.path()).unwrap();
         assert!(j.recovered());
         let c = j.counts(id);
         assert_eq!(c.get(ObjectState::Verified), 1);
@@ -1073,7 +1088,7 @@ mod tests {
                 .unwrap();
             j.db.flush().unwrap();
         }
-        let err = Journal::open(dir.path()).unwrap_err();
+        let err = reopen(dir.path()).unwrap_err();
         assert!(err.to_string().contains("/bad"), "{err}");
     }
 }
