@@ -8,22 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Output};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use common::*;
 use dualseal::api::pb;
-
-fn ctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("dualsealctl")
-}
 
 fn get(moto: &Moto, url: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dualsealctl"))

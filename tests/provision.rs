@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use aws_sdk_s3::types::{
     BucketVersioningStatus, ServerSideEncryption, ServerSideEncryptionByDefault,
@@ -69,15 +68,6 @@ fn settings(r: &pb::ProvisionReport) -> Vec<(String, String)> {
         .iter()
         .map(|c| (c.resource.clone(), c.setting.clone()))
         .collect()
-}
-
-fn ctl(socket: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run dualsealctl")
 }
 
 /// GetBucketVersioning, read from the raw answer when the SDK refuses moto's root element.

@@ -498,3 +498,13 @@ pub async fn wait_until_verified(
     }
     last.expect("state")
 }
+
+/// Runs `dualsealctl --socket SOCKET ARGS...` to completion, as an operator would.
+pub fn ctl(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run dualsealctl")
+}

@@ -858,18 +858,23 @@ fn env_name(key: &str) -> String {
     out
 }
 
+/// Where an export goes: the file given (created or truncated), else standard output.
+fn open_output(output: Option<&std::path::Path>) -> Result<Box<dyn Write>> {
+    Ok(match output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
 async fn mapping(
     c: &mut Client,
     job: u64,
     format: MapFormat,
     output: Option<&std::path::Path>,
 ) -> Result<ExitCode> {
-    let mut out: Box<dyn Write> = match output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    let mut out: Box<dyn Write> = open_output(output)?;
     let mut s = Box::pin(c.mapping(job).await?);
     let mut n = 0u64;
     if let MapFormat::Csv = format {
@@ -1071,12 +1076,7 @@ async fn report(
     format: Format,
     output: Option<&std::path::Path>,
 ) -> Result<ExitCode> {
-    let out: Box<dyn Write> = match output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    let out: Box<dyn Write> = open_output(output)?;
     let mut s = Box::pin(c.objects_stream(job, pb::ObjectState::Unspecified).await?);
     let mut n = 0u64;
     match format {
@@ -1207,13 +1207,7 @@ async fn audit(c: &mut Client, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
             output,
         } => {
             let mut stream = Box::pin(c.audit_stream(filter.into()).await?);
-            let mut out: Box<dyn Write> = match &output {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .with_context(|| format!("cannot create {}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
+            let mut out: Box<dyn Write> = open_output(output.as_deref())?;
             let mut n = 0u64;
             match format {
                 Format::Jsonl => {
