@@ -292,7 +292,13 @@ impl Engine {
         let job = self.view(id)?.record;
         let admin = self.source_admin()?;
         let bucket = job.source_bucket.clone();
-        let current = admin.bucket_security(&bucket).await?.policy;
+        // Only the policy modes need the source's current policy (a delete plan does not).
+        let current = match mode {
+            DecommissionMode::Lockdown | DecommissionMode::Rollback => {
+                admin.bucket_security(&bucket).await?.policy
+            }
+            DecommissionMode::Archive | DecommissionMode::Delete => None,
+        };
         let mut deletes = Vec::new();
         let (summary, new_policy, fingerprint) = match mode {
             DecommissionMode::Archive => {
