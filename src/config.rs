@@ -113,12 +113,48 @@ impl Default for Pricing {
 }
 
 /// Decommissioning the source bucket after cutover.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecommissionConfig {
     /// Principals (role ARNs) a lockdown still lets in: the break-glass path back.
     #[serde(default)]
     pub break_glass: Vec<String>,
+    /// Bucket `--mode archive` copies the source into (Object Lock enabled, created by the
+    /// operator); unset: archive is refused.
+    pub archive_bucket: Option<String>,
+    /// Days each archived object is retained under Object Lock.
+    #[serde(default = "default_archive_retention_days")]
+    pub archive_retention_days: u32,
+    /// Object Lock mode of the archive copies.
+    #[serde(default)]
+    pub archive_retention_mode: RetentionMode,
+}
+
+fn default_archive_retention_days() -> u32 {
+    365
+}
+
+impl Default for DecommissionConfig {
+    fn default() -> Self {
+        Self {
+            break_glass: Vec::new(),
+            archive_bucket: None,
+            archive_retention_days: default_archive_retention_days(),
+            archive_retention_mode: RetentionMode::default(),
+        }
+    }
+}
+
+/// Object Lock retention modes (S3's names, lower case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    /// Users with `s3:BypassGovernanceRetention` can still shorten or remove it: the default,
+    /// so a mistaken archive can be cleaned up by a deliberate, audited act.
+    #[default]
+    Governance,
+    /// Nobody, the root user included, can delete before the date.
+    Compliance,
 }
 
 /// The control API over TCP: off unless `listen` is set. TLS is required except on loopback;
@@ -492,6 +528,23 @@ impl Config {
         if d.control_socket.as_os_str().is_empty() {
             p.push("daemon.control_socket: must not be empty".into());
         }
+        let dc = &self.decommission;
+        if let Some(b) = &dc.archive_bucket {
+            if let Some(e) = bucket_name_problem(b) {
+                p.push(format!("decommission.archive_bucket {b:?}: {e}"));
+            }
+            if *b == self.source.bucket || self.categories.iter().any(|c| c.bucket == *b) {
+                p.push(format!(
+                    "decommission.archive_bucket {b:?}: must be a bucket of its own, not the source or a category bucket"
+                ));
+            }
+        }
+        if !(1..=36_500).contains(&dc.archive_retention_days) {
+            p.push(format!(
+                "decommission.archive_retention_days = {}: must be between 1 and 36500",
+                dc.archive_retention_days
+            ));
+        }
         if self.categories.is_empty() {
             p.push("no [[category]] tables: add at least one category to migrate into".into());
         }
@@ -687,6 +740,28 @@ mod tests {
             Path::new("t.toml")
         )
         .is_err());
+    }
+
+    #[test]
+    fn archive_settings_default_and_are_checked() {
+        let base = "[source]\nbucket = \"master\"\n[[category]]\nname = \"db\"\nbucket = \"secrets-db\"\nprefixes = [\"db/\"]\n";
+        let cfg = Config::from_toml(base, Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.decommission.archive_retention_days, 365);
+        assert_eq!(
+            cfg.decommission.archive_retention_mode,
+            RetentionMode::Governance
+        );
+        assert!(cfg.decommission.archive_bucket.is_none());
+        let bad = format!(
+            "{base}[decommission]\narchive_bucket = \"secrets-db\"\narchive_retention_days = 0\narchive_retention_mode = \"compliance\"\n"
+        );
+        let all = Config::from_toml(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("not the source or a category bucket"), "{all}");
+        assert!(all.contains("archive_retention_days = 0"), "{all}");
+        let wrong_mode = format!("{base}[decommission]\narchive_retention_mode = \"forever\"\n");
+        assert!(Config::from_toml(&wrong_mode, Path::new("t.toml")).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::types::{ObjectLockMode, ServerSideEncryption};
 use zeroize::Zeroizing;
 
 use crate::aws::{classify_sdk_error, AwsErrorKind};
@@ -96,6 +96,17 @@ pub struct SealedPut {
     pub metadata: HashMap<String, String>,
     /// Condition on what the destination key holds now.
     pub precondition: Precondition,
+    /// Object Lock retention to set with the write (archive copies only).
+    pub retention: Option<Retention>,
+}
+
+/// Object Lock retention of a write: the bucket must have Object Lock enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Governance or compliance.
+    pub mode: crate::config::RetentionMode,
+    /// Retained until then.
+    pub until: std::time::SystemTime,
 }
 
 /// What the destination must hold for a write to apply. Writes are always conditional, so
@@ -292,6 +303,14 @@ impl ObjectStore for S3Store {
             .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .checksum_sha256(&put.checksum_sha256_b64)
             .set_metadata(Some(put.metadata))
+            .set_object_lock_mode(put.retention.map(|r| match r.mode {
+                crate::config::RetentionMode::Governance => ObjectLockMode::Governance,
+                crate::config::RetentionMode::Compliance => ObjectLockMode::Compliance,
+            }))
+            .set_object_lock_retain_until_date(
+                put.retention
+                    .map(|r| aws_sdk_s3::primitives::DateTime::from(r.until)),
+            )
             .body(ByteStream::from(put.body))
             .send()
             .await

@@ -464,3 +464,165 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
         11
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_copies_verified_objects_sealed_under_retention() {
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, ObjectLockConfiguration, ObjectLockEnabled, VersioningConfiguration,
+    };
+    const ARCHIVE: &str = "secrets-archive";
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let s3 = moto.s3();
+    let objects: BTreeMap<String, Vec<u8>> = (0..12)
+        .map(|i| {
+            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
+            (
+                format!("{prefix}a/{i:02}"),
+                format!("archived secret {i}").into_bytes(),
+            )
+        })
+        .collect();
+    put_all(&moto, &objects).await;
+    put_all(
+        &moto,
+        &BTreeMap::from([("unowned/x".to_owned(), b"x".to_vec())]),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_toml(&moto, dir.path(), 4)
+        + &format!(
+            "\n[decommission]\narchive_bucket = \"{ARCHIVE}\"\narchive_retention_days = 7\n"
+        );
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    let before = source_etags(&moto).await;
+
+    // Refused, with the way out, until the archive bucket exists with Object Lock.
+    let missing = client.plan_decommission(job, "archive").await.unwrap_err();
+    assert!(
+        missing.to_string().contains("does not exist")
+            && missing
+                .to_string()
+                .contains("--object-lock-enabled-for-bucket"),
+        "{missing:?}"
+    );
+    s3.create_bucket().bucket(ARCHIVE).send().await.unwrap();
+    let unlocked = client.plan_decommission(job, "archive").await.unwrap_err();
+    assert!(
+        unlocked
+            .to_string()
+            .contains("does not have Object Lock enabled"),
+        "{unlocked:?}"
+    );
+    s3.put_bucket_versioning()
+        .bucket(ARCHIVE)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3.put_object_lock_configuration()
+        .bucket(ARCHIVE)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let plan = client
+        .plan_decommission(job, "archive")
+        .await
+        .expect("plan");
+    assert!(
+        plan.summary.contains("copy 12 verified object(s)")
+            && plan.summary.contains("governance mode for 7 day(s)"),
+        "{}",
+        plan.summary
+    );
+    let sock = &daemon.socket;
+    let run = ctl(sock, &["decommission", "run", &plan.token]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{out}");
+    assert!(
+        out.contains("12 object(s) archived, 0 already archived and proved, 0 failed"),
+        "{out}"
+    );
+
+    // Every verified object, and nothing else, is in the archive: sealed for its archive
+    // location under its category's key, retained, and readable as the original bytes.
+    let keys = list_keys(&moto, ARCHIVE).await;
+    let expected: Vec<String> = objects.keys().map(|k| format!("{SOURCE}/{k}")).collect();
+    assert_eq!(keys, expected);
+    for (key, bytes) in &objects {
+        let cat = cats.iter().find(|c| key.starts_with(c.prefix)).unwrap();
+        let in_archive = Cat {
+            bucket: ARCHIVE.to_owned(),
+            key_arn: cat.key_arn.clone(),
+            ..*cat
+        };
+        assert_eq!(
+            &read_sealed(&moto, &in_archive, &format!("{SOURCE}/{key}")).await,
+            bytes
+        );
+    }
+    let head = s3
+        .head_object()
+        .bucket(ARCHIVE)
+        .key(format!("{SOURCE}/db/a/00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("GOVERNANCE")
+    );
+    let until = head
+        .object_lock_retain_until_date()
+        .expect("retain until")
+        .secs();
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
+    assert!((until - now - 7 * 86_400).abs() < 600, "{until} vs {now}");
+    let got = get(&moto, &format!("s3://{ARCHIVE}/{SOURCE}/api/a/01"));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.stdout, objects["api/a/01"]);
+
+    // Again: nothing written twice, every copy proved. The source was never touched.
+    let again = client
+        .plan_decommission(job, "archive")
+        .await
+        .expect("plan");
+    let result = client.decommission(&again.token).await.expect("archive");
+    assert!(
+        result.contains("0 object(s) archived, 12 already archived and proved, 0 failed"),
+        "{result}"
+    );
+    assert_eq!(source_etags(&moto).await, before);
+    let audit = client.audit(job).await.expect("audit");
+    let archived: Vec<_> = audit
+        .iter()
+        .filter(|e| e.kind == "archived_at_decommission" && e.outcome == "ok")
+        .collect();
+    assert_eq!(archived.len(), 24);
+    assert!(archived.iter().all(|e| e.destination_bucket == ARCHIVE));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.kind == "decommission_archive" && e.outcome == "ok")
+            .count(),
+        2
+    );
+}

@@ -362,7 +362,6 @@ impl From<EngineError> for Status {
             EngineError::NoSuchJob(_) => Status::not_found(msg),
             EngineError::FailedPrecondition(_) => Status::failed_precondition(msg),
             EngineError::InvalidRequest(_) => Status::invalid_argument(msg),
-            EngineError::Unimplemented(_) => Status::unimplemented(msg),
             EngineError::ShuttingDown => Status::unavailable(msg),
             EngineError::Journal(_) => Status::internal(msg),
             EngineError::Store(_) | EngineError::Kms(_) if e.is_retryable() => {

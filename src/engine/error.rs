@@ -17,9 +17,6 @@ pub enum EngineError {
     /// The request itself is invalid.
     #[error("{0}")]
     InvalidRequest(String),
-    /// The operation is not built yet.
-    #[error("{0} is not implemented in this version of dualseal")]
-    Unimplemented(&'static str),
     /// The journal failed: fatal for the daemon.
     #[error(transparent)]
     Journal(#[from] JournalError),

@@ -561,7 +561,7 @@ async fn dispatch(
     Ok(drain.is_cancelled())
 }
 
-fn retry_policy(inner: &Inner) -> ExponentialBackoff {
+pub(super) fn retry_policy(inner: &Inner) -> ExponentialBackoff {
     ExponentialBackoff {
         initial_interval: inner.settings.retry_initial,
         max_interval: inner.settings.retry_max,
@@ -630,6 +630,7 @@ async fn migrate_with_retries(
             segment_size: inner.settings.segment_size,
             verify: ctx.options.verify_mode,
             prior: &rec,
+            retention: None,
         };
         // Recorded without a flush: it only saves work on resume, it proves nothing.
         let record_upload = |p: &Proof| {

@@ -114,6 +114,8 @@ pub struct Attempt<'a> {
     pub verify: VerifyMode,
     /// The journal's record before this attempt.
     pub prior: &'a ObjectRecord,
+    /// Object Lock retention for the write (archive copies).
+    pub retention: Option<crate::store::Retention>,
 }
 
 fn meta_value(s: &str) -> String {
@@ -195,6 +197,7 @@ impl Attempt<'_> {
             checksum_sha256_b64: base64::engine::general_purpose::STANDARD.encode(digest),
             metadata: self.metadata(&src),
             precondition: Precondition::Absent,
+            retention: self.retention,
         };
         let mut how = WriteKind::Written;
         let written = match self.store.put_sealed(put.clone()).await {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cutover::{Check, CutoverReport, MappingEntry};
-pub use decommission::{DecommissionMode, DecommissionPlan};
+pub use decommission::{archive_key, DecommissionMode, DecommissionPlan};
 pub use error::{EngineError, ObjectError};
 pub use estimate::Estimate;
 use lifecycle::{Action, Verdict};
@@ -82,8 +82,8 @@ pub struct EngineSettings {
     pub pause_deadline: Duration,
     /// Default failure threshold (`None`: disabled).
     pub failure_threshold: Option<FailureThreshold>,
-    /// Principals a lockdown of the source still lets in.
-    pub break_glass: Vec<String>,
+    /// Break-glass principals and the archive.
+    pub decommission: crate::config::DecommissionConfig,
     /// Prices for plan estimates.
     pub pricing: crate::config::Pricing,
 }
@@ -108,7 +108,7 @@ impl EngineSettings {
                     min_objects: cfg.daemon.failure_threshold_min_objects,
                 },
             ),
-            break_glass: cfg.decommission.break_glass.clone(),
+            decommission: cfg.decommission.clone(),
             pricing: cfg.pricing.clone(),
         }
     }

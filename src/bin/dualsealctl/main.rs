@@ -421,9 +421,10 @@ enum DecommissionCmd {
     Plan {
         /// The migration job whose source it is.
         job: u64,
-        /// lockdown (deny all but break-glass), rollback (undo a lockdown), delete (every
-        /// version of the keys the job verified; never others, never under Object Lock);
-        /// archive is not built yet.
+        /// lockdown (deny all but break-glass), rollback (undo a lockdown), archive (a sealed
+        /// copy of every verified object in [decommission] archive_bucket, under Object Lock
+        /// retention), delete (every version of the keys the job verified; never others, never
+        /// under Object Lock).
         #[arg(long)]
         mode: String,
     },

@@ -7,8 +7,13 @@
 //! break-glass principals; the previous policy is kept in the audit trail), `rollback` (puts
 //! that previous policy back) and `delete` (every version and delete marker of the keys this
 //! job verified; keys it did not verify — unclassified, conflicting, failed, new — are kept,
-//! and versions under Object Lock retention or legal hold are reported, never bypassed).
-//! `archive` is not built yet and says so.
+//! and versions under Object Lock retention or legal hold are reported, never bypassed) and
+//! `archive` (a sealed copy of every verified object under Object Lock retention; see
+//! [`archive`]).
+
+mod archive;
+
+pub use archive::archive_key;
 
 use std::time::{Duration, Instant};
 
@@ -29,9 +34,9 @@ pub enum DecommissionMode {
     Lockdown,
     /// Undo the last lockdown.
     Rollback,
-    /// Copy the source, sealed, to a backup bucket with retention (not built yet).
+    /// Copy the verified objects, sealed, to a backup bucket under Object Lock retention.
     Archive,
-    /// Delete every object version of verified objects (not built yet).
+    /// Delete every object version of verified objects.
     Delete,
 }
 
@@ -68,6 +73,7 @@ pub(super) struct Planned {
     expires: Instant,
     new_policy: Option<String>,
     deletes: Vec<(String, String)>,
+    archives: Vec<archive::ArchiveItem>,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -161,6 +167,16 @@ impl Engine {
                 )
             }
         );
+        let archived = self
+            .inner
+            .journal
+            .iter_audit(Some(job.id))
+            .any(|r| r.is_ok_and(|r| r.kind == "decommission_archive" && r.outcome == "ok"));
+        let summary = if archived {
+            format!("{summary}; an archive of this job's verified objects was made")
+        } else {
+            format!("{summary}; no archive was made (`--mode archive` first keeps a retained, sealed copy)")
+        };
         let mut parts: Vec<&str> = vec!["delete", bucket];
         for (k, v) in deletes.iter() {
             parts.push(k);
@@ -264,8 +280,8 @@ impl Engine {
     /// What `mode` would do to job `id`'s source bucket now, and a token to do it.
     ///
     /// # Errors
-    /// `FailedPrecondition` when the cutover check does not pass, break-glass principals are
-    /// missing, there is nothing to roll back, or the mode is not built yet; `Store`.
+    /// `FailedPrecondition` when the cutover check does not pass, break-glass principals or
+    /// the archive bucket are missing, or there is nothing to roll back; `Store`.
     pub async fn decommission_plan(
         &self,
         actor: &str,
@@ -299,10 +315,12 @@ impl Engine {
             }
             DecommissionMode::Archive | DecommissionMode::Delete => None,
         };
-        let mut deletes = Vec::new();
+        let (mut deletes, mut archives) = (Vec::new(), Vec::new());
         let (summary, new_policy, fingerprint) = match mode {
             DecommissionMode::Archive => {
-                return Err(EngineError::Unimplemented("decommission --mode archive"))
+                self.require_cutover(id).await?;
+                let (summary, fp) = self.plan_archive(&job, &mut archives).await?;
+                (summary, None, fp)
             }
             DecommissionMode::Delete => {
                 self.require_cutover(id).await?;
@@ -311,7 +329,7 @@ impl Engine {
             }
             DecommissionMode::Lockdown => {
                 self.require_cutover(id).await?;
-                let glass = &self.inner.settings.break_glass;
+                let glass = &self.inner.settings.decommission.break_glass;
                 if glass.is_empty() {
                     return Err(EngineError::FailedPrecondition(
                         "set [decommission] break_glass to the role ARN(s) that keep access to the locked source; a lockdown without a way back is refused".into(),
@@ -382,6 +400,7 @@ impl Engine {
                 expires: Instant::now() + TOKEN_LIFETIME,
                 new_policy,
                 deletes,
+                archives,
             },
         );
         Ok(DecommissionPlan {
@@ -439,10 +458,18 @@ impl Engine {
         let job = self.view(p.job)?.record;
         let bucket = job.source_bucket;
         let admin = self.source_admin()?;
-        if p.mode == DecommissionMode::Delete {
-            return self
-                .execute_deletes(p.job, &bucket, &p.deletes, &token_id)
-                .await;
+        match p.mode {
+            DecommissionMode::Delete => {
+                return self
+                    .execute_deletes(p.job, &bucket, &p.deletes, &token_id)
+                    .await
+            }
+            DecommissionMode::Archive => {
+                return self
+                    .execute_archive(p.job, &bucket, &p.archives, &token_id)
+                    .await
+            }
+            DecommissionMode::Lockdown | DecommissionMode::Rollback => {}
         }
         let current = admin.bucket_security(&bucket).await?.policy;
         let kind = match p.mode {

@@ -1,0 +1,265 @@
+//! `--mode archive`: before anything is deleted, a copy of every object the job verified goes
+//! to a backup bucket under Object Lock retention, sealed exactly as a migration seals it
+//! (envelope under a fresh data key from the category's KMS key, DSSE-KMS under the same key,
+//! bound to its archive location). The source is read, never modified.
+//!
+//! Archive copies live at `s3://<archive>/<source bucket>/<source key>`, so one archive
+//! bucket can hold several sources. Running the same archive again writes nothing twice: each
+//! copy is conditional, and a copy dualseal already made of the same source version is proved
+//! by reading it back and kept.
+
+use std::time::{Duration, SystemTime};
+
+use backoff::backoff::Backoff;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::super::job::{resolve_targets, retry_policy, JOB_CALL_ATTEMPTS};
+use super::super::migrate::{Attempt, Outcome};
+use super::super::{Engine, EngineError, Target};
+use crate::config::RetentionMode;
+use crate::journal::{AuditDraft, JobId, JobRecord, ObjectState, VerifyMode};
+use crate::store::Retention;
+
+/// One object the archive copies.
+#[derive(Debug, Clone)]
+pub(in crate::engine) struct ArchiveItem {
+    key: String,
+    category: String,
+}
+
+/// Where an object's archive copy lives.
+pub fn archive_key(source_bucket: &str, source_key: &str) -> String {
+    format!("{source_bucket}/{source_key}")
+}
+
+fn mode_name(mode: RetentionMode) -> &'static str {
+    match mode {
+        RetentionMode::Governance => "governance",
+        RetentionMode::Compliance => "compliance",
+    }
+}
+
+impl Engine {
+    fn archive_bucket(&self) -> Result<&str, EngineError> {
+        self.inner
+            .settings
+            .decommission
+            .archive_bucket
+            .as_deref()
+            .ok_or_else(|| {
+                EngineError::FailedPrecondition(
+                    "set [decommission] archive_bucket to a bucket with Object Lock enabled; an archive needs somewhere to go".into(),
+                )
+            })
+    }
+
+    /// Every object job `job` verified, and a fingerprint of them (key and source ETag) and of
+    /// the archive settings, so that a token executes only the archive it was planned for.
+    pub(in crate::engine) async fn plan_archive(
+        &self,
+        job: &JobRecord,
+        items: &mut Vec<ArchiveItem>,
+    ) -> Result<(String, String), EngineError> {
+        let bucket = self.archive_bucket()?;
+        let dc = &self.inner.settings.decommission;
+        let admin = self.source_admin()?;
+        if !admin.bucket_exists(bucket).await? {
+            return Err(EngineError::FailedPrecondition(format!(
+                "the archive bucket s3://{bucket} does not exist; create it with Object Lock enabled (aws s3api create-bucket --bucket {bucket} --object-lock-enabled-for-bucket) and plan again"
+            )));
+        }
+        if !admin.object_lock_enabled(bucket).await? {
+            return Err(EngineError::FailedPrecondition(format!(
+                "the archive bucket s3://{bucket} does not have Object Lock enabled, so its copies could not be retained; enable it (aws s3api put-object-lock-configuration) and plan again"
+            )));
+        }
+        let mut h = Sha256::new();
+        for part in [
+            "archive",
+            bucket,
+            &dc.archive_retention_days.to_string(),
+            mode_name(dc.archive_retention_mode),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let mut bytes = 0u64;
+        for entry in self
+            .inner
+            .journal
+            .iter_objects(job.id, Some(ObjectState::Verified))
+        {
+            let (key, rec) = entry?;
+            let Some(category) = rec.category else {
+                continue;
+            };
+            for part in [&key, &rec.source_etag] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            bytes += rec.size;
+            items.push(ArchiveItem { key, category });
+        }
+        let days = dc.archive_retention_days;
+        let until = SystemTime::now() + Duration::from_secs(u64::from(days) * 86_400);
+        let summary = format!(
+            "copy {} verified object(s) ({bytes} bytes) of s3://{src} to s3://{bucket}/{src}/<key>, each sealed again for its archive location under its category's KMS key (envelope and DSSE-KMS) and retained under Object Lock in {} mode for {days} day(s), until about {}; objects this job did not verify are not archived; the source is not modified",
+            items.len(),
+            mode_name(dc.archive_retention_mode),
+            humantime::format_rfc3339_seconds(until),
+            src = job.source_bucket,
+        );
+        Ok((summary, hex::encode(h.finalize())))
+    }
+
+    /// Copies every planned object to the archive bucket, auditing each (ok or failed) with
+    /// the token's id. A failed object does not stop the others; the result counts them.
+    pub(in crate::engine) async fn execute_archive(
+        &self,
+        id: JobId,
+        source_bucket: &str,
+        items: &[ArchiveItem],
+        token_id: &str,
+    ) -> Result<String, EngineError> {
+        let bucket = self.archive_bucket()?.to_owned();
+        let dc = &self.inner.settings.decommission;
+        let retention = Retention {
+            mode: dc.archive_retention_mode,
+            until: SystemTime::now()
+                + Duration::from_secs(u64::from(dc.archive_retention_days) * 86_400),
+        };
+        let targets = resolve_targets(&self.inner, true).await?;
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: id,
+            kind: "decommission_archive",
+            outcome: "requested",
+            detail: format!(
+                "token_id={token_id} archive_bucket={bucket} objects={} mode={} retain_until={}",
+                items.len(),
+                mode_name(retention.mode),
+                humantime::format_rfc3339_seconds(retention.until)
+            ),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        let (targets, bucket_ref) = (&targets, &bucket);
+        let results = futures::stream::iter(items.iter().cloned())
+            .map(move |item| {
+                let target = targets
+                    .iter()
+                    .find(|t| t.category == item.category)
+                    .map(|t| Target {
+                        bucket: bucket_ref.clone(),
+                        ..t.clone()
+                    });
+                async move {
+                    let r = match target {
+                        Some(t) => {
+                            self.archive_one(id, source_bucket, &item, &t, retention)
+                                .await
+                        }
+                        None => Err(format!(
+                            "category {:?} is no longer in the config",
+                            item.category
+                        )),
+                    };
+                    (item, r)
+                }
+            })
+            .buffer_unordered(self.inner.settings.concurrency.max(1));
+        futures::pin_mut!(results);
+        let (mut written, mut kept, mut failed) = (0u64, 0u64, Vec::new());
+        while let Some((item, result)) = results.next().await {
+            let dest = archive_key(source_bucket, &item.key);
+            let (outcome, detail) = match &result {
+                Ok(how) => ("ok", format!("token_id={token_id} how={how}")),
+                Err(why) => ("failed", format!("token_id={token_id} error={why}")),
+            };
+            match result {
+                Ok("written") => written += 1,
+                Ok(_) => kept += 1,
+                Err(why) => failed.push(format!("{}: {why}", item.key)),
+            }
+            self.inner.journal.append_audit(AuditDraft {
+                job_id: id,
+                kind: "archived_at_decommission",
+                outcome,
+                source_key: item.key.clone(),
+                category: item.category.clone(),
+                dest_bucket: bucket.clone(),
+                dest_key: dest,
+                detail,
+                ..Default::default()
+            })?;
+        }
+        let summary = format!(
+            "archive to s3://{bucket} done: {written} object(s) archived, {kept} already archived and proved, {} failed{}",
+            failed.len(),
+            failed
+                .first()
+                .map_or(String::new(), |f| format!(" (first: {f}); plan and run the archive again to retry them"))
+        );
+        self.inner.journal.append_audit(AuditDraft {
+            job_id: id,
+            kind: "decommission_archive",
+            outcome: if failed.is_empty() { "ok" } else { "failed" },
+            detail: format!("token_id={token_id} {summary}"),
+            ..Default::default()
+        })?;
+        self.inner.journal.flush().await?;
+        tracing::warn!(job = id, %bucket, written, kept, failed = failed.len(), "source archived at decommission");
+        Ok(summary)
+    }
+
+    /// One archive copy, retried as a migration would be. `Ok` names how the archive came to
+    /// hold it; `Err` is a secret-free reason.
+    async fn archive_one(
+        &self,
+        id: JobId,
+        source_bucket: &str,
+        item: &ArchiveItem,
+        target: &Target,
+        retention: Retention,
+    ) -> Result<&'static str, String> {
+        let prior = match self.inner.journal.get_object(id, &item.key) {
+            Ok(Some(mut rec)) => {
+                // The journal's record is of the migration, not of the archive copy.
+                rec.state = ObjectState::Discovered;
+                rec
+            }
+            Ok(None) => return Err("no longer in the journal".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let dest_key = archive_key(source_bucket, &item.key);
+        let attempt = Attempt {
+            store: self.inner.store.as_ref(),
+            keys: self.inner.keys.as_ref(),
+            job: id,
+            source_bucket,
+            source_key: &item.key,
+            target,
+            dest_key: &dest_key,
+            segment_size: self.inner.settings.segment_size,
+            verify: VerifyMode::Full,
+            prior: &prior,
+            retention: Some(retention),
+        };
+        let mut policy = retry_policy(&self.inner);
+        let mut n = 0;
+        loop {
+            n += 1;
+            match attempt.run(|_| Ok(())).await {
+                Ok(Outcome::Verified(proof)) => return Ok(proof.how.as_str()),
+                Ok(Outcome::Conflict(why)) => return Err(why),
+                Err(e) if e.is_retryable() && n < JOB_CALL_ATTEMPTS => {
+                    let delay = policy
+                        .next_backoff()
+                        .unwrap_or(self.inner.settings.retry_max);
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
