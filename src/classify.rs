@@ -4,7 +4,10 @@
 use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 
+use std::collections::HashMap;
+
 use crate::config::CategoryConfig;
+use crate::content::{ContentKind, Verdict};
 
 /// How a destination key is formed from the source key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -56,6 +59,17 @@ struct CategoryRules {
 #[derive(Debug)]
 pub struct Classifier {
     categories: Vec<CategoryRules>,
+    /// Content kind → the category that claims it.
+    content: HashMap<ContentKind, usize>,
+}
+
+/// A content verdict with the category that claims its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentMatch {
+    /// Index into the configured categories.
+    pub category: usize,
+    /// What the object is, and why.
+    pub verdict: Verdict,
 }
 
 impl Classifier {
@@ -66,7 +80,11 @@ impl Classifier {
     pub fn new(categories: &[CategoryConfig]) -> Result<Self, Vec<String>> {
         let mut errs = Vec::new();
         let mut out = Vec::with_capacity(categories.len());
-        for c in categories {
+        let mut content = HashMap::new();
+        for (i, c) in categories.iter().enumerate() {
+            for kind in &c.contents {
+                content.entry(*kind).or_insert(i);
+            }
             let mut rules: Vec<Rule> = c.prefixes.iter().cloned().map(Rule::Prefix).collect();
             for g in &c.globs {
                 // `*` stays within one path segment, `**` crosses them, as in .gitignore.
@@ -84,7 +102,10 @@ impl Classifier {
             });
         }
         if errs.is_empty() {
-            Ok(Self { categories: out })
+            Ok(Self {
+                categories: out,
+                content,
+            })
         } else {
             Err(errs)
         }
@@ -136,6 +157,32 @@ impl Classifier {
         }
     }
 
+    /// Whether any category claims content kinds.
+    pub fn has_content_rules(&self) -> bool {
+        !self.content.is_empty()
+    }
+
+    /// What `bytes` (an object's first bytes) is, when a category claims that kind.
+    pub fn classify_content(&self, bytes: &[u8]) -> Option<ContentMatch> {
+        if self.content.is_empty() {
+            return None;
+        }
+        let verdict = crate::content::inspect(bytes)?;
+        let category = *self.content.get(&verdict.kind)?;
+        Some(ContentMatch { category, verdict })
+    }
+
+    /// What `bytes` is, whether or not a category claims the kind.
+    pub fn inspect(&self, bytes: &[u8]) -> (Option<Verdict>, Option<usize>) {
+        match crate::content::inspect(bytes) {
+            Some(v) => {
+                let owner = self.content.get(&v.kind).copied();
+                (Some(v), owner)
+            }
+            None => (None, None),
+        }
+    }
+
     /// Name of category `i`.
     pub fn name(&self, i: usize) -> &str {
         self.categories.get(i).map_or("", |c| c.name.as_str())
@@ -155,6 +202,7 @@ mod tests {
             prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
             globs: globs.iter().map(|s| s.to_string()).collect(),
             dest_key: mode,
+            contents: Vec::new(),
         }
     }
 
@@ -165,6 +213,40 @@ mod tests {
             cat("api", &["api/"], &["*.token"], DestKeyMode::Same),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn content_is_matched_to_the_category_that_claims_it() {
+        let mut tls = cat("tls", &["tls/"], &[], DestKeyMode::Same);
+        tls.contents = vec![ContentKind::PemPrivateKey, ContentKind::Certificate];
+        let mut db = cat("db", &["db/"], &[], DestKeyMode::Same);
+        db.contents = vec![ContentKind::DatabaseUrl];
+        let c = Classifier::new(&[db, tls]).unwrap();
+        assert!(c.has_content_rules());
+        let m = c
+            .classify_content(b"-----BEGIN EC PRIVATE KEY-----\nMHc\n")
+            .unwrap();
+        assert_eq!(
+            (c.name(m.category), m.verdict.kind),
+            ("tls", ContentKind::PemPrivateKey)
+        );
+        assert_eq!(
+            c.classify_content(b"mysql://root:pw@10.0.0.1/app")
+                .map(|m| m.category),
+            Some(0)
+        );
+        // A token is recognised, but no category claims tokens: no content match.
+        assert_eq!(
+            c.classify_content(b"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"),
+            None
+        );
+        assert_eq!(
+            c.inspect(b"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b")
+                .0
+                .map(|v| v.kind),
+            Some(ContentKind::HighEntropyToken)
+        );
+        assert!(!classifier().has_content_rules());
     }
 
     #[test]

@@ -376,6 +376,11 @@ pub struct CategoryConfig {
     /// How the destination key is formed.
     #[serde(default)]
     pub dest_key: DestKeyMode,
+    /// Content kinds that belong here (`pem_private_key`, `database_url`, ...): a second
+    /// opinion on the key rules. An object whose content a different category claims is held
+    /// back as a conflict, and `plan --inspect-content` lists every disagreement.
+    #[serde(default)]
+    pub contents: Vec<crate::content::ContentKind>,
 }
 
 impl CategoryConfig {
@@ -544,6 +549,19 @@ impl Config {
                 "decommission.archive_retention_days = {}: must be between 1 and 36500",
                 dc.archive_retention_days
             ));
+        }
+        let mut claimed = std::collections::HashMap::new();
+        for c in &self.categories {
+            for kind in &c.contents {
+                if let Some(first) = claimed.insert(*kind, c.name.as_str()) {
+                    if first != c.name {
+                        p.push(format!(
+                            "content kind {kind} is claimed by categories {first:?} and {:?}: a kind can belong to one category only",
+                            c.name
+                        ));
+                    }
+                }
+            }
         }
         if self.categories.is_empty() {
             p.push("no [[category]] tables: add at least one category to migrate into".into());

@@ -19,7 +19,8 @@
 //! - [`kms`]      `KeyService` and AWS KMS (the only `aws_sdk_kms` user).
 //! - [`store`]    `ObjectStore` and S3 (the only `aws_sdk_s3` user).
 //! - [`aws`]      shared SDK config (timeouts, retries) and error classification.
-//! - [`classify`] category rules: key → category and destination key.
+//! - [`classify`] category rules: key → category and destination key; content → category.
+//! - [`content`]  what an object is (PEM key, DSN, JWK, .env, token), explained secret-free.
 //! - [`config`]   the strict config tree and its validation.
 
 pub mod access;
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod aws;
 pub mod classify;
 pub mod config;
+pub mod content;
 pub mod daemon;
 pub mod engine;
 pub mod envelope;

@@ -189,6 +189,18 @@ impl ObjectStore for MeteredStore {
         r
     }
 
+    async fn read_head(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+        let t = Instant::now();
+        let r = self.0.read_head(bucket, key, max_bytes).await;
+        s3("GetObject", t, &r);
+        r
+    }
+
     async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError> {
         let t = Instant::now();
         let r = self.0.put_sealed(put).await;

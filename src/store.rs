@@ -158,6 +158,13 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<ListPage, StoreError>;
     /// Reads a whole object.
     async fn get(&self, bucket: &str, key: &str) -> Result<Fetched, StoreError>;
+    /// Reads at most the first `max_bytes` of a non-empty object (a ranged GET).
+    async fn read_head(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError>;
     /// Writes a sealed object with DSSE-KMS.
     async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError>;
     /// Metadata of an object, `None` when the key does not exist.
@@ -182,6 +189,32 @@ impl S3Store {
             client: aws_sdk_s3::Client::from_conf(conf),
         }
     }
+}
+
+/// Collects a body into a buffer we own and zeroize (rather than the SDK's aggregated
+/// `Bytes`), stopping after `max` bytes.
+async fn collect_body(
+    mut stream: ByteStream,
+    capacity: usize,
+    max: usize,
+    bucket: &str,
+    key: &str,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    let mut body = Zeroizing::new(Vec::with_capacity(capacity));
+    while let Some(chunk) = stream.try_next().await.map_err(|e| StoreError {
+        op: "GetObject",
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        kind: AwsErrorKind::Transient,
+        message: format!("reading the body failed: {e}"),
+    })? {
+        let room = max.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= max {
+            break;
+        }
+    }
+    Ok(body)
 }
 
 fn err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
@@ -254,18 +287,7 @@ impl ObjectStore for S3Store {
         let sse_kms_key_id = out.ssekms_key_id().map(str::to_owned);
         let metadata = out.metadata().cloned().unwrap_or_default();
         let len = usize::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
-        // Collect into a buffer we own and zeroize, rather than the SDK's aggregated Bytes.
-        let mut body = Zeroizing::new(Vec::with_capacity(len));
-        let mut stream = out.body;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| StoreError {
-            op: "GetObject",
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            kind: AwsErrorKind::Transient,
-            message: format!("reading the body failed: {e}"),
-        })? {
-            body.extend_from_slice(&chunk);
-        }
+        let body = collect_body(out.body, len, usize::MAX, bucket, key).await?;
         Ok(Fetched {
             body,
             etag,
@@ -274,6 +296,25 @@ impl ObjectStore for S3Store {
             sse_kms_key_id,
             metadata,
         })
+    }
+
+    async fn read_head(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", max_bytes.saturating_sub(1)))
+            .send()
+            .await
+            .map_err(|e| err("GetObject", bucket, key, e))?;
+        let len = usize::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
+        collect_body(out.body, len.min(max_bytes), max_bytes, bucket, key).await
     }
 
     async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError> {

@@ -626,3 +626,136 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_rules_explain_every_verdict_and_hold_disagreements() {
+    const PEM_BODY: &str = "MIIEpAIBAAKCAQEAq7BFUpkGp3+content-rule-test";
+    const DB_PASSWORD: &str = "pw-9f2c71aa";
+    let moto = Moto::start();
+    provision(&moto).await;
+    let private_key =
+        format!("-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----\n");
+    let objects: BTreeMap<String, Vec<u8>> = [
+        ("tls/web.pem", private_key.clone()),
+        (
+            "tls/chain.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        ),
+        (
+            "db/orders.json",
+            format!("{{\"url\":\"postgresql://orders:{DB_PASSWORD}@db.internal/orders\"}}"),
+        ),
+        (
+            "api/svc.jwk",
+            "{\"kty\":\"oct\",\"k\":\"GawgguFyGrWKav7AX4VKUg\"}".into(),
+        ),
+        (
+            "misc/app.env",
+            "APP_ENV=prod\nSTRIPE_SECRET=sk_live_x\n".into(),
+        ),
+        ("db/misfiled-key.pem", private_key.clone()),
+        ("api/plain.json", "{\"feature\":\"on\"}".into()),
+        (
+            "api/token.txt",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        ),
+        ("legacy/root.pem", private_key),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+    .collect();
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_toml(&moto, dir.path(), 4)
+        .replace(
+            "name = \"tls\"\n",
+            "name = \"tls\"\ncontents = [\"pem_private_key\", \"certificate\"]\n",
+        )
+        .replace(
+            "name = \"db\"\n",
+            "name = \"db\"\ncontents = [\"database_url\"]\n",
+        )
+        .replace("name = \"api\"\n", "name = \"api\"\ncontents = [\"jwk\"]\n")
+        .replace(
+            "name = \"misc\"\n",
+            "name = \"misc\"\ncontents = [\"dotenv\"]\n",
+        );
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+
+    let plan = client
+        .plan_with(pb::PlanRequest {
+            sample_limit: 20,
+            inspect_content: true,
+            ..Default::default()
+        })
+        .await
+        .expect("plan");
+    let content = plan.content.clone().expect("content report");
+    assert_eq!(
+        (
+            content.inspected,
+            content.agreements,
+            content.disagreements,
+            content.unclaimed,
+            content.unrecognised,
+            content.unreadable
+        ),
+        (9, 5, 2, 1, 1, 0),
+        "{content:#?}"
+    );
+    let misfiled = content
+        .disagreements_sample
+        .iter()
+        .find(|v| v.key == "db/misfiled-key.pem")
+        .expect("misfiled key is a disagreement");
+    assert_eq!(misfiled.key_rules, "db by prefix \"db/\"");
+    assert_eq!(misfiled.content_category, "tls");
+    assert_eq!(misfiled.why, "PEM block \"BEGIN RSA PRIVATE KEY\"");
+    let legacy = content
+        .disagreements_sample
+        .iter()
+        .find(|v| v.key == "legacy/root.pem")
+        .expect("unclassified key with claimed content");
+    assert_eq!(legacy.key_rules, "unclassified");
+    // Every verdict is explained; none repeats what it found.
+    assert_eq!(content.verdicts_sample.len(), 8);
+    assert!(content.verdicts_sample.iter().all(|v| !v.why.is_empty()));
+    let text = format!("{plan:?}");
+    for secret in [PEM_BODY, DB_PASSWORD, "GawgguFyGrWKav7AX4VKUg", "sk_live_x"] {
+        assert!(!text.contains(secret), "the plan repeats {secret}");
+    }
+    let cli = ctl(&daemon.socket, &["plan", "--inspect-content"]);
+    assert_eq!(cli.status.code(), Some(4), "disagreements exit 4");
+    let out = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        out.contains(
+            "db/misfiled-key.pem: key rules say db by prefix \"db/\"; content is pem_private_key"
+        ),
+        "{out}"
+    );
+
+    // The migration holds the disagreement back and migrates the rest.
+    let job = client.start("", false).await.expect("start").job_id;
+    wait_job(&mut client, job).await;
+    let held = client
+        .objects(job, pb::ObjectState::Conflict)
+        .await
+        .expect("objects");
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].source_key, "db/misfiled-key.pem");
+    assert!(
+        held[0].reason.contains("which category \"tls\" claims"),
+        "{}",
+        held[0].reason
+    );
+    assert!(!held[0].reason.contains(PEM_BODY));
+    let verified = client
+        .objects(job, pb::ObjectState::Verified)
+        .await
+        .expect("objects");
+    assert_eq!(verified.len(), 7);
+    assert!(!list_keys(&moto, "secrets-db")
+        .await
+        .contains(&"misfiled-key.pem".to_owned()));
+}

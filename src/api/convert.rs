@@ -256,7 +256,30 @@ impl From<PlanReport> for pb::PlanResponse {
                 eta_seconds: p.estimate.eta_secs,
                 basis: p.estimate.basis,
             }),
+            content: p.content.map(|c| pb::ContentReport {
+                inspected: c.inspected,
+                by_kind: c.by_kind.into_iter().collect(),
+                agreements: c.agreements,
+                disagreements: c.disagreements,
+                unclaimed: c.unclaimed,
+                unrecognised: c.unrecognised,
+                unreadable: c.unreadable,
+                first_error: c.first_error.unwrap_or_default(),
+                disagreements_sample: c.disagreements_sample.into_iter().map(verdict).collect(),
+                verdicts_sample: c.verdicts_sample.into_iter().map(verdict).collect(),
+            }),
         }
+    }
+}
+
+fn verdict(v: crate::engine::ContentVerdict) -> pb::ContentVerdict {
+    pb::ContentVerdict {
+        key: v.key,
+        kind: v.kind,
+        why: v.why,
+        content_category: v.content_category.unwrap_or_default(),
+        key_rules: v.key_rules,
+        agrees: v.agrees,
     }
 }
 

@@ -352,7 +352,13 @@ impl pb::control_server::Control for ControlService {
         let options = convert::options_from_pb(r.options)?;
         let report = self
             .engine
-            .plan(&r.prefix, &options, r.preflight, limit as usize)
+            .plan(
+                &r.prefix,
+                &options,
+                r.preflight,
+                limit as usize,
+                r.inspect_content,
+            )
             .await?;
         Ok(Response::new(report.into()))
     }

@@ -631,6 +631,10 @@ async fn migrate_with_retries(
             verify: ctx.options.verify_mode,
             prior: &rec,
             retention: None,
+            content_rules: inner
+                .classifier
+                .has_content_rules()
+                .then_some(&inner.classifier),
         };
         // Recorded without a flush: it only saves work on resume, it proves nothing.
         let record_upload = |p: &Proof| {

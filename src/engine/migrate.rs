@@ -116,6 +116,9 @@ pub struct Attempt<'a> {
     pub prior: &'a ObjectRecord,
     /// Object Lock retention for the write (archive copies).
     pub retention: Option<crate::store::Retention>,
+    /// Content rules to check the source against before it is sealed (when any category
+    /// claims content kinds).
+    pub content_rules: Option<&'a crate::classify::Classifier>,
 }
 
 fn meta_value(s: &str) -> String {
@@ -134,6 +137,9 @@ impl Attempt<'_> {
         on_uploaded: impl FnOnce(&Proof) -> Result<(), crate::journal::JournalError>,
     ) -> Result<Outcome, ObjectError> {
         let src = self.store.get(self.source_bucket, self.source_key).await?;
+        if let Some(held) = self.content_disagreement(&src.body) {
+            return Ok(Outcome::Conflict(held));
+        }
         let changed = !self.prior.source_etag.is_empty() && self.prior.source_etag != src.etag;
         if self.prior.state == ObjectState::Uploaded && !changed {
             // Resume after a crash between the write and its proof: the least work is to prove
@@ -274,6 +280,20 @@ impl Attempt<'_> {
             }
         }
         Ok(Outcome::Verified(proof))
+    }
+
+    /// Why the object must stay in the source, when a category other than the target claims
+    /// what its content is.
+    fn content_disagreement(&self, body: &[u8]) -> Option<String> {
+        let rules = self.content_rules?;
+        let m = rules.classify_content(body)?;
+        let owner = rules.name(m.category);
+        (owner != self.target.category).then(|| {
+            format!(
+                "content is {} ({}), which category {owner:?} claims, but the key rules put it in {:?}; left in the source. Make the rules agree (`dualsealctl plan --inspect-content` lists every disagreement) and run the job again",
+                m.verdict.kind, m.verdict.why, self.target.category
+            )
+        })
     }
 
     fn proof(

@@ -31,7 +31,9 @@ pub use decommission::{archive_key, DecommissionMode, DecommissionPlan};
 pub use error::{EngineError, ObjectError};
 pub use estimate::Estimate;
 use lifecycle::{Action, Verdict};
-pub use plan::{CategoryPlan, CategoryVerify, PlanReport, VerifyReport};
+pub use plan::{
+    CategoryPlan, CategoryVerify, ContentReport, ContentVerdict, PlanReport, VerifyReport,
+};
 pub use progress::{RecentError, Speed};
 pub use rebuild::RebuildReport;
 pub use scope::Scope;
@@ -404,6 +406,7 @@ impl Engine {
         options: &JobOptions,
         preflight: bool,
         sample_limit: usize,
+        inspect_content: bool,
     ) -> Result<PlanReport, EngineError> {
         self.check_open()?;
         let scope = self.scope(options)?;
@@ -417,8 +420,14 @@ impl Engine {
                 )));
             }
         }
-        let mut report =
-            plan::plan(&self.inner, &self.job_prefix(prefix)?, &scope, sample_limit).await?;
+        let mut report = plan::plan(
+            &self.inner,
+            &self.job_prefix(prefix)?,
+            &scope,
+            sample_limit,
+            inspect_content,
+        )
+        .await?;
         report.estimate = estimate::estimate(
             report.total_objects - report.unclassified_objects - report.conflict_objects,
             report.total_bytes - report.unclassified_bytes,
@@ -494,7 +503,7 @@ impl Engine {
             )));
         }
         if !allow_conflicts {
-            let report = plan::plan(&self.inner, &prefix, &scope, 5).await?;
+            let report = plan::plan(&self.inner, &prefix, &scope, 5, false).await?;
             if report.conflict_objects > 0 {
                 let sample: Vec<String> = report
                     .conflicts_sample

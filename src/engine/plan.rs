@@ -55,6 +55,118 @@ pub struct PlanReport {
     pub excluded_objects: u64,
     /// Cost and time of migrating what is classified.
     pub estimate: super::Estimate,
+    /// What the objects are, when the plan was asked to inspect content.
+    pub content: Option<ContentReport>,
+}
+
+/// One content verdict, explained, beside what the key rules say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentVerdict {
+    /// Source key.
+    pub key: String,
+    /// What the content is (`pem_private_key`).
+    pub kind: String,
+    /// The evidence, secret-free.
+    pub why: String,
+    /// The category whose `contents` claim that kind, if any.
+    pub content_category: Option<String>,
+    /// What the key rules say (`db by prefix "db/"`, `unclassified`, `conflict: a, b`).
+    pub key_rules: String,
+    /// The key rules and the content agree.
+    pub agrees: bool,
+}
+
+/// What content inspection found over the plan's objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentReport {
+    /// Objects whose first bytes were read.
+    pub inspected: u64,
+    /// Verdicts per kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Content claimed by the category the key rules chose.
+    pub agreements: u64,
+    /// Content claimed by another category than the key rules chose (or the key rules chose
+    /// none): a migration holds these back as conflicts.
+    pub disagreements: u64,
+    /// Recognised, but no category claims the kind.
+    pub unclaimed: u64,
+    /// Not recognised as any kind.
+    pub unrecognised: u64,
+    /// Could not be read (the first error is in `first_error`).
+    pub unreadable: u64,
+    /// The first read error.
+    pub first_error: Option<String>,
+    /// Up to the sample limit of the disagreements.
+    pub disagreements_sample: Vec<ContentVerdict>,
+    /// Up to the sample limit of all verdicts, in key order.
+    pub verdicts_sample: Vec<ContentVerdict>,
+}
+
+/// An object to inspect, with what its key rules said.
+struct ToInspect {
+    key: String,
+    key_category: Option<usize>,
+    key_rules: String,
+}
+
+async fn inspect_page(
+    inner: &Inner,
+    batch: Vec<ToInspect>,
+    report: &mut ContentReport,
+    sample_limit: usize,
+) {
+    use futures::StreamExt;
+    let bucket = &inner.settings.source_bucket;
+    let mut read = futures::stream::iter(batch)
+        .map(|item| async move {
+            let r = inner
+                .store
+                .read_head(bucket, &item.key, crate::content::INSPECT_BYTES)
+                .await
+                // Only the verdict leaves this function: the bytes are dropped (and zeroized)
+                // here.
+                .map(|bytes| inner.classifier.inspect(&bytes));
+            (item, r)
+        })
+        .buffered(inner.settings.concurrency.max(1));
+    while let Some((item, r)) = read.next().await {
+        report.inspected += 1;
+        let (verdict, owner) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                report.unreadable += 1;
+                report.first_error.get_or_insert_with(|| e.to_string());
+                continue;
+            }
+        };
+        let Some(verdict) = verdict else {
+            report.unrecognised += 1;
+            continue;
+        };
+        *report.by_kind.entry(verdict.kind.to_string()).or_default() += 1;
+        let agrees = owner.is_some() && owner == item.key_category;
+        let v = ContentVerdict {
+            key: item.key,
+            kind: verdict.kind.to_string(),
+            why: verdict.why,
+            content_category: owner.map(|i| inner.classifier.name(i).to_owned()),
+            key_rules: item.key_rules,
+            agrees,
+        };
+        match owner {
+            None => report.unclaimed += 1,
+            Some(_) if agrees => report.agreements += 1,
+            Some(_) => {
+                report.disagreements += 1;
+                if report.disagreements_sample.len() < sample_limit {
+                    report.disagreements_sample.push(v.clone());
+                }
+            }
+        }
+        if report.verdicts_sample.len() < sample_limit {
+            report.verdicts_sample.push(v);
+        }
+    }
 }
 
 pub(super) async fn plan(
@@ -62,7 +174,9 @@ pub(super) async fn plan(
     prefix: &str,
     scope: &Scope,
     sample_limit: usize,
+    inspect_content: bool,
 ) -> Result<PlanReport, EngineError> {
+    let mut content = inspect_content.then(ContentReport::default);
     let mut report = PlanReport {
         source_bucket: inner.settings.source_bucket.clone(),
         categories: inner
@@ -85,6 +199,7 @@ pub(super) async fn plan(
                 .await?)
         })
         .await?;
+        let mut batch = Vec::new();
         for o in &page.objects {
             let class = inner.classifier.classify(&o.key);
             let category = match &class {
@@ -99,6 +214,22 @@ pub(super) async fn plan(
             }
             report.total_objects += 1;
             report.total_bytes += o.size;
+            if content.is_some() && o.size > 0 {
+                batch.push(ToInspect {
+                    key: o.key.clone(),
+                    key_category: match &class {
+                        Classification::Matched { category, .. } => Some(*category),
+                        _ => None,
+                    },
+                    key_rules: match &class {
+                        Classification::Matched { category, rule, .. } => {
+                            format!("{} by {rule}", inner.classifier.name(*category))
+                        }
+                        Classification::Unclassified { .. } => "unclassified".into(),
+                        Classification::Conflict(cats) => format!("conflict: {}", cats.join(", ")),
+                    },
+                });
+            }
             match class {
                 Classification::Matched { category, rule, .. } => {
                     let c = &mut report.categories[category];
@@ -126,11 +257,15 @@ pub(super) async fn plan(
                 }
             }
         }
+        if let Some(c) = content.as_mut() {
+            inspect_page(inner, batch, c, sample_limit).await;
+        }
         match page.next_token {
             Some(t) => token = Some(t),
             None => break,
         }
     }
+    report.content = content;
     Ok(report)
 }
 

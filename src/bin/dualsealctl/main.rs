@@ -57,6 +57,10 @@ enum Cmd {
         /// How many unclassified/conflicting keys to show.
         #[arg(long, default_value_t = 20)]
         samples: u32,
+        /// Also read each object's first 64 KiB and say what it is (PEM key, DSN, JWK, .env,
+        /// token), beside what the key rules say; exits 4 when they disagree.
+        #[arg(long)]
+        inspect_content: bool,
     },
     /// Start a migration job.
     Start {
@@ -533,6 +537,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             prefix,
             scope,
             samples,
+            inspect_content,
         } => {
             let p = c
                 .plan_with(pb::PlanRequest {
@@ -540,6 +545,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                     sample_limit: samples,
                     options: Some(options(scope, None, None)),
                     preflight: false,
+                    inspect_content,
                 })
                 .await?;
             print_plan(&p, &prefix, args.json)
@@ -559,6 +565,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                     sample_limit: 20,
                     options: Some(options(scope, Some(&run), Some(&limits))),
                     preflight: true,
+                    inspect_content: false,
                 })
                 .await?;
             if !args.json {
@@ -1062,12 +1069,67 @@ fn print_plan(p: &pb::PlanResponse, prefix: &str, json: bool) -> Result<ExitCode
         for k in &p.conflicts_sample {
             println!("    {} -> {}", k.key, k.categories.join(", "));
         }
+        if let Some(c) = &p.content {
+            print_content(c);
+        }
     }
+    let disagree = p.content.as_ref().is_some_and(|c| c.disagreements > 0);
     Ok(if p.conflict_objects > 0 {
         ExitCode::from(3)
+    } else if disagree {
+        ExitCode::from(4)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn print_content(c: &pb::ContentReport) {
+    let mut kinds: Vec<String> = c.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    kinds.sort();
+    println!(
+        "  content of {} object(s): {}; {} agree with the key rules, {} disagree, {} of a kind no category claims, {} not recognised, {} unreadable",
+        c.inspected,
+        if kinds.is_empty() { "nothing recognised".to_owned() } else { kinds.join(", ") },
+        c.agreements,
+        c.disagreements,
+        c.unclaimed,
+        c.unrecognised,
+        c.unreadable
+    );
+    if !c.first_error.is_empty() {
+        println!("    first read error: {}", c.first_error);
+    }
+    if c.disagreements > 0 {
+        println!("  disagreements (a migration leaves these in the source until the rules agree):");
+        for v in &c.disagreements_sample {
+            println!(
+                "    {}: key rules say {}; content is {} ({}), claimed by {}",
+                v.key, v.key_rules, v.kind, v.why, v.content_category
+            );
+        }
+    }
+    println!("  verdicts:");
+    for v in &c.verdicts_sample {
+        println!(
+            "    {} {}: {} ({}); key rules: {}{}",
+            if v.agrees {
+                "ok "
+            } else if v.content_category.is_empty() {
+                " - "
+            } else {
+                "!! "
+            },
+            v.key,
+            v.kind,
+            v.why,
+            v.key_rules,
+            if v.content_category.is_empty() {
+                String::new()
+            } else {
+                format!("; content category: {}", v.content_category)
+            }
+        );
+    }
 }
 
 /// Streams a job's completion report: every object with its outcome.

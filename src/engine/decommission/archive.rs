@@ -244,6 +244,8 @@ impl Engine {
             verify: VerifyMode::Full,
             prior: &prior,
             retention: Some(retention),
+            // What was verified in the migration is archived as it is.
+            content_rules: None,
         };
         let mut policy = retry_policy(&self.inner);
         let mut n = 0;
