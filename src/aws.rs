@@ -71,6 +71,17 @@ impl fmt::Display for AwsErrorKind {
     }
 }
 
+/// The SDK configs of the S3 and KMS clients: one credential chain and region, each service at
+/// its own endpoint when the config names one.
+pub async fn service_configs(cfg: &AwsConfig) -> (aws_config::SdkConfig, aws_config::SdkConfig) {
+    let base = sdk_config(cfg).await;
+    let at = |url: Option<&str>| match url {
+        Some(u) => base.to_builder().endpoint_url(u).build(),
+        None => base.clone(),
+    };
+    (at(cfg.s3_endpoint()), at(cfg.kms_endpoint()))
+}
+
 /// Builds the SDK config shared by the S3 and KMS clients.
 pub async fn sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
     let timeouts = TimeoutConfig::builder()

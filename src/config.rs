@@ -223,7 +223,15 @@ pub struct AwsConfig {
     pub region: Option<String>,
     /// Custom endpoint for both S3 and KMS (an emulator); unset means real AWS.
     pub endpoint_url: Option<String>,
-    /// Path-style S3 addressing; emulators need it. Defaults to true when `endpoint_url` is set.
+    /// Endpoint for S3 only (overrides `endpoint_url` for S3): an S3-compatible store, a VPC
+    /// endpoint, or a benchmark server.
+    #[serde(default)]
+    pub s3_endpoint_url: Option<String>,
+    /// Endpoint for KMS only (overrides `endpoint_url` for KMS).
+    #[serde(default)]
+    pub kms_endpoint_url: Option<String>,
+    /// Path-style S3 addressing; emulators need it. Defaults to true when an S3 endpoint is
+    /// set.
     pub force_path_style: Option<bool>,
     /// Per-operation timeout in seconds (includes the SDK's own retries).
     #[serde(default = "default_operation_timeout")]
@@ -234,11 +242,35 @@ fn default_operation_timeout() -> u64 {
     120
 }
 
+impl AwsConfig {
+    /// The S3 endpoint, when not AWS's own.
+    pub fn s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
+    }
+
+    /// The KMS endpoint, when not AWS's own.
+    pub fn kms_endpoint(&self) -> Option<&str> {
+        self.kms_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
+    }
+
+    /// Whether S3 is addressed path-style.
+    pub fn path_style(&self) -> bool {
+        self.force_path_style
+            .unwrap_or(self.s3_endpoint().is_some())
+    }
+}
+
 impl Default for AwsConfig {
     fn default() -> Self {
         Self {
             region: None,
             endpoint_url: None,
+            s3_endpoint_url: None,
+            kms_endpoint_url: None,
             force_path_style: None,
             operation_timeout_secs: default_operation_timeout(),
         }
@@ -478,11 +510,17 @@ impl Config {
         if let Some(e) = bucket_name_problem(&self.source.bucket) {
             p.push(format!("source.bucket {:?}: {e}", self.source.bucket));
         }
-        if let Some(url) = &self.aws.endpoint_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                p.push(format!(
-                    "aws.endpoint_url {url:?}: must start with http:// or https://"
-                ));
+        for (name, url) in [
+            ("endpoint_url", &self.aws.endpoint_url),
+            ("s3_endpoint_url", &self.aws.s3_endpoint_url),
+            ("kms_endpoint_url", &self.aws.kms_endpoint_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    p.push(format!(
+                        "aws.{name} {url:?}: must start with http:// or https://"
+                    ));
+                }
             }
         }
         if self.aws.operation_timeout_secs == 0 {
@@ -780,6 +818,29 @@ mod tests {
         assert!(all.contains("archive_retention_days = 0"), "{all}");
         let wrong_mode = format!("{base}[decommission]\narchive_retention_mode = \"forever\"\n");
         assert!(Config::from_toml(&wrong_mode, Path::new("t.toml")).is_err());
+    }
+
+    #[test]
+    fn each_service_can_have_its_own_endpoint() {
+        let both = AwsConfig {
+            endpoint_url: Some("http://127.0.0.1:5000".into()),
+            ..Default::default()
+        };
+        assert_eq!(both.s3_endpoint(), Some("http://127.0.0.1:5000"));
+        assert_eq!(both.kms_endpoint(), Some("http://127.0.0.1:5000"));
+        assert!(both.path_style());
+        let split = AwsConfig {
+            endpoint_url: Some("http://127.0.0.1:5000".into()),
+            s3_endpoint_url: Some("http://127.0.0.1:9000".into()),
+            ..Default::default()
+        };
+        assert_eq!(split.s3_endpoint(), Some("http://127.0.0.1:9000"));
+        assert_eq!(split.kms_endpoint(), Some("http://127.0.0.1:5000"));
+        let aws = AwsConfig::default();
+        assert_eq!(
+            (aws.s3_endpoint(), aws.kms_endpoint(), aws.path_style()),
+            (None, None, false)
+        );
     }
 
     #[test]

@@ -365,13 +365,9 @@ async fn build_engine(
     shutdown: CancellationToken,
     metered: bool,
 ) -> Result<Engine, DaemonError> {
-    let sdk = crate::aws::sdk_config(&config.aws).await;
-    let path_style = config
-        .aws
-        .force_path_style
-        .unwrap_or(config.aws.endpoint_url.is_some());
-    let s3 = Arc::new(S3Store::new(&sdk, path_style));
-    let kms = Arc::new(AwsKms::new(&sdk));
+    let (s3_sdk, kms_sdk) = crate::aws::service_configs(&config.aws).await;
+    let s3 = Arc::new(S3Store::new(&s3_sdk, config.aws.path_style()));
+    let kms = Arc::new(AwsKms::new(&kms_sdk));
     let provisioner = Arc::new(crate::provision::Provisioner::new(
         Arc::clone(&s3) as Arc<dyn crate::store::BucketAdmin>,
         Arc::clone(&kms) as Arc<dyn crate::kms::KeyAdmin>,
@@ -384,8 +380,9 @@ async fn build_engine(
         keys = Arc::new(crate::metrics::MeteredKeys(keys));
     }
     tracing::info!(
-        region = sdk.region().map(|r| r.as_ref()).unwrap_or("(default)"),
-        endpoint = config.aws.endpoint_url.as_deref().unwrap_or("(AWS)"),
+        region = s3_sdk.region().map(|r| r.as_ref()).unwrap_or("(default)"),
+        s3_endpoint = config.aws.s3_endpoint().unwrap_or("(AWS)"),
+        kms_endpoint = config.aws.kms_endpoint().unwrap_or("(AWS)"),
         "AWS clients ready"
     );
     Ok(Engine::new(

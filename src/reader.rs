@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::envelope::{self, EnvelopeError};
 use crate::kms::{KeyService, KmsError};
-use crate::store::{ObjectStore, StoreError, SSE_DSSE_KMS};
+use crate::store::{is_dsse, ObjectStore, StoreError};
 
 /// Why an object could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ pub async fn read(
     key: &str,
 ) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let obj = store.get(bucket, key).await?;
-    if obj.sse.as_deref() != Some(SSE_DSSE_KMS) {
+    if !is_dsse(obj.sse.as_deref()) {
         return Err(ReadError::NotDsse {
             bucket: bucket.into(),
             key: key.into(),

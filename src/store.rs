@@ -16,6 +16,26 @@ use crate::aws::{classify_sdk_error, AwsErrorKind};
 /// The SSE header value S3 uses for dual-layer SSE-KMS.
 pub const SSE_DSSE_KMS: &str = "aws:kms:dsse";
 
+/// Whether `sse`, as a destination reported it, is DSSE-KMS. Only a `bench` build with
+/// `DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1` also accepts a server that reports no encryption at
+/// all (the benchmark's S3 server ignores SSE headers); a shipped build cannot be told to.
+pub fn is_dsse(sse: Option<&str>) -> bool {
+    match sse {
+        Some(s) => s == SSE_DSSE_KMS,
+        None => bench_server_without_sse(),
+    }
+}
+
+#[cfg(feature = "bench")]
+fn bench_server_without_sse() -> bool {
+    std::env::var_os("DUALSEAL_BENCH_SERVER_WITHOUT_SSE").is_some_and(|v| v == "1")
+}
+
+#[cfg(not(feature = "bench"))]
+fn bench_server_without_sse() -> bool {
+    false
+}
+
 /// What went wrong talking to the object store. The message is the service's code and text,
 /// which never carries object bytes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -900,5 +920,20 @@ fn bad_request(op: &'static str, bucket: &str, message: &str) -> StoreError {
         key: String::new(),
         kind: AwsErrorKind::Invalid,
         message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dsse_kms_counts_as_dsse() {
+        assert!(is_dsse(Some(SSE_DSSE_KMS)));
+        assert!(!is_dsse(Some("aws:kms")));
+        assert!(!is_dsse(Some("AES256")));
+        // A shipped build never accepts a server that reports no encryption.
+        #[cfg(not(feature = "bench"))]
+        assert!(!is_dsse(None));
     }
 }

@@ -13,7 +13,9 @@ use crate::aws::AwsErrorKind;
 use crate::envelope::{self, EncryptionContext, HeaderParams};
 use crate::journal::{JobId, ObjectRecord, ObjectState, VerifyMode};
 use crate::kms::KeyService;
-use crate::store::{Fetched, HeadInfo, ObjectStore, Precondition, SealedPut, SSE_DSSE_KMS};
+use crate::store::{
+    is_dsse, Fetched, HeadInfo, ObjectStore, Precondition, SealedPut, SSE_DSSE_KMS,
+};
 
 /// Names of the encryption-context pairs. Public because readers of `FORMAT.md` need them.
 pub const CTX_CATEGORY: &str = "dualseal:category";
@@ -426,7 +428,7 @@ pub async fn prove_by_checksum(
             "the destination changed right after the write (ETag differs)".into(),
         ));
     }
-    if head.sse.as_deref() != Some(SSE_DSSE_KMS) {
+    if !is_dsse(head.sse.as_deref()) {
         return Err(ObjectError::WrongEncryption(format!(
             "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
             head.sse.as_deref().unwrap_or("none")
@@ -461,7 +463,7 @@ pub fn check_destination(
     ctx: &EncryptionContext,
     sha_hex: Option<&str>,
 ) -> Result<(), ObjectError> {
-    if dst.sse.as_deref() != Some(SSE_DSSE_KMS) {
+    if !is_dsse(dst.sse.as_deref()) {
         return Err(ObjectError::WrongEncryption(format!(
             "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
             dst.sse.as_deref().unwrap_or("none")

@@ -189,6 +189,9 @@ enum Cmd {
         /// S3 and KMS endpoint (an emulator); unset means AWS.
         #[arg(long, env = "DUALSEAL_ENDPOINT_URL")]
         endpoint_url: Option<String>,
+        /// KMS endpoint, when KMS is elsewhere than S3.
+        #[arg(long, env = "DUALSEAL_KMS_ENDPOINT_URL")]
+        kms_endpoint_url: Option<String>,
     },
     /// The failed objects of a job, with error codes and reasons.
     Failures {
@@ -527,9 +530,20 @@ async fn run(args: Args) -> Result<ExitCode> {
         output,
         region,
         endpoint_url,
+        kms_endpoint_url,
     } = &args.cmd
     {
-        return get(url, output.as_deref(), region.clone(), endpoint_url.clone()).await;
+        return get(
+            url,
+            output.as_deref(),
+            dualseal::config::AwsConfig {
+                region: region.clone(),
+                endpoint_url: endpoint_url.clone(),
+                kms_endpoint_url: kms_endpoint_url.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
     }
     let mut c = Client::connect_with(&args.socket, client_auth(&args)?).await?;
     match args.cmd {
@@ -945,23 +959,16 @@ async fn mapping(
 async fn get(
     url: &str,
     output: Option<&std::path::Path>,
-    region: Option<String>,
-    endpoint_url: Option<String>,
+    cfg: dualseal::config::AwsConfig,
 ) -> Result<ExitCode> {
     let (bucket, key) = url
         .strip_prefix("s3://")
         .and_then(|r| r.split_once('/'))
         .filter(|(b, k)| !b.is_empty() && !k.is_empty())
         .context("give the object as s3://BUCKET/KEY")?;
-    let cfg = dualseal::config::AwsConfig {
-        force_path_style: Some(endpoint_url.is_some()),
-        region,
-        endpoint_url,
-        ..Default::default()
-    };
-    let sdk = dualseal::aws::sdk_config(&cfg).await;
-    let store = dualseal::store::S3Store::new(&sdk, cfg.force_path_style.unwrap_or(false));
-    let keys = dualseal::kms::AwsKms::new(&sdk);
+    let (s3_sdk, kms_sdk) = dualseal::aws::service_configs(&cfg).await;
+    let store = dualseal::store::S3Store::new(&s3_sdk, cfg.path_style());
+    let keys = dualseal::kms::AwsKms::new(&kms_sdk);
     let plain = dualseal::reader::read(&store, &keys, bucket, key).await?;
     match output {
         Some(path) => {

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One measured dualseal run, as scripts/bench.sh hands it to the shared harness (bench.py run,
+# under /usr/bin/time -v): start dualseald on a fresh journal, run one migration job to the end,
+# scrape the daemon's request counters, stop the daemon. The daemon is a waited-for child, so
+# its CPU time and peak RSS are in the figures.
+#
+#   bench-job.sh CONFIG_TEMPLATE VERIFY_MODE COUNTERS_OUT
+set -euo pipefail
+template="$1" verify="$2" counters="$3"
+bin="${DUALSEAL_BIN:?set DUALSEAL_BIN to the release build directory}"
+work="$(mktemp -d /tmp/dualseal-bench-job.XXXXXX)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+sed -e "s|@WORK@|$work|g" -e "s|@METRICS_PORT@|$port|g" "$template" >"$work/dualseal.toml"
+
+"$bin/dualseald" --config "$work/dualseal.toml" run >"$work/daemon.log" 2>&1 &
+daemon=$!
+stop() {
+    kill -TERM "$daemon" 2>/dev/null || true
+    wait "$daemon" 2>/dev/null || true
+}
+trap stop EXIT
+ctl=("$bin/dualsealctl" --socket "$work/control.sock")
+for _ in $(seq 1 200); do
+    "${ctl[@]}" status >/dev/null 2>&1 && break
+    kill -0 "$daemon" 2>/dev/null || { cat "$work/daemon.log" >&2; exit 1; }
+    sleep 0.05
+done
+"${ctl[@]}" start --verify-mode "$verify" --watch >"$work/watch.log" 2>&1 || {
+    tail -20 "$work/watch.log" >&2
+    exit 1
+}
+# Requests actually sent, by service and operation (counted by the daemon, not assumed).
+curl -s "http://127.0.0.1:$port/metrics" \
+    | awk '/^dualseal_aws_requests_total/ {print}' >"$counters" || true
+stop
+trap - EXIT
+rm -rf "$work"

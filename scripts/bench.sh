@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Speed and memory of the whole job, dualseal beside the anchors, in one invocation on the same
+# seeded data, servers and machine: S3 on s3s-fs (a fast Rust S3 server), KMS on moto. Prints
+# one table (objects/s, MB/s, client CPU, peak RSS; every run verified by the shared harness)
+# and the S3 and KMS requests per object dualseal actually sent.
+#
+#   ./scripts/bench.sh                       # N=2000 and N=10000, 3 repetitions
+#   SIZES=2000 REPS=1 ./scripts/bench.sh     # quick look
+#   BENCH_100K=1 ./scripts/bench.sh          # adds N=100000 (long)
+#
+# Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64), MODES (dualseal
+# verify modes, default "full checksum"), ANCHOR_CONFIGS (default "rc16 rx64"), BENCH_STATE
+# (default /tmp/dualseal-bench), ANCHORS (the shared harness, default ../shared/bench).
+#
+# s3s-fs ignores SSE headers, so dualseal is built with the `bench` feature and run with
+# DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1: it accepts a destination that reports no server-side
+# encryption (a wrong one is still refused). Everything else is the shipped code path: real
+# KMS calls (moto), envelope, conditional PUT, read-back and open.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ANCHORS="${ANCHORS:-$ROOT/../shared/bench}"
+[[ -f "$ANCHORS/bench.py" ]] || { echo "the shared harness is not at $ANCHORS (set ANCHORS)" >&2; exit 2; }
+ANCHORS="$(cd "$ANCHORS" && pwd)"
+SIZES="${SIZES:-2000 10000}"
+[[ "${BENCH_100K:-0}" == 1 ]] && SIZES="$SIZES 100000"
+REPS="${REPS:-3}"
+CONCURRENCY="${CONCURRENCY:-64}"
+MODES="${MODES:-full checksum}"
+ANCHOR_CONFIGS="${ANCHOR_CONFIGS:-rc16 rx64}"
+export BENCH_STATE="${BENCH_STATE:-/tmp/dualseal-bench}"
+RESULTS="$BENCH_STATE/results.jsonl"
+export S3S_FS_BIN="${S3S_FS_BIN:-/tmp/s3s-fs-inst/bin/s3s-fs}"
+mkdir -p "$BENCH_STATE/logs"
+: >"$RESULTS"
+
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=testtest123 AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_CA_BUNDLE
+export RCLONE_CONFIG="$BENCH_STATE/rclone.conf"
+export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
+
+# --- what the benchmark needs ------------------------------------------------------------------
+apt=()
+command -v rclone >/dev/null || apt+=(rclone)
+[[ -x /usr/bin/time ]] || apt+=(time)
+command -v jq >/dev/null || apt+=(jq)
+command -v curl >/dev/null || apt+=(curl)
+if ((${#apt[@]})); then
+    log "apt-get install ${apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}" >/dev/null
+fi
+python3 -c "import moto, flask, flask_cors, boto3" 2>/dev/null \
+    || python3 -m pip install -q "moto[server]==5.2.1" boto3
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+if [[ ! -x "$S3S_FS_BIN" ]]; then
+    log "building s3s-fs 0.14.1 (about 5 minutes on 2 cores)"
+    CARGO_TARGET_DIR=/tmp/s3sbuild/target cargo install s3s-fs --version 0.14.1 --features binary \
+        --locked --root "$(dirname "$(dirname "$S3S_FS_BIN")")" >"$BENCH_STATE/s3s-build.log" 2>&1
+fi
+log "building dualseal (release, bench feature)"
+(cd "$ROOT" && cargo build --quiet --release --locked --features bench --bins)
+export DUALSEAL_BIN="$ROOT/target/release" DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1
+
+cleanup() { for k in moto s3s; do "$ANCHORS/emulator.sh" stop "$k" >/dev/null 2>&1 || true; done; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "host: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+    echo "dualseal: $(git -C "$ROOT" rev-parse --short HEAD), concurrency $CONCURRENCY"
+    echo "rclone: $(rclone version | head -1)"
+    echo "s3s-fs: $("$S3S_FS_BIN" --version 2>&1 | head -1)"
+    echo "moto (KMS): $(python3 -c 'import moto; print(moto.__version__)')"
+} | tee "$BENCH_STATE/machine.txt" >&2
+
+FAILS=0
+run() {  # label verify sse dest_key decrypt_cmd -- cmd...
+    local label="$1" verify="$2" sse="$3" dk="$4" dc="$5"; shift 5; [[ "$1" == -- ]] && shift
+    local extra=()
+    [[ -n "$dk" ]] && extra+=(--dest-key "$dk")
+    [[ -n "$dc" ]] && extra+=(--decrypt-cmd "$dc")
+    python3 "$ANCHORS/bench.py" run --endpoint "$EP" --server s3s-fs --server-pid "$SPID" \
+        --manifest "$MANIFEST" --results "$RESULTS" --label "$label" --rep "$REP" \
+        --verify "$verify" --sse-expect "$sse" "${extra[@]}" -- "$@" || FAILS=$((FAILS + 1))
+}
+
+for n in $SIZES; do
+    log "=== N=$n"
+    EP="$("$ANCHORS/emulator.sh" start s3s)"
+    SPID="$("$ANCHORS/emulator.sh" pid s3s)"
+    KMS_EP="$("$ANCHORS/emulator.sh" start moto)"
+    MANIFEST="$BENCH_STATE/manifest-$n.json"
+    python3 "$ANCHORS/seed.py" seed --endpoint "$EP" -n "$n" --kms skip --manifest "$MANIFEST" >/dev/null
+    KMS_EP="$KMS_EP" python3 - <<'EOF'
+import os, boto3
+kms = boto3.client("kms", endpoint_url=os.environ["KMS_EP"], region_name="us-east-1")
+for cat in ["db", "api", "tls", "misc"]:
+    key = kms.create_key(Description=f"dualseal bench {cat}")["KeyMetadata"]
+    kms.create_alias(AliasName=f"alias/dualseal/{cat}", TargetKeyId=key["KeyId"])
+EOF
+    arn="$(jq -r .kms_key_arn "$MANIFEST")"
+    "$ANCHORS/rclone_conf.sh" "$EP" "$arn" aws:kms:dsse "$RCLONE_CONFIG"
+    template="$BENCH_STATE/dualseal-$n.toml"
+    {
+        printf '[aws]\nregion = "us-east-1"\ns3_endpoint_url = "%s"\nkms_endpoint_url = "%s"\n\n' "$EP" "$KMS_EP"
+        printf '[source]\nbucket = "master-secrets"\n\n'
+        printf '[daemon]\njournal_path = "@WORK@/journal"\ncontrol_socket = "@WORK@/control.sock"\nconcurrency = %s\n\n' "$CONCURRENCY"
+        printf '[metrics]\nlisten = "127.0.0.1:@METRICS_PORT@"\n\n'
+        printf '# s3s-fs has no bucket encryption settings to check.\n[provision]\nrequire_hardened_buckets = false\n'
+        for c in db api tls misc; do
+            printf '\n[[category]]\nname = "%s"\nbucket = "secrets-%s"\nkms_key = "alias/dualseal/%s"\nprefixes = ["%s/"]\ndest_key = "strip-prefix"\n' "$c" "$c" "$c" "$c"
+        done
+    } >"$template"
+    decrypt="$DUALSEAL_BIN/dualsealctl get s3://{bucket}/{key} --endpoint-url $EP --kms-endpoint-url $KMS_EP --region us-east-1"
+    RF=(--s3-no-head --use-server-modtime --stats 0)
+    for REP in $(seq 1 "$REPS"); do
+        for a in $ANCHOR_CONFIGS; do
+            case "$a" in
+                rc16) run "rclone crypt t=16" crypt none "" "" -- \
+                        rclone copy src:master-secrets crypt-all: --transfers 16 --checkers 16 "${RF[@]}" ;;
+                rx64) run "rclone crypt per-prefix t=64" crypt none "" "" -- \
+                        "$ANCHORS/rclone_job.sh" crypt seq --transfers 64 --checkers 64 "${RF[@]}" ;;
+                *) log "unknown anchor config $a" ;;
+            esac
+        done
+        for mode in $MODES; do
+            run "dualseal verify=$mode c=$CONCURRENCY" keys none '{rest}' "$decrypt" -- \
+                "$ROOT/scripts/bench-job.sh" "$template" "$mode" "$BENCH_STATE/counters-$n-$mode-$REP.txt"
+        done
+    done
+    "$ANCHORS/emulator.sh" stop moto
+    "$ANCHORS/emulator.sh" stop s3s
+done
+
+python3 "$ANCHORS/bench.py" report --results "$RESULTS" --md "$BENCH_STATE/results.md"
+python3 - "$BENCH_STATE" <<'EOF'
+import glob, json, os, re, sys
+state = sys.argv[1]
+print("\nRequests per object dualseal sent (counted by its metrics), by run:")
+print("| N | verify | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDataKey | KMS Decrypt | KMS other |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+rx = re.compile(r'dualseal_aws_requests_total\{(.*)\} (\d+)')
+for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
+    n, mode, rep = os.path.basename(path)[len("counters-"):-4].split("-")
+    by = {}
+    for line in open(path):
+        m = rx.match(line.strip())
+        if not m:
+            continue
+        labels = dict(kv.split("=", 1) for kv in m.group(1).split(","))
+        key = (labels["service"].strip('"'), labels["operation"].strip('"'))
+        by[key] = by.get(key, 0) + int(m.group(2))
+    per = lambda s, o: by.get((s, o), 0) / int(n)
+    other = sum(v for (s, o), v in by.items() if s == "kms" and o not in ("GenerateDataKey", "Decrypt")) / int(n)
+    print(f"| {n} | {mode} | {rep} | {per('s3','GetObject'):.2f} | {per('s3','PutObject'):.2f} | "
+          f"{per('s3','HeadObject'):.2f} | {per('s3','ListObjectsV2'):.3f} | "
+          f"{per('kms','GenerateDataKey'):.2f} | {per('kms','Decrypt'):.2f} | {other:.3f} |")
+EOF
+cat "$BENCH_STATE/machine.txt"
+log "results: $BENCH_STATE/results.md; failures: $FAILS"
+exit $((FAILS > 0))
