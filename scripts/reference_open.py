@@ -43,10 +43,10 @@ def parse_header(env):
     if take(4) != b"DSEL":
         raise ValueError("bad magic")
     version, alg = take(1)[0], take(1)[0]
-    if version != 1 or alg != 1:
+    if version not in (1, 2) or alg != 1:
         raise ValueError(f"unsupported version {version} / algorithm {alg}")
     seg = struct.unpack(">I", take(4))[0]
-    h = {"segment_size": seg, "message_id": take(32), "nonce_prefix": take(19), "commitment": take(32)}
+    h = {"version": version, "segment_size": seg, "message_id": take(32), "nonce_prefix": take(19), "commitment": take(32)}
     h["kms_key_id"] = take(u16()).decode()
     h["wrapped_key"] = take(u16())
     ctx = {}
@@ -54,6 +54,10 @@ def parse_header(env):
         k = take(u16()).decode()
         ctx[k] = take(u16()).decode()
     h["context"] = ctx
+    if version == 2 and "dualseal:key" not in ctx:
+        raise ValueError("a version-2 envelope must name its object in the context")
+    # What KMS Decrypt must be given (FORMAT.md step 3): version 2 leaves out dualseal:key.
+    h["kms_context"] = {k: v for k, v in ctx.items() if not (version == 2 and k == "dualseal:key")}
     return h, pos
 
 
@@ -88,7 +92,7 @@ def main():
         h, out = open_envelope(bytes.fromhex(v["data_key_hex"]), bytes.fromhex(v["envelope_hex"]))
         assert out.hex() == v["plaintext_hex"], f"{path}: plaintext differs"
         assert h["context"] == v["context"], f"{path}: context differs"
-        print(f"{path}: OK ({len(out)} bytes, context {h['context']})")
+        print(f"{path}: OK (v{h['version']}, {len(out)} bytes, KMS context {h['kms_context']})")
 
 
 if __name__ == "__main__":

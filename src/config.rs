@@ -330,7 +330,22 @@ pub struct DaemonConfig {
     /// Reloaded on SIGHUP.
     #[serde(default)]
     pub log_filter: Option<String>,
+    /// Objects sealed under one KMS data key per category (0, the default: a fresh data key
+    /// per object). See FORMAT.md, "Shared data keys", for the trade-off.
+    #[serde(default)]
+    pub data_key_reuse_objects: u32,
+    /// Seconds one shared data key is used for new objects.
+    #[serde(default = "default_data_key_reuse_secs")]
+    pub data_key_reuse_secs: u64,
 }
+
+fn default_data_key_reuse_secs() -> u64 {
+    300
+}
+
+/// The most objects one shared data key may seal: far below the 2^32 messages the AWS
+/// Encryption SDK allows, so one leaked key exposes a bounded batch.
+pub const MAX_DATA_KEY_REUSE_OBJECTS: u32 = 1_000_000;
 
 fn default_kms_rate() -> u32 {
     DEFAULT_KMS_REQUESTS_PER_SEC
@@ -379,6 +394,8 @@ impl Default for DaemonConfig {
             failure_threshold_min_objects: default_threshold_min(),
             log_format: LogFormat::default(),
             log_filter: None,
+            data_key_reuse_objects: 0,
+            data_key_reuse_secs: default_data_key_reuse_secs(),
         }
     }
 }
@@ -531,6 +548,18 @@ impl Config {
             p.push(format!(
                 "daemon.concurrency = {}: must be between 1 and {MAX_CONCURRENCY}",
                 d.concurrency
+            ));
+        }
+        if d.data_key_reuse_objects > MAX_DATA_KEY_REUSE_OBJECTS {
+            p.push(format!(
+                "daemon.data_key_reuse_objects = {}: at most {MAX_DATA_KEY_REUSE_OBJECTS} (0 = a fresh data key per object)",
+                d.data_key_reuse_objects
+            ));
+        }
+        if d.data_key_reuse_objects > 0 && !(1..=86_400).contains(&d.data_key_reuse_secs) {
+            p.push(format!(
+                "daemon.data_key_reuse_secs = {}: must be between 1 and 86400",
+                d.data_key_reuse_secs
             ));
         }
         if d.max_attempts == 0 {

@@ -29,8 +29,16 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// First four bytes of every envelope.
 pub const MAGIC: [u8; 4] = *b"DSEL";
-/// The only format version this build writes; readers accept exactly the versions they know.
+/// The format version of an envelope under its own data key (the default); readers accept
+/// exactly the versions they know.
 pub const FORMAT_VERSION: u8 = 1;
+/// The format version of an envelope whose data key is shared with other objects (data-key
+/// reuse): identical to version 1 except that KMS binds the data key to the context without
+/// the [`PER_OBJECT_CONTEXT_KEY`] pair. The header, and so every segment's associated data,
+/// still carries that pair: the envelope stays bound to its location.
+pub const FORMAT_VERSION_SHARED_KEY: u8 = 2;
+/// The context pair that names one object; left out of the KMS context of a shared data key.
+pub const PER_OBJECT_CONTEXT_KEY: &str = "dualseal:key";
 /// XChaCha20-Poly1305 in STREAM-BE32, content key and commitment by HKDF-SHA256.
 pub const ALG_XCHACHA20POLY1305_HKDF_SHA256: u8 = 1;
 /// Plaintext bytes per segment written by default: large enough that the 16-byte tag per
@@ -118,6 +126,11 @@ impl DataKey {
     fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
+
+    /// Whether two keys are the same, in constant time.
+    pub fn same_as(&self, other: &DataKey) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
 }
 
 impl fmt::Debug for DataKey {
@@ -173,16 +186,19 @@ pub struct HeaderParams {
     pub kms_key_id: String,
     /// The data key as KMS encrypted it (`CiphertextBlob`).
     pub wrapped_key: Vec<u8>,
-    /// The encryption context KMS bound to the data key.
+    /// The object's encryption context: bound into the header; KMS bound the data key to it
+    /// (or, with `shared_data_key`, to it without [`PER_OBJECT_CONTEXT_KEY`]).
     pub context: EncryptionContext,
     /// Plaintext bytes per segment.
     pub segment_size: u32,
+    /// The data key is shared with other objects: writes a version-2 envelope.
+    pub shared_data_key: bool,
 }
 
 /// A parsed header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Format version (always [`FORMAT_VERSION`] after a successful parse).
+    /// Format version: [`FORMAT_VERSION`] or [`FORMAT_VERSION_SHARED_KEY`].
     pub version: u8,
     /// Algorithm id.
     pub algorithm: u8,
@@ -200,6 +216,20 @@ pub struct Header {
     pub wrapped_key: Vec<u8>,
     /// The encryption context.
     pub context: EncryptionContext,
+}
+
+impl Header {
+    /// The context KMS bound the data key to: the whole context in version 1, the context
+    /// without [`PER_OBJECT_CONTEXT_KEY`] in version 2 (a data key shared by several objects).
+    pub fn kms_context(&self) -> EncryptionContext {
+        if self.version == FORMAT_VERSION_SHARED_KEY {
+            let mut c = self.context.clone();
+            c.0.remove(PER_OBJECT_CONTEXT_KEY);
+            c
+        } else {
+            self.context.clone()
+        }
+    }
 }
 
 /// Content key and commitment derived from a data key.
@@ -314,7 +344,7 @@ pub fn parse_header(envelope: &[u8]) -> Result<(Header, usize), EnvelopeError> {
         return Err(EnvelopeError::BadMagic);
     }
     let version = r.array::<1>("version")?[0];
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_SHARED_KEY {
         return Err(EnvelopeError::UnsupportedVersion(version));
     }
     let algorithm = r.array::<1>("algorithm")?[0];
@@ -350,6 +380,11 @@ pub fn parse_header(envelope: &[u8]) -> Result<(Header, usize), EnvelopeError> {
         }
         last = Some(k.clone());
         context.insert(k, v);
+    }
+    if version == FORMAT_VERSION_SHARED_KEY && !context.0.contains_key(PER_OBJECT_CONTEXT_KEY) {
+        return Err(EnvelopeError::MalformedHeader(
+            "a shared-key envelope must name its object in the context",
+        ));
     }
     let header = Header {
         version,
@@ -419,9 +454,18 @@ impl Sealer {
         message_id: [u8; MESSAGE_ID_LEN],
         nonce_prefix: [u8; NONCE_PREFIX_LEN],
     ) -> Result<Self, EnvelopeError> {
+        if params.shared_data_key && !params.context.0.contains_key(PER_OBJECT_CONTEXT_KEY) {
+            return Err(EnvelopeError::InvalidInput(
+                "a shared data key needs the per-object context pair to bind the envelope",
+            ));
+        }
         let derived = derive(key, &message_id);
         let header = Header {
-            version: FORMAT_VERSION,
+            version: if params.shared_data_key {
+                FORMAT_VERSION_SHARED_KEY
+            } else {
+                FORMAT_VERSION
+            },
             algorithm: ALG_XCHACHA20POLY1305_HKDF_SHA256,
             segment_size: params.segment_size,
             message_id,
@@ -655,7 +699,47 @@ mod tests {
                 .with("dualseal:bucket", "secrets-db")
                 .with("dualseal:key", "payments/x.json"),
             segment_size,
+            shared_data_key: false,
         }
+    }
+
+    #[test]
+    fn shared_key_envelopes_keep_the_location_out_of_kms_but_in_the_header() {
+        let key = DataKey::from_slice(&[9u8; 32]).unwrap();
+        let mut p = params(64);
+        p.shared_data_key = true;
+        let sealed = seal(&key, p.clone(), b"shared key secret").unwrap();
+        let (h, _) = parse_header(&sealed).unwrap();
+        assert_eq!(h.version, FORMAT_VERSION_SHARED_KEY);
+        let kms = h.kms_context();
+        assert!(kms.iter().all(|(k, _)| k != PER_OBJECT_CONTEXT_KEY));
+        assert_eq!(kms.iter().count(), 2);
+        assert_eq!(
+            open(&key, &sealed, Some(&p.context)).unwrap().as_slice(),
+            b"shared key secret"
+        );
+        // The version is authenticated: relabelling a shared-key envelope as version 1 (so a
+        // reader would ask KMS with the whole context) breaks it.
+        let mut relabelled = sealed.clone();
+        relabelled[4] = FORMAT_VERSION;
+        assert!(open(&key, &relabelled, None).is_err());
+        // Moved to another key, it no longer opens for that location.
+        let elsewhere = EncryptionContext::new()
+            .with("dualseal:category", "db")
+            .with("dualseal:bucket", "secrets-db")
+            .with("dualseal:key", "payments/y.json");
+        assert_eq!(
+            open(&key, &sealed, Some(&elsewhere)).unwrap_err(),
+            EnvelopeError::ContextMismatch
+        );
+        // A shared key without a per-object pair would bind nothing to the object.
+        let mut unbound = params(64);
+        unbound.shared_data_key = true;
+        unbound.context = EncryptionContext::new().with("dualseal:category", "db");
+        assert!(seal(&key, unbound, b"x").is_err());
+        // Version 1 keeps the whole context for KMS.
+        let (h1, _) = parse_header(&seal(&key, params(64), b"x").unwrap()).unwrap();
+        assert_eq!(h1.kms_context(), h1.context);
     }
 
     #[test]

@@ -93,7 +93,11 @@ pub async fn read(
         });
     }
     let data_key = keys
-        .decrypt_data_key(&header.kms_key_id, &header.wrapped_key, ctx)
+        .decrypt_data_key(
+            &header.kms_key_id,
+            &header.wrapped_key,
+            &header.kms_context(),
+        )
         .await?;
     envelope::open(&data_key, &obj.body, Some(ctx)).map_err(bad)
 }

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::Output;
 
 use common::*;
@@ -28,15 +27,6 @@ fn ok(o: Output, what: &str) -> String {
     stdout(&o)
 }
 
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .expect("request");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("response");
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_session_with_dualsealctl() {
     let moto = Moto::start();
@@ -49,11 +39,7 @@ async fn an_operator_session_with_dualsealctl() {
         .collect();
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let metrics_port = free_port();
     let config = config_toml(&moto, dir.path(), 2)
         .replace("[daemon]\n", "[daemon]\nlog_format = \"json\"\n")
         + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");

@@ -19,6 +19,9 @@ struct Vector {
     wrapped_key_hex: String,
     context: EncryptionContext,
     segment_size: u32,
+    /// A version-2 envelope: the data key is shared, KMS binds it without `dualseal:key`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    shared_data_key: bool,
     plaintext_hex: String,
     envelope_hex: String,
 }
@@ -27,7 +30,11 @@ fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-const NAMES: [&str; 2] = ["envelope-v1-small.json", "envelope-v1-multi-segment.json"];
+const NAMES: [&str; 3] = [
+    "envelope-v1-small.json",
+    "envelope-v1-multi-segment.json",
+    "envelope-v2-shared-key.json",
+];
 
 fn load(name: &str) -> Vector {
     let text = std::fs::read_to_string(fixtures_dir().join(name)).expect("fixture");
@@ -43,6 +50,7 @@ fn seal_vector(v: &Vector) -> Vec<u8> {
             wrapped_key: hex::decode(&v.wrapped_key_hex).expect("hex"),
             context: v.context.clone(),
             segment_size: v.segment_size,
+            shared_data_key: v.shared_data_key,
         },
         &hex::decode(&v.plaintext_hex).expect("hex"),
         hex::decode(&v.message_id_hex)
@@ -112,6 +120,7 @@ fn regenerate_fixtures() {
             br#"{"user":"app","password":"correct horse battery staple"}"#.to_vec(),
             65536u32,
             ctx("payments/credentials.json"),
+            false,
         ),
         (
             NAMES[1],
@@ -119,9 +128,19 @@ fn regenerate_fixtures() {
             (0u8..150).collect::<Vec<u8>>(),
             64,
             ctx("payments/multi.bin"),
+            false,
+        ),
+        (
+            NAMES[2],
+            "version 2: a data key shared by several objects; KMS context without dualseal:key",
+            br#"{"token":"shared-key example"}"#.to_vec(),
+            65536u32,
+            ctx("payments/shared.json"),
+            true,
         ),
     ];
-    for (i, (name, description, plaintext, segment_size, context)) in specs.into_iter().enumerate()
+    for (i, (name, description, plaintext, segment_size, context, shared)) in
+        specs.into_iter().enumerate()
     {
         let fill = |n: usize, b: u8| hex::encode(vec![b.wrapping_add(i as u8); n]);
         let mut v = Vector {
@@ -138,6 +157,7 @@ fn regenerate_fixtures() {
             wrapped_key_hex: fill(48, 0xc0),
             context,
             segment_size,
+            shared_data_key: shared,
             plaintext_hex: hex::encode(plaintext),
             envelope_hex: String::new(),
         };

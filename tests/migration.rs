@@ -234,3 +234,97 @@ async fn a_paused_job_stays_paused_across_a_restart() {
     assert_eq!(done.state, pb::JobState::Succeeded as i32);
     assert_eq!(done.verified, objects.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_data_keys_cut_kms_calls_and_still_bind_each_object_to_its_place() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    let objects: BTreeMap<String, Vec<u8>> = (0..60)
+        .map(|i| {
+            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
+            (
+                format!("{prefix}shared/{i:02}"),
+                format!("secret number {i}").into_bytes(),
+            )
+        })
+        .collect();
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = config_toml(&moto, dir.path(), 4).replace(
+        "[daemon]\n",
+        "[daemon]\ndata_key_reuse_objects = 10\ndata_key_reuse_secs = 600\n",
+    ) + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+
+    // 15 objects per category at 10 per key: 2 keys per category, each generated once (workers
+    // wait for a rotation instead of racing it) and proven through KMS once on read-back.
+    let m = scrape(port);
+    let generated = requests(&m, "kms", "GenerateDataKey");
+    let decrypted = requests(&m, "kms", "Decrypt");
+    assert_eq!(generated, 8, "{m}");
+    assert_eq!(decrypted, 8, "{m}");
+
+    // Every copy is a version-2 envelope that opens only at its own location, with a KMS
+    // context that names the category's bucket and not the object.
+    let mut wrapped_keys = std::collections::BTreeSet::new();
+    for (key, bytes) in &objects {
+        let (cat, rest) = key.split_once('/').unwrap();
+        let dest = format!("secrets-{cat}");
+        let body = moto
+            .s3()
+            .get_object()
+            .bucket(&dest)
+            .key(rest)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let (header, _) = dualseal::envelope::parse_header(&body).unwrap();
+        assert_eq!(
+            header.version,
+            dualseal::envelope::FORMAT_VERSION_SHARED_KEY
+        );
+        assert_eq!(
+            header.kms_context().to_json(),
+            format!("{{\"dualseal:bucket\":\"{dest}\",\"dualseal:category\":\"{cat}\"}}")
+        );
+        wrapped_keys.insert(header.wrapped_key.clone());
+        let got = std::process::Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+            .args([
+                "get",
+                &format!("s3://{dest}/{rest}"),
+                "--endpoint-url",
+                &moto.endpoint,
+                "--region",
+                "us-east-1",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            got.status.success(),
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(&got.stdout, bytes, "{key}");
+    }
+    assert_eq!(wrapped_keys.len() as u64, generated);
+    // The map says which envelopes readers meet.
+    let map = ctl(&daemon.socket, &["mapping", &job.to_string()]);
+    assert!(String::from_utf8_lossy(&map.stdout)
+        .lines()
+        .all(|l| l.contains("\"envelope_version\":2")));
+}

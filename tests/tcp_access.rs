@@ -42,14 +42,6 @@ fn leaf(ca: &Ca, cn: &str) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 const BOB_TOKEN: &str = "b0b-auditor-token-0123456789abcdef0123456789";
 const OPS_TOKEN: &str = "0ps-operator-token-0123456789abcdef012345678";
 

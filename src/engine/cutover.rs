@@ -100,7 +100,9 @@ impl Engine {
                         source_version: r.source_version,
                         dest_bucket: r.dest_bucket.unwrap_or_default(),
                         category,
-                        envelope_version: crate::envelope::FORMAT_VERSION,
+                        envelope_version: r
+                            .envelope_version
+                            .unwrap_or(crate::envelope::FORMAT_VERSION),
                     }
                 });
                 if tx.blocking_send(out).is_err() {

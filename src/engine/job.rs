@@ -108,6 +108,7 @@ pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
         retry_at_ms: None,
         rule: None,
         code: None,
+        envelope_version: None,
     };
     match inner.classifier.classify(&o.key) {
         Classification::Matched {
@@ -635,6 +636,7 @@ async fn migrate_with_retries(
                 .classifier
                 .has_content_rules()
                 .then_some(&inner.classifier),
+            data_keys: &inner.data_keys,
         };
         // Recorded without a flush: it only saves work on resume, it proves nothing.
         let record_upload = |p: &Proof| {
@@ -827,7 +829,10 @@ async fn verified(
         proof.put_request_id.as_deref().unwrap_or("-"),
         proof.kms_key_arn,
         target.kms_key_arn,
-        crate::envelope::FORMAT_VERSION,
+        match proof.envelope_version {
+            0 => "as-found".to_owned(),
+            v => v.to_string(),
+        },
     );
     settle(
         inner,
@@ -844,6 +849,9 @@ async fn verified(
             r.ciphertext_sha256 =
                 (!proof.ciphertext_sha256.is_empty()).then(|| proof.ciphertext_sha256.clone());
             r.dest_etag = Some(proof.dest_etag.clone());
+            if proof.envelope_version != 0 {
+                r.envelope_version = Some(proof.envelope_version);
+            }
         },
         AuditDraft {
             job_id: id,

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use sha2::{Digest, Sha256};
 
+use super::datakey::SealingKey;
 use super::error::ObjectError;
 use super::Target;
 use crate::aws::AwsErrorKind;
@@ -60,6 +61,8 @@ pub struct Proof {
     pub how: WriteKind,
     /// The source ETag differed from the one listed: the newer version was copied.
     pub source_changed_since_listing: bool,
+    /// Envelope format version written (0: adopted from an earlier attempt, not rewritten).
+    pub envelope_version: u8,
 }
 
 /// How an attempt made the destination hold the object.
@@ -121,6 +124,8 @@ pub struct Attempt<'a> {
     /// Content rules to check the source against before it is sealed (when any category
     /// claims content kinds).
     pub content_rules: Option<&'a crate::classify::Classifier>,
+    /// Where data keys come from (fresh per object, or shared within limits).
+    pub data_keys: &'a super::datakey::DataKeys,
 }
 
 fn meta_value(s: &str) -> String {
@@ -155,6 +160,7 @@ impl Attempt<'_> {
                     self.dest_key,
                     Some(sha),
                     Some(&src.body),
+                    None,
                 )
                 .await;
                 if proved.is_ok() {
@@ -169,31 +175,36 @@ impl Attempt<'_> {
             }
         }
         let ctx = context_for(&self.target.category, &self.target.bucket, self.dest_key);
-        let generated = self
-            .keys
-            .generate_data_key(&self.target.kms_key_arn, &ctx)
+        let sealing = self
+            .data_keys
+            .for_object(self.keys, &self.target.kms_key_arn, &ctx)
             .await?;
         let sealed = envelope::seal(
-            &generated.key,
+            &sealing.key,
             HeaderParams {
-                kms_key_id: generated.key_arn.clone(),
-                wrapped_key: generated.wrapped,
+                kms_key_id: sealing.key_arn.clone(),
+                wrapped_key: sealing.wrapped.clone(),
                 context: ctx.clone(),
                 segment_size: self.segment_size,
+                shared_data_key: sealing.shared,
             },
             &src.body,
         )?;
+        let version = if sealing.shared {
+            envelope::FORMAT_VERSION_SHARED_KEY
+        } else {
+            envelope::FORMAT_VERSION
+        };
         if self.verify == VerifyMode::Checksum {
             // The half of the proof that needs no read-back: the envelope we are about to
             // write opens, for this location, to exactly the source bytes.
-            let plain = envelope::open(&generated.key, &sealed, Some(&ctx))?;
+            let plain = envelope::open(&sealing.key, &sealed, Some(&ctx))?;
             if plain.as_slice() != &src.body[..] {
                 return Err(ObjectError::Verify(
                     "the sealed envelope does not open to the source bytes".into(),
                 ));
             }
         }
-        drop(generated.key);
         let digest = Sha256::digest(&sealed);
         let sha_hex = hex::encode(digest);
         let mut put = SealedPut {
@@ -203,7 +214,7 @@ impl Attempt<'_> {
             kms_key_id: self.target.kms_key_arn.clone(),
             sse_context_json: ctx.to_json(),
             checksum_sha256_b64: base64::engine::general_purpose::STANDARD.encode(digest),
-            metadata: self.metadata(&src),
+            metadata: self.metadata(&src, version),
             precondition: Precondition::Absent,
             retention: self.retention,
         };
@@ -229,6 +240,7 @@ impl Attempt<'_> {
                             self.dest_key,
                             None,
                             Some(&src.body),
+                            None,
                         )
                         .await?;
                         let proof =
@@ -251,10 +263,11 @@ impl Attempt<'_> {
             ciphertext_sha256: sha_hex,
             dest_etag: written.etag,
             put_request_id: written.request_id,
-            kms_key_arn: generated.key_arn,
+            kms_key_arn: sealing.key_arn.clone(),
             size: src.body.len() as u64,
             how,
             source_changed_since_listing: changed,
+            envelope_version: version,
         };
         on_uploaded(&proof)?;
         match self.verify {
@@ -266,6 +279,7 @@ impl Attempt<'_> {
                     self.dest_key,
                     Some(&proof.ciphertext_sha256),
                     Some(&src.body),
+                    Some(&sealing),
                 )
                 .await?;
             }
@@ -316,6 +330,8 @@ impl Attempt<'_> {
             size: src.body.len() as u64,
             how,
             source_changed_since_listing: changed,
+            // Adopted: written by an earlier attempt, whose envelope version the proof read.
+            envelope_version: 0,
         }
     }
 
@@ -340,7 +356,7 @@ impl Attempt<'_> {
         }
     }
 
-    fn metadata(&self, src: &Fetched) -> HashMap<String, String> {
+    fn metadata(&self, src: &Fetched, envelope_version: u8) -> HashMap<String, String> {
         let mut m = HashMap::new();
         m.insert(
             format!("{META_PREFIX}source-bucket"),
@@ -361,7 +377,7 @@ impl Attempt<'_> {
         );
         m.insert(
             format!("{META_PREFIX}envelope-version"),
-            envelope::FORMAT_VERSION.to_string(),
+            envelope_version.to_string(),
         );
         m
     }
@@ -380,6 +396,7 @@ enum Ownership {
 ///
 /// # Errors
 /// `Verify`, `Envelope`, `Store` or `Kms`.
+#[allow(clippy::too_many_arguments)] // each is one fact the proof needs
 pub async fn prove_destination(
     store: &dyn ObjectStore,
     keys: &dyn KeyService,
@@ -387,15 +404,36 @@ pub async fn prove_destination(
     dest_key: &str,
     expected_sha: Option<&str>,
     source: Option<&[u8]>,
+    sealed_with: Option<&SealingKey>,
 ) -> Result<(), ObjectError> {
     let ctx = context_for(&target.category, &target.bucket, dest_key);
     let dst = store.get(&target.bucket, dest_key).await?;
     check_destination(&dst, target, &ctx, expected_sha)?;
     let (header, _) = envelope::parse_header(&dst.body)?;
-    let key = keys
-        .decrypt_data_key(&header.kms_key_id, &header.wrapped_key, &ctx)
-        .await?;
-    let plain = envelope::open(&key, &dst.body, Some(&ctx))?;
+    let _one_prover = match sealed_with {
+        Some(k) => k.proving(&header.wrapped_key).await,
+        None => None,
+    };
+    let plain = match sealed_with.filter(|k| k.proves(&header.wrapped_key)) {
+        // A shared data key KMS has already unwrapped, from this very wrapped form, to the key
+        // we hold: asking KMS again per object would prove nothing new.
+        Some(k) => envelope::open(&k.key, &dst.body, Some(&ctx))?,
+        None => {
+            let key = keys
+                .decrypt_data_key(
+                    &header.kms_key_id,
+                    &header.wrapped_key,
+                    &header.kms_context(),
+                )
+                .await?;
+            if sealed_with.is_some_and(|k| !k.record_unwrap(&header.wrapped_key, &key)) {
+                return Err(ObjectError::Verify(
+                    "KMS unwrapped the stored data key to a different key than it generated".into(),
+                ));
+            }
+            envelope::open(&key, &dst.body, Some(&ctx))?
+        }
+    };
     if source.is_some_and(|s| plain.as_slice() != s) {
         return Err(ObjectError::Verify(
             "the destination decrypts to different bytes than the source".into(),

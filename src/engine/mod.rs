@@ -3,6 +3,7 @@
 //! service, the object store and the classifier, and on nothing above it.
 
 mod cutover;
+pub mod datakey;
 mod decommission;
 mod error;
 mod estimate;
@@ -88,6 +89,8 @@ pub struct EngineSettings {
     pub decommission: crate::config::DecommissionConfig,
     /// Prices for plan estimates.
     pub pricing: crate::config::Pricing,
+    /// Data-key reuse (`None`: a fresh data key per object).
+    pub data_key_reuse: Option<datakey::ReuseLimits>,
 }
 
 impl EngineSettings {
@@ -112,6 +115,10 @@ impl EngineSettings {
             ),
             decommission: cfg.decommission.clone(),
             pricing: cfg.pricing.clone(),
+            data_key_reuse: (cfg.daemon.data_key_reuse_objects > 0).then(|| datakey::ReuseLimits {
+                max_objects: u64::from(cfg.daemon.data_key_reuse_objects),
+                max_age: Duration::from_secs(cfg.daemon.data_key_reuse_secs),
+            }),
         }
     }
 }
@@ -206,6 +213,7 @@ pub(crate) struct Inner {
     store: Arc<dyn ObjectStore>,
     keys: Arc<dyn KeyService>,
     classifier: Classifier,
+    data_keys: datakey::DataKeys,
     categories: Vec<CategoryConfig>,
     settings: EngineSettings,
     pool: Arc<pool::Pool>,
@@ -261,6 +269,7 @@ impl Engine {
                 keys,
                 classifier,
                 categories,
+                data_keys: datakey::DataKeys::new(settings.data_key_reuse),
                 pool: pool::Pool::new(settings.concurrency),
                 settings,
                 running: Mutex::new(HashMap::new()),

@@ -392,6 +392,7 @@ pub(super) async fn check_one(
         dest_key,
         sha,
         source.as_ref().map(|s| s.body.as_slice()),
+        None,
     )
     .await;
     match proved {

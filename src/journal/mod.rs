@@ -985,6 +985,7 @@ mod tests {
             retry_at_ms: None,
             rule: None,
             code: None,
+            envelope_version: None,
         }
     }
 

@@ -340,6 +340,9 @@ pub struct ObjectRecord {
     /// Short cause of a failure or conflict (`S3.AccessDenied`, `Verify`), for reports.
     #[serde(default)]
     pub code: Option<String>,
+    /// Envelope format version of the copy (absent: version 1, or adopted as found).
+    #[serde(default)]
+    pub envelope_version: Option<u8>,
 }
 
 /// One audit event as stored: hash-chained to its predecessor.
@@ -417,6 +420,7 @@ mod tests {
             retry_at_ms: Some(9),
             rule: Some("prefix \"db/\"".into()),
             code: None,
+            envelope_version: None,
         }
     }
 

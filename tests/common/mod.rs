@@ -508,3 +508,38 @@ pub fn ctl(socket: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .expect("run dualsealctl")
 }
+
+/// A free loopback port for a daemon listener (the metrics endpoint).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The daemon's Prometheus exposition.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    body
+}
+
+/// Sum of `dualseal_aws_requests_total` for one service and operation.
+pub fn requests(metrics: &str, service: &str, operation: &str) -> u64 {
+    let (svc, op) = (
+        format!("service=\"{service}\""),
+        format!("operation=\"{operation}\""),
+    );
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("dualseal_aws_requests_total{") && l.contains(&svc) && l.contains(&op)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -246,6 +246,7 @@ impl Engine {
             retention: Some(retention),
             // What was verified in the migration is archived as it is.
             content_rules: None,
+            data_keys: &self.inner.data_keys,
         };
         let mut policy = retry_policy(&self.inner);
         let mut n = 0;
