@@ -9,8 +9,10 @@
 #   BENCH_100K=1 ./scripts/bench.sh          # adds N=100000 (long)
 #
 # Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64), MODES (dualseal
-# verify modes, default "full checksum"), ANCHOR_CONFIGS (default "rc16 rx64"), BENCH_STATE
-# (default /tmp/dualseal-bench), ANCHORS (the shared harness, default ../shared/bench).
+# runs: verify mode, "+reuse" for shared data keys (data_key_reuse_objects = REUSE_OBJECTS,
+# default 1000); default "full checksum full+reuse checksum+reuse"), ANCHOR_CONFIGS (default
+# "rc16 rx64"), BENCH_STATE (default /tmp/dualseal-bench), ANCHORS (the shared harness,
+# default ../shared/bench).
 #
 # s3s-fs ignores SSE headers, so dualseal is built with the `bench` feature and run with
 # DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1: it accepts a destination that reports no server-side
@@ -25,13 +27,15 @@ SIZES="${SIZES:-2000 10000}"
 [[ "${BENCH_100K:-0}" == 1 ]] && SIZES="$SIZES 100000"
 REPS="${REPS:-3}"
 CONCURRENCY="${CONCURRENCY:-64}"
-MODES="${MODES:-full checksum}"
+MODES="${MODES:-full checksum full+reuse checksum+reuse}"
+REUSE_OBJECTS="${REUSE_OBJECTS:-1000}"
 ANCHOR_CONFIGS="${ANCHOR_CONFIGS:-rc16 rx64}"
 export BENCH_STATE="${BENCH_STATE:-/tmp/dualseal-bench}"
 RESULTS="$BENCH_STATE/results.jsonl"
 export S3S_FS_BIN="${S3S_FS_BIN:-/tmp/s3s-fs-inst/bin/s3s-fs}"
 mkdir -p "$BENCH_STATE/logs"
 : >"$RESULTS"
+rm -f "$BENCH_STATE"/counters-*.txt
 
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=testtest123 AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 export AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
@@ -115,6 +119,7 @@ EOF
             printf '\n[[category]]\nname = "%s"\nbucket = "secrets-%s"\nkms_key = "alias/dualseal/%s"\nprefixes = ["%s/"]\ndest_key = "strip-prefix"\n' "$c" "$c" "$c" "$c"
         done
     } >"$template"
+    sed "s/^concurrency = .*/&\ndata_key_reuse_objects = $REUSE_OBJECTS/" "$template" >"$template.reuse"
     decrypt="$DUALSEAL_BIN/dualsealctl get s3://{bucket}/{key} --endpoint-url $EP --kms-endpoint-url $KMS_EP --region us-east-1"
     RF=(--s3-no-head --use-server-modtime --stats 0)
     for REP in $(seq 1 "$REPS"); do
@@ -128,8 +133,12 @@ EOF
             esac
         done
         for mode in $MODES; do
-            run "dualseal verify=$mode c=$CONCURRENCY" keys none '{rest}' "$decrypt" -- \
-                "$ROOT/scripts/bench-job.sh" "$template" "$mode" "$BENCH_STATE/counters-$n-$mode-$REP.txt"
+            verify="${mode%+reuse}" cfg="$template" label="dualseal verify=${mode%+reuse} c=$CONCURRENCY"
+            if [[ "$mode" == *+reuse ]]; then
+                cfg="$template.reuse" label="$label, 1 data key per $REUSE_OBJECTS"
+            fi
+            run "$label" keys none '{rest}' "$decrypt" -- \
+                "$ROOT/scripts/bench-job.sh" "$cfg" "$verify" "$BENCH_STATE/counters-$n-$mode-$REP.txt"
         done
     done
     "$ANCHORS/emulator.sh" stop moto
@@ -145,7 +154,7 @@ print("| N | verify | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDa
 print("|---|---|---|---|---|---|---|---|---|---|")
 rx = re.compile(r'dualseal_aws_requests_total\{(.*)\} (\d+)')
 for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
-    n, mode, rep = os.path.basename(path)[len("counters-"):-4].split("-")
+    n, mode, rep = os.path.basename(path)[len("counters-"):-4].split("-", 2)
     by = {}
     for line in open(path):
         m = rx.match(line.strip())

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chacha20poly1305::aead::stream::{NewStream, StreamBE32, StreamPrimitive};
-use chacha20poly1305::aead::{KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{KeyInit, OsRng};
 use chacha20poly1305::XChaCha20Poly1305;
 use hkdf::Hkdf;
 use rand::RngCore;
@@ -229,6 +229,36 @@ impl Header {
         } else {
             self.context.clone()
         }
+    }
+}
+
+/// The end of a growing buffer, from `start`, as the in-place AEAD sees it: segments are
+/// encrypted and decrypted where they land in the envelope or plaintext being built.
+struct Tail<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl AsRef<[u8]> for Tail<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl AsMut<[u8]> for Tail<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+}
+
+impl chacha20poly1305::aead::Buffer for Tail<'_> {
+    fn extend_from_slice(&mut self, other: &[u8]) -> chacha20poly1305::aead::Result<()> {
+        self.buf.extend_from_slice(other);
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.buf.truncate(self.start + len);
     }
 }
 
@@ -501,6 +531,22 @@ impl Sealer {
     /// `Misuse` when a non-final segment has the wrong size, a segment follows the last one, or
     /// the segment counter would overflow.
     pub fn seal_segment(&mut self, plaintext: &[u8], last: bool) -> Result<Vec<u8>, EnvelopeError> {
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        self.seal_segment_into(plaintext, last, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`seal_segment`](Self::seal_segment), appending the ciphertext to `out`: the
+    /// segment is encrypted where it lands, with no buffer of its own.
+    ///
+    /// # Errors
+    /// As [`seal_segment`](Self::seal_segment).
+    pub fn seal_segment_into(
+        &mut self,
+        plaintext: &[u8],
+        last: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EnvelopeError> {
         if self.finished {
             return Err(EnvelopeError::Misuse("segment after the last segment"));
         }
@@ -511,20 +557,14 @@ impl Sealer {
         if !last && self.next == u32::MAX {
             return Err(EnvelopeError::Misuse("too many segments"));
         }
-        let out = self
-            .stream
-            .encrypt(
-                self.next,
-                last,
-                Payload {
-                    msg: plaintext,
-                    aad: &self.header,
-                },
-            )
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        self.stream
+            .encrypt_in_place(self.next, last, &self.header, &mut Tail { buf: out, start })
             .map_err(|_| EnvelopeError::Misuse("segment encryption failed"))?;
         self.next = self.next.wrapping_add(1);
         self.finished = last;
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -583,6 +623,22 @@ impl Opener {
         ciphertext: &[u8],
         last: bool,
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let mut out = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+        self.open_segment_into(ciphertext, last, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`open_segment`](Self::open_segment), appending the plaintext to `out` (nothing is
+    /// appended when the segment does not authenticate).
+    ///
+    /// # Errors
+    /// As [`open_segment`](Self::open_segment).
+    pub fn open_segment_into(
+        &mut self,
+        ciphertext: &[u8],
+        last: bool,
+        out: &mut Zeroizing<Vec<u8>>,
+    ) -> Result<(), EnvelopeError> {
         if self.finished {
             return Err(EnvelopeError::Misuse("segment after the last segment"));
         }
@@ -593,20 +649,22 @@ impl Opener {
         {
             return Err(EnvelopeError::Authentication(self.next));
         }
-        let plain = self
-            .stream
-            .decrypt(
-                self.next,
-                last,
-                Payload {
-                    msg: ciphertext,
-                    aad: &self.header_bytes,
-                },
-            )
-            .map_err(|_| EnvelopeError::Authentication(self.next))?;
+        let start = out.len();
+        out.extend_from_slice(ciphertext);
+        let opened = self.stream.decrypt_in_place(
+            self.next,
+            last,
+            &self.header_bytes,
+            &mut Tail { buf: out, start },
+        );
+        if opened.is_err() {
+            // Only ciphertext was appended (the tag is checked before anything is decrypted).
+            out.truncate(start);
+            return Err(EnvelopeError::Authentication(self.next));
+        }
         self.next = self.next.wrapping_add(1);
         self.finished = last;
-        Ok(Zeroizing::new(plain))
+        Ok(())
     }
 }
 
@@ -645,13 +703,13 @@ fn seal_all(mut sealer: Sealer, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeErr
     let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     out.extend_from_slice(sealer.header());
     if plaintext.is_empty() {
-        out.extend(sealer.seal_segment(&[], true)?);
+        sealer.seal_segment_into(&[], true, &mut out)?;
         return Ok(out);
     }
     let mut chunks = plaintext.chunks(seg).peekable();
     while let Some(chunk) = chunks.next() {
         let last = chunks.peek().is_none();
-        out.extend(sealer.seal_segment(chunk, last)?);
+        sealer.seal_segment_into(chunk, last, &mut out)?;
     }
     Ok(out)
 }
@@ -680,7 +738,7 @@ pub fn open(
     let mut chunks = body.chunks(seg).peekable();
     while let Some(chunk) = chunks.next() {
         let last = chunks.peek().is_none();
-        out.extend_from_slice(&opener.open_segment(chunk, last)?);
+        opener.open_segment_into(chunk, last, &mut out)?;
     }
     Ok(out)
 }
