@@ -337,6 +337,17 @@ pub struct DaemonConfig {
     /// Seconds one shared data key is used for new objects.
     #[serde(default = "default_data_key_reuse_secs")]
     pub data_key_reuse_secs: u64,
+    /// This daemon's share of the source when several split one bucket: `"I/N"` (1-based).
+    /// Each shard has its own journal; `dualseald --shard` overrides it.
+    #[serde(default)]
+    pub shard: Option<String>,
+}
+
+impl DaemonConfig {
+    /// The parsed shard (`None`: the whole source, or a value `problems` reports).
+    pub fn shard(&self) -> Option<crate::shard::Shard> {
+        self.shard.as_deref().and_then(|s| s.parse().ok())
+    }
 }
 
 fn default_data_key_reuse_secs() -> u64 {
@@ -396,6 +407,7 @@ impl Default for DaemonConfig {
             log_filter: None,
             data_key_reuse_objects: 0,
             data_key_reuse_secs: default_data_key_reuse_secs(),
+            shard: None,
         }
     }
 }
@@ -561,6 +573,9 @@ impl Config {
                 "daemon.data_key_reuse_secs = {}: must be between 1 and 86400",
                 d.data_key_reuse_secs
             ));
+        }
+        if let Some(Err(e)) = d.shard.as_deref().map(str::parse::<crate::shard::Shard>) {
+            p.push(format!("daemon.{e}"));
         }
         if d.max_attempts == 0 {
             p.push("daemon.max_attempts: must be at least 1".into());

@@ -56,6 +56,7 @@ pub fn open_journal(config: &Config, opts: OpenOptions) -> Result<Journal, Daemo
         source,
     })?;
     let journal = Journal::open_with(path, opts)?;
+    journal.bind_shard(config.daemon.shard().map(|s| s.to_string()).as_deref())?;
     if journal.recovered() {
         tracing::info!(path = %path.display(), "journal opened (recovered existing state)");
     } else {

@@ -22,6 +22,7 @@
 //! - [`classify`] category rules: key → category and destination key; content → category.
 //! - [`content`]  what an object is (PEM key, DSN, JWK, .env, token), explained secret-free.
 //! - [`config`]   the strict config tree and its validation.
+//! - [`shard`]    which keys this daemon takes when several split one bucket.
 
 pub mod access;
 pub mod api;
@@ -38,4 +39,5 @@ pub mod kms;
 pub mod metrics;
 pub mod provision;
 pub mod reader;
+pub mod shard;
 pub mod store;

@@ -389,3 +389,58 @@ async fn the_failure_threshold_stops_a_job_that_keeps_failing() {
     assert_eq!(state(&done), pb::JobState::Succeeded, "{done:?}");
     assert_eq!(done.verified, 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_split_one_bucket_with_no_key_taken_twice() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    let all = objects(48, "shard");
+    put_all(&moto, &all).await;
+    let (dir1, dir2) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let shard_config = |dir: &std::path::Path, shard: &str| {
+        config_toml(&moto, dir, 4)
+            .replace("[daemon]\n", &format!("[daemon]\nshard = \"{shard}\"\n"))
+    };
+    let mut one = Daemon::start(dir1.path(), &shard_config(dir1.path(), "1/2"));
+    let two = Daemon::start(dir2.path(), &shard_config(dir2.path(), "2/2"));
+    let mut verified = Vec::new();
+    for d in [&one, &two] {
+        let mut c = d.client().await;
+        let job = c.start("", false).await.expect("start").job_id;
+        let done = wait_job(&mut c, job).await;
+        assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+        assert_eq!(done.excluded, 0, "other shards' keys are not 'excluded'");
+        let keys: Vec<String> = c
+            .objects(job, pb::ObjectState::Verified)
+            .await
+            .expect("objects")
+            .into_iter()
+            .map(|o| o.source_key)
+            .collect();
+        assert!(!keys.is_empty() && keys.len() < all.len(), "{}", keys.len());
+        verified.push(keys);
+    }
+    // Together exactly every key, each once.
+    let mut union: Vec<String> = verified.concat();
+    union.sort();
+    assert_eq!(union, all.keys().cloned().collect::<Vec<_>>());
+    let merged = ctl(
+        &one.socket,
+        &["status", "--also", two.socket.to_str().unwrap()],
+    );
+    let out = String::from_utf8_lossy(&merged.stdout);
+    assert!(merged.status.success(), "{out}");
+    assert!(out.contains("== all 2 daemons: 48 verified"), "{out}");
+    // A shard's journal stays with that shard.
+    one.stop();
+    let wrong = run_dualseald(dir1.path(), &shard_config(dir1.path(), "2/2"), &["run"]);
+    assert_eq!(wrong.status.code(), Some(74));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("belongs to shard 1/2"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}

@@ -33,6 +33,10 @@ struct Args {
     /// Open a journal that is behind its high-water mark (an older copy restored on purpose).
     #[arg(long, global = true)]
     accept_journal_rollback: bool,
+    /// This daemon's share I/N of the source when several split one bucket, overriding
+    /// `daemon.shard` (each shard needs its own journal).
+    #[arg(long, env = "DUALSEAL_SHARD", global = true)]
+    shard: Option<String>,
     /// Log format, overriding `daemon.log_format`: text or json.
     #[arg(long, env = "DUALSEAL_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -53,7 +57,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(&args.config) {
+    let mut config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dualseald: {e}");
@@ -64,6 +68,13 @@ fn main() -> ExitCode {
             });
         }
     };
+    if let Some(shard) = &args.shard {
+        if let Err(e) = shard.parse::<dualseal::shard::Shard>() {
+            eprintln!("dualseald: --{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+        config.daemon.shard = Some(shard.clone());
+    }
     let json = match args.log_format.as_deref() {
         Some(f) => f == "json",
         None => config.daemon.log_format == LogFormat::Json,

@@ -225,7 +225,8 @@ impl Engine {
         let inner = &self.inner;
         let names: Vec<&str> = inner.categories.iter().map(|c| c.name.as_str()).collect();
         let scope = Scope::new(&job.options, &names)
-            .map_err(|p| EngineError::InvalidRequest(p.join("; ")))?;
+            .map_err(|p| EngineError::InvalidRequest(p.join("; ")))?
+            .in_shard(inner.settings.shard);
         // Keys seen in the listing. Memory grows with the source; fine for a check run once
         // before a cutover (a merge of the two sorted streams would make it flat).
         let mut seen = HashSet::new();
@@ -239,7 +240,7 @@ impl Engine {
             })
             .await?;
             for o in &page.objects {
-                if !scope.admits_key(&o.key) {
+                if !scope.owns(&o.key) || !scope.admits_key(&o.key) {
                     continue;
                 }
                 match inner.journal.get_object(job.id, &o.key)? {

@@ -321,7 +321,8 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>(),
     )
-    .map_err(|p| EngineError::InvalidRequest(p.join("; ")))?;
+    .map_err(|p| EngineError::InvalidRequest(p.join("; ")))?
+    .in_shard(inner.settings.shard);
     let targets = Arc::new(resolve_targets(inner, false).await?);
     let mut workers: JoinSet<Result<(), JournalError>> = JoinSet::new();
     let ctx = Arc::new(Ctx {
@@ -368,15 +369,16 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
                         .await?)
                 })
                 .await?;
-                let records: Vec<_> = page
-                    .objects
+                // Other shards' keys are theirs: neither taken nor counted here.
+                let owned: Vec<_> = page.objects.iter().filter(|o| scope.owns(&o.key)).collect();
+                let records: Vec<_> = owned
                     .iter()
                     .map(|o| (o.key.clone(), listed_record(inner, o)))
                     .filter(|(k, r)| {
                         scope.admits_key(k) && scope.admits_category(r.category.as_deref())
                     })
                     .collect();
-                excluded = (page.objects.len() - records.len()) as u64;
+                excluded = (owned.len() - records.len()) as u64;
                 (records, page.next_token)
             }
             // A verification "lists" the verified objects of the job it checks, from the

@@ -91,6 +91,8 @@ pub struct EngineSettings {
     pub pricing: crate::config::Pricing,
     /// Data-key reuse (`None`: a fresh data key per object).
     pub data_key_reuse: Option<datakey::ReuseLimits>,
+    /// This daemon's share of the source, when several split it.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl EngineSettings {
@@ -119,6 +121,7 @@ impl EngineSettings {
                 max_objects: u64::from(cfg.daemon.data_key_reuse_objects),
                 max_age: Duration::from_secs(cfg.daemon.data_key_reuse_secs),
             }),
+            shard: cfg.daemon.shard(),
         }
     }
 }
@@ -344,6 +347,7 @@ impl Engine {
     /// `InvalidRequest` naming every problem.
     pub fn scope(&self, options: &JobOptions) -> Result<Scope, EngineError> {
         Scope::new(options, &self.category_names())
+            .map(|s| s.in_shard(self.inner.settings.shard))
             .map_err(|p| EngineError::InvalidRequest(p.join("; ")))
     }
 

@@ -200,7 +200,7 @@ pub(super) async fn plan(
         })
         .await?;
         let mut batch = Vec::new();
-        for o in &page.objects {
+        for o in page.objects.iter().filter(|o| scope.owns(&o.key)) {
             let class = inner.classifier.classify(&o.key);
             let category = match &class {
                 Classification::Matched { category, .. } => {

@@ -13,6 +13,7 @@ pub struct Scope {
     include: Option<GlobSet>,
     exclude: GlobSet,
     only: BTreeSet<String>,
+    shard: Option<crate::shard::Shard>,
 }
 
 fn globs(patterns: &[String], what: &str, problems: &mut Vec<String>) -> GlobSet {
@@ -65,7 +66,20 @@ impl Scope {
             include,
             exclude,
             only: options.only_categories.iter().cloned().collect(),
+            shard: None,
         })
+    }
+
+    /// The same scope, limited to this daemon's shard of the bucket.
+    pub fn in_shard(mut self, shard: Option<crate::shard::Shard>) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// Whether this daemon's shard takes a source key (other shards' keys are neither
+    /// migrated nor reported here).
+    pub fn owns(&self, key: &str) -> bool {
+        self.shard.is_none_or(|s| s.owns(key))
     }
 
     /// Whether the job takes a source key, before classification.

@@ -29,6 +29,7 @@ const TREE_AUDIT: &str = "audit";
 const TREE_META: &str = "meta";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FLUSH_GEN: &[u8] = b"flush_generation";
+const META_SHARD: &[u8] = b"shard";
 /// sled's page cache. Its default (1 GiB) lets a long scan (an audit export, a resume over a
 /// million objects) grow the daemon's memory with the journal; the hot set is small.
 const CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
@@ -108,6 +109,16 @@ pub enum JournalError {
     /// The named job does not exist.
     #[error("job {0} does not exist")]
     NoSuchJob(JobId),
+    /// The journal holds another shard's objects than the daemon is configured for.
+    #[error("journal {path} belongs to shard {journal}, but this daemon is configured as {configured}; a shard's journal must stay with that shard (or the keys of one would be skipped and another's taken twice). Point daemon.journal_path at shard {configured}'s journal, or set daemon.shard back to {journal}")]
+    WrongShard {
+        /// Journal directory.
+        path: PathBuf,
+        /// The shard recorded in the journal ("whole" for none).
+        journal: String,
+        /// The shard in the config ("whole" for none).
+        configured: String,
+    },
 }
 
 impl JournalError {
@@ -429,6 +440,36 @@ impl Journal {
 
     fn touch(&self) {
         self.write_gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Binds the journal to this daemon's shard (`None`: the whole source) on first use, and
+    /// refuses a journal bound to another.
+    ///
+    /// # Errors
+    /// `WrongShard`; `Storage`.
+    pub fn bind_shard(&self, shard: Option<&str>) -> Result<(), JournalError> {
+        let want = shard.unwrap_or("whole");
+        match self.meta.get(META_SHARD)? {
+            Some(v) if v.as_ref() == want.as_bytes() => Ok(()),
+            Some(v) => Err(JournalError::WrongShard {
+                path: self.dir.clone(),
+                journal: String::from_utf8_lossy(&v).into_owned(),
+                configured: want.to_owned(),
+            }),
+            // A journal that already holds jobs from before shards existed is the whole
+            // source's: binding it to a shard now would hide the other shards' keys.
+            None if shard.is_some() && self.jobs.iter().next().is_some() => {
+                Err(JournalError::WrongShard {
+                    path: self.dir.clone(),
+                    journal: "whole".into(),
+                    configured: want.to_owned(),
+                })
+            }
+            None => {
+                self.meta.insert(META_SHARD, want.as_bytes())?;
+                Ok(())
+            }
+        }
     }
 
     /// Makes every write so far durable. Concurrent callers share one sled flush: whoever

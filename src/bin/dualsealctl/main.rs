@@ -92,6 +92,10 @@ enum Cmd {
     Status {
         /// Job id.
         job: Option<u64>,
+        /// Another daemon to include (a shard of the same bucket); repeatable. The jobs of
+        /// every daemon are listed, then their totals together.
+        #[arg(long, value_name = "SOCKET")]
+        also: Vec<String>,
     },
     /// Follow a job's progress until it ends: bars per category on a terminal, plain lines
     /// otherwise. Exits 0 when the job succeeded, 2 otherwise.
@@ -622,7 +626,10 @@ async fn run(args: Args) -> Result<ExitCode> {
             let last = watch::follow(s, watch::Mode::pick(args.json)).await?;
             Ok(watch_exit(&last))
         }
-        Cmd::Status { job } => {
+        Cmd::Status { job, ref also } if !also.is_empty() => {
+            shards_status(&mut c, &args, job, also).await
+        }
+        Cmd::Status { job, .. } => {
             let jobs = match job {
                 Some(id) => vec![c.job(id).await?],
                 None => c.jobs().await?,
@@ -985,6 +992,78 @@ async fn get(
             eprintln!("{} bytes written to {}", plain.len(), path.display());
         }
         None => std::io::stdout().lock().write_all(&plain)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status --also`: the jobs of several daemons (shards of one bucket), each under its socket,
+/// then the objects of all of them together.
+async fn shards_status(
+    first: &mut Client,
+    args: &Args,
+    job: Option<u64>,
+    also: &[String],
+) -> Result<ExitCode> {
+    let mut per_daemon = Vec::new();
+    let list = |jobs: Vec<pb::Job>| -> Vec<pb::Job> {
+        jobs.into_iter()
+            .filter(|j| job.is_none_or(|id| j.job_id == id))
+            .collect()
+    };
+    per_daemon.push((args.socket.clone(), list(first.jobs().await?)));
+    for socket in also {
+        let mut c = Client::connect_with(socket, client_auth(args)?)
+            .await
+            .with_context(|| format!("cannot reach the daemon at {socket}"))?;
+        per_daemon.push((socket.clone(), list(c.jobs().await?)));
+    }
+    let sum = |f: fn(&pb::Job) -> u64| -> u64 {
+        per_daemon
+            .iter()
+            .flat_map(|(_, jobs)| jobs.iter())
+            .map(f)
+            .sum()
+    };
+    let totals = serde_json::json!({
+        "discovered": sum(|j| j.discovered),
+        "verified": sum(|j| j.verified),
+        "failed": sum(|j| j.failed),
+        "unclassified": sum(|j| j.unclassified),
+        "conflicts": sum(|j| j.conflicts),
+        "in_progress": sum(|j| j.in_progress),
+        "verified_bytes": sum(|j| j.verified_bytes),
+    });
+    if args.json {
+        let daemons: Vec<serde_json::Value> = per_daemon
+            .iter()
+            .map(|(s, jobs)| {
+                serde_json::json!({"socket": s, "jobs": jobs.iter().map(job_json).collect::<Vec<_>>()})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"daemons": daemons, "totals": totals})
+        );
+    } else {
+        for (socket, jobs) in &per_daemon {
+            println!("== {socket}");
+            if jobs.is_empty() {
+                println!("no jobs");
+            } else {
+                print!("{}", view::table(jobs));
+            }
+        }
+        println!(
+            "== all {} daemons: {} verified ({}), {} failed, {} in progress, {} unclassified, {} conflicts, of {} discovered",
+            per_daemon.len(),
+            totals["verified"],
+            view::bytes(sum(|j| j.verified_bytes)),
+            totals["failed"],
+            totals["in_progress"],
+            totals["unclassified"],
+            totals["conflicts"],
+            totals["discovered"]
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
