@@ -1,0 +1,145 @@
+//! Journal throughput and size at scale: list N keys into a job (pages of 1,000, as the
+//! engine records a listing), move each through uploaded → verified with its audit event,
+//! flushing in groups as concurrent workers do, then reopen it (what a restart after SIGKILL
+//! pays). Prints listings/s, transitions/s, bytes on disk per object and peak RSS.
+//!
+//!   cargo bench --bench journal                          # 100,000 objects
+//!   DUALSEAL_BENCH_OBJECTS=1000000 cargo bench --bench journal
+
+// A benchmark: a failed setup is a bug in the benchmark itself.
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use std::time::Instant;
+
+use dualseal::journal::{AuditDraft, Journal, ObjectRecord, ObjectState};
+
+const PAGE: usize = 1000;
+/// Objects that settle between two flushes: about what 64 workers produce per sync.
+const GROUP: usize = 64;
+
+fn record(i: usize) -> ObjectRecord {
+    ObjectRecord {
+        state: ObjectState::Discovered,
+        size: 700 + (i % 3000) as u64,
+        source_etag: format!("\"{:032x}\"", i * 7919),
+        source_version: None,
+        category: Some(["db", "api", "tls", "misc"][i % 4].to_owned()),
+        dest_bucket: Some(format!("secrets-{}", ["db", "api", "tls", "misc"][i % 4])),
+        dest_key: Some(format!("team-{}/secret-{i:08}.json", i % 8)),
+        attempts: 0,
+        reason: None,
+        ciphertext_sha256: None,
+        dest_etag: None,
+        updated_at_ms: 0,
+        retry_at_ms: None,
+        rule: Some("prefix \"db/\"".to_owned()),
+        code: None,
+        envelope_version: None,
+    }
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("DUALSEAL_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal");
+    let key = |i: usize| format!("{}/team-{}/secret-{i:08}.json", ["db", "api", "tls", "misc"][i % 4], i % 8);
+    let job;
+    {
+        let j = Journal::open(&path).expect("open");
+        job = j.create_job("master-secrets", "").expect("job").id;
+        let t = Instant::now();
+        for start in (0..n).step_by(PAGE) {
+            let page = (start..(start + PAGE).min(n)).map(|i| (key(i), record(i))).collect();
+            j.record_page(job, page, Some(format!("token-{start}"))).expect("page");
+        }
+        j.flush().await.expect("flush");
+        let listed = t.elapsed();
+        let t = Instant::now();
+        for i in 0..n {
+            let k = key(i);
+            j.transition(job, &k, |r| r.state = ObjectState::Uploaded, None)
+                .expect("uploaded");
+            j.transition(
+                job,
+                &k,
+                |r| {
+                    r.state = ObjectState::Verified;
+                    r.ciphertext_sha256 = Some(format!("{:064x}", i));
+                    r.dest_etag = Some(format!("\"{:032x}\"", i));
+                },
+                Some(AuditDraft {
+                    job_id: job,
+                    kind: "object_verified",
+                    category: "db".into(),
+                    outcome: "ok",
+                    source_key: k.clone(),
+                    dest_bucket: "secrets-db".into(),
+                    dest_key: k.clone(),
+                    detail: "size=1234 rule=prefix \"db/\" write=written ciphertext_sha256=… dest_etag=… envelope=1".into(),
+                    ..Default::default()
+                }),
+            )
+            .expect("verified");
+            if i % GROUP == GROUP - 1 {
+                j.flush().await.expect("flush");
+            }
+        }
+        j.flush().await.expect("flush");
+        let moved = t.elapsed();
+        println!("objects                  {n}");
+        println!(
+            "listing recorded         {:.0} objects/s ({:.2} s)",
+            n as f64 / listed.as_secs_f64(),
+            listed.as_secs_f64()
+        );
+        println!(
+            "transitions              {:.0} /s ({} transitions, 1 audit event and 1/{GROUP} flush per object, {:.2} s)",
+            (2 * n) as f64 / moved.as_secs_f64(),
+            2 * n,
+            moved.as_secs_f64()
+        );
+    }
+    let t = Instant::now();
+    let j = Journal::open(&path).expect("reopen");
+    let verified = j.counts(job).get(ObjectState::Verified);
+    println!(
+        "reopen (restart)         {:.2} s, {verified} verified counted",
+        t.elapsed().as_secs_f64()
+    );
+    drop(j);
+    let bytes = dir_size(&path);
+    println!(
+        "on disk                  {:.1} MiB, {:.0} bytes per object (records + audit trail)",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes as f64 / n as f64
+    );
+    println!("peak RSS                 {} MiB", peak_rss_mib());
+}
