@@ -78,6 +78,8 @@ key_admins = ["arn:aws:iam::123456789012:role/kms-admin"]
 # Who keeps access to master-secrets once it is locked down after cutover.
 [decommission]
 break_glass = ["arn:aws:iam::123456789012:role/break-glass"]
+archive_bucket = "secrets-archive"
+archive_retention_days = 30
 
 [[category]]
 name = "db"
@@ -164,6 +166,20 @@ PY
 # The bucket policies removed for moto's sake go back now: the cutover check requires them.
 "${CTL[@]}" provision --apply | tail -1
 "${CTL[@]}" cutover-check "$JOB"
+
+say "decommission: archive a sealed, retained copy of every migrated secret first"
+python3 - "$ENDPOINT" <<'PY'
+import sys, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], config=Config(s3={"addressing_style": "path"}))
+s3.create_bucket(Bucket="secrets-archive", ObjectLockEnabledForBucket=True)
+print("created s3://secrets-archive with Object Lock")
+PY
+# (Before the lockdown here only because moto enforces the lockdown's conditional deny on
+# everyone; on AWS the break-glass role runs the archive after it.)
+PLAN="$("${CTL[@]}" decommission plan "$JOB" --mode archive)"
+echo "$PLAN"
+"${CTL[@]}" decommission run "$(echo "$PLAN" | tail -1 | awk '{print $NF}')"
 
 say "decommission: lock master-secrets down (plan, then run its one-time token; reversible)"
 PLAN="$("${CTL[@]}" decommission plan "$JOB" --mode lockdown)"
