@@ -70,15 +70,24 @@ async fn main() {
         .unwrap_or(100_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("journal");
-    let key = |i: usize| format!("{}/team-{}/secret-{i:08}.json", ["db", "api", "tls", "misc"][i % 4], i % 8);
+    let key = |i: usize| {
+        format!(
+            "{}/team-{}/secret-{i:08}.json",
+            ["db", "api", "tls", "misc"][i % 4],
+            i % 8
+        )
+    };
     let job;
     {
         let j = Journal::open(&path).expect("open");
         job = j.create_job("master-secrets", "").expect("job").id;
         let t = Instant::now();
         for start in (0..n).step_by(PAGE) {
-            let page = (start..(start + PAGE).min(n)).map(|i| (key(i), record(i))).collect();
-            j.record_page(job, page, Some(format!("token-{start}"))).expect("page");
+            let page = (start..(start + PAGE).min(n))
+                .map(|i| (key(i), record(i)))
+                .collect();
+            j.record_page(job, page, Some(format!("token-{start}")))
+                .expect("page");
         }
         j.flush().await.expect("flush");
         let listed = t.elapsed();

@@ -8,31 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use common::*;
 use dualseal::api::pb;
-
-fn get(moto: &Moto, url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
-        .args([
-            "get",
-            url,
-            "--endpoint-url",
-            &moto.endpoint,
-            "--region",
-            "us-east-1",
-        ])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .expect("dualsealctl get")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mapping_reader_and_cutover_check() {
@@ -108,7 +89,7 @@ async fn mapping_reader_and_cutover_check() {
     );
 
     // An application reads a secret with only GetObject and Decrypt.
-    let got = get(&moto, "s3://secrets-db/team/s-00.json");
+    let got = dualsealctl_get(&moto, "s3://secrets-db/team/s-00.json");
     assert!(
         got.status.success(),
         "{}",
@@ -163,7 +144,7 @@ async fn mapping_reader_and_cutover_check() {
         .send()
         .await
         .unwrap();
-    let swapped = get(&moto, "s3://secrets-db/team/swapped.json");
+    let swapped = dualsealctl_get(&moto, "s3://secrets-db/team/swapped.json");
     assert!(!swapped.status.success());
     let err = String::from_utf8_lossy(&swapped.stderr);
     assert!(
@@ -223,9 +204,9 @@ async fn mapping_reader_and_cutover_check() {
         (0, 0, 1),
         "{r:?}"
     );
-    let rotated = get(&moto, "s3://secrets-api/team/s-01.json");
+    let rotated = dualsealctl_get(&moto, "s3://secrets-api/team/s-01.json");
     assert_eq!(rotated.stdout, b"{\"secret\":\"rotated\"}");
-    let new = get(&moto, "s3://secrets-db/team/new.json");
+    let new = dualsealctl_get(&moto, "s3://secrets-db/team/new.json");
     assert_eq!(new.stdout, b"{}");
     let audit = client.audit(job).await.expect("audit");
     let changed = audit
@@ -592,7 +573,7 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
         .secs();
     let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
     assert!((until - now - 7 * 86_400).abs() < 600, "{until} vs {now}");
-    let got = get(&moto, &format!("s3://{ARCHIVE}/{SOURCE}/api/a/01"));
+    let got = dualsealctl_get(&moto, &format!("s3://{ARCHIVE}/{SOURCE}/api/a/01"));
     assert!(
         got.status.success(),
         "{}",

@@ -298,22 +298,7 @@ async fn shared_data_keys_cut_kms_calls_and_still_bind_each_object_to_its_place(
             format!("{{\"dualseal:bucket\":\"{dest}\",\"dualseal:category\":\"{cat}\"}}")
         );
         wrapped_keys.insert(header.wrapped_key.clone());
-        let got = std::process::Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
-            .args([
-                "get",
-                &format!("s3://{dest}/{rest}"),
-                "--endpoint-url",
-                &moto.endpoint,
-                "--region",
-                "us-east-1",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .output()
-            .unwrap();
+        let got = dualsealctl_get(&moto, &format!("s3://{dest}/{rest}"));
         assert!(
             got.status.success(),
             "{}",

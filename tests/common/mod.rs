@@ -543,3 +543,23 @@ pub fn requests(metrics: &str, service: &str, operation: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// `dualsealctl get URL` against moto, as an application would read a migrated secret.
+pub fn dualsealctl_get(moto: &Moto, url: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+        .args([
+            "get",
+            url,
+            "--endpoint-url",
+            &moto.endpoint,
+            "--region",
+            "us-east-1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("dualsealctl get")
+}
