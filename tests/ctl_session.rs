@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Output;
 
 use common::*;
@@ -31,12 +30,9 @@ fn ok(o: Output, what: &str) -> String {
 async fn an_operator_session_with_dualsealctl() {
     let moto = Moto::start();
     provision(&moto).await;
-    let objects: BTreeMap<String, Vec<u8>> = (0..120)
-        .map(|i| {
-            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
-            (format!("{prefix}ctl/{i:03}"), vec![b'k'; 200 + i])
-        })
-        .collect();
+    let objects = spread(120, |prefix, i| {
+        (format!("{prefix}ctl/{i:03}"), vec![b'k'; 200 + i])
+    });
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let metrics_port = free_port();

@@ -19,15 +19,12 @@ use dualseal::api::pb;
 async fn mapping_reader_and_cutover_check() {
     let moto = Moto::start();
     let cats = provision(&moto).await;
-    let objects: BTreeMap<String, Vec<u8>> = (0..40)
-        .map(|i| {
-            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
-            (
-                format!("{prefix}team/s-{i:02}.json"),
-                format!("{{\"secret\":{i}}}").into_bytes(),
-            )
-        })
-        .collect();
+    let objects = spread(40, |prefix, i| {
+        (
+            format!("{prefix}team/s-{i:02}.json"),
+            format!("{{\"secret\":{i}}}").into_bytes(),
+        )
+    });
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_toml(&moto, dir.path(), 4)
@@ -339,12 +336,9 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
         .send()
         .await
         .expect("object lock");
-    let mut objects: BTreeMap<String, Vec<u8>> = (0..12)
-        .map(|i| {
-            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
-            (format!("{prefix}d/{i:02}"), vec![b'v'; 10 + i])
-        })
-        .collect();
+    let mut objects = spread(12, |prefix, i| {
+        (format!("{prefix}d/{i:02}"), vec![b'v'; 10 + i])
+    });
     put_all(&moto, &objects).await;
     // A second version of one key, and two keys no category claims.
     objects.insert("db/d/00".into(), b"second version".to_vec());
@@ -455,15 +449,12 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
     let moto = Moto::start();
     let cats = provision(&moto).await;
     let s3 = moto.s3();
-    let objects: BTreeMap<String, Vec<u8>> = (0..12)
-        .map(|i| {
-            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
-            (
-                format!("{prefix}a/{i:02}"),
-                format!("archived secret {i}").into_bytes(),
-            )
-        })
-        .collect();
+    let objects = spread(12, |prefix, i| {
+        (
+            format!("{prefix}a/{i:02}"),
+            format!("archived secret {i}").into_bytes(),
+        )
+    });
     put_all(&moto, &objects).await;
     put_all(
         &moto,

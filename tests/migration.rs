@@ -239,15 +239,12 @@ async fn a_paused_job_stays_paused_across_a_restart() {
 async fn shared_data_keys_cut_kms_calls_and_still_bind_each_object_to_its_place() {
     let moto = Moto::start();
     provision(&moto).await;
-    let objects: BTreeMap<String, Vec<u8>> = (0..60)
-        .map(|i| {
-            let (_, prefix) = CATEGORY_PREFIXES[i % 4];
-            (
-                format!("{prefix}shared/{i:02}"),
-                format!("secret number {i}").into_bytes(),
-            )
-        })
-        .collect();
+    let objects = spread(60, |prefix, i| {
+        (
+            format!("{prefix}shared/{i:02}"),
+            format!("secret number {i}").into_bytes(),
+        )
+    });
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();

@@ -563,3 +563,14 @@ pub fn dualsealctl_get(moto: &Moto, url: &str) -> std::process::Output {
         .output()
         .expect("dualsealctl get")
 }
+
+/// `n` objects spread round-robin over the four category prefixes; `make(prefix, i)` names and
+/// fills object `i`.
+pub fn spread(
+    n: usize,
+    make: impl Fn(&str, usize) -> (String, Vec<u8>),
+) -> BTreeMap<String, Vec<u8>> {
+    (0..n)
+        .map(|i| make(CATEGORY_PREFIXES[i % 4].1, i))
+        .collect()
+}
