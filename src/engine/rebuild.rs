@@ -70,6 +70,10 @@ pub(super) async fn rebuild(
                     report.foreign += 1;
                     continue;
                 }
+                // Another shard's copy belongs in that shard's journal.
+                if settings.shard.is_some_and(|s| !s.owns(&key)) {
+                    continue;
+                }
                 if let Some(j) = meta("job").and_then(|j| j.parse().ok()) {
                     if !report.original_jobs.contains(&j) {
                         report.original_jobs.push(j);
