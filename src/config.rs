@@ -341,7 +341,20 @@ pub struct DaemonConfig {
     /// Each shard has its own journal; `dualseald --shard` overrides it.
     #[serde(default)]
     pub shard: Option<String>,
+    /// Bytes of objects in memory at once across all jobs (each object in flight counts three
+    /// times its size: source, envelope, read-back). Large objects then wait for room instead
+    /// of exhausting memory; one larger than the budget runs alone.
+    #[serde(default = "default_max_bytes_in_flight")]
+    pub max_bytes_in_flight: u64,
 }
+
+fn default_max_bytes_in_flight() -> u64 {
+    1024 * 1024 * 1024
+}
+
+/// Bounds of `max_bytes_in_flight`: 16 MiB .. 64 GiB.
+pub const BYTES_IN_FLIGHT_RANGE: std::ops::RangeInclusive<u64> =
+    16 * 1024 * 1024..=64 * 1024 * 1024 * 1024;
 
 impl DaemonConfig {
     /// The parsed shard (`None`: the whole source, or a value `problems` reports).
@@ -408,6 +421,7 @@ impl Default for DaemonConfig {
             data_key_reuse_objects: 0,
             data_key_reuse_secs: default_data_key_reuse_secs(),
             shard: None,
+            max_bytes_in_flight: default_max_bytes_in_flight(),
         }
     }
 }
@@ -576,6 +590,14 @@ impl Config {
         }
         if let Some(Err(e)) = d.shard.as_deref().map(str::parse::<crate::shard::Shard>) {
             p.push(format!("daemon.{e}"));
+        }
+        if !BYTES_IN_FLIGHT_RANGE.contains(&d.max_bytes_in_flight) {
+            p.push(format!(
+                "daemon.max_bytes_in_flight = {}: must be between 16 MiB ({}) and 64 GiB ({})",
+                d.max_bytes_in_flight,
+                BYTES_IN_FLIGHT_RANGE.start(),
+                BYTES_IN_FLIGHT_RANGE.end()
+            ));
         }
         if d.max_attempts == 0 {
             p.push("daemon.max_attempts: must be at least 1".into());

@@ -604,6 +604,13 @@ async fn migrate_with_retries(
         let reason = reason.clone();
         return fail(ctx, key, &rec, "CategoryUnusable", reason).await;
     }
+    if rec.size > super::memory::MAX_SOURCE_BYTES {
+        let reason = format!(
+            "{} bytes: sealed, it exceeds S3's 5 GiB single-PUT limit, and this version of dualseal does not write multipart uploads; it stays in the source",
+            rec.size
+        );
+        return fail(ctx, key, &rec, "TooLarge", reason).await;
+    }
     let dest_key = rec.dest_key.clone().unwrap_or_else(|| key.to_owned());
     let mut policy = retry_policy(inner);
     // Replay the delays of attempts made before a restart, so the next one is as long.
@@ -658,6 +665,12 @@ async fn migrate_with_retries(
                     None,
                 )
                 .map(|_| ())
+        };
+        // Waiting for room is not having started: a pause takes the object back too.
+        let _room = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = drain.cancelled() => return Ok(()),
+            r = inner.memory.reserve(rec.size) => r,
         };
         let outcome = tokio::select! {
             _ = stop.cancelled() => return Ok(()),

@@ -10,6 +10,7 @@ mod estimate;
 mod job;
 mod lifecycle;
 mod limit;
+mod memory;
 pub mod migrate;
 mod plan;
 mod pool;
@@ -93,6 +94,8 @@ pub struct EngineSettings {
     pub data_key_reuse: Option<datakey::ReuseLimits>,
     /// This daemon's share of the source, when several split it.
     pub shard: Option<crate::shard::Shard>,
+    /// Memory budget for objects in flight, in bytes.
+    pub max_bytes_in_flight: u64,
 }
 
 impl EngineSettings {
@@ -122,6 +125,7 @@ impl EngineSettings {
                 max_age: Duration::from_secs(cfg.daemon.data_key_reuse_secs),
             }),
             shard: cfg.daemon.shard(),
+            max_bytes_in_flight: cfg.daemon.max_bytes_in_flight,
         }
     }
 }
@@ -217,6 +221,7 @@ pub(crate) struct Inner {
     keys: Arc<dyn KeyService>,
     classifier: Classifier,
     data_keys: datakey::DataKeys,
+    memory: memory::Budget,
     categories: Vec<CategoryConfig>,
     settings: EngineSettings,
     pool: Arc<pool::Pool>,
@@ -273,6 +278,7 @@ impl Engine {
                 classifier,
                 categories,
                 data_keys: datakey::DataKeys::new(settings.data_key_reuse),
+                memory: memory::Budget::new(settings.max_bytes_in_flight),
                 pool: pool::Pool::new(settings.concurrency),
                 settings,
                 running: Mutex::new(HashMap::new()),
