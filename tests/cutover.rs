@@ -172,21 +172,25 @@ async fn mapping_reader_and_cutover_check() {
         .send()
         .await
         .unwrap();
-    s3.delete_object()
-        .bucket(SOURCE)
-        .key("tls/team/s-02.json")
-        .send()
-        .await
-        .unwrap();
+    // One key from the middle of the listing and the very last one (the check walks the
+    // listing and the journal side by side; the tail is where a merge goes wrong).
+    for gone in ["tls/team/s-02.json", "tls/team/s-38.json"] {
+        s3.delete_object()
+            .bucket(SOURCE)
+            .key(gone)
+            .send()
+            .await
+            .unwrap();
+    }
     let r = client.cutover_check(job).await.expect("cutover check");
     assert!(!r.ready);
     assert_eq!(
         (r.new_in_source, r.changed_in_source, r.deleted_in_source),
-        (1, 1, 1)
+        (1, 1, 2)
     );
     let not_ready = ctl(sock, &["cutover-check", &job_s]);
     assert_eq!(not_ready.status.code(), Some(5));
-    assert!(String::from_utf8_lossy(&not_ready.stdout).contains("1 new, 1 changed, 1 deleted"));
+    assert!(String::from_utf8_lossy(&not_ready.stdout).contains("1 new, 1 changed, 2 deleted"));
 
     // A catch-up pass migrates the new and the changed object; the deletion stays reported.
     let synced = ctl(sock, &["sync", &job_s, "--watch"]);
@@ -198,7 +202,7 @@ async fn mapping_reader_and_cutover_check() {
     let r = client.cutover_check(job).await.expect("cutover check");
     assert_eq!(
         (r.new_in_source, r.changed_in_source, r.deleted_in_source),
-        (0, 0, 1),
+        (0, 0, 2),
         "{r:?}"
     );
     let rotated = dualsealctl_get(&moto, "s3://secrets-api/team/s-01.json");
@@ -231,15 +235,17 @@ async fn mapping_reader_and_cutover_check() {
     );
     assert!(
         client.plan_decommission(job, "delete").await.is_err(),
-        "delete is not built"
+        "delete is refused while the cutover check fails"
     );
-    s3.put_object()
-        .bucket(SOURCE)
-        .key("tls/team/s-02.json")
-        .body(ByteStream::from(objects["tls/team/s-02.json"].clone()))
-        .send()
-        .await
-        .unwrap();
+    for back in ["tls/team/s-02.json", "tls/team/s-38.json"] {
+        s3.put_object()
+            .bucket(SOURCE)
+            .key(back)
+            .body(ByteStream::from(objects[back].clone()))
+            .send()
+            .await
+            .unwrap();
+    }
     assert!(client.cutover_check(job).await.unwrap().ready);
     // ... then a lockdown with a token, used once, and a rollback to the original policy.
     let original = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Original","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::master-secrets/*"}]}"#;

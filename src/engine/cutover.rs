@@ -2,8 +2,6 @@
 //! cutover check — is every object verified, has the source changed since, are the destination
 //! buckets as hardened as provisioning requires.
 
-use std::collections::HashSet;
-
 use super::error::EngineError;
 use super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
 use super::{Engine, Scope};
@@ -227,9 +225,13 @@ impl Engine {
         let scope = Scope::new(&job.options, &names)
             .map_err(|p| EngineError::InvalidRequest(p.join("; ")))?
             .in_shard(inner.settings.shard);
-        // Keys seen in the listing. Memory grows with the source; fine for a check run once
-        // before a cutover (a merge of the two sorted streams would make it flat).
-        let mut seen = HashSet::new();
+        // The listing and the journal are both in key (byte) order: walking them side by side
+        // finds the verified keys the listing no longer has, in memory that does not grow
+        // with the source.
+        let mut verified = inner
+            .journal
+            .iter_objects(job.id, Some(ObjectState::Verified))
+            .peekable();
         let mut token = None;
         loop {
             let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
@@ -240,6 +242,15 @@ impl Engine {
             })
             .await?;
             for o in &page.objects {
+                while let Some(item) = verified.next_if(|item| {
+                    item.as_ref()
+                        .map_or(true, |(k, _)| k.as_bytes() <= o.key.as_bytes())
+                }) {
+                    let (k, _) = item?;
+                    if k != o.key {
+                        r.deleted_in_source += 1;
+                    }
+                }
                 if !scope.owns(&o.key) || !scope.admits_key(&o.key) {
                     continue;
                 }
@@ -254,7 +265,6 @@ impl Engine {
                         if rec.state == ObjectState::Verified && rec.source_etag != o.etag {
                             r.changed_in_source += 1;
                         }
-                        seen.insert(o.key.clone());
                     }
                 }
             }
@@ -263,14 +273,9 @@ impl Engine {
                 None => break,
             }
         }
-        for item in inner
-            .journal
-            .iter_objects(job.id, Some(ObjectState::Verified))
-        {
-            let (key, _) = item?;
-            if !seen.contains(&key) {
-                r.deleted_in_source += 1;
-            }
+        for item in verified {
+            item?;
+            r.deleted_in_source += 1;
         }
         Ok(())
     }
