@@ -120,18 +120,7 @@ async fn mapping_reader_and_cutover_check() {
 
     // A swapped object (another key's envelope, still DSSE-KMS) is refused.
     let s3 = moto.s3();
-    let other = s3
-        .get_object()
-        .bucket("secrets-db")
-        .key("team/s-04.json")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let other = stored_bytes(&moto, "secrets-db", "team/s-04.json").await;
     s3.put_object()
         .bucket("secrets-db")
         .key("team/swapped.json")
@@ -315,33 +304,13 @@ async fn mapping_reader_and_cutover_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_removes_only_verified_versions_and_never_locked_ones() {
     use aws_sdk_s3::types::{
-        BucketVersioningStatus, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockLegalHold,
-        ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode,
-        VersioningConfiguration,
+        ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention,
+        ObjectLockRetentionMode,
     };
     let moto = Moto::start();
     provision(&moto).await;
     let s3 = moto.s3();
-    s3.put_bucket_versioning()
-        .bucket(SOURCE)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("versioning");
-    s3.put_object_lock_configuration()
-        .bucket(SOURCE)
-        .object_lock_configuration(
-            ObjectLockConfiguration::builder()
-                .object_lock_enabled(ObjectLockEnabled::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("object lock");
+    enable_object_lock(&moto, SOURCE).await;
     let mut objects = spread(12, |prefix, i| {
         (format!("{prefix}d/{i:02}"), vec![b'v'; 10 + i])
     });
@@ -448,9 +417,6 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_copies_verified_objects_sealed_under_retention() {
-    use aws_sdk_s3::types::{
-        BucketVersioningStatus, ObjectLockConfiguration, ObjectLockEnabled, VersioningConfiguration,
-    };
     const ARCHIVE: &str = "secrets-archive";
     let moto = Moto::start();
     let cats = provision(&moto).await;
@@ -496,26 +462,7 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
             .contains("does not have Object Lock enabled"),
         "{unlocked:?}"
     );
-    s3.put_bucket_versioning()
-        .bucket(ARCHIVE)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    s3.put_object_lock_configuration()
-        .bucket(ARCHIVE)
-        .object_lock_configuration(
-            ObjectLockConfiguration::builder()
-                .object_lock_enabled(ObjectLockEnabled::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_object_lock(&moto, ARCHIVE).await;
 
     let plan = client
         .plan_decommission(job, "archive")

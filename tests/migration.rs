@@ -275,19 +275,7 @@ async fn shared_data_keys_cut_kms_calls_and_still_bind_each_object_to_its_place(
     for (key, bytes) in &objects {
         let (cat, rest) = key.split_once('/').unwrap();
         let dest = format!("secrets-{cat}");
-        let body = moto
-            .s3()
-            .get_object()
-            .bucket(&dest)
-            .key(rest)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+        let body = stored_bytes(&moto, &dest, rest).await;
         let (header, _) = dualseal::envelope::parse_header(&body).unwrap();
         assert_eq!(
             header.version,

@@ -574,3 +574,48 @@ pub fn spread(
         .map(|i| make(CATEGORY_PREFIXES[i % 4].1, i))
         .collect()
 }
+
+/// The stored bytes of an object, as S3 returns them.
+pub async fn stored_bytes(moto: &Moto, bucket: &str, key: &str) -> Vec<u8> {
+    moto.s3()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {bucket}/{key}: {e:?}"))
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
+}
+
+/// Turns on versioning and Object Lock on an existing bucket.
+pub async fn enable_object_lock(moto: &Moto, bucket: &str) {
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, ObjectLockConfiguration, ObjectLockEnabled, VersioningConfiguration,
+    };
+    let s3 = moto.s3();
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+    s3.put_object_lock_configuration()
+        .bucket(bucket)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("object lock");
+}
