@@ -11,7 +11,8 @@
 # Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64), MODES (dualseal
 # runs: verify mode, "+reuse" for shared data keys (data_key_reuse_objects = REUSE_OBJECTS,
 # default 1000); default "full checksum full+reuse checksum+reuse"), ANCHOR_CONFIGS (default
-# "rc16 rx64"), BENCH_STATE (default /tmp/dualseal-bench), ANCHORS (the shared harness,
+# "rc16 rx64"; "none" for dualseal alone), MAX_BYTES_IN_FLIGHT (dualseal's memory budget,
+# default its own), BENCH_STATE (default /tmp/dualseal-bench), ANCHORS (the shared harness,
 # default ../shared/bench).
 #
 # s3s-fs ignores SSE headers, so dualseal is built with the `bench` feature and run with
@@ -112,7 +113,9 @@ EOF
     {
         printf '[aws]\nregion = "us-east-1"\ns3_endpoint_url = "%s"\nkms_endpoint_url = "%s"\n\n' "$EP" "$KMS_EP"
         printf '[source]\nbucket = "master-secrets"\n\n'
-        printf '[daemon]\njournal_path = "@WORK@/journal"\ncontrol_socket = "@WORK@/control.sock"\nconcurrency = %s\n\n' "$CONCURRENCY"
+        printf '[daemon]\njournal_path = "@WORK@/journal"\ncontrol_socket = "@WORK@/control.sock"\nconcurrency = %s\n' "$CONCURRENCY"
+        [[ -n "${MAX_BYTES_IN_FLIGHT:-}" ]] && printf 'max_bytes_in_flight = %s\n' "$MAX_BYTES_IN_FLIGHT"
+        printf '\n'
         printf '[metrics]\nlisten = "127.0.0.1:@METRICS_PORT@"\n\n'
         printf '# s3s-fs has no bucket encryption settings to check.\n[provision]\nrequire_hardened_buckets = false\n'
         for c in db api tls misc; do
@@ -129,6 +132,7 @@ EOF
                         rclone copy src:master-secrets crypt-all: --transfers 16 --checkers 16 "${RF[@]}" ;;
                 rx64) run "rclone crypt per-prefix t=64" crypt none "" "" -- \
                         "$ANCHORS/rclone_job.sh" crypt seq --transfers 64 --checkers 64 "${RF[@]}" ;;
+                none) ;;
                 *) log "unknown anchor config $a" ;;
             esac
         done
