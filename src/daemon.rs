@@ -55,8 +55,11 @@ pub fn open_journal(config: &Config, opts: OpenOptions) -> Result<Journal, Daemo
         path: path.clone(),
         source,
     })?;
+    let opts = OpenOptions {
+        shard: config.daemon.shard(),
+        ..opts
+    };
     let journal = Journal::open_with(path, opts)?;
-    journal.bind_shard(config.daemon.shard().map(|s| s.to_string()).as_deref())?;
     if journal.recovered() {
         tracing::info!(path = %path.display(), "journal opened (recovered existing state)");
     } else {

@@ -106,6 +106,7 @@ fn main() -> ExitCode {
     }
     let opts = dualseal::journal::OpenOptions {
         accept_rollback: args.accept_journal_rollback,
+        ..Default::default()
     };
     let hooks = dualseal::daemon::Hooks {
         config_path: args.config.clone(),

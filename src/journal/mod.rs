@@ -253,6 +253,9 @@ pub struct OpenOptions {
     /// Accept a database that is behind its high-water mark (a deliberately restored older
     /// copy): the mark is reset to the database's generation.
     pub accept_rollback: bool,
+    /// The daemon's shard (`None`: the whole source): a new journal is bound to it, an
+    /// existing one must already be.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -309,7 +312,14 @@ impl Journal {
             path: path.to_owned(),
             message,
         };
-        integrity::guarded(|| Self::open_inner(path, opts)).map_err(damaged)?
+        // Corruption met by any read while opening (sled reports some as errors rather than
+        // panics) is the same damage, found before anything reached S3 or KMS.
+        integrity::guarded(|| Self::open_inner(path, opts))
+            .map_err(damaged)?
+            .map_err(|e| match e {
+                JournalError::Storage(s @ sled::Error::Corruption { .. }) => damaged(s.to_string()),
+                other => other,
+            })
     }
 
     fn open_inner(path: &Path, opts: OpenOptions) -> Result<Self, JournalError> {
@@ -396,6 +406,7 @@ impl Journal {
             hwm_written: Mutex::new(std::time::Instant::now()),
         };
         j.rebuild()?;
+        j.bind_shard(opts.shard.map(|s| s.to_string()).as_deref())?;
         Ok(j)
     }
 
@@ -447,7 +458,7 @@ impl Journal {
     ///
     /// # Errors
     /// `WrongShard`; `Storage`.
-    pub fn bind_shard(&self, shard: Option<&str>) -> Result<(), JournalError> {
+    fn bind_shard(&self, shard: Option<&str>) -> Result<(), JournalError> {
         let want = shard.unwrap_or("whole");
         match self.meta.get(META_SHARD)? {
             Some(v) if v.as_ref() == want.as_bytes() => Ok(()),
