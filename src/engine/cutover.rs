@@ -3,7 +3,7 @@
 //! buckets as hardened as provisioning requires.
 
 use super::error::EngineError;
-use super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
+use super::job::{list_with_retries, resolve_targets};
 use super::{Engine, Scope};
 use crate::journal::{JobId, JobKind, JobState, ObjectState};
 
@@ -234,12 +234,13 @@ impl Engine {
             .peekable();
         let mut token = None;
         loop {
-            let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
-                Ok(inner
-                    .store
-                    .list_page(&job.source_bucket, &job.prefix, token.clone())
-                    .await?)
-            })
+            let page = list_with_retries(
+                inner,
+                "list source",
+                &job.source_bucket,
+                &job.prefix,
+                token.clone(),
+            )
             .await?;
             for o in &page.objects {
                 while let Some(item) = verified.next_if(|item| {

@@ -104,3 +104,21 @@ impl ObjectError {
         }
     }
 }
+
+/// A failure that may or may not go away when the call is made again.
+pub(super) trait Retryable: std::fmt::Display {
+    /// Whether another attempt can succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for EngineError {
+    fn is_retryable(&self) -> bool {
+        EngineError::is_retryable(self)
+    }
+}
+
+impl Retryable for ObjectError {
+    fn is_retryable(&self) -> bool {
+        ObjectError::is_retryable(self)
+    }
+}

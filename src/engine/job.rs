@@ -8,7 +8,7 @@ use backoff::ExponentialBackoff;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::error::{EngineError, ObjectError};
+use super::error::{EngineError, ObjectError, Retryable};
 use super::migrate::{Attempt, Outcome, Proof};
 use super::pool::Permit;
 use super::progress::RecentError;
@@ -26,15 +26,16 @@ use crate::store::ListedObject;
 pub(super) const JOB_CALL_ATTEMPTS: u32 = 25;
 
 /// Runs a job-level call, retrying retryable failures with backoff, up to `attempts`.
-pub(super) async fn with_retries<T, F, Fut>(
+pub(super) async fn with_retries<T, E, F, Fut>(
     inner: &Inner,
     what: &str,
     attempts: u32,
     mut f: F,
-) -> Result<T, EngineError>
+) -> Result<T, E>
 where
+    E: Retryable,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, EngineError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut policy = retry_policy(inner);
     let mut n = 0;
@@ -49,6 +50,20 @@ where
             other => return other,
         }
     }
+}
+
+/// One page of a bucket listing, retried like any job-level call.
+pub(super) async fn list_with_retries(
+    inner: &Inner,
+    what: &str,
+    bucket: &str,
+    prefix: &str,
+    token: Option<String>,
+) -> Result<crate::store::ListPage, EngineError> {
+    with_retries(inner, what, JOB_CALL_ATTEMPTS, || async {
+        Ok(inner.store.list_page(bucket, prefix, token.clone()).await?)
+    })
+    .await
 }
 
 /// Resolves every category's KMS key and checks every destination bucket. `strict` (the
@@ -66,12 +81,13 @@ pub(super) async fn resolve_targets(
     for c in &inner.categories {
         // A control request should answer within seconds; a running job can wait longer.
         let attempts = if strict { 4 } else { JOB_CALL_ATTEMPTS };
-        let resolved = with_retries(inner, "resolve category", attempts, || async {
-            let arn = inner.keys.resolve_key(&c.key_ref()).await?;
-            inner.store.check_bucket(&c.bucket).await?;
-            Ok(arn)
-        })
-        .await;
+        let resolved: Result<String, EngineError> =
+            with_retries(inner, "resolve category", attempts, || async {
+                let arn = inner.keys.resolve_key(&c.key_ref()).await?;
+                inner.store.check_bucket(&c.bucket).await?;
+                Ok(arn)
+            })
+            .await;
         let (kms_key_arn, unusable) = match resolved {
             Ok(arn) => (arn, None),
             Err(e) if strict || e.is_retryable() => return Err(e),
@@ -362,12 +378,13 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         let mut excluded = 0;
         let (records, next_token) = match job.kind {
             JobKind::Migrate => {
-                let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
-                    Ok(inner
-                        .store
-                        .list_page(&job.source_bucket, &job.prefix, token.clone())
-                        .await?)
-                })
+                let page = list_with_retries(
+                    inner,
+                    "list source",
+                    &job.source_bucket,
+                    &job.prefix,
+                    token.clone(),
+                )
                 .await?;
                 // Other shards' keys are theirs: neither taken nor counted here.
                 let owned: Vec<_> = page.objects.iter().filter(|o| scope.owns(&o.key)).collect();
@@ -564,7 +581,7 @@ async fn dispatch(
     Ok(drain.is_cancelled())
 }
 
-pub(super) fn retry_policy(inner: &Inner) -> ExponentialBackoff {
+fn retry_policy(inner: &Inner) -> ExponentialBackoff {
     ExponentialBackoff {
         initial_interval: inner.settings.retry_initial,
         max_interval: inner.settings.retry_max,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::error::{EngineError, ObjectError};
-use super::job::{with_retries, JOB_CALL_ATTEMPTS};
+use super::job::list_with_retries;
 use super::migrate::prove_destination;
 use super::{Inner, Scope};
 use crate::aws::AwsErrorKind;
@@ -192,12 +192,13 @@ pub(super) async fn plan(
     };
     let mut token = None;
     loop {
-        let page = with_retries(inner, "list source", JOB_CALL_ATTEMPTS, || async {
-            Ok(inner
-                .store
-                .list_page(&inner.settings.source_bucket, prefix, token.clone())
-                .await?)
-        })
+        let page = list_with_retries(
+            inner,
+            "list source",
+            &inner.settings.source_bucket,
+            prefix,
+            token.clone(),
+        )
         .await?;
         let mut batch = Vec::new();
         for o in page.objects.iter().filter(|o| scope.owns(&o.key)) {

@@ -4,7 +4,7 @@
 //! compare) without writing it again, and migrates whatever is missing.
 
 use super::error::EngineError;
-use super::job::{listed_record, with_retries, JOB_CALL_ATTEMPTS};
+use super::job::{list_with_retries, listed_record, with_retries, JOB_CALL_ATTEMPTS};
 use super::migrate::META_PREFIX;
 use super::{EngineSettings, Inner};
 use crate::journal::{AuditDraft, JobId, ObjectState};
@@ -42,14 +42,16 @@ pub(super) async fn rebuild(
     for c in &inner.categories {
         let mut token = None;
         loop {
-            let page = with_retries(inner, "list destination", JOB_CALL_ATTEMPTS, || async {
-                Ok(inner.store.list_page(&c.bucket, "", token.clone()).await?)
-            })
-            .await?;
+            let page =
+                list_with_retries(inner, "list destination", &c.bucket, "", token.clone()).await?;
             let mut records = Vec::new();
             for o in &page.objects {
                 let head = with_retries(inner, "head destination", JOB_CALL_ATTEMPTS, || async {
-                    Ok(inner.store.head(&c.bucket, &o.key).await?)
+                    inner
+                        .store
+                        .head(&c.bucket, &o.key)
+                        .await
+                        .map_err(EngineError::from)
                 })
                 .await?;
                 let Some(head) = head else { continue };

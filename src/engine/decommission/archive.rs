@@ -10,11 +10,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use backoff::backoff::Backoff;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::super::job::{resolve_targets, retry_policy, JOB_CALL_ATTEMPTS};
+use super::super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
 use super::super::migrate::{Attempt, Outcome};
 use super::super::{Engine, EngineError, Target};
 use crate::config::RetentionMode;
@@ -248,21 +247,11 @@ impl Engine {
             content_rules: None,
             data_keys: &self.inner.data_keys,
         };
-        let mut policy = retry_policy(&self.inner);
-        let mut n = 0;
-        loop {
-            n += 1;
-            match attempt.run(|_| Ok(())).await {
-                Ok(Outcome::Verified(proof)) => return Ok(proof.how.as_str()),
-                Ok(Outcome::Conflict(why)) => return Err(why),
-                Err(e) if e.is_retryable() && n < JOB_CALL_ATTEMPTS => {
-                    let delay = policy
-                        .next_backoff()
-                        .unwrap_or(self.inner.settings.retry_max);
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+        let run = || attempt.run(|_| Ok(()));
+        match with_retries(&self.inner, "archive object", JOB_CALL_ATTEMPTS, run).await {
+            Ok(Outcome::Verified(proof)) => Ok(proof.how.as_str()),
+            Ok(Outcome::Conflict(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
