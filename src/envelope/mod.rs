@@ -27,6 +27,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+pub mod stream;
+pub use stream::{StreamOpener, StreamSealer};
+
 /// First four bytes of every envelope.
 pub const MAGIC: [u8; 4] = *b"DSEL";
 /// The format version of an envelope under its own data key (the default); readers accept
