@@ -35,6 +35,7 @@ fn record(i: usize) -> ObjectRecord {
         rule: Some("prefix \"db/\"".to_owned()),
         code: None,
         envelope_version: None,
+        upload_id: None,
     }
 }
 

@@ -346,7 +346,39 @@ pub struct DaemonConfig {
     /// of exhausting memory; one larger than the budget runs alone.
     #[serde(default = "default_max_bytes_in_flight")]
     pub max_bytes_in_flight: u64,
+    /// Objects of at least this many bytes are streamed: read, sealed and written as a
+    /// multipart upload part by part, and read back the same way, never held whole.
+    #[serde(default = "default_multipart_threshold")]
+    pub multipart_threshold: u64,
+    /// Bytes of envelope per uploaded part (raised for objects that would need more than
+    /// 10,000 parts).
+    #[serde(default = "default_multipart_part_size")]
+    pub multipart_part_size: u64,
+    /// Parts of one object uploading at once.
+    #[serde(default = "default_multipart_parts_in_flight")]
+    pub multipart_parts_in_flight: u32,
 }
+
+fn default_multipart_threshold() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_multipart_part_size() -> u64 {
+    8 * 1024 * 1024
+}
+
+fn default_multipart_parts_in_flight() -> u32 {
+    4
+}
+
+/// Bounds of `multipart_threshold`: S3's smallest part .. its largest single PUT, less 16 MiB
+/// for the envelope's header and 16 bytes per segment.
+pub const MULTIPART_THRESHOLD_RANGE: std::ops::RangeInclusive<u64> =
+    5 * 1024 * 1024..=5 * 1024 * 1024 * 1024 - 16 * 1024 * 1024;
+
+/// Bounds of `multipart_part_size`: S3's smallest part .. 512 MiB (memory holds a few).
+pub const MULTIPART_PART_SIZE_RANGE: std::ops::RangeInclusive<u64> =
+    5 * 1024 * 1024..=512 * 1024 * 1024;
 
 fn default_max_bytes_in_flight() -> u64 {
     1024 * 1024 * 1024
@@ -422,6 +454,9 @@ impl Default for DaemonConfig {
             data_key_reuse_secs: default_data_key_reuse_secs(),
             shard: None,
             max_bytes_in_flight: default_max_bytes_in_flight(),
+            multipart_threshold: default_multipart_threshold(),
+            multipart_part_size: default_multipart_part_size(),
+            multipart_parts_in_flight: default_multipart_parts_in_flight(),
         }
     }
 }
@@ -597,6 +632,28 @@ impl Config {
                 d.max_bytes_in_flight,
                 BYTES_IN_FLIGHT_RANGE.start(),
                 BYTES_IN_FLIGHT_RANGE.end()
+            ));
+        }
+        if !MULTIPART_THRESHOLD_RANGE.contains(&d.multipart_threshold) {
+            p.push(format!(
+                "daemon.multipart_threshold = {}: must be between 5 MiB ({}) and 5 GiB - 16 MiB ({}), S3's smallest part and largest single PUT",
+                d.multipart_threshold,
+                MULTIPART_THRESHOLD_RANGE.start(),
+                MULTIPART_THRESHOLD_RANGE.end()
+            ));
+        }
+        if !MULTIPART_PART_SIZE_RANGE.contains(&d.multipart_part_size) {
+            p.push(format!(
+                "daemon.multipart_part_size = {}: must be between 5 MiB ({}) and 512 MiB ({})",
+                d.multipart_part_size,
+                MULTIPART_PART_SIZE_RANGE.start(),
+                MULTIPART_PART_SIZE_RANGE.end()
+            ));
+        }
+        if !(1..=32).contains(&d.multipart_parts_in_flight) {
+            p.push(format!(
+                "daemon.multipart_parts_in_flight = {}: must be between 1 and 32",
+                d.multipart_parts_in_flight
             ));
         }
         if d.max_attempts == 0 {

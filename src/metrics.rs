@@ -18,7 +18,10 @@ use crate::engine::Engine;
 use crate::envelope::{DataKey, EncryptionContext};
 use crate::journal::ObjectState;
 use crate::kms::{GeneratedKey, KeyService, KmsError};
-use crate::store::{Fetched, HeadInfo, ListPage, ObjectStore, PutResult, SealedPut, StoreError};
+use crate::store::{
+    Fetched, HeadInfo, ListPage, ObjectStore, Precondition, PutResult, SealedPut, SealedUpload,
+    StoreError, Streamed, UploadedPart,
+};
 
 /// How often gauges are refreshed from the engine and the journal directory.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -201,10 +204,71 @@ impl ObjectStore for MeteredStore {
         r
     }
 
+    async fn get_stream(&self, bucket: &str, key: &str) -> Result<Streamed, StoreError> {
+        // Times the response headers; the body is timed by whoever reads it.
+        let t = Instant::now();
+        let r = self.0.get_stream(bucket, key).await;
+        s3("GetObject", t, &r);
+        r
+    }
+
     async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError> {
         let t = Instant::now();
         let r = self.0.put_sealed(put).await;
         s3("PutObject", t, &r);
+        r
+    }
+
+    async fn create_multipart(&self, upload: &SealedUpload) -> Result<String, StoreError> {
+        let t = Instant::now();
+        let r = self.0.create_multipart(upload).await;
+        s3("CreateMultipartUpload", t, &r);
+        r
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        let t = Instant::now();
+        let r = self
+            .0
+            .upload_part(bucket, key, upload_id, number, body)
+            .await;
+        s3("UploadPart", t, &r);
+        r
+    }
+
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        precondition: &Precondition,
+    ) -> Result<PutResult, StoreError> {
+        let t = Instant::now();
+        let r = self
+            .0
+            .complete_multipart(bucket, key, upload_id, parts, precondition)
+            .await;
+        s3("CompleteMultipartUpload", t, &r);
+        r
+    }
+
+    async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.0.abort_multipart(bucket, key, upload_id).await;
+        s3("AbortMultipartUpload", t, &r);
         r
     }
 

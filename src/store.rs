@@ -120,6 +120,65 @@ pub struct SealedPut {
     pub retention: Option<Retention>,
 }
 
+/// A sealed object written in parts (multipart upload): everything but the body, which
+/// follows part by part.
+#[derive(Debug, Clone)]
+pub struct SealedUpload {
+    /// Destination bucket.
+    pub bucket: String,
+    /// Destination key.
+    pub key: String,
+    /// KMS key for DSSE-KMS.
+    pub kms_key_id: String,
+    /// SSE-KMS encryption context, as canonical JSON.
+    pub sse_context_json: String,
+    /// User metadata (never secret).
+    pub metadata: HashMap<String, String>,
+    /// Object Lock retention to set with the write (archive copies only).
+    pub retention: Option<Retention>,
+}
+
+/// One uploaded part, as `CompleteMultipartUpload` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// Part number, from 1.
+    pub number: i32,
+    /// The part's ETag.
+    pub etag: String,
+    /// Base64 SHA-256 of the part, checked by S3 on receipt.
+    pub sha256_b64: String,
+}
+
+/// An object body arriving in chunks. The chunks of a source object are plaintext: they are
+/// sealed or hashed and dropped, never kept.
+pub type BodyStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, StoreError>> + Send>>;
+
+/// An object being read as a stream.
+pub struct Streamed {
+    /// ETag of the version read.
+    pub etag: String,
+    /// Version id, when the bucket is versioned.
+    pub version_id: Option<String>,
+    /// `x-amz-server-side-encryption` of the object.
+    pub sse: Option<String>,
+    /// KMS key of the object's SSE, when SSE-KMS.
+    pub sse_kms_key_id: Option<String>,
+    /// Bytes the body will carry.
+    pub content_length: u64,
+    /// The body.
+    pub body: BodyStream,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed")
+            .field("etag", &self.etag)
+            .field("content_length", &self.content_length)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Object Lock retention of a write: the bucket must have Object Lock enabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -185,8 +244,39 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
         max_bytes: usize,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError>;
+    /// Reads an object as a stream of chunks (large objects, held one part at a time).
+    async fn get_stream(&self, bucket: &str, key: &str) -> Result<Streamed, StoreError>;
     /// Writes a sealed object with DSSE-KMS.
     async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError>;
+    /// Starts a multipart upload of a sealed object with DSSE-KMS and SHA-256 part checksums;
+    /// returns the upload id.
+    async fn create_multipart(&self, upload: &SealedUpload) -> Result<String, StoreError>;
+    /// Uploads one part (at least 5 MiB, except the last).
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<UploadedPart, StoreError>;
+    /// Completes an upload, only if the destination satisfies `precondition`; on
+    /// `PreconditionFailed` the upload stays open (complete again or abort it).
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        precondition: &Precondition,
+    ) -> Result<PutResult, StoreError>;
+    /// Aborts an upload and frees its parts; an upload S3 no longer knows is not an error.
+    async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StoreError>;
     /// Metadata of an object, `None` when the key does not exist.
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError>;
     /// Whether a bucket exists and is reachable with our credentials.
@@ -235,6 +325,18 @@ async fn collect_body(
         }
     }
     Ok(body)
+}
+
+fn context_b64(json: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(json.as_bytes())
+}
+
+fn lock_mode(mode: crate::config::RetentionMode) -> ObjectLockMode {
+    match mode {
+        crate::config::RetentionMode::Governance => ObjectLockMode::Governance,
+        crate::config::RetentionMode::Compliance => ObjectLockMode::Compliance,
+    }
 }
 
 fn err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
@@ -337,11 +439,213 @@ impl ObjectStore for S3Store {
         collect_body(out.body, len.min(max_bytes), max_bytes, bucket, key).await
     }
 
-    async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError> {
-        let context_b64 = {
+    async fn get_stream(&self, bucket: &str, key: &str) -> Result<Streamed, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| err("GetObject", bucket, key, e))?;
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let version_id = out.version_id().map(str::to_owned);
+        let sse = out.server_side_encryption().map(|s| s.as_str().to_owned());
+        let sse_kms_key_id = out.ssekms_key_id().map(str::to_owned);
+        let content_length = u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let body = futures::stream::unfold(Some(out.body), move |stream| {
+            let (b, k) = (b.clone(), k.clone());
+            async move {
+                let mut stream = stream?;
+                match stream.try_next().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), Some(stream))),
+                    Ok(None) => None,
+                    Err(e) => Some((
+                        Err(StoreError {
+                            op: "GetObject",
+                            bucket: b,
+                            key: k,
+                            kind: AwsErrorKind::Transient,
+                            message: format!("reading the body failed: {e}"),
+                        }),
+                        None,
+                    )),
+                }
+            }
+        });
+        Ok(Streamed {
+            etag,
+            version_id,
+            sse,
+            sse_kms_key_id,
+            content_length,
+            body: Box::pin(body),
+        })
+    }
+
+    async fn create_multipart(&self, upload: &SealedUpload) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&upload.bucket)
+            .key(&upload.key)
+            .content_type("application/vnd.dualseal.envelope")
+            .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
+            .ssekms_key_id(&upload.kms_key_id)
+            .ssekms_encryption_context(context_b64(&upload.sse_context_json))
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .set_metadata(Some(upload.metadata.clone()))
+            .set_object_lock_mode(upload.retention.map(|r| lock_mode(r.mode)))
+            .set_object_lock_retain_until_date(
+                upload
+                    .retention
+                    .map(|r| aws_sdk_s3::primitives::DateTime::from(r.until)),
+            )
+            .send()
+            .await
+            .map_err(|e| err("CreateMultipartUpload", &upload.bucket, &upload.key, e))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError {
+                op: "CreateMultipartUpload",
+                bucket: upload.bucket.clone(),
+                key: upload.key.clone(),
+                kind: AwsErrorKind::Other,
+                message: "the response carries no upload id".into(),
+            })
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        let sha256_b64 = {
             use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.encode(put.sse_context_json.as_bytes())
+            use sha2::Digest as _;
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
         };
+        let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
+        let out = self
+            .client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(len)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .checksum_sha256(&sha256_b64)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err("UploadPart", bucket, key, e))?;
+        Ok(UploadedPart {
+            number,
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            sha256_b64,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        precondition: &Precondition,
+    ) -> Result<PutResult, StoreError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let parts = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .checksum_sha256(&p.sha256_b64)
+                    .build()
+            })
+            .collect();
+        let (if_none_match, if_match) = match precondition {
+            Precondition::Absent => (Some("*".to_owned()), None),
+            Precondition::Matches(etag) => (None, Some(etag.clone())),
+        };
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(PutResult {
+                request_id: out.request_id().map(str::to_owned),
+                etag: out.e_tag().unwrap_or_default().to_owned(),
+                version_id: out.version_id().map(str::to_owned),
+            }),
+            // Some S3 implementations (moto 5) name the answer's root element
+            // `CompleteMultipartUploadResponse`, which the SDK refuses; a success carries the
+            // new ETag, an error answered with 200 (as S3 may for this call) does not.
+            Err(e) => {
+                let completed = e
+                    .raw_response()
+                    .filter(|r| r.status().is_success())
+                    .and_then(|r| {
+                        let body = r.body().bytes()?;
+                        let etag = xml_element(body, "ETag")?;
+                        let header = |h| r.headers().get(h).map(str::to_owned);
+                        Some(PutResult {
+                            etag: etag.replace("&quot;", "\""),
+                            request_id: header("x-amz-request-id"),
+                            version_id: header("x-amz-version-id"),
+                        })
+                    });
+                completed.ok_or_else(|| err("CompleteMultipartUpload", bucket, key, e))
+            }
+        }
+    }
+
+    async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = err("AbortMultipartUpload", bucket, key, e);
+                if e.kind == AwsErrorKind::NotFound || e.message.contains("NoSuchUpload") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn put_sealed(&self, put: SealedPut) -> Result<PutResult, StoreError> {
+        let context_b64 = context_b64(&put.sse_context_json);
         let len = i64::try_from(put.body.len()).unwrap_or(i64::MAX);
         let (if_none_match, if_match) = match put.precondition {
             Precondition::Absent => (Some("*".to_owned()), None),
@@ -364,10 +668,7 @@ impl ObjectStore for S3Store {
             .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .checksum_sha256(&put.checksum_sha256_b64)
             .set_metadata(Some(put.metadata))
-            .set_object_lock_mode(put.retention.map(|r| match r.mode {
-                crate::config::RetentionMode::Governance => ObjectLockMode::Governance,
-                crate::config::RetentionMode::Compliance => ObjectLockMode::Compliance,
-            }))
+            .set_object_lock_mode(put.retention.map(|r| lock_mode(r.mode)))
             .set_object_lock_retain_until_date(
                 put.retention
                     .map(|r| aws_sdk_s3::primitives::DateTime::from(r.until)),

@@ -68,6 +68,9 @@ pub enum ObjectError {
     /// The journal failed: fatal, handled by the job, not retried.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The object is larger than S3 can store or dualseal can write.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 impl ObjectError {
@@ -89,6 +92,7 @@ impl ObjectError {
             Self::Verify(_) => "Verify".into(),
             Self::WrongEncryption(_) => "WrongEncryption".into(),
             Self::Journal(_) => "Journal".into(),
+            Self::TooLarge(_) => "TooLarge".into(),
         }
     }
 
@@ -100,7 +104,7 @@ impl ObjectError {
             // A read-back that differs may be a torn write or a concurrent writer: writing
             // again is the remedy, within the attempt budget.
             Self::Verify(_) | Self::WrongEncryption(_) => true,
-            Self::Envelope(_) | Self::Journal(_) => false,
+            Self::Envelope(_) | Self::Journal(_) | Self::TooLarge(_) => false,
         }
     }
 }

@@ -125,6 +125,7 @@ pub(super) fn listed_record(inner: &Inner, o: &ListedObject) -> ObjectRecord {
         rule: None,
         code: None,
         envelope_version: None,
+        upload_id: None,
     };
     match inner.classifier.classify(&o.key) {
         Classification::Matched {
@@ -621,9 +622,11 @@ async fn migrate_with_retries(
         let reason = reason.clone();
         return fail(ctx, key, &rec, "CategoryUnusable", reason).await;
     }
-    if rec.size > super::memory::MAX_SOURCE_BYTES {
+    let multipart = inner.settings.multipart;
+    let streamed = multipart.streams(rec.size);
+    if rec.size > super::multipart::MAX_OBJECT_BYTES {
         let reason = format!(
-            "{} bytes: sealed, it exceeds S3's 5 GiB single-PUT limit, and this version of dualseal does not write multipart uploads; it stays in the source",
+            "{} bytes: sealed, it exceeds S3's 5 TiB object limit; it stays in the source",
             rec.size
         );
         return fail(ctx, key, &rec, "TooLarge", reason).await;
@@ -678,20 +681,43 @@ async fn migrate_with_retries(
                         r.source_version.clone_from(&p.source_version);
                         r.ciphertext_sha256 = Some(p.ciphertext_sha256.clone());
                         r.dest_etag = Some(p.dest_etag.clone());
+                        r.upload_id = None;
                     },
                     None,
                 )
                 .map(|_| ())
         };
+        // Not flushed either: a lost record leaves an open upload that S3's lifecycle rule
+        // (docs/iam.md) or the next attempt at this object removes.
+        let record_multipart = |upload: Option<&str>| {
+            inner
+                .journal
+                .transition(id, key, |r| r.upload_id = upload.map(str::to_owned), None)
+                .map(|_| ())
+        };
+        let room = async {
+            if streamed {
+                let bytes = multipart.memory_for(rec.size, inner.settings.segment_size);
+                inner.memory.reserve_bytes(bytes).await
+            } else {
+                inner.memory.reserve(rec.size).await
+            }
+        };
         // Waiting for room is not having started: a pause takes the object back too.
         let _room = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = drain.cancelled() => return Ok(()),
-            r = inner.memory.reserve(rec.size) => r,
+            r = room => r,
         };
         let outcome = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            o = attempt.run(record_upload) => o,
+            o = async {
+                if streamed {
+                    attempt.run_streamed(&multipart, record_multipart, record_upload).await
+                } else {
+                    attempt.run(record_upload).await
+                }
+            } => o,
         };
         match outcome {
             Ok(Outcome::Verified(proof)) => {

@@ -1,7 +1,8 @@
-//! The memory budget of objects in flight. Today an object is held whole, up to three times
-//! (source, envelope, read-back), so concurrency alone does not bound memory: 64 workers on
-//! 2 GiB objects would need 384 GiB. Each attempt takes its share of the budget first; large
-//! objects wait for room, and one larger than the whole budget runs alone rather than never.
+//! The memory budget of objects in flight. An object below the multipart threshold is held
+//! whole, up to three times (source, envelope, read-back), so concurrency alone does not bound
+//! memory; a streamed one holds a few parts. Each attempt takes its share of the budget first;
+//! large objects wait for room, and one larger than the whole budget runs alone rather than
+//! never.
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -10,10 +11,6 @@ const UNIT: u64 = 1024;
 
 /// How many copies of an object an attempt holds at its peak.
 const COPIES: u64 = 3;
-
-/// S3's largest single PUT. An envelope is its plaintext plus a header and 16 bytes per
-/// 64 KiB segment; 16 MiB of margin covers both for any object below this limit.
-pub const MAX_SOURCE_BYTES: u64 = 5 * 1024 * 1024 * 1024 - 16 * 1024 * 1024;
 
 /// Shared by all jobs of the daemon.
 pub struct Budget {
@@ -31,18 +28,23 @@ impl Budget {
         }
     }
 
-    /// Waits for room for one attempt at an object of `size` bytes.
+    /// Waits for room for one attempt at an object of `size` bytes held whole.
     pub async fn reserve(&self, size: u64) -> Option<SemaphorePermit<'_>> {
+        self.reserve_bytes(size.saturating_mul(COPIES)).await
+    }
+
+    /// Waits for room for `bytes` (a streamed object's parts).
+    pub async fn reserve_bytes(&self, bytes: u64) -> Option<SemaphorePermit<'_>> {
         self.permits
-            .acquire_many(weight(size, self.total))
+            .acquire_many(weight(bytes, self.total))
             .await
             .ok()
     }
 }
 
-/// Permits an attempt at an object of `size` bytes takes, at most the whole budget.
-fn weight(size: u64, total: u32) -> u32 {
-    let units = size.saturating_mul(COPIES) / UNIT + 1;
+/// Permits `bytes` take, at most the whole budget.
+fn weight(bytes: u64, total: u32) -> u32 {
+    let units = bytes / UNIT + 1;
     u32::try_from(units).unwrap_or(u32::MAX).min(total)
 }
 
@@ -51,11 +53,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weight_counts_three_copies_and_never_exceeds_the_budget() {
+    fn weight_never_exceeds_the_budget() {
         assert_eq!(weight(0, 1000), 1);
-        assert_eq!(weight(1024, 1000), 4);
-        assert_eq!(weight(1024 * 1024, 1_000_000), 3073);
+        assert_eq!(weight(3 * 1024, 1000), 4);
+        assert_eq!(weight(3 * 1024 * 1024, 1_000_000), 3073);
         assert_eq!(weight(u64::MAX, 1000), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_whole_object_counts_three_copies() {
+        let b = Budget::new(3 * 1024 * 1024);
+        let one = b.reserve(1024 * 1024 - 1024).await;
+        assert!(one.is_some());
+        let more = tokio::time::timeout(std::time::Duration::from_millis(50), b.reserve(2048));
+        assert!(more.await.is_err());
     }
 
     #[tokio::test]

@@ -214,7 +214,7 @@ impl Attempt<'_> {
             kms_key_id: self.target.kms_key_arn.clone(),
             sse_context_json: ctx.to_json(),
             checksum_sha256_b64: base64::engine::general_purpose::STANDARD.encode(digest),
-            metadata: self.metadata(&src, version),
+            metadata: self.metadata(&src.etag, src.version_id.as_deref(), version),
             precondition: Precondition::Absent,
             retention: self.retention,
         };
@@ -229,7 +229,7 @@ impl Attempt<'_> {
                         "destination changed during the write".into(),
                     ));
                 };
-                match self.ownership(&head, &src) {
+                match self.ownership(&head, &src.etag) {
                     Ownership::Foreign(why) => return Ok(Outcome::Conflict(why)),
                     Ownership::OursSameVersion => {
                         // Our own write whose response or record was lost: prove, don't rewrite.
@@ -300,7 +300,7 @@ impl Attempt<'_> {
 
     /// Why the object must stay in the source, when a category other than the target claims
     /// what its content is.
-    fn content_disagreement(&self, body: &[u8]) -> Option<String> {
+    pub(super) fn content_disagreement(&self, body: &[u8]) -> Option<String> {
         let rules = self.content_rules?;
         let m = rules.classify_content(body)?;
         let owner = rules.name(m.category);
@@ -335,7 +335,7 @@ impl Attempt<'_> {
         }
     }
 
-    fn ownership(&self, head: &HeadInfo, src: &Fetched) -> Ownership {
+    pub(super) fn ownership(&self, head: &HeadInfo, source_etag: &str) -> Ownership {
         let get = |k: &str| {
             head.metadata
                 .get(&format!("{META_PREFIX}{k}"))
@@ -349,14 +349,19 @@ impl Attempt<'_> {
                 self.target.bucket, self.dest_key
             ));
         }
-        if get("source-etag") == Some(meta_value(&src.etag).as_str()) {
+        if get("source-etag") == Some(meta_value(source_etag).as_str()) {
             Ownership::OursSameVersion
         } else {
             Ownership::OursOlderVersion
         }
     }
 
-    fn metadata(&self, src: &Fetched, envelope_version: u8) -> HashMap<String, String> {
+    pub(super) fn metadata(
+        &self,
+        source_etag: &str,
+        source_version: Option<&str>,
+        envelope_version: u8,
+    ) -> HashMap<String, String> {
         let mut m = HashMap::new();
         m.insert(
             format!("{META_PREFIX}source-bucket"),
@@ -366,8 +371,8 @@ impl Attempt<'_> {
             format!("{META_PREFIX}source-key"),
             meta_value(self.source_key),
         );
-        m.insert(format!("{META_PREFIX}source-etag"), meta_value(&src.etag));
-        if let Some(v) = &src.version_id {
+        m.insert(format!("{META_PREFIX}source-etag"), meta_value(source_etag));
+        if let Some(v) = source_version {
             m.insert(format!("{META_PREFIX}source-version"), meta_value(v));
         }
         m.insert(format!("{META_PREFIX}job"), self.job.to_string());
@@ -383,7 +388,8 @@ impl Attempt<'_> {
     }
 }
 
-enum Ownership {
+/// Whose object a destination key holds, judged by the metadata dualseal writes.
+pub(super) enum Ownership {
     Foreign(String),
     OursSameVersion,
     OursOlderVersion,
@@ -410,36 +416,64 @@ pub async fn prove_destination(
     let dst = store.get(&target.bucket, dest_key).await?;
     check_destination(&dst, target, &ctx, expected_sha)?;
     let (header, _) = envelope::parse_header(&dst.body)?;
-    let _one_prover = match sealed_with {
-        Some(k) => k.proving(&header.wrapped_key).await,
-        None => None,
-    };
-    let plain = match sealed_with.filter(|k| k.proves(&header.wrapped_key)) {
-        // A shared data key KMS has already unwrapped, from this very wrapped form, to the key
-        // we hold: asking KMS again per object would prove nothing new.
-        Some(k) => envelope::open(&k.key, &dst.body, Some(&ctx))?,
-        None => {
-            let key = keys
-                .decrypt_data_key(
-                    &header.kms_key_id,
-                    &header.wrapped_key,
-                    &header.kms_context(),
-                )
-                .await?;
-            if sealed_with.is_some_and(|k| !k.record_unwrap(&header.wrapped_key, &key)) {
-                return Err(ObjectError::Verify(
-                    "KMS unwrapped the stored data key to a different key than it generated".into(),
-                ));
-            }
-            envelope::open(&key, &dst.body, Some(&ctx))?
-        }
-    };
+    let key = data_key_for_proof(keys, &header, sealed_with).await?;
+    let plain = envelope::open(&key, &dst.body, Some(&ctx))?;
     if source.is_some_and(|s| plain.as_slice() != s) {
         return Err(ObjectError::Verify(
             "the destination decrypts to different bytes than the source".into(),
         ));
     }
     Ok(())
+}
+
+/// The data key a proof opens an envelope with: one KMS has already unwrapped, from this very
+/// wrapped form, to the key we sealed with (a shared data key proven by an earlier object:
+/// asking KMS again would prove nothing new), or else what KMS Decrypt returns now, as any
+/// reader would get it.
+pub(super) async fn data_key_for_proof<'k>(
+    keys: &dyn KeyService,
+    header: &envelope::Header,
+    sealed_with: Option<&'k SealingKey>,
+) -> Result<ProofKey<'k>, ObjectError> {
+    // One object at a time makes the first proof of a shared key, so KMS is asked once.
+    let _one_prover = match sealed_with {
+        Some(k) => k.proving(&header.wrapped_key).await,
+        None => None,
+    };
+    if let Some(k) = sealed_with.filter(|k| k.proves(&header.wrapped_key)) {
+        return Ok(ProofKey::Proven(&k.key));
+    }
+    let key = keys
+        .decrypt_data_key(
+            &header.kms_key_id,
+            &header.wrapped_key,
+            &header.kms_context(),
+        )
+        .await?;
+    if sealed_with.is_some_and(|k| !k.record_unwrap(&header.wrapped_key, &key)) {
+        return Err(ObjectError::Verify(
+            "KMS unwrapped the stored data key to a different key than it generated".into(),
+        ));
+    }
+    Ok(ProofKey::Unwrapped(key))
+}
+
+/// A data key for a proof, borrowed when already proven.
+pub(super) enum ProofKey<'k> {
+    /// Proven earlier.
+    Proven(&'k envelope::DataKey),
+    /// Unwrapped by KMS for this proof.
+    Unwrapped(envelope::DataKey),
+}
+
+impl std::ops::Deref for ProofKey<'_> {
+    type Target = envelope::DataKey;
+    fn deref(&self) -> &envelope::DataKey {
+        match self {
+            Self::Proven(k) => k,
+            Self::Unwrapped(k) => k,
+        }
+    }
 }
 
 /// The other half of a checksum-mode proof: a HEAD shows the object we wrote (same ETag), with
@@ -466,20 +500,7 @@ pub async fn prove_by_checksum(
             "the destination changed right after the write (ETag differs)".into(),
         ));
     }
-    if !is_dsse(head.sse.as_deref()) {
-        return Err(ObjectError::WrongEncryption(format!(
-            "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
-            head.sse.as_deref().unwrap_or("none")
-        )));
-    }
-    if let Some(k) = &head.sse_kms_key_id {
-        if !crate::kms::same_key(k, &target.kms_key_arn) {
-            return Err(ObjectError::WrongEncryption(format!(
-                "destination is encrypted under KMS key {k}, expected {}",
-                target.kms_key_arn
-            )));
-        }
-    }
+    check_server_side(head.sse.as_deref(), head.sse_kms_key_id.as_deref(), target)?;
     match head.checksum_sha256_b64.as_deref() {
         Some(c) if c == sha256_b64 => Ok(()),
         Some(_) => Err(ObjectError::Verify(
@@ -489,6 +510,33 @@ pub async fn prove_by_checksum(
             "S3 reports no SHA-256 checksum for the object; this endpoint cannot support verify=checksum, use verify=full".into(),
         )),
     }
+}
+
+/// Checks the server-side layer S3 reports for a destination object: DSSE-KMS under the
+/// category's key.
+///
+/// # Errors
+/// `WrongEncryption` naming what S3 reported instead.
+pub fn check_server_side(
+    sse: Option<&str>,
+    kms_key_id: Option<&str>,
+    target: &Target,
+) -> Result<(), ObjectError> {
+    if !is_dsse(sse) {
+        return Err(ObjectError::WrongEncryption(format!(
+            "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
+            sse.unwrap_or("none")
+        )));
+    }
+    if let Some(k) = kms_key_id {
+        if !crate::kms::same_key(k, &target.kms_key_arn) {
+            return Err(ObjectError::WrongEncryption(format!(
+                "destination is encrypted under KMS key {k}, expected {}",
+                target.kms_key_arn
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the server-side layer and the stored bytes of a destination object.
@@ -501,20 +549,7 @@ pub fn check_destination(
     ctx: &EncryptionContext,
     sha_hex: Option<&str>,
 ) -> Result<(), ObjectError> {
-    if !is_dsse(dst.sse.as_deref()) {
-        return Err(ObjectError::WrongEncryption(format!(
-            "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
-            dst.sse.as_deref().unwrap_or("none")
-        )));
-    }
-    if let Some(k) = &dst.sse_kms_key_id {
-        if !crate::kms::same_key(k, &target.kms_key_arn) {
-            return Err(ObjectError::WrongEncryption(format!(
-                "destination is encrypted under KMS key {k}, expected {}",
-                target.kms_key_arn
-            )));
-        }
-    }
+    check_server_side(dst.sse.as_deref(), dst.sse_kms_key_id.as_deref(), target)?;
     if sha_hex.is_some_and(|sha| hex::encode(Sha256::digest(&dst.body)) != sha) {
         return Err(ObjectError::Verify(
             "destination bytes differ from the envelope written".into(),

@@ -12,6 +12,7 @@ mod lifecycle;
 mod limit;
 mod memory;
 pub mod migrate;
+pub mod multipart;
 mod plan;
 mod pool;
 mod progress;
@@ -96,6 +97,8 @@ pub struct EngineSettings {
     pub shard: Option<crate::shard::Shard>,
     /// Memory budget for objects in flight, in bytes.
     pub max_bytes_in_flight: u64,
+    /// When and how large objects are streamed as multipart uploads.
+    pub multipart: multipart::Settings,
 }
 
 impl EngineSettings {
@@ -126,6 +129,11 @@ impl EngineSettings {
             }),
             shard: cfg.daemon.shard(),
             max_bytes_in_flight: cfg.daemon.max_bytes_in_flight,
+            multipart: multipart::Settings {
+                threshold: cfg.daemon.multipart_threshold,
+                part_size: cfg.daemon.multipart_part_size,
+                parts_in_flight: cfg.daemon.multipart_parts_in_flight.max(1),
+            },
         }
     }
 }

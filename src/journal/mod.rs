@@ -1038,6 +1038,7 @@ mod tests {
             rule: None,
             code: None,
             envelope_version: None,
+            upload_id: None,
         }
     }
 

@@ -343,6 +343,11 @@ pub struct ObjectRecord {
     /// Envelope format version of the copy (absent: version 1, or adopted as found).
     #[serde(default)]
     pub envelope_version: Option<u8>,
+    /// A multipart upload an attempt started and neither completed nor aborted (a crash or a
+    /// pause cut it short): the next attempt aborts it first, since S3 keeps, and bills, the
+    /// parts of an open upload.
+    #[serde(default)]
+    pub upload_id: Option<String>,
 }
 
 /// One audit event as stored: hash-chained to its predecessor.
@@ -421,6 +426,7 @@ mod tests {
             rule: Some("prefix \"db/\"".into()),
             code: None,
             envelope_version: None,
+            upload_id: None,
         }
     }
 

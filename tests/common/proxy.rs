@@ -57,6 +57,8 @@ struct State {
     forbidden: Mutex<HashSet<String>>,
     /// KMS key ids whose crypto calls answer DisabledException (moto does not enforce it).
     disabled_keys: Mutex<HashSet<String>>,
+    /// Requests whose query contains this string never get an answer (until cleared).
+    stall: Mutex<Option<String>>,
     injected: AtomicU64,
     total: AtomicU64,
 }
@@ -141,6 +143,17 @@ impl FaultProxy {
         lock(&self.state.forbidden).insert(bucket_key.to_owned());
     }
 
+    /// Holds every request whose query string contains `query_part` unanswered (the client
+    /// waits as for a stalled connection) until [`release`](Self::release).
+    pub fn stall(&self, query_part: &str) {
+        *lock(&self.state.stall) = Some(query_part.to_owned());
+    }
+
+    /// Ends [`stall`](Self::stall) for requests that arrive from now on.
+    pub fn release(&self) {
+        *lock(&self.state.stall) = None;
+    }
+
     /// Answers KMS calls naming `key_id` with DisabledException, as AWS does for a disabled
     /// key (moto only records the state).
     pub fn disable_kms_key(&self, key_id: &str) {
@@ -207,6 +220,12 @@ async fn handle(
     };
     *lock(&st.requests).entry(label).or_default() += 1;
 
+    let stalled = lock(&st.stall)
+        .as_deref()
+        .is_some_and(|q| !q.is_empty() && query.contains(q));
+    if stalled {
+        std::future::pending::<()>().await;
+    }
     if is_get && lock(&st.forbidden).contains(&path) {
         return Ok(xml_error(StatusCode::FORBIDDEN, "AccessDenied"));
     }

@@ -1,0 +1,152 @@
+//! Large objects stream through a multipart upload, part by part, against moto and the real
+//! daemon: the copy is a real multipart object that opens to the source bytes; SIGKILL in the
+//! middle of an upload leaves an open upload that the restarted daemon aborts before it writes
+//! the object again, so nothing is left behind in S3.
+
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::proxy::FaultProxy;
+use common::*;
+use dualseal::api::pb;
+use rand::RngCore;
+
+const MIB: usize = 1024 * 1024;
+
+async fn open_uploads(moto: &Moto, bucket: &str) -> Vec<String> {
+    moto.s3()
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list uploads")
+        .uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_owned))
+        .collect()
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut v);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_streams_as_multipart_and_a_killed_upload_is_aborted_on_resume() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let mut objects = BTreeMap::new();
+    // 13 MiB at 5 MiB parts: three parts, the last one short.
+    objects.insert("db/big.bin".to_owned(), random(13 * MIB));
+    // Exactly at the threshold: streamed too, two parts.
+    objects.insert("tls/edge.bin".to_owned(), random(5 * MIB));
+    // Below it: one PUT, as always.
+    objects.insert(
+        "api/small.json".to_owned(),
+        b"{\"token\":\"small\"}".to_vec(),
+    );
+    put_all(&moto, &objects).await;
+
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = config_via(&proxy.endpoint, dir.path(), 4, 5).replace(
+        "[daemon]\n",
+        "[daemon]\nmultipart_threshold = 5242880\nmultipart_part_size = 5242880\nmultipart_parts_in_flight = 1\n",
+    ) + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+
+    // No second part gets an answer: kill the daemon while both large objects wait for one.
+    proxy.stall("partNumber=2&uploadId");
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let requests = proxy.requests();
+        let parts_sent = |path| requests.get(path).copied().unwrap_or(0);
+        if parts_sent("PUT secrets-db/big.bin") >= 2 && parts_sent("PUT secrets-tls/edge.bin") >= 2
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the uploads never reached their second parts\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.kill();
+    assert_eq!(
+        open_uploads(&moto, "secrets-db").await,
+        vec!["big.bin".to_owned()],
+        "the killed attempt left its upload open"
+    );
+    assert_eq!(
+        open_uploads(&moto, "secrets-tls").await,
+        vec!["edge.bin".to_owned()]
+    );
+
+    proxy.release();
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{done:?}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(done.verified, 3);
+    for cat in &cats {
+        assert!(
+            open_uploads(&moto, &cat.bucket).await.is_empty(),
+            "an upload was left open in {}",
+            cat.bucket
+        );
+    }
+
+    // Each copy opens, as an application reads it, to exactly the source bytes.
+    for (key, body) in &objects {
+        let cat = cats.iter().find(|c| key.starts_with(c.prefix)).unwrap();
+        let plain = read_sealed(&moto, cat, &key[cat.prefix.len()..]).await;
+        assert!(plain == *body, "{key} differs from the source");
+    }
+    // The large ones are real multipart objects (S3's ETag counts the parts); the small one is not.
+    let etag = |bucket: &'static str, key: &'static str| {
+        let s3 = moto.s3();
+        async move {
+            s3.head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("head")
+                .e_tag()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    assert!(etag("secrets-db", "big.bin").await.ends_with("-3\""));
+    assert!(etag("secrets-tls", "edge.bin").await.ends_with("-2\""));
+    assert!(!etag("secrets-api", "small.json").await.contains('-'));
+
+    // The resumed attempts aborted the stale uploads and wrote each object once more, whole.
+    let metrics = scrape(port);
+    assert_eq!(requests(&metrics, "s3", "AbortMultipartUpload"), 2);
+    assert_eq!(requests(&metrics, "s3", "CompleteMultipartUpload"), 2);
+    assert_eq!(requests(&metrics, "s3", "UploadPart"), 3 + 2);
+
+    // The reader any application uses opens a multipart copy like any other.
+    let out = dualsealctl_get(&moto, "s3://secrets-db/big.bin");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout == objects["db/big.bin"]);
+
+    let audit = client.audit(job).await.expect("audit");
+    assert_verified_once(&audit, 3);
+}
