@@ -248,12 +248,16 @@ pub fn bucket_policy(c: &CategoryIam, p: &Principals) -> PolicyDocument {
             vec![bucket.clone(), objects.clone()],
             cond("Bool", "aws:SecureTransport", vec!["false".into()]),
         ),
+        // `IfExists`: a multipart upload names its encryption in CreateMultipartUpload only;
+        // its UploadPart requests (also `s3:PutObject`) carry no SSE header and a plain
+        // `StringNotEquals` would deny them. A write without the header gets the bucket's
+        // default encryption, DSSE-KMS under this same key.
         deny(
             "DenyWritesNotDsseKms",
             &["s3:PutObject"],
             vec![objects.clone()],
             cond(
-                "StringNotEquals",
+                "StringNotEqualsIfExists",
                 "s3:x-amz-server-side-encryption",
                 vec!["aws:kms:dsse".into()],
             ),
@@ -263,7 +267,7 @@ pub fn bucket_policy(c: &CategoryIam, p: &Principals) -> PolicyDocument {
             &["s3:PutObject"],
             vec![objects.clone()],
             cond(
-                "StringNotEquals",
+                "StringNotEqualsIfExists",
                 "s3:x-amz-server-side-encryption-aws-kms-key-id",
                 vec![c.key_arn.clone()],
             ),
@@ -283,7 +287,12 @@ pub fn bucket_policy(c: &CategoryIam, p: &Principals) -> PolicyDocument {
         allow(
             "DaemonWrites",
             Some(vec![p.writer.clone()]),
-            &["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
+            &[
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:AbortMultipartUpload",
+            ],
             vec![objects.clone()],
         ),
         allow(
@@ -344,7 +353,12 @@ pub fn daemon_policy(source_bucket: &str, cats: &[CategoryIam], p: &Principals) 
         allow(
             "WriteAndProveDestinations",
             None,
-            &["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
+            &[
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:AbortMultipartUpload",
+            ],
             objects,
         ),
         allow(
