@@ -149,4 +149,39 @@ async fn a_large_object_streams_as_multipart_and_a_killed_upload_is_aborted_on_r
 
     let audit = client.audit(job).await.expect("audit");
     assert_verified_once(&audit, 3);
+
+    // The reader streams: a copy cut short fails at its end, and `-o` leaves no file behind.
+    let stored = stored_bytes(&moto, "secrets-db", "big.bin").await;
+    let db = cats.iter().find(|c| c.name == "db").unwrap();
+    moto.s3()
+        .put_object()
+        .bucket("secrets-db")
+        .key("big.bin")
+        .body(stored[..stored.len() - 100].to_vec().into())
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKmsDsse)
+        .ssekms_key_id(&db.key_arn)
+        .send()
+        .await
+        .expect("put truncated");
+    let out = dir.path().join("big.out");
+    let cut = std::process::Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
+        .args([
+            "get",
+            "s3://secrets-db/big.bin",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args(["--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("dualsealctl get");
+    assert!(!cut.status.success());
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert!(err.contains("was not written"), "{err}");
+    assert!(
+        !out.exists(),
+        "a partial secret was left in {}",
+        out.display()
+    );
 }

@@ -976,11 +976,10 @@ async fn get(
     let (s3_sdk, kms_sdk) = dualseal::aws::service_configs(&cfg).await;
     let store = dualseal::store::S3Store::new(&s3_sdk, cfg.path_style());
     let keys = dualseal::kms::AwsKms::new(&kms_sdk);
-    let plain = dualseal::reader::read(&store, &keys, bucket, key).await?;
     match output {
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
@@ -988,10 +987,27 @@ async fn get(
                 .with_context(|| {
                     format!("cannot create {} (it must not exist yet)", path.display())
                 })?;
-            f.write_all(&plain)?;
-            eprintln!("{} bytes written to {}", plain.len(), path.display());
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            match dualseal::reader::read_into(&store, &keys, bucket, key, &mut w).await {
+                Ok(n) => eprintln!("{n} bytes written to {}", path.display()),
+                Err(e) => {
+                    // Never leave part of a secret behind under the name the caller asked for.
+                    drop(w);
+                    let removed = std::fs::remove_file(path);
+                    return Err(anyhow::Error::new(e).context(match removed {
+                        Ok(()) => format!("{} was not written", path.display()),
+                        Err(_) => format!("{} is incomplete: delete it", path.display()),
+                    }));
+                }
+            }
         }
-        None => std::io::stdout().lock().write_all(&plain)?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            dualseal::reader::read_into(&store, &keys, bucket, key, &mut w)
+                .await
+                .context("the output is incomplete")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
