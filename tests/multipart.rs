@@ -185,3 +185,58 @@ async fn a_large_object_streams_as_multipart_and_a_killed_upload_is_aborted_on_r
         out.display()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_aborts_the_uploads_its_abandoned_attempts_had_open() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let mut objects = BTreeMap::new();
+    objects.insert("misc/large.bin".to_owned(), random(11 * MIB));
+    put_all(&moto, &objects).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_via(&proxy.endpoint, dir.path(), 2, 3).replace(
+        "[daemon]\n",
+        "[daemon]\nmultipart_threshold = 5242880\nmultipart_part_size = 5242880\n",
+    );
+    proxy.stall("partNumber=2&uploadId");
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while proxy
+        .requests()
+        .get("PUT secrets-misc/large.bin")
+        .copied()
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open_uploads(&moto, "secrets-misc").await.len(), 1);
+
+    let cancelled = client.cancel(job).await.expect("cancel");
+    assert_eq!(cancelled.state, pb::JobState::Cancelled as i32);
+    for cat in &cats {
+        assert!(
+            open_uploads(&moto, &cat.bucket).await.is_empty(),
+            "the cancel left an upload open in {}\n{}",
+            cat.bucket,
+            daemon.log_text()
+        );
+    }
+    let audit = client.audit(job).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.kind == "multipart_uploads_aborted" && e.detail == "count=1"),
+        "{audit:#?}"
+    );
+    // Nothing was completed: the destination holds no object.
+    assert!(list_keys(&moto, "secrets-misc").await.is_empty());
+}

@@ -885,6 +885,19 @@ impl Engine {
             .await?;
         self.quiesce(id, true).await;
         tracing::info!(job = id, "job cancelled; nothing of it is running");
+        if matches!(verdict, Verdict::Move(_)) {
+            let journal = Arc::clone(&self.inner.journal);
+            let aborted =
+                multipart::abort_open_uploads(journal, self.inner.store.as_ref(), id).await?;
+            if aborted > 0 {
+                self.inner.journal.append_audit(AuditDraft {
+                    job_id: id,
+                    kind: "multipart_uploads_aborted",
+                    detail: format!("count={aborted}"),
+                    ..Default::default()
+                })?;
+            }
+        }
         self.answer(id, verdict)
     }
 

@@ -516,6 +516,46 @@ pub async fn prove_streamed(
     Ok(())
 }
 
+/// Aborts the multipart uploads a job's attempts left open. A cancel abandons attempts in
+/// flight and nothing attempts those objects again, so their parts would stay (and be billed)
+/// until a lifecycle rule removes them. Returns how many were aborted; one S3 refuses is
+/// logged and stays recorded.
+///
+/// # Errors
+/// `Journal` (the scan or a record update).
+pub(super) async fn abort_open_uploads(
+    journal: std::sync::Arc<crate::journal::Journal>,
+    store: &dyn ObjectStore,
+    job: crate::journal::JobId,
+) -> Result<usize, JournalError> {
+    let scan = std::sync::Arc::clone(&journal);
+    // The scan reads every record of the job: off the async workers.
+    let open = tokio::task::spawn_blocking(move || {
+        scan.iter_objects(job, None)
+            .filter(|r| r.as_ref().map_or(true, |(_, rec)| rec.upload_id.is_some()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| JournalError::Storage(sled::Error::Io(std::io::Error::other(e.to_string()))))??;
+    let mut aborted = 0;
+    for (key, rec) in open {
+        let (Some(bucket), Some(upload)) = (&rec.dest_bucket, &rec.upload_id) else {
+            continue;
+        };
+        let dest_key = rec.dest_key.as_deref().unwrap_or(&key);
+        match store.abort_multipart(bucket, dest_key, upload).await {
+            Ok(()) => {
+                journal.transition(job, &key, |r| r.upload_id = None, None)?;
+                aborted += 1;
+            }
+            Err(e) => {
+                tracing::warn!(job, key, error = %e, "could not abort an open multipart upload; a lifecycle rule must remove it");
+            }
+        }
+    }
+    Ok(aborted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
