@@ -3,8 +3,12 @@
 //! flushing in groups as concurrent workers do, then reopen it (what a restart after SIGKILL
 //! pays). Prints listings/s, transitions/s, bytes on disk per object and peak RSS.
 //!
+//! The last objects stay discovered, as after a SIGKILL late in a job: the reopen then also
+//! times finding them, which is what a resume does before its first upload.
+//!
 //!   cargo bench --bench journal                          # 100,000 objects
 //!   DUALSEAL_BENCH_OBJECTS=1000000 cargo bench --bench journal
+//!   DUALSEAL_BENCH_KEEP=/tmp/j cargo bench --bench journal   # keep it (scripts/bench-resume.sh)
 
 // A benchmark: a failed setup is a bug in the benchmark itself.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
@@ -16,6 +20,8 @@ use dualseal::journal::{AuditDraft, Journal, ObjectRecord, ObjectState};
 const PAGE: usize = 1000;
 /// Objects that settle between two flushes: about what 64 workers produce per sync.
 const GROUP: usize = 64;
+/// Objects left discovered at the end of the job.
+const LEFT: usize = 10;
 
 fn record(i: usize) -> ObjectRecord {
     ObjectRecord {
@@ -70,7 +76,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("journal");
+    let path = std::env::var_os("DUALSEAL_BENCH_KEEP")
+        .map_or_else(|| dir.path().join("journal"), std::path::PathBuf::from);
     let key = |i: usize| {
         format!(
             "{}/team-{}/secret-{i:08}.json",
@@ -92,8 +99,11 @@ async fn main() {
         }
         j.flush().await.expect("flush");
         let listed = t.elapsed();
+        // A job the daemon resumes at boot, as after a crash.
+        j.update_job(job, |r| r.state = dualseal::journal::JobState::Running)
+            .expect("running");
         let t = Instant::now();
-        for i in 0..n {
+        for i in 0..n.saturating_sub(LEFT) {
             let k = key(i);
             j.transition(job, &k, |r| r.state = ObjectState::Uploaded, None)
                 .expect("uploaded");
@@ -132,8 +142,8 @@ async fn main() {
         );
         println!(
             "transitions              {:.0} /s ({} transitions, 1 audit event and 1/{GROUP} flush per object, {:.2} s)",
-            (2 * n) as f64 / moved.as_secs_f64(),
-            2 * n,
+            (2 * (n - LEFT)) as f64 / moved.as_secs_f64(),
+            2 * (n - LEFT),
             moved.as_secs_f64()
         );
     }
@@ -143,6 +153,12 @@ async fn main() {
     println!(
         "reopen (restart)         {:.2} s, {verified} verified counted",
         t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let left = j.pending_objects(job).count();
+    println!(
+        "resume lookup            {:.1} ms to find the {left} unfinished objects",
+        t.elapsed().as_secs_f64() * 1000.0
     );
     drop(j);
     let bytes = dir_size(&path);

@@ -359,11 +359,26 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
 
     // Resume: whatever was recorded but not finished goes first, then listing continues
     // from the stored continuation point.
-    let leftover: Vec<(String, ObjectRecord)> = inner
+    let mut leftover: Vec<(String, ObjectRecord)> = inner
         .journal
-        .iter_objects(id, None)
-        .filter(|r| r.as_ref().map_or(true, |(_, rec)| rec.state.is_pending()))
+        .pending_objects(id)
         .collect::<Result<_, _>>()?;
+    let counts = inner.journal.counts(id);
+    let expected = counts.get(ObjectState::Discovered) + counts.get(ObjectState::Uploaded);
+    if (leftover.len() as u64) < expected {
+        // The index missed something (it never should): every record is read instead.
+        tracing::warn!(
+            job = id,
+            indexed = leftover.len(),
+            expected,
+            "the pending index is incomplete; scanning every record"
+        );
+        leftover = inner
+            .journal
+            .iter_objects(id, None)
+            .filter(|r| r.as_ref().map_or(true, |(_, rec)| rec.state.is_pending()))
+            .collect::<Result<_, _>>()?;
+    }
     if !leftover.is_empty() {
         tracing::info!(
             job = id,

@@ -27,6 +27,9 @@ const TREE_JOBS: &str = "jobs";
 const TREE_OBJECTS: &str = "objects";
 const TREE_AUDIT: &str = "audit";
 const TREE_META: &str = "meta";
+/// Keys of the objects a worker still has to handle (state discovered or uploaded), kept in
+/// the same transactions as the records: resume reads this, not every record.
+const TREE_PENDING: &str = "pending";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FLUSH_GEN: &[u8] = b"flush_generation";
 const META_SHARD: &[u8] = b"shard";
@@ -235,6 +238,7 @@ pub struct Journal {
     objects: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
+    pending: sled::Tree,
     counts: Mutex<HashMap<JobId, JobCounts>>,
     chain: Mutex<ChainHead>,
     /// Serializes object transitions so counts follow the records exactly.
@@ -390,6 +394,7 @@ impl Journal {
             jobs: db.open_tree(TREE_JOBS)?,
             objects: db.open_tree(TREE_OBJECTS)?,
             audit: db.open_tree(TREE_AUDIT)?,
+            pending: db.open_tree(TREE_PENDING)?,
             meta,
             db,
             counts: Mutex::new(HashMap::new()),
@@ -434,6 +439,7 @@ impl Journal {
             })?;
             counts.entry(job).or_default().add(&r, 1);
         }
+        self.check_pending_index(&counts)?;
         *lock(&self.counts) = counts;
         if let Some(last) = self.audit.last()? {
             let r: AuditRecord = decode(&last.1).map_err(|source| JournalError::Corrupt {
@@ -451,6 +457,71 @@ impl Journal {
 
     fn touch(&self) {
         self.write_gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The pending index must list exactly the pending records the count scan found; a journal
+    /// from before the index existed (or one damaged in between) gets it rebuilt.
+    fn check_pending_index(&self, counts: &HashMap<JobId, JobCounts>) -> Result<(), JournalError> {
+        let mut indexed: HashMap<JobId, u64> = HashMap::new();
+        for item in self.pending.iter() {
+            let (k, _) = item?;
+            if let Ok((job, _)) = split_object_key(&k) {
+                *indexed.entry(job).or_default() += 1;
+            }
+        }
+        let pending = |c: &JobCounts| c.get(ObjectState::Discovered) + c.get(ObjectState::Uploaded);
+        let consistent = counts
+            .iter()
+            .all(|(job, c)| indexed.get(job).copied().unwrap_or(0) == pending(c))
+            && indexed.keys().all(|job| counts.contains_key(job));
+        if consistent {
+            return Ok(());
+        }
+        tracing::info!("rebuilding the journal's index of pending objects");
+        self.pending.clear()?;
+        let mut batch = sled::Batch::default();
+        for item in self.objects.iter() {
+            let (k, v) = item?;
+            let r: ObjectRecord = decode(&v).map_err(|source| JournalError::Corrupt {
+                tree: TREE_OBJECTS,
+                key: hex::encode(&k),
+                source,
+            })?;
+            if r.state.is_pending() {
+                batch.insert(k, &[]);
+            }
+        }
+        self.pending.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// A job's objects that a worker still has to handle, in key order, read through the
+    /// pending index (a handful of records on resume, not every record of the job).
+    pub fn pending_objects(
+        &self,
+        job: JobId,
+    ) -> impl Iterator<Item = Result<(String, ObjectRecord), JournalError>> + '_ {
+        self.pending
+            .scan_prefix(job.to_be_bytes())
+            .keys()
+            .filter_map(move |k| {
+                let k = match k {
+                    Ok(k) => k,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let found = self
+                    .objects
+                    .get(&k)
+                    .map_err(JournalError::from)
+                    .and_then(|v| v.map(|v| self.decode_entry(job, &k, &v)).transpose());
+                match found {
+                    // Only what is still pending: the index never holds more, but a reader
+                    // must not act on a stale entry if it did.
+                    Ok(Some((key, rec))) if rec.state.is_pending() => Some(Ok((key, rec))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })
     }
 
     /// Binds the journal to this daemon's shard (`None`: the whole source) on first use, and
@@ -677,6 +748,7 @@ impl Journal {
         let mut drafts = Vec::new();
         let mut jobrec = self.get_job(job)?;
         let mut batch = sled::Batch::default();
+        let mut index = sled::Batch::default();
         let mut added = Vec::new();
         let mut requeued = Vec::new();
         let mut pending = Vec::new();
@@ -701,6 +773,7 @@ impl Journal {
                             size: rec.size,
                             ..ex.clone()
                         };
+                        index.insert(k.as_slice(), &[]);
                         batch.insert(k, encode(&again));
                         drafts.push(AuditDraft {
                             job_id: job,
@@ -719,6 +792,9 @@ impl Journal {
                     }
                 }
                 None => {
+                    if rec.state.is_pending() {
+                        index.insert(k.as_slice(), &[]);
+                    }
                     batch.insert(k, encode(&rec));
                     drafts.extend(audit_new(&key, &rec));
                     added.push(rec.clone());
@@ -750,9 +826,10 @@ impl Journal {
             head.hash.clone_from(&rec.hash);
             events.push(rec);
         }
-        (&self.objects, &self.jobs, &self.audit)
-            .transaction(|(objects, jobs, audit)| {
+        (&self.objects, &self.jobs, &self.audit, &self.pending)
+            .transaction(|(objects, jobs, audit, pending)| {
                 objects.apply_batch(&batch)?;
+                pending.apply_batch(&index)?;
                 jobs.insert(&job_key(job), encode(&jobrec))?;
                 for e in &events {
                     audit.insert(&e.seq.to_be_bytes(), encode(e))?;
@@ -834,23 +911,46 @@ impl Journal {
         let mut new = old.clone();
         f(&mut new);
         new.updated_at_ms = now_ms();
-        match audit {
-            Some(draft) => {
-                self.audit_writable()?;
-                let mut chain = lock(&self.chain);
-                let rec = self.chain_record(&chain, draft);
-                (&self.objects, &self.audit)
-                    .transaction(|(objects, audit)| {
-                        objects.insert(k.as_slice(), encode(&new))?;
-                        audit.insert(&rec.seq.to_be_bytes(), encode(&rec))?;
-                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(tx_error)?;
+        let index = match (old.state.is_pending(), new.state.is_pending()) {
+            (false, true) => Some(true),
+            (true, false) => Some(false),
+            _ => None,
+        };
+        if audit.is_none() && index.is_none() {
+            self.objects.insert(k, encode(&new))?;
+        } else {
+            let mut chain = match audit {
+                Some(_) => {
+                    self.audit_writable()?;
+                    Some(lock(&self.chain))
+                }
+                None => None,
+            };
+            let rec = match (audit, &chain) {
+                (Some(draft), Some(head)) => Some(self.chain_record(head, draft)),
+                _ => None,
+            };
+            (&self.objects, &self.audit, &self.pending)
+                .transaction(|(objects, audit, pending)| {
+                    objects.insert(k.as_slice(), encode(&new))?;
+                    if let Some(rec) = &rec {
+                        audit.insert(&rec.seq.to_be_bytes(), encode(rec))?;
+                    }
+                    match index {
+                        Some(true) => {
+                            pending.insert(k.as_slice(), &[])?;
+                        }
+                        Some(false) => {
+                            pending.remove(k.as_slice())?;
+                        }
+                        None => {}
+                    }
+                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(tx_error)?;
+            if let (Some(chain), Some(rec)) = (chain.as_mut(), rec) {
                 chain.seq = rec.seq;
                 chain.hash = rec.hash;
-            }
-            None => {
-                self.objects.insert(k, encode(&new))?;
             }
         }
         let mut counts = lock(&self.counts);
@@ -1055,6 +1155,56 @@ mod tests {
             }
         }
         Journal::open(path)
+    }
+
+    #[tokio::test]
+    async fn the_pending_index_follows_every_transition_and_is_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let id;
+        let keys = |j: &Journal, id| -> Vec<String> {
+            j.pending_objects(id).map(|r| r.unwrap().0).collect()
+        };
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            id = j.create_job("src", "").unwrap().id;
+            let other = j.create_job("src", "").unwrap().id;
+            j.record_page(
+                id,
+                vec![
+                    ("a".into(), rec(ObjectState::Discovered)),
+                    ("b".into(), rec(ObjectState::Discovered)),
+                    ("c".into(), rec(ObjectState::Unclassified)),
+                ],
+                None,
+            )
+            .unwrap();
+            j.record_page(
+                other,
+                vec![("a".into(), rec(ObjectState::Discovered))],
+                None,
+            )
+            .unwrap();
+            assert_eq!(keys(&j, id), ["a", "b"]);
+            // Uploaded is still pending; verified and failed are not; a retry brings it back.
+            j.transition(id, "a", |r| r.state = ObjectState::Uploaded, None)
+                .unwrap();
+            assert_eq!(keys(&j, id), ["a", "b"]);
+            j.transition(id, "a", |r| r.state = ObjectState::Verified, None)
+                .unwrap();
+            j.transition(id, "b", |r| r.state = ObjectState::Failed, None)
+                .unwrap();
+            assert!(keys(&j, id).is_empty());
+            j.transition(id, "b", |r| r.state = ObjectState::Discovered, None)
+                .unwrap();
+            assert_eq!(keys(&j, id), ["b"]);
+            assert_eq!(keys(&j, other), ["a"]);
+            // A journal written before the index existed has none.
+            j.pending.clear().unwrap();
+            j.flush().await.unwrap();
+        }
+        let j = reopen(dir.path()).unwrap();
+        assert_eq!(keys(&j, id), ["b"]);
+        assert_eq!(keys(&j, 2), ["a"]);
     }
 
     #[tokio::test]
