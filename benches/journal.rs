@@ -94,8 +94,8 @@ async fn main() {
             let page = (start..(start + PAGE).min(n))
                 .map(|i| (key(i), record(i)))
                 .collect();
-            j.record_page(job, page, Some(format!("token-{start}")))
-                .expect("page");
+            let next = (start + PAGE < n).then(|| format!("token-{start}"));
+            j.record_page(job, page, next).expect("page");
         }
         j.flush().await.expect("flush");
         let listed = t.elapsed();
