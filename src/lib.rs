@@ -23,6 +23,7 @@
 //! - [`content`]  what an object is (PEM key, DSN, JWK, .env, token), explained secret-free.
 //! - [`config`]   the strict config tree and its validation.
 //! - [`shard`]    which keys this daemon takes when several split one bucket.
+//! - [`inventory`] S3 Inventory manifests and CSV files as a listing source (pure).
 
 pub mod access;
 pub mod api;
@@ -34,6 +35,7 @@ pub mod content;
 pub mod daemon;
 pub mod engine;
 pub mod envelope;
+pub mod inventory;
 pub mod journal;
 pub mod kms;
 pub mod metrics;

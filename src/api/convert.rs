@@ -145,6 +145,7 @@ fn options_to_pb(o: &JobOptions) -> pb::JobOptions {
         after_job: o.after.unwrap_or(0),
         priority: o.priority,
         limits: Some(limits_to_pb(&o.limits)),
+        inventory_manifest: o.inventory.clone().unwrap_or_default(),
     }
 }
 
@@ -194,6 +195,7 @@ pub fn options_from_pb(o: Option<pb::JobOptions>) -> Result<JobOptions, Status> 
             bytes_per_sec: (l.bytes_per_sec > 0).then_some(l.bytes_per_sec),
             kms_requests_per_sec: nz32(l.kms_requests_per_sec),
         },
+        inventory: (!o.inventory_manifest.is_empty()).then_some(o.inventory_manifest),
     })
 }
 
@@ -393,6 +395,7 @@ impl From<EngineError> for Status {
             EngineError::Store(_) | EngineError::Kms(_) => Status::failed_precondition(msg),
             EngineError::Provision(_) if e.is_retryable() => Status::unavailable(msg),
             EngineError::Provision(_) => Status::failed_precondition(msg),
+            EngineError::Inventory(_) => Status::failed_precondition(msg),
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum EngineError {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down; retry after it restarts")]
     ShuttingDown,
+    /// An inventory report the job lists from is damaged.
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
 }
 
 impl EngineError {

@@ -19,7 +19,7 @@ use crate::journal::{
     AuditDraft, JobId, JobKind, JobOptions, JobRecord, JobState, JournalError, ObjectRecord,
     ObjectState,
 };
-use crate::store::ListedObject;
+use crate::store::{ListPage, ListedObject};
 
 /// Attempts a job-level call (listing, key resolution) gets for retryable failures before
 /// the job fails: with the backoff policy this is about 10 minutes of a flapping network.
@@ -390,18 +390,26 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
 
     let mut token = job.listing_token.clone();
     let mut listing_complete = job.listing_complete;
+    let mut lister = match (&job.kind, listing_complete) {
+        (JobKind::Migrate, false) => Some(
+            super::listing::Lister::for_job(
+                inner,
+                &job.source_bucket,
+                &job.prefix,
+                job.options.inventory.as_deref(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     while !listing_complete && !stopped {
         let mut excluded = 0;
         let (records, next_token) = match job.kind {
             JobKind::Migrate => {
-                let page = list_with_retries(
-                    inner,
-                    "list source",
-                    &job.source_bucket,
-                    &job.prefix,
-                    token.clone(),
-                )
-                .await?;
+                let page = match lister.as_mut() {
+                    Some(l) => l.page(inner, token.clone()).await?,
+                    None => ListPage::default(),
+                };
                 // Other shards' keys are theirs: neither taken nor counted here.
                 let owned: Vec<_> = page.objects.iter().filter(|o| scope.owns(&o.key)).collect();
                 let records: Vec<_> = owned

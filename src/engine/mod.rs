@@ -10,6 +10,7 @@ mod estimate;
 mod job;
 mod lifecycle;
 mod limit;
+mod listing;
 mod memory;
 pub mod migrate;
 pub mod multipart;
@@ -520,6 +521,16 @@ impl Engine {
             self.view(after)?;
         }
         self.ensure_no_overlap("starting another", None, &prefix, &options)?;
+        if let Some(url) = &options.inventory {
+            // Read and check the manifest now, so a wrong one is the caller's error.
+            listing::InventoryLister::open(
+                &self.inner,
+                url,
+                &self.inner.settings.source_bucket,
+                &prefix,
+            )
+            .await?;
+        }
         // Fail fast, before anything is written, when a destination or key is unusable.
         job::resolve_targets(&self.inner, true).await?;
         let weak = self.weak_buckets(&options.only_categories).await?;
@@ -529,7 +540,9 @@ impl Engine {
                 describe_weak(&weak)
             )));
         }
-        if !allow_conflicts {
+        // The plan lists the bucket; with an inventory (a bucket too large to list), keys
+        // matching two categories are found while listing and left in place instead.
+        if !allow_conflicts && options.inventory.is_none() {
             let report = plan::plan(&self.inner, &prefix, &scope, 5, false).await?;
             if report.conflict_objects > 0 {
                 let sample: Vec<String> = report

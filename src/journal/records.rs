@@ -200,6 +200,10 @@ pub struct JobOptions {
     /// Live limits.
     #[serde(default)]
     pub limits: JobLimits,
+    /// List from this S3 Inventory manifest (`s3://bucket/key/manifest.json`) instead of
+    /// ListObjectsV2.
+    #[serde(default)]
+    pub inventory: Option<String>,
 }
 
 /// A migration job.

@@ -87,6 +87,10 @@ enum Cmd {
         /// Follow the job after starting it, as `watch` does.
         #[arg(long)]
         watch: bool,
+        /// List the source from this S3 Inventory report (`s3://BUCKET/KEY/manifest.json`,
+        /// CSV format) instead of ListObjectsV2: for buckets too large to list.
+        #[arg(long, value_name = "MANIFEST_URL")]
+        inventory: Option<String>,
     },
     /// Every job as a table, or one job in detail.
     Status {
@@ -605,12 +609,15 @@ async fn run(args: Args) -> Result<ExitCode> {
             allow_weak_buckets,
             dry_run: false,
             watch,
+            inventory,
         } => {
+            let mut opts = options(scope, Some(&run), Some(&limits));
+            opts.inventory_manifest = inventory.unwrap_or_default();
             let j = c
                 .start_with(pb::StartJobRequest {
                     prefix,
                     allow_conflicts,
-                    options: Some(options(scope, Some(&run), Some(&limits))),
+                    options: Some(opts),
                     allow_weak_buckets,
                 })
                 .await?;
