@@ -222,6 +222,12 @@ pub struct PutResult {
     pub request_id: Option<String>,
     /// Version id, when the bucket is versioned.
     pub version_id: Option<String>,
+    /// The server-side encryption S3 reports it applied.
+    pub sse: Option<String>,
+    /// Its KMS key.
+    pub sse_kms_key_id: Option<String>,
+    /// The SHA-256 S3 checked the body against (base64), when the write named one.
+    pub checksum_sha256_b64: Option<String>,
 }
 
 /// The storage operations dualseal needs. Narrow on purpose, so pure logic can be tested with
@@ -594,6 +600,10 @@ impl ObjectStore for S3Store {
                 request_id: out.request_id().map(str::to_owned),
                 etag: out.e_tag().unwrap_or_default().to_owned(),
                 version_id: out.version_id().map(str::to_owned),
+                sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+                sse_kms_key_id: out.ssekms_key_id().map(str::to_owned),
+                // A multipart object's checksum is composite: not comparable to one digest.
+                checksum_sha256_b64: None,
             }),
             // Some S3 implementations (moto 5) name the answer's root element
             // `CompleteMultipartUploadResponse`, which the SDK refuses; a success carries the
@@ -610,6 +620,9 @@ impl ObjectStore for S3Store {
                             etag: etag.replace("&quot;", "\""),
                             request_id: header("x-amz-request-id"),
                             version_id: header("x-amz-version-id"),
+                            sse: header("x-amz-server-side-encryption"),
+                            sse_kms_key_id: header("x-amz-server-side-encryption-aws-kms-key-id"),
+                            checksum_sha256_b64: None,
                         })
                     });
                 completed.ok_or_else(|| err("CompleteMultipartUpload", bucket, key, e))
@@ -681,6 +694,9 @@ impl ObjectStore for S3Store {
             request_id: out.request_id().map(str::to_owned),
             etag: out.e_tag().unwrap_or_default().to_owned(),
             version_id: out.version_id().map(str::to_owned),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            sse_kms_key_id: out.ssekms_key_id().map(str::to_owned),
+            checksum_sha256_b64: out.checksum_sha256().map(str::to_owned),
         })
     }
 

@@ -327,6 +327,15 @@ async fn live_limits_show_in_watch_and_checksum_mode_proves_without_read_back() 
         .map(|(_, n)| n)
         .sum();
     assert_eq!(dest_gets, 0, "checksum mode read a destination back");
+    // S3's answer to the PUT (the digest it checked, the encryption it applied) is the proof:
+    // not even a HEAD follows.
+    let dest_heads: u64 = reqs
+        .iter()
+        // (HeadBucket is "HEAD secrets-db/": the preflight's bucket checks.)
+        .filter(|(k, _)| k.starts_with("HEAD secrets-") && !k.ends_with('/'))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(dest_heads, 0, "checksum mode asked again after the write");
     assert_eq!(reqs.get("kms Decrypt").copied().unwrap_or(0), 0);
     for (k, v) in objs.iter().step_by(20) {
         let (name, prefix) = CATEGORY_PREFIXES

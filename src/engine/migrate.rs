@@ -257,6 +257,10 @@ impl Attempt<'_> {
             }
             Err(e) => return Err(e.into()),
         };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+        // What S3 said of the write it accepted: enough for verify=checksum when it echoes
+        // the digest it checked the body against.
+        let answered = written_proves(&written, self.target, &b64)?;
         let proof = Proof {
             source_etag: src.etag.clone(),
             source_version: src.version_id.clone(),
@@ -283,8 +287,8 @@ impl Attempt<'_> {
                 )
                 .await?;
             }
+            VerifyMode::Checksum if answered => {}
             VerifyMode::Checksum => {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
                 prove_by_checksum(
                     self.store,
                     self.target,
@@ -472,6 +476,34 @@ impl std::ops::Deref for ProofKey<'_> {
         match self {
             Self::Proven(k) => k,
             Self::Unwrapped(k) => k,
+        }
+    }
+}
+
+/// Whether the answer to a write already proves it for verify=checksum: S3 accepted a body
+/// whose SHA-256 it checked against ours (it refuses a mismatch with `BadDigest`), echoes that
+/// digest, and reports DSSE-KMS under the category key. Without the echo (some S3-compatible
+/// servers), the caller asks with a HEAD instead.
+///
+/// # Errors
+/// `Verify` when S3 echoes another digest; `WrongEncryption` when it reports another SSE.
+pub fn written_proves(
+    written: &crate::store::PutResult,
+    target: &Target,
+    sha256_b64: &str,
+) -> Result<bool, ObjectError> {
+    match written.checksum_sha256_b64.as_deref() {
+        None => Ok(false),
+        Some(c) if c != sha256_b64 => Err(ObjectError::Verify(
+            "S3 checked the write against another SHA-256 than the envelope's".into(),
+        )),
+        Some(_) => {
+            check_server_side(
+                written.sse.as_deref(),
+                written.sse_kms_key_id.as_deref(),
+                target,
+            )?;
+            Ok(true)
         }
     }
 }
