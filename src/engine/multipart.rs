@@ -68,16 +68,17 @@ impl Settings {
     }
 }
 
-type PlainMac = Hmac<Sha256>;
+/// The keyed digest two plaintext streams are compared by.
+pub(super) type PlainMac = Hmac<Sha256>;
 
 /// A MAC key for comparing two plaintext streams within one attempt.
-fn fresh_mac_key() -> Zeroizing<[u8; 32]> {
+pub(super) fn fresh_mac_key() -> Zeroizing<[u8; 32]> {
     let mut k = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(k.as_mut());
     k
 }
 
-fn mac_with(key: &[u8; 32]) -> PlainMac {
+pub(super) fn mac_with(key: &[u8; 32]) -> PlainMac {
     // HMAC accepts keys of any length: this cannot fail.
     <PlainMac as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
@@ -514,6 +515,29 @@ pub async fn prove_streamed(
         }
     }
     Ok(())
+}
+
+/// Reads an object as a stream into a MAC under `key`: its ETag and the MAC, or `None` when
+/// it does not exist.
+///
+/// # Errors
+/// `Store` for anything but a missing object.
+pub(super) async fn digest_object(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    mac_key: &[u8; 32],
+) -> Result<Option<(String, PlainMac)>, crate::store::StoreError> {
+    let mut obj = match store.get_stream(bucket, key).await {
+        Ok(o) => o,
+        Err(e) if e.kind == AwsErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut mac = mac_with(mac_key);
+    while let Some(chunk) = obj.body.next().await {
+        mac.update(&chunk?);
+    }
+    Ok(Some((obj.etag, mac)))
 }
 
 /// Aborts the multipart uploads a job's attempts left open. A cancel abandons attempts in

@@ -370,6 +370,34 @@ pub(super) async fn check_one(
     };
     let dest_key = rec.dest_key.as_deref().unwrap_or(key);
     let sha = rec.ciphertext_sha256.as_deref().filter(|s| !s.is_empty());
+    if inner.settings.multipart.streams(rec.size) {
+        // A large object, as a stream: the source's plaintext through a MAC under a key of
+        // this check only, the copy read back and opened segment by segment.
+        use super::multipart::{digest_object, fresh_mac_key, prove_streamed};
+        let mac_key = fresh_mac_key();
+        let source = match digest_object(inner.store.as_ref(), source_bucket, key, &mac_key).await {
+            Ok(s) => s,
+            Err(e) => return Finding::Problem("unreadable", e.to_string()),
+        };
+        if let Some((etag, _)) = &source {
+            if *etag != rec.source_etag {
+                return source_changed(etag, &rec.source_etag);
+            }
+        }
+        let present = source.is_some();
+        let proved = prove_streamed(
+            inner.store.as_ref(),
+            inner.keys.as_ref(),
+            target,
+            dest_key,
+            sha,
+            source.map(|(_, mac)| (&*mac_key, mac)),
+            None,
+        )
+        .await
+        .map(|()| present);
+        return judge(inner, targets, target, key, dest_key, proved).await;
+    }
     let source = match inner.store.get(source_bucket, key).await {
         Ok(s) => Some(s),
         Err(e) if e.kind == AwsErrorKind::NotFound => None,
@@ -377,13 +405,7 @@ pub(super) async fn check_one(
     };
     if let Some(src) = &source {
         if src.etag != rec.source_etag {
-            return Finding::Problem(
-                "source_changed",
-                format!(
-                    "the source changed since migration (ETag {} now, {} then); run a new job to catch up",
-                    src.etag, rec.source_etag
-                ),
-            );
+            return source_changed(&src.etag, &rec.source_etag);
         }
     }
     let proved = prove_destination(
@@ -395,10 +417,34 @@ pub(super) async fn check_one(
         source.as_ref().map(|s| s.body.as_slice()),
         None,
     )
-    .await;
+    .await
+    .map(|()| source.is_some());
+    judge(inner, targets, target, key, dest_key, proved).await
+}
+
+fn source_changed(now: &str, then: &str) -> Finding {
+    Finding::Problem(
+        "source_changed",
+        format!(
+            "the source changed since migration (ETag {now} now, {then} then); run a new job to catch up"
+        ),
+    )
+}
+
+/// Turns a proof's outcome into a finding; a copy that is missing is looked for in the other
+/// categories' buckets.
+async fn judge(
+    inner: &Inner,
+    targets: &[super::Target],
+    target: &super::Target,
+    key: &str,
+    dest_key: &str,
+    proved: Result<bool, ObjectError>,
+) -> Finding {
     match proved {
-        Ok(()) if source.is_none() => Finding::SourceGone,
-        Ok(()) => Finding::Ok,
+        Ok(false) => Finding::SourceGone,
+        Ok(true) => Finding::Ok,
+
         Err(ObjectError::Store(e)) if e.kind == AwsErrorKind::NotFound => {
             // Gone from its bucket: did it land in another category's bucket?
             for other in targets.iter().filter(|t| t.bucket != target.bucket) {
