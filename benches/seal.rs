@@ -47,6 +47,19 @@ fn crypto(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("seal", name), |b| {
             b.iter(|| envelope::seal(&key, params(), &plain).expect("seal"));
         });
+        // The streaming path (large objects): the input arrives in chunks, the envelope goes
+        // into a buffer that is reused.
+        g.bench_function(BenchmarkId::new("seal_stream", name), |b| {
+            let mut out = Vec::with_capacity(size + size / 1024 + 4096);
+            b.iter(|| {
+                out.clear();
+                let mut s = envelope::StreamSealer::new(&key, params()).expect("sealer");
+                for chunk in plain.chunks(256 * 1024) {
+                    s.push(chunk, &mut out).expect("push");
+                }
+                s.finish(&mut out).expect("finish");
+            });
+        });
         let sealed = envelope::seal(&key, params(), &plain).expect("seal");
         g.bench_function(BenchmarkId::new("open", name), |b| {
             b.iter(|| envelope::open(&key, &sealed, None).expect("open"));

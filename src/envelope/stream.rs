@@ -61,6 +61,14 @@ impl StreamSealer {
         self.header_once(out);
         let seg = self.sealer.segment_size() as usize;
         while !plaintext.is_empty() {
+            if self.pending.is_empty() && plaintext.len() > seg {
+                // A whole segment with more input after it: sealed straight from the input,
+                // without a copy through the pending buffer.
+                self.sealer
+                    .seal_segment_into(&plaintext[..seg], false, out)?;
+                plaintext = &plaintext[seg..];
+                continue;
+            }
             if self.pending.len() == seg {
                 // More input follows a full segment: it is not the last one.
                 self.sealer.seal_segment_into(&self.pending, false, out)?;
