@@ -421,12 +421,15 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
     let moto = Moto::start();
     let cats = provision(&moto).await;
     let s3 = moto.s3();
-    let objects = spread(12, |prefix, i| {
+    let mut objects = spread(12, |prefix, i| {
         (
             format!("{prefix}a/{i:02}"),
             format!("archived secret {i}").into_bytes(),
         )
     });
+    // One large enough to stream, as a multipart upload, in the migration and the archive.
+    let large: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    objects.insert("tls/a/02".to_owned(), large);
     put_all(&moto, &objects).await;
     put_all(
         &moto,
@@ -434,10 +437,12 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
     )
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_toml(&moto, dir.path(), 4)
-        + &format!(
-            "\n[decommission]\narchive_bucket = \"{ARCHIVE}\"\narchive_retention_days = 7\n"
-        );
+    let config = config_toml(&moto, dir.path(), 4).replace(
+        "[daemon]\n",
+        "[daemon]\nmultipart_threshold = 5242880\nmultipart_part_size = 5242880\n",
+    ) + &format!(
+        "\n[decommission]\narchive_bucket = \"{ARCHIVE}\"\narchive_retention_days = 7\n"
+    );
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
@@ -517,6 +522,17 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
         .secs();
     let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
     assert!((until - now - 7 * 86_400).abs() < 600, "{until} vs {now}");
+    let large_copy = s3
+        .head_object()
+        .bucket(ARCHIVE)
+        .key(format!("{SOURCE}/tls/a/02"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        large_copy.e_tag().unwrap_or_default().ends_with("-2\""),
+        "the large object was archived as a multipart upload"
+    );
     let got = dualsealctl_get(&moto, &format!("s3://{ARCHIVE}/{SOURCE}/api/a/01"));
     assert!(
         got.status.success(),

@@ -247,7 +247,19 @@ impl Engine {
             content_rules: None,
             data_keys: &self.inner.data_keys,
         };
-        let run = || attempt.run(|_| Ok(()));
+        let multipart = self.inner.settings.multipart;
+        // Large objects stream as they did in the migration. An archive copy's upload is not
+        // journaled: an attempt that fails aborts it; one cut short by a crash is left to the
+        // bucket's AbortIncompleteMultipartUpload rule.
+        let run = || async {
+            if multipart.streams(prior.size) {
+                attempt
+                    .run_streamed(&multipart, |_| Ok(()), |_| Ok(()))
+                    .await
+            } else {
+                attempt.run(|_| Ok(())).await
+            }
+        };
         match with_retries(&self.inner, "archive object", JOB_CALL_ATTEMPTS, run).await {
             Ok(Outcome::Verified(proof)) => Ok(proof.how.as_str()),
             Ok(Outcome::Conflict(why)) => Err(why),
