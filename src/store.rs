@@ -760,6 +760,9 @@ pub struct BucketSecurity {
     pub policy: Option<String>,
     /// Access logging target bucket and prefix.
     pub logging: Option<(String, String)>,
+    /// Days after which an enabled whole-bucket lifecycle rule aborts incomplete multipart
+    /// uploads (the shortest, when several do).
+    pub abort_incomplete_uploads_days: Option<i32>,
 }
 
 /// Bucket administration for provisioning: read and set what makes a bucket safe to hold
@@ -784,6 +787,10 @@ pub trait BucketAdmin: Send + Sync {
     async fn put_policy(&self, bucket: &str, policy_json: &str) -> Result<(), StoreError>;
     /// Server access logging into `target` under `prefix`.
     async fn put_logging(&self, bucket: &str, target: &str, prefix: &str)
+        -> Result<(), StoreError>;
+    /// Adds (or replaces) dualseal's lifecycle rule aborting incomplete multipart uploads
+    /// after `days`, keeping every other rule of the bucket.
+    async fn put_abort_incomplete_uploads(&self, bucket: &str, days: i32)
         -> Result<(), StoreError>;
     /// Removes the bucket policy.
     async fn delete_policy(&self, bucket: &str) -> Result<(), StoreError>;
@@ -920,6 +927,25 @@ impl BucketAdmin for S3Store {
         s.logging = log
             .logging_enabled()
             .map(|l| (l.target_bucket().to_owned(), l.target_prefix().to_owned()));
+        s.abort_incomplete_uploads_days = self
+            .lifecycle_rules(bucket)
+            .await?
+            .iter()
+            .filter(|r| r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled)
+            .filter(|r| {
+                r.filter().is_none_or(|f| {
+                    f.prefix().unwrap_or_default().is_empty()
+                        && f.tag().is_none()
+                        && f.and().is_none()
+                        && f.object_size_greater_than().is_none()
+                        && f.object_size_less_than().is_none()
+                })
+            })
+            .filter_map(|r| {
+                r.abort_incomplete_multipart_upload()?
+                    .days_after_initiation()
+            })
+            .min();
         Ok(s)
     }
 
@@ -1182,6 +1208,54 @@ impl BucketAdmin for S3Store {
             .collect())
     }
 
+    async fn put_abort_incomplete_uploads(
+        &self,
+        bucket: &str,
+        days: i32,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{
+            AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+            LifecycleRule, LifecycleRuleFilter,
+        };
+        // PutBucketLifecycleConfiguration replaces the whole configuration: keep the
+        // operator's rules, replace only ours.
+        let mut rules: Vec<LifecycleRule> = self
+            .lifecycle_rules(bucket)
+            .await?
+            .into_iter()
+            .filter(|r| r.id() != Some(LIFECYCLE_RULE_ID))
+            .collect();
+        let bad = |e: aws_sdk_s3::error::BuildError| {
+            bad_request("PutBucketLifecycleConfiguration", bucket, &e.to_string())
+        };
+        rules.push(
+            LifecycleRule::builder()
+                .id(LIFECYCLE_RULE_ID)
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .abort_incomplete_multipart_upload(
+                    AbortIncompleteMultipartUpload::builder()
+                        .days_after_initiation(days)
+                        .build(),
+                )
+                .build()
+                .map_err(bad)?,
+        );
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .map_err(bad)?,
+            )
+            .send()
+            .await
+            .map_err(|e| err("PutBucketLifecycleConfiguration", bucket, "", e))?;
+        Ok(())
+    }
+
     async fn put_logging(
         &self,
         bucket: &str,
@@ -1206,6 +1280,28 @@ impl BucketAdmin for S3Store {
             .await
             .map_err(|e| err("PutBucketLogging", bucket, "", e))?;
         Ok(())
+    }
+}
+
+/// The id of the lifecycle rule provisioning adds to category buckets.
+pub const LIFECYCLE_RULE_ID: &str = "dualseal-abort-incomplete-uploads";
+
+impl S3Store {
+    /// A bucket's lifecycle rules (none when it has no configuration).
+    async fn lifecycle_rules(
+        &self,
+        bucket: &str,
+    ) -> Result<Vec<aws_sdk_s3::types::LifecycleRule>, StoreError> {
+        let got = self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| err("GetBucketLifecycleConfiguration", bucket, "", e));
+        Ok(absent(got, &["NoSuchLifecycleConfiguration"])?
+            .map(|o| o.rules().to_vec())
+            .unwrap_or_default())
     }
 }
 

@@ -149,6 +149,73 @@ async fn provision_from_scratch_detect_drift_and_refuse_weak_buckets() {
         String::from_utf8_lossy(&check.stdout)
     );
 
+    // Incomplete multipart uploads are aborted by a lifecycle rule; an operator's own rules
+    // survive provisioning putting it back.
+    let rules = |bucket: &'static str| {
+        let s3 = moto.s3();
+        async move {
+            s3.get_bucket_lifecycle_configuration()
+                .bucket(bucket)
+                .send()
+                .await
+                .map(|o| o.rules().to_vec())
+                .unwrap_or_default()
+        }
+    };
+    let ours = rules("secrets-db").await;
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    assert_eq!(
+        ours[0]
+            .abort_incomplete_multipart_upload()
+            .and_then(|a| a.days_after_initiation()),
+        Some(7)
+    );
+    {
+        use aws_sdk_s3::types::{
+            BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+            LifecycleRuleFilter,
+        };
+        let operators = LifecycleRule::builder()
+            .id("operators-tmp")
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("tmp/").build())
+            .expiration(LifecycleExpiration::builder().days(30).build())
+            .build()
+            .unwrap();
+        moto.s3()
+            .put_bucket_lifecycle_configuration()
+            .bucket("secrets-db")
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .rules(operators)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("operator's lifecycle");
+    }
+    let drift = client.provision(false).await.expect("plan");
+    assert_eq!(
+        settings(&drift),
+        vec![(
+            "s3://secrets-db".to_owned(),
+            "abort incomplete multipart uploads".to_owned()
+        )]
+    );
+    assert!(
+        !drift.changes[0].weakens,
+        "a missing backstop is not a weak bucket"
+    );
+    client.provision(true).await.expect("apply");
+    let mut ids: Vec<String> = rules("secrets-db")
+        .await
+        .iter()
+        .filter_map(|r| r.id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["dualseal-abort-incomplete-uploads", "operators-tmp"]);
+
     // What AWS holds now.
     let s3 = moto.s3();
     let kms = moto.kms();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::config::{CategoryConfig, Config, ProvisionConfig};
 use crate::kms::{KeyAdmin, KmsError, LiveKey};
-use crate::store::{BucketAdmin, BucketSecurity, StoreError, SSE_DSSE_KMS};
+use crate::store::{BucketAdmin, BucketSecurity, StoreError, LIFECYCLE_RULE_ID, SSE_DSSE_KMS};
 use policy::{CategoryIam, PolicyDocument, Principals};
 
 /// Why provisioning could not run.
@@ -304,6 +304,16 @@ impl Provisioner {
                 ));
             }
         }
+        if !aborts_uploads(&live) {
+            report.changes.push(change(
+                "abort incomplete multipart uploads",
+                live.abort_incomplete_uploads_days
+                    .map_or("never".into(), |d| format!("after {d} days")),
+                format!("after {ABORT_UPLOADS_DAYS} days (lifecycle rule {LIFECYCLE_RULE_ID})"),
+                Action::Update,
+                false,
+            ));
+        }
         if let Some(target) = &self.cfg.log_bucket {
             let want = (target.clone(), format!("{}/", c.bucket));
             if live.logging.as_ref() != Some(&want) {
@@ -399,6 +409,11 @@ impl Provisioner {
         if policy_diff(live.policy.as_deref(), &desired).is_some() {
             self.s3.put_policy(b, &desired.to_json()).await?;
         }
+        if !aborts_uploads(&live) {
+            self.s3
+                .put_abort_incomplete_uploads(b, ABORT_UPLOADS_DAYS)
+                .await?;
+        }
         if let Some(target) = &self.cfg.log_bucket {
             let prefix = format!("{b}/");
             if live.logging.as_ref() != Some(&(target.clone(), prefix.clone())) {
@@ -432,6 +447,15 @@ fn encryption_ok(live: &BucketSecurity, key_arn: &str) -> bool {
 }
 
 /// Bucket settings that differ from the hardened state: (setting, live, desired).
+/// Days after which a category bucket's incomplete multipart uploads are aborted: the
+/// backstop for an upload a crashed attempt left and S3 refused to abort when asked.
+const ABORT_UPLOADS_DAYS: i32 = 7;
+
+fn aborts_uploads(live: &BucketSecurity) -> bool {
+    live.abort_incomplete_uploads_days
+        .is_some_and(|d| d <= ABORT_UPLOADS_DAYS)
+}
+
 fn bucket_diff(live: &BucketSecurity, key_arn: &str) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
     if !encryption_ok(live, key_arn) {
