@@ -300,6 +300,15 @@ impl S3Store {
     pub fn new(sdk: &aws_config::SdkConfig, force_path_style: bool) -> Self {
         let conf = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(force_path_style)
+            // dualseal names the SHA-256 of every body it writes and proves what it reads back
+            // by its own digest of the envelope: the SDK's default checksums on top (a CRC per
+            // request, a second hash of every downloaded body) would be paid twice.
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build();
         Self {
             client: aws_sdk_s3::Client::from_conf(conf),
