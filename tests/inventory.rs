@@ -154,6 +154,16 @@ async fn a_job_lists_from_an_inventory_and_refuses_a_foreign_or_damaged_one() {
         "{foreign}"
     );
 
+    // The plan (the runbook's first step) reads the same inventory.
+    let plan = client
+        .plan_with(pb::PlanRequest {
+            options: start(&format!("s3://{INVENTORY}/{BASE}/manifest.json")).options,
+            ..Default::default()
+        })
+        .await
+        .expect("plan");
+    assert_eq!(plan.total_objects, 40, "{plan:#?}");
+
     let job = client
         .start_with(start(&format!("s3://{INVENTORY}/{BASE}/manifest.json")))
         .await
@@ -163,7 +173,8 @@ async fn a_job_lists_from_an_inventory_and_refuses_a_foreign_or_damaged_one() {
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     assert_eq!(done.discovered, 40, "exactly the current versions listed");
     assert_eq!(done.verified, 40);
-    // Every key came from the inventory: S3 was never asked to list anything.
+    // Every key came from the inventory (the plan's, the start's conflict check's and the
+    // job's): S3 was never asked to list anything.
     let metrics = scrape(port);
     assert_eq!(requests(&metrics, "s3", "ListObjectsV2"), 0, "{metrics}");
     for (key, body) in objects.iter().step_by(7) {
@@ -174,9 +185,19 @@ async fn a_job_lists_from_an_inventory_and_refuses_a_foreign_or_damaged_one() {
         .await
         .contains(&"inv/late.json".to_owned()));
 
-    // A data file that is not the one the manifest describes fails the job, naming it.
+    // A data file that is not the one the manifest describes is named: at the start, whose
+    // conflict check reads the inventory, or, when that check is skipped, by the job failing.
+    let damaged = format!("s3://{INVENTORY}/damaged/manifest.json");
+    let refused = client.start_with(start(&damaged)).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("damaged/b.csv.gz") && refused.to_string().contains("MD5"),
+        "{refused}"
+    );
     let bad = client
-        .start_with(start(&format!("s3://{INVENTORY}/damaged/manifest.json")))
+        .start_with(pb::StartJobRequest {
+            allow_conflicts: true,
+            ..start(&damaged)
+        })
         .await
         .expect("the manifest itself is fine")
         .job_id;

@@ -454,6 +454,7 @@ impl Engine {
             &scope,
             sample_limit,
             inspect_content,
+            options.inventory.as_deref(),
         )
         .await?;
         report.estimate = estimate::estimate(
@@ -540,10 +541,9 @@ impl Engine {
                 describe_weak(&weak)
             )));
         }
-        // The plan lists the bucket; with an inventory (a bucket too large to list), keys
-        // matching two categories are found while listing and left in place instead.
-        if !allow_conflicts && options.inventory.is_none() {
-            let report = plan::plan(&self.inner, &prefix, &scope, 5, false).await?;
+        if !allow_conflicts {
+            let inventory = options.inventory.as_deref();
+            let report = plan::plan(&self.inner, &prefix, &scope, 5, false, inventory).await?;
             if report.conflict_objects > 0 {
                 let sample: Vec<String> = report
                     .conflicts_sample

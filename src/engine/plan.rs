@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use super::error::{EngineError, ObjectError};
-use super::job::list_with_retries;
 use super::migrate::prove_destination;
 use super::{Inner, Scope};
 use crate::aws::AwsErrorKind;
@@ -175,7 +174,11 @@ pub(super) async fn plan(
     scope: &Scope,
     sample_limit: usize,
     inspect_content: bool,
+    inventory: Option<&str>,
 ) -> Result<PlanReport, EngineError> {
+    let mut lister =
+        super::listing::Lister::for_job(inner, &inner.settings.source_bucket, prefix, inventory)
+            .await?;
     let mut content = inspect_content.then(ContentReport::default);
     let mut report = PlanReport {
         source_bucket: inner.settings.source_bucket.clone(),
@@ -192,14 +195,7 @@ pub(super) async fn plan(
     };
     let mut token = None;
     loop {
-        let page = list_with_retries(
-            inner,
-            "list source",
-            &inner.settings.source_bucket,
-            prefix,
-            token.clone(),
-        )
-        .await?;
+        let page = lister.page(inner, token.clone()).await?;
         let mut batch = Vec::new();
         for o in page.objects.iter().filter(|o| scope.owns(&o.key)) {
             let class = inner.classifier.classify(&o.key);

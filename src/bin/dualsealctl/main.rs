@@ -87,10 +87,6 @@ enum Cmd {
         /// Follow the job after starting it, as `watch` does.
         #[arg(long)]
         watch: bool,
-        /// List the source from this S3 Inventory report (`s3://BUCKET/KEY/manifest.json`,
-        /// CSV format) instead of ListObjectsV2: for buckets too large to list.
-        #[arg(long, value_name = "MANIFEST_URL")]
-        inventory: Option<String>,
     },
     /// Every job as a table, or one job in detail.
     Status {
@@ -265,6 +261,10 @@ struct ScopeArgs {
     /// Only objects of this category (repeatable).
     #[arg(long = "only-category")]
     only_categories: Vec<String>,
+    /// List the source from this S3 Inventory report (`s3://BUCKET/KEY/manifest.json`,
+    /// CSV format) instead of ListObjectsV2: for buckets too large to list.
+    #[arg(long, value_name = "MANIFEST_URL")]
+    inventory: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -330,6 +330,7 @@ fn options(scope: ScopeArgs, run: Option<&RunArgs>, limits: Option<&LimitArgs>) 
         exclude: scope.exclude,
         only_categories: scope.only_categories,
         limits: limits.map(LimitArgs::to_pb),
+        inventory_manifest: scope.inventory.unwrap_or_default(),
         ..Default::default()
     };
     if let Some(r) = run {
@@ -609,15 +610,12 @@ async fn run(args: Args) -> Result<ExitCode> {
             allow_weak_buckets,
             dry_run: false,
             watch,
-            inventory,
         } => {
-            let mut opts = options(scope, Some(&run), Some(&limits));
-            opts.inventory_manifest = inventory.unwrap_or_default();
             let j = c
                 .start_with(pb::StartJobRequest {
                     prefix,
                     allow_conflicts,
-                    options: Some(opts),
+                    options: Some(options(scope, Some(&run), Some(&limits))),
                     allow_weak_buckets,
                 })
                 .await?;
