@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::envelope::{DataKey, EncryptionContext, PER_OBJECT_CONTEXT_KEY};
+use crate::envelope::{DataKey, EncryptionContext, HeaderParams, PER_OBJECT_CONTEXT_KEY};
 use crate::kms::{KeyService, KmsError};
 
 /// How long and how often one data key may be used.
@@ -43,6 +43,26 @@ pub struct SealingKey {
 }
 
 impl SealingKey {
+    /// The envelope header this key seals an object for `context` with.
+    pub fn header_params(&self, context: &EncryptionContext, segment_size: u32) -> HeaderParams {
+        HeaderParams {
+            kms_key_id: self.key_arn.clone(),
+            wrapped_key: self.wrapped.clone(),
+            context: context.clone(),
+            segment_size,
+            shared_data_key: self.shared,
+        }
+    }
+
+    /// The envelope format version it writes.
+    pub fn envelope_version(&self) -> u8 {
+        if self.shared {
+            crate::envelope::FORMAT_VERSION_SHARED_KEY
+        } else {
+            crate::envelope::FORMAT_VERSION
+        }
+    }
+
     /// Serializes the proofs of a shared key's wrapped form (a no-op for other keys).
     pub async fn proving(&self, wrapped: &[u8]) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         if self.shared && self.wrapped == wrapped {

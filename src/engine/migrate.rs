@@ -11,7 +11,7 @@ use super::datakey::SealingKey;
 use super::error::ObjectError;
 use super::Target;
 use crate::aws::AwsErrorKind;
-use crate::envelope::{self, EncryptionContext, HeaderParams};
+use crate::envelope::{self, EncryptionContext};
 use crate::journal::{JobId, ObjectRecord, ObjectState, VerifyMode};
 use crate::kms::KeyService;
 use crate::store::{
@@ -181,20 +181,10 @@ impl Attempt<'_> {
             .await?;
         let sealed = envelope::seal(
             &sealing.key,
-            HeaderParams {
-                kms_key_id: sealing.key_arn.clone(),
-                wrapped_key: sealing.wrapped.clone(),
-                context: ctx.clone(),
-                segment_size: self.segment_size,
-                shared_data_key: sealing.shared,
-            },
+            sealing.header_params(&ctx, self.segment_size),
             &src.body,
         )?;
-        let version = if sealing.shared {
-            envelope::FORMAT_VERSION_SHARED_KEY
-        } else {
-            envelope::FORMAT_VERSION
-        };
+        let version = sealing.envelope_version();
         if self.verify == VerifyMode::Checksum {
             // The half of the proof that needs no read-back: the envelope we are about to
             // write opens, for this location, to exactly the source bytes.

@@ -25,7 +25,7 @@ use super::migrate::{
 };
 use super::Target;
 use crate::aws::AwsErrorKind;
-use crate::envelope::{self, HeaderParams, StreamOpener, StreamSealer};
+use crate::envelope::{self, StreamOpener, StreamSealer};
 use crate::journal::{JournalError, ObjectState};
 use crate::kms::KeyService;
 use crate::store::{BodyStream, ObjectStore, Precondition, SealedUpload, UploadedPart};
@@ -186,21 +186,9 @@ impl Attempt<'_> {
             .data_keys
             .for_object(self.keys, &self.target.kms_key_arn, &ctx)
             .await?;
-        let version = if sealing.shared {
-            envelope::FORMAT_VERSION_SHARED_KEY
-        } else {
-            envelope::FORMAT_VERSION
-        };
-        let sealer = StreamSealer::new(
-            &sealing.key,
-            HeaderParams {
-                kms_key_id: sealing.key_arn.clone(),
-                wrapped_key: sealing.wrapped.clone(),
-                context: ctx.clone(),
-                segment_size: self.segment_size,
-                shared_data_key: sealing.shared,
-            },
-        )?;
+        let version = sealing.envelope_version();
+        let sealer =
+            StreamSealer::new(&sealing.key, sealing.header_params(&ctx, self.segment_size))?;
         let upload = SealedUpload {
             bucket: self.target.bucket.clone(),
             key: self.dest_key.to_owned(),
