@@ -164,6 +164,8 @@ pub struct Streamed {
     pub sse: Option<String>,
     /// KMS key of the object's SSE, when SSE-KMS.
     pub sse_kms_key_id: Option<String>,
+    /// User metadata.
+    pub metadata: HashMap<String, String>,
     /// Bytes the body will carry.
     pub content_length: u64,
     /// The body.
@@ -410,28 +412,21 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Fetched, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| err("GetObject", bucket, key, e))?;
-        let etag = out.e_tag().unwrap_or_default().to_owned();
-        let version_id = out.version_id().map(str::to_owned);
-        let sse = out.server_side_encryption().map(|s| s.as_str().to_owned());
-        let sse_kms_key_id = out.ssekms_key_id().map(str::to_owned);
-        let metadata = out.metadata().cloned().unwrap_or_default();
-        let len = usize::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
-        let body = collect_body(out.body, len, usize::MAX, bucket, key).await?;
+        use futures::StreamExt as _;
+        let mut s = self.get_stream(bucket, key).await?;
+        let mut body = Zeroizing::new(Vec::with_capacity(
+            usize::try_from(s.content_length).unwrap_or(0),
+        ));
+        while let Some(chunk) = s.body.next().await {
+            body.extend_from_slice(&chunk?);
+        }
         Ok(Fetched {
             body,
-            etag,
-            version_id,
-            sse,
-            sse_kms_key_id,
-            metadata,
+            etag: s.etag,
+            version_id: s.version_id,
+            sse: s.sse,
+            sse_kms_key_id: s.sse_kms_key_id,
+            metadata: s.metadata,
         })
     }
 
@@ -467,6 +462,7 @@ impl ObjectStore for S3Store {
         let version_id = out.version_id().map(str::to_owned);
         let sse = out.server_side_encryption().map(|s| s.as_str().to_owned());
         let sse_kms_key_id = out.ssekms_key_id().map(str::to_owned);
+        let metadata = out.metadata().cloned().unwrap_or_default();
         let content_length = u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
         let (b, k) = (bucket.to_owned(), key.to_owned());
         let body = futures::stream::unfold(Some(out.body), move |stream| {
@@ -494,6 +490,7 @@ impl ObjectStore for S3Store {
             version_id,
             sse,
             sse_kms_key_id,
+            metadata,
             content_length,
             body: Box::pin(body),
         })
