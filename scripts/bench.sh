@@ -33,40 +33,15 @@ REUSE_OBJECTS="${REUSE_OBJECTS:-1000}"
 ANCHOR_CONFIGS="${ANCHOR_CONFIGS:-rc16 rx64}"
 export BENCH_STATE="${BENCH_STATE:-/tmp/dualseal-bench}"
 RESULTS="$BENCH_STATE/results.jsonl"
-export S3S_FS_BIN="${S3S_FS_BIN:-/tmp/s3s-fs-inst/bin/s3s-fs}"
 mkdir -p "$BENCH_STATE/logs"
 : >"$RESULTS"
 rm -f "$BENCH_STATE"/counters-*.txt
 
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=testtest123 AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
-export AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
-unset AWS_PROFILE AWS_SESSION_TOKEN AWS_CA_BUNDLE
-export RCLONE_CONFIG="$BENCH_STATE/rclone.conf"
-export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
 # --- what the benchmark needs ------------------------------------------------------------------
-apt=()
-command -v rclone >/dev/null || apt+=(rclone)
-[[ -x /usr/bin/time ]] || apt+=(time)
-command -v jq >/dev/null || apt+=(jq)
-command -v curl >/dev/null || apt+=(curl)
-if ((${#apt[@]})); then
-    log "apt-get install ${apt[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}" >/dev/null
-fi
-python3 -c "import moto, flask, flask_cors, boto3" 2>/dev/null \
-    || python3 -m pip install -q "moto[server]==5.2.1" boto3
-command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-if [[ ! -x "$S3S_FS_BIN" ]]; then
-    log "building s3s-fs 0.14.1 (about 5 minutes on 2 cores)"
-    CARGO_TARGET_DIR=/tmp/s3sbuild/target cargo install s3s-fs --version 0.14.1 --features binary \
-        --locked --root "$(dirname "$(dirname "$S3S_FS_BIN")")" >"$BENCH_STATE/s3s-build.log" 2>&1
-fi
-log "building dualseal (release, bench feature)"
-(cd "$ROOT" && cargo build --quiet --release --locked --features bench --bins)
-export DUALSEAL_BIN="$ROOT/target/release" DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1
+# shellcheck source=scripts/bench-setup.sh
+source "$ROOT/scripts/bench-setup.sh"
 
 cleanup() { for k in moto s3s; do "$ANCHORS/emulator.sh" stop "$k" >/dev/null 2>&1 || true; done; }
 trap cleanup EXIT

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
@@ -94,18 +93,11 @@ async fn mapping_reader_and_cutover_check() {
     );
     assert_eq!(got.stdout, objects["db/team/s-00.json"]);
     let out = dir.path().join("secret.json");
-    let to_file = Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
-        .args([
-            "get",
-            "s3://secrets-api/team/s-01.json",
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .args(["--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
+    let to_file = dualsealctl_get_with(
+        &moto,
+        "s3://secrets-api/team/s-01.json",
+        &["-o", out.to_str().unwrap()],
+    );
     assert!(
         to_file.status.success(),
         "{}",

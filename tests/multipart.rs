@@ -164,18 +164,11 @@ async fn a_large_object_streams_as_multipart_and_a_killed_upload_is_aborted_on_r
         .await
         .expect("put truncated");
     let out = dir.path().join("big.out");
-    let cut = std::process::Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
-        .args([
-            "get",
-            "s3://secrets-db/big.bin",
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .args(["--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .expect("dualsealctl get");
+    let cut = dualsealctl_get_with(
+        &moto,
+        "s3://secrets-db/big.bin",
+        &["-o", out.to_str().unwrap()],
+    );
     assert!(!cut.status.success());
     let err = String::from_utf8_lossy(&cut.stderr);
     assert!(err.contains("was not written"), "{err}");

@@ -751,7 +751,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn params(segment_size: u32) -> HeaderParams {
+    /// Header parameters of a made-up object (also used by `stream`'s tests).
+    pub(super) fn params(segment_size: u32) -> HeaderParams {
         HeaderParams {
             kms_key_id: "arn:aws:kms:us-east-1:123456789012:key/test".into(),
             wrapped_key: vec![7u8; 40],

@@ -257,21 +257,10 @@ impl StreamOpener {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::params;
     use super::super::{open, seal};
     use super::*;
     use proptest::prelude::*;
-
-    fn params(segment_size: u32) -> HeaderParams {
-        HeaderParams {
-            kms_key_id: "arn:aws:kms:us-east-1:123456789012:key/test".into(),
-            wrapped_key: vec![7u8; 40],
-            context: EncryptionContext::new()
-                .with("dualseal:bucket", "secrets-db")
-                .with("dualseal:key", "big.bin"),
-            segment_size,
-            shared_data_key: false,
-        }
-    }
 
     fn key() -> DataKey {
         DataKey::from_slice(&[3u8; 32]).unwrap()

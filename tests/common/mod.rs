@@ -546,15 +546,15 @@ pub fn requests(metrics: &str, service: &str, operation: &str) -> u64 {
 
 /// `dualsealctl get URL` against moto, as an application would read a migrated secret.
 pub fn dualsealctl_get(moto: &Moto, url: &str) -> std::process::Output {
+    dualsealctl_get_with(moto, url, &[])
+}
+
+/// `dualsealctl get URL EXTRA...` against moto (`-o FILE`, ...).
+pub fn dualsealctl_get_with(moto: &Moto, url: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dualsealctl"))
-        .args([
-            "get",
-            url,
-            "--endpoint-url",
-            &moto.endpoint,
-            "--region",
-            "us-east-1",
-        ])
+        .args(["get", url])
+        .args(extra)
+        .args(["--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
