@@ -54,29 +54,6 @@ pub enum ReadError {
     },
 }
 
-/// Reads and opens `s3://bucket/key`, whole, in memory.
-///
-/// # Errors
-/// Any [`ReadError`]; none carries plaintext or key bytes.
-pub async fn read(
-    store: &dyn ObjectStore,
-    keys: &dyn KeyService,
-    bucket: &str,
-    key: &str,
-) -> Result<Zeroizing<Vec<u8>>, ReadError> {
-    let obj = store.get(bucket, key).await?;
-    check_dsse(obj.sse.as_deref(), bucket, key)?;
-    let bad = |source| ReadError::Envelope {
-        bucket: bucket.into(),
-        key: key.into(),
-        source,
-    };
-    let (header, _) = envelope::parse_header(&obj.body).map_err(bad)?;
-    check_location(&header, bucket, key)?;
-    let data_key = unwrap(keys, &header).await?;
-    envelope::open(&data_key, &obj.body, Some(&header.context)).map_err(bad)
-}
-
 /// Reads and opens `s3://bucket/key` as a stream, writing the plaintext to `out` segment by
 /// segment as each one authenticates: memory holds a segment, whatever the object's size.
 /// When it fails after some output, that output is an authenticated prefix of the object, and

@@ -464,25 +464,23 @@ impl ObjectStore for S3Store {
         let sse_kms_key_id = out.ssekms_key_id().map(str::to_owned);
         let metadata = out.metadata().cloned().unwrap_or_default();
         let content_length = u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
-        let (b, k) = (bucket.to_owned(), key.to_owned());
-        let body = futures::stream::unfold(Some(out.body), move |stream| {
-            let (b, k) = (b.clone(), k.clone());
-            async move {
-                let mut stream = stream?;
-                match stream.try_next().await {
-                    Ok(Some(chunk)) => Some((Ok(chunk), Some(stream))),
-                    Ok(None) => None,
-                    Err(e) => Some((
-                        Err(StoreError {
-                            op: "GetObject",
-                            bucket: b,
-                            key: k,
-                            kind: AwsErrorKind::Transient,
-                            message: format!("reading the body failed: {e}"),
-                        }),
-                        None,
-                    )),
-                }
+        // The names travel with the stream, for the one error that may end it.
+        let start = Some((out.body, bucket.to_owned(), key.to_owned()));
+        let body = futures::stream::unfold(start, |state| async move {
+            let (mut stream, bucket, key) = state?;
+            match stream.try_next().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some((stream, bucket, key)))),
+                Ok(None) => None,
+                Err(e) => Some((
+                    Err(StoreError {
+                        op: "GetObject",
+                        bucket,
+                        key,
+                        kind: AwsErrorKind::Transient,
+                        message: format!("reading the body failed: {e}"),
+                    }),
+                    None,
+                )),
             }
         });
         Ok(Streamed {

@@ -72,7 +72,7 @@ impl From<JobView> for pb::Job {
             failed: c.get(ObjectState::Failed),
             unclassified: c.get(ObjectState::Unclassified),
             conflicts: c.get(ObjectState::Conflict),
-            in_progress: c.get(ObjectState::Discovered) + c.get(ObjectState::Uploaded),
+            in_progress: c.pending(),
             verified_bytes: c.verified_bytes,
             categories: c
                 .per_category
@@ -84,7 +84,7 @@ impl From<JobView> for pb::Job {
                     objects: k.by_state.iter().sum(),
                     bytes: k.bytes,
                     failed_objects: k.get(ObjectState::Failed),
-                    pending_objects: k.get(ObjectState::Discovered) + k.get(ObjectState::Uploaded),
+                    pending_objects: k.pending(),
                     conflict_objects: k.get(ObjectState::Conflict),
                 })
                 .collect(),

@@ -132,11 +132,11 @@ impl Engine {
         });
         r.checks.push(Check {
             name: "every object verified",
-            ok: n(ObjectState::Discovered) + n(ObjectState::Uploaded) + n(ObjectState::Failed) == 0,
+            ok: counts.pending() + n(ObjectState::Failed) == 0,
             detail: format!(
                 "{} verified, {} pending, {} failed",
                 n(ObjectState::Verified),
-                n(ObjectState::Discovered) + n(ObjectState::Uploaded),
+                counts.pending(),
                 n(ObjectState::Failed)
             ),
             blocking: true,

@@ -363,8 +363,7 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         .journal
         .pending_objects(id)
         .collect::<Result<_, _>>()?;
-    let counts = inner.journal.counts(id);
-    let expected = counts.get(ObjectState::Discovered) + counts.get(ObjectState::Uploaded);
+    let expected = inner.journal.counts(id).pending();
     if (leftover.len() as u64) < expected {
         // The index missed something (it never should): every record is read instead.
         tracing::warn!(

@@ -140,11 +140,12 @@ impl InventoryLister {
         let reusable =
             matches!(&self.open, Some((i, rows)) if *i == at.file && rows.position() == at.row);
         if !reusable {
-            let got = with_retries(inner, "read inventory file", JOB_CALL_ATTEMPTS, || async {
+            let mut got = with_retries(inner, "read inventory file", JOB_CALL_ATTEMPTS, || async {
                 Ok::<_, EngineError>(inner.store.get(&self.files_bucket, &file.key).await?)
             })
             .await?;
-            let mut rows = Rows::open(got.body.to_vec(), &file, self.manifest.columns)?;
+            let bytes = std::mem::take(&mut *got.body);
+            let mut rows = Rows::open(bytes, &file, self.manifest.columns)?;
             rows.skip(at.row)?;
             self.open = Some((at.file, rows));
         }

@@ -164,11 +164,12 @@ impl Attempt<'_> {
                 )
                 .await;
                 if proved.is_ok() {
-                    return Ok(Outcome::Verified(self.proof(
-                        &src,
+                    return Ok(Outcome::Verified(self.adopted(
+                        &src.etag,
+                        src.version_id.as_deref(),
+                        src.body.len() as u64,
                         sha.clone(),
                         etag.clone(),
-                        WriteKind::Adopted,
                         false,
                     )));
                 }
@@ -233,8 +234,14 @@ impl Attempt<'_> {
                             None,
                         )
                         .await?;
-                        let proof =
-                            self.proof(&src, String::new(), head.etag, WriteKind::Adopted, changed);
+                        let proof = self.adopted(
+                            &src.etag,
+                            src.version_id.as_deref(),
+                            src.body.len() as u64,
+                            String::new(),
+                            head.etag,
+                            changed,
+                        );
                         on_uploaded(&proof)?;
                         return Ok(Outcome::Verified(proof));
                     }
@@ -306,23 +313,27 @@ impl Attempt<'_> {
         })
     }
 
-    fn proof(
+    /// The proof of a copy an earlier attempt wrote, of the source version `etag` /
+    /// `version` of `size` bytes, proved again rather than rewritten.
+    #[allow(clippy::too_many_arguments)] // each is one fact of the proof
+    pub(super) fn adopted(
         &self,
-        src: &Fetched,
+        etag: &str,
+        version: Option<&str>,
+        size: u64,
         sha: String,
         dest_etag: String,
-        how: WriteKind,
         changed: bool,
     ) -> Proof {
         Proof {
-            source_etag: src.etag.clone(),
-            source_version: src.version_id.clone(),
+            source_etag: etag.to_owned(),
+            source_version: version.map(str::to_owned),
             ciphertext_sha256: sha,
             dest_etag,
             put_request_id: None,
             kms_key_arn: self.target.kms_key_arn.clone(),
-            size: src.body.len() as u64,
-            how,
+            size,
+            how: WriteKind::Adopted,
             source_changed_since_listing: changed,
             // Adopted: written by an earlier attempt, whose envelope version the proof read.
             envelope_version: 0,

@@ -740,9 +740,7 @@ impl Engine {
                 + counts.get(ObjectState::Conflict);
             if running {
                 p.sample(std::time::Instant::now(), done, counts.verified_bytes);
-                let remaining = record.listing_complete.then(|| {
-                    counts.get(ObjectState::Discovered) + counts.get(ObjectState::Uploaded)
-                });
+                let remaining = record.listing_complete.then(|| counts.pending());
                 speed = p.speed(remaining);
             }
             recent_errors = p.errors();

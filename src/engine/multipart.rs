@@ -83,6 +83,17 @@ pub(super) fn mac_with(key: &[u8; 32]) -> PlainMac {
     <PlainMac as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
+/// Feeds what is left of `body` into `mac`.
+async fn mac_rest(
+    mac: &mut PlainMac,
+    body: &mut BodyStream,
+) -> Result<(), crate::store::StoreError> {
+    while let Some(chunk) = body.next().await {
+        mac.update(&chunk?);
+    }
+    Ok(())
+}
+
 /// What sealing and uploading a stream produced.
 struct Uploaded {
     parts: Vec<UploadedPart>,
@@ -143,9 +154,7 @@ impl Attempt<'_> {
                 // Resume after a crash between the write and its proof: prove what is there.
                 let mut mac = mac_with(&mac_key);
                 mac.update(&head);
-                while let Some(chunk) = src.body.next().await {
-                    mac.update(&chunk?);
-                }
+                mac_rest(&mut mac, &mut src.body).await?;
                 let proved = prove_streamed(
                     self.store,
                     self.keys,
@@ -157,18 +166,14 @@ impl Attempt<'_> {
                 )
                 .await;
                 if proved.is_ok() {
-                    return Ok(Outcome::Verified(Proof {
-                        source_etag: src.etag.clone(),
-                        source_version: src.version_id.clone(),
-                        ciphertext_sha256: sha.clone(),
-                        dest_etag: etag.clone(),
-                        put_request_id: None,
-                        kms_key_arn: self.target.kms_key_arn.clone(),
-                        size: self.prior.size,
-                        how: WriteKind::Adopted,
-                        source_changed_since_listing: false,
-                        envelope_version: 0,
-                    }));
+                    return Ok(Outcome::Verified(self.adopted(
+                        &src.etag,
+                        src.version_id.as_deref(),
+                        src.content_length,
+                        sha.clone(),
+                        etag.clone(),
+                        false,
+                    )));
                 }
                 // Not provable: read the source again and write (conditionally) anew.
                 (src, head) = self.open_source().await?;
@@ -257,18 +262,14 @@ impl Attempt<'_> {
                             None,
                         )
                         .await?;
-                        let proof = Proof {
-                            source_etag: src.etag.clone(),
-                            source_version: src.version_id.clone(),
-                            ciphertext_sha256: String::new(),
-                            dest_etag: head.etag,
-                            put_request_id: None,
-                            kms_key_arn: self.target.kms_key_arn.clone(),
-                            size: sent.plain_len,
-                            how: WriteKind::Adopted,
-                            source_changed_since_listing: changed,
-                            envelope_version: 0,
-                        };
+                        let proof = self.adopted(
+                            &src.etag,
+                            src.version_id.as_deref(),
+                            sent.plain_len,
+                            String::new(),
+                            head.etag,
+                            changed,
+                        );
                         on_uploaded(&proof)?;
                         return Ok(Outcome::Verified(proof));
                     }
@@ -522,9 +523,7 @@ pub(super) async fn digest_object(
         Err(e) => return Err(e),
     };
     let mut mac = mac_with(mac_key);
-    while let Some(chunk) = obj.body.next().await {
-        mac.update(&chunk?);
-    }
+    mac_rest(&mut mac, &mut obj.body).await?;
     Ok(Some((obj.etag, mac)))
 }
 

@@ -157,6 +157,11 @@ impl JobCounts {
         self.by_state[state.index()]
     }
 
+    /// Objects a worker still has to handle (discovered or uploaded).
+    pub fn pending(&self) -> u64 {
+        self.get(ObjectState::Discovered) + self.get(ObjectState::Uploaded)
+    }
+
     /// Every object recorded.
     pub fn total(&self) -> u64 {
         self.by_state.iter().sum()
@@ -200,6 +205,11 @@ impl CategoryCounts {
     /// Objects in `state`.
     pub fn get(&self, state: ObjectState) -> u64 {
         self.by_state[state.index()]
+    }
+
+    /// Objects a worker still has to handle (discovered or uploaded).
+    pub fn pending(&self) -> u64 {
+        self.get(ObjectState::Discovered) + self.get(ObjectState::Uploaded)
     }
 }
 
@@ -469,10 +479,9 @@ impl Journal {
                 *indexed.entry(job).or_default() += 1;
             }
         }
-        let pending = |c: &JobCounts| c.get(ObjectState::Discovered) + c.get(ObjectState::Uploaded);
         let consistent = counts
             .iter()
-            .all(|(job, c)| indexed.get(job).copied().unwrap_or(0) == pending(c))
+            .all(|(job, c)| indexed.get(job).copied().unwrap_or(0) == c.pending())
             && indexed.keys().all(|job| counts.contains_key(job));
         if consistent {
             return Ok(());

@@ -223,8 +223,10 @@ impl Engine {
     ) -> Result<&'static str, String> {
         let prior = match self.inner.journal.get_object(id, &item.key) {
             Ok(Some(mut rec)) => {
-                // The journal's record is of the migration, not of the archive copy.
+                // The journal's record is of the migration, not of the archive copy: neither its
+                // state nor an upload it may name concerns the archive.
                 rec.state = ObjectState::Discovered;
+                rec.upload_id = None;
                 rec
             }
             Ok(None) => return Err("no longer in the journal".into()),
