@@ -12,7 +12,7 @@
 # runs: verify mode, "+reuse" for shared data keys (data_key_reuse_objects = REUSE_OBJECTS,
 # default 1000); default "full checksum full+reuse checksum+reuse"), ANCHOR_CONFIGS (default
 # "rc16 rx64"; "none" for dualseal alone), MAX_BYTES_IN_FLIGHT (dualseal's memory budget,
-# default its own), BENCH_STATE (default /tmp/dualseal-bench), ANCHORS (the shared harness,
+# default its own), COMMIT_WINDOW_MS (daemon.journal_commit_window_ms, default its own), BENCH_STATE (default /tmp/dualseal-bench), ANCHORS (the shared harness,
 # default ../shared/bench).
 #
 # s3s-fs ignores SSE headers, so dualseal is built with the `bench` feature and run with
@@ -90,6 +90,7 @@ EOF
         printf '[source]\nbucket = "master-secrets"\n\n'
         printf '[daemon]\njournal_path = "@WORK@/journal"\ncontrol_socket = "@WORK@/control.sock"\nconcurrency = %s\n' "$CONCURRENCY"
         [[ -n "${MAX_BYTES_IN_FLIGHT:-}" ]] && printf 'max_bytes_in_flight = %s\n' "$MAX_BYTES_IN_FLIGHT"
+        [[ -n "${COMMIT_WINDOW_MS:-}" ]] && printf 'journal_commit_window_ms = %s\n' "$COMMIT_WINDOW_MS"
         printf '\n'
         printf '[metrics]\nlisten = "127.0.0.1:@METRICS_PORT@"\n\n'
         printf '# s3s-fs has no bucket encryption settings to check.\n[provision]\nrequire_hardened_buckets = false\n'

@@ -357,7 +357,18 @@ pub struct DaemonConfig {
     /// Parts of one object uploading at once.
     #[serde(default = "default_multipart_parts_in_flight")]
     pub multipart_parts_in_flight: u32,
+    /// Group commit of the journal: milliseconds a flush waits after the previous one so the
+    /// objects finished meanwhile share it (0: every flush at once).
+    #[serde(default = "default_journal_commit_window_ms")]
+    pub journal_commit_window_ms: u64,
 }
+
+fn default_journal_commit_window_ms() -> u64 {
+    2
+}
+
+/// Bounds of `journal_commit_window_ms`: a window longer than this only delays answers.
+pub const COMMIT_WINDOW_MAX_MS: u64 = 100;
 
 fn default_multipart_threshold() -> u64 {
     64 * 1024 * 1024
@@ -457,6 +468,7 @@ impl Default for DaemonConfig {
             multipart_threshold: default_multipart_threshold(),
             multipart_part_size: default_multipart_part_size(),
             multipart_parts_in_flight: default_multipart_parts_in_flight(),
+            journal_commit_window_ms: default_journal_commit_window_ms(),
         }
     }
 }
@@ -648,6 +660,12 @@ impl Config {
                 d.multipart_part_size,
                 MULTIPART_PART_SIZE_RANGE.start(),
                 MULTIPART_PART_SIZE_RANGE.end()
+            ));
+        }
+        if d.journal_commit_window_ms > COMMIT_WINDOW_MAX_MS {
+            p.push(format!(
+                "daemon.journal_commit_window_ms = {}: must be at most {COMMIT_WINDOW_MAX_MS}",
+                d.journal_commit_window_ms
             ));
         }
         if !(1..=32).contains(&d.multipart_parts_in_flight) {

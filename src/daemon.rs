@@ -57,6 +57,7 @@ pub fn open_journal(config: &Config, opts: OpenOptions) -> Result<Journal, Daemo
     })?;
     let opts = OpenOptions {
         shard: config.daemon.shard(),
+        commit_window: std::time::Duration::from_millis(config.daemon.journal_commit_window_ms),
         ..opts
     };
     let journal = Journal::open_with(path, opts)?;

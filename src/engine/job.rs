@@ -200,11 +200,14 @@ async fn recheck(
         inner,
         id,
         key,
-        |r| {
-            r.state = state;
-            r.attempts += 1;
-            r.reason.clone_from(&reason);
-            r.code = (state == ObjectState::Failed).then(|| outcome.to_owned());
+        {
+            let reason = reason.clone();
+            move |r| {
+                r.state = state;
+                r.attempts += 1;
+                r.reason = reason;
+                r.code = (state == ObjectState::Failed).then(|| outcome.to_owned());
+            }
         },
         AuditDraft {
             job_id: id,
@@ -837,12 +840,15 @@ async fn conflict(
         inner,
         id,
         key,
-        |r| {
-            r.state = ObjectState::Conflict;
-            r.attempts = attempts;
-            r.reason = Some(reason.clone());
-            r.code = Some("DestinationConflict".into());
-            r.retry_at_ms = None;
+        {
+            let reason = reason.clone();
+            move |r| {
+                r.state = ObjectState::Conflict;
+                r.attempts = attempts;
+                r.reason = Some(reason);
+                r.code = Some("DestinationConflict".into());
+                r.retry_at_ms = None;
+            }
         },
         AuditDraft {
             job_id: id,
@@ -859,18 +865,17 @@ async fn conflict(
     .await
 }
 
-/// Records an object's final state with its audit event (one transaction), makes it durable
-/// and tells watchers.
+/// Records an object's final state with its audit event (group-committed with the other
+/// objects finishing meanwhile, durable when it returns) and tells watchers.
 async fn settle(
     inner: &Inner,
     id: JobId,
     key: &str,
-    update: impl FnOnce(&mut ObjectRecord),
+    update: impl FnOnce(&mut ObjectRecord) + Send + 'static,
     event: AuditDraft,
 ) -> Result<(), JournalError> {
     let category = event.category.clone();
-    let rec = inner.journal.transition(id, key, update, Some(event))?;
-    inner.journal.flush().await?;
+    let rec = inner.journal.settle(id, key, update, event).await?;
     inner.notify();
     metrics::counter!(
         "dualseal_objects_total",
@@ -918,17 +923,17 @@ async fn verified(
         inner,
         id,
         key,
-        |r| {
+        move |r| {
             r.state = ObjectState::Verified;
             r.attempts = attempts;
             r.reason = None;
             r.retry_at_ms = None;
             r.size = proof.size;
-            r.source_etag = proof.source_etag.clone();
-            r.source_version = proof.source_version.clone();
+            r.source_etag = proof.source_etag;
+            r.source_version = proof.source_version;
             r.ciphertext_sha256 =
-                (!proof.ciphertext_sha256.is_empty()).then(|| proof.ciphertext_sha256.clone());
-            r.dest_etag = Some(proof.dest_etag.clone());
+                (!proof.ciphertext_sha256.is_empty()).then_some(proof.ciphertext_sha256);
+            r.dest_etag = Some(proof.dest_etag);
             if proof.envelope_version != 0 {
                 r.envelope_version = Some(proof.envelope_version);
             }
@@ -963,12 +968,15 @@ async fn fail(
         inner,
         id,
         key,
-        |r| {
-            r.state = ObjectState::Failed;
-            r.attempts = attempts;
-            r.reason = Some(reason.clone());
-            r.code = Some(code.to_owned());
-            r.retry_at_ms = None;
+        {
+            let (reason, code) = (reason.clone(), code.to_owned());
+            move |r| {
+                r.state = ObjectState::Failed;
+                r.attempts = attempts;
+                r.reason = Some(reason);
+                r.code = Some(code);
+                r.retry_at_ms = None;
+            }
         },
         AuditDraft {
             job_id: id,

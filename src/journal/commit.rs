@@ -1,0 +1,228 @@
+//! Group commit of objects' final states.
+//!
+//! Every sled transaction spanning trees makes sled write and sync its log buffer (twice), on
+//! its I/O threads. One transaction per finished object cost a quarter of the daemon's CPU on
+//! small objects. Workers therefore queue their final state here; whichever of them holds the
+//! committer writes everything queued in one transaction and one flush, then answers everyone
+//! it covered. An object is still answered only once its record is on disk.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sled::Transactional;
+use tokio::sync::oneshot;
+
+use super::records::{encode, object_key};
+use super::{lock, tx_error, AuditDraft, ChainHead, JobId, Journal, JournalError, ObjectRecord};
+use super::{DecodeError, TREE_OBJECTS};
+
+type Answer = oneshot::Sender<Result<ObjectRecord, JournalError>>;
+
+/// A final state waiting for the next group commit.
+pub(super) struct Settlement {
+    job: JobId,
+    key: String,
+    update: Box<dyn FnOnce(&mut ObjectRecord) + Send>,
+    audit: AuditDraft,
+    answer: Answer,
+}
+
+/// A settlement with its record read and updated, ready to write.
+struct Prepared {
+    job: JobId,
+    k: Vec<u8>,
+    old: ObjectRecord,
+    new: ObjectRecord,
+    audit: AuditDraft,
+    answer: Answer,
+}
+
+/// The committer's state: when its last commit went out.
+#[derive(Debug)]
+pub(super) struct Committer {
+    last: Instant,
+}
+
+impl Committer {
+    pub(super) fn new() -> Self {
+        Self {
+            last: Instant::now(),
+        }
+    }
+}
+
+impl Journal {
+    /// Records an object's final state with its audit event and makes both durable, sharing
+    /// the transaction and the flush with the other objects finishing meanwhile. Returns the
+    /// new record.
+    ///
+    /// # Errors
+    /// `Storage`, `Corrupt` (a missing record: settlements follow `record_page`), or the
+    /// error of the flush that should have covered it.
+    pub async fn settle(
+        &self,
+        job: JobId,
+        key: &str,
+        update: impl FnOnce(&mut ObjectRecord) + Send + 'static,
+        audit: AuditDraft,
+    ) -> Result<ObjectRecord, JournalError> {
+        let (answer, mut mine) = oneshot::channel();
+        lock(&self.settling).push(Settlement {
+            job,
+            key: key.to_owned(),
+            update: Box::new(update),
+            audit,
+            answer,
+        });
+        let mut committer = self.committer.lock().await;
+        match mine.try_recv() {
+            Ok(answer) => return answer,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                // A committer wrote ours and was dropped (its task aborted) before answering:
+                // the write happened, only its flush may not have.
+                self.flush().await?;
+                return self.get_object(job, key)?.ok_or_else(|| missing(job, key));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        // Ours is still queued: this task commits. Under load, wait out the window so the
+        // workers finishing meanwhile join this commit.
+        if let Some(wait) = self.commit_window.checked_sub(committer.last.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let batch = std::mem::take(&mut *lock(&self.settling));
+        let written = self.commit_settlements(batch);
+        let flushed = self.flush().await;
+        committer.last = Instant::now();
+        for (answer, result) in written {
+            let result = match (&flushed, result) {
+                (Err(e), Ok(_)) => Err(e.shared()),
+                (_, r) => r,
+            };
+            // A dropped receiver is a worker that was abandoned; its record stands.
+            let _ = answer.send(result);
+        }
+        drop(committer);
+        mine.await.unwrap_or_else(|_| Err(missing(job, key)))
+    }
+
+    /// Writes a batch of settlements in one transaction; when that fails, each on its own, so
+    /// one bad record fails only its own object.
+    fn commit_settlements(
+        &self,
+        batch: Vec<Settlement>,
+    ) -> Vec<(Answer, Result<ObjectRecord, JournalError>)> {
+        let _w = lock(&self.write_lock);
+        let mut out = Vec::with_capacity(batch.len());
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.len());
+        // The same object twice in one batch: the second update applies to the first's result.
+        let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+        for s in batch {
+            let k = object_key(s.job, &s.key);
+            let old = match seen.get(&k) {
+                Some(&i) => prepared[i].new.clone(),
+                None => match self.get_object(s.job, &s.key) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        out.push((s.answer, Err(missing(s.job, &s.key))));
+                        continue;
+                    }
+                    Err(e) => {
+                        out.push((s.answer, Err(e)));
+                        continue;
+                    }
+                },
+            };
+            let mut new = old.clone();
+            (s.update)(&mut new);
+            new.updated_at_ms = super::now_ms();
+            seen.insert(k.clone(), prepared.len());
+            prepared.push(Prepared {
+                job: s.job,
+                k,
+                old,
+                new,
+                audit: s.audit,
+                answer: s.answer,
+            });
+        }
+        match self.write_settled(&prepared) {
+            Ok(()) => out.extend(prepared.into_iter().map(|p| (p.answer, Ok(p.new)))),
+            Err(e) if prepared.len() == 1 => {
+                out.extend(prepared.into_iter().map(|p| (p.answer, Err(e.shared()))));
+            }
+            Err(_) => {
+                for p in prepared {
+                    let r = self.write_settled(std::slice::from_ref(&p)).map(|()| p.new);
+                    out.push((p.answer, r));
+                }
+            }
+        }
+        out
+    }
+
+    /// One transaction: the records, their chained audit events and the pending index; then
+    /// the chain head and the counts. Nothing in memory changes when it fails.
+    fn write_settled(&self, items: &[Prepared]) -> Result<(), JournalError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.audit_writable()?;
+        let mut head = lock(&self.chain);
+        let mut at = ChainHead {
+            seq: head.seq,
+            hash: head.hash.clone(),
+        };
+        let mut writes = Vec::with_capacity(items.len());
+        for p in items {
+            let rec = self.chain_record(&at, p.audit.clone());
+            let index = match (p.old.state.is_pending(), p.new.state.is_pending()) {
+                (false, true) => Some(true),
+                (true, false) => Some(false),
+                _ => None,
+            };
+            writes.push((rec.seq.to_be_bytes(), encode(&p.new), encode(&rec), index));
+            at = ChainHead {
+                seq: rec.seq,
+                hash: rec.hash,
+            };
+        }
+        (&self.objects, &self.audit, &self.pending)
+            .transaction(|(objects, audit, pending)| {
+                for (p, (seq, record, event, index)) in items.iter().zip(&writes) {
+                    objects.insert(p.k.as_slice(), record.as_slice())?;
+                    audit.insert(seq, event.as_slice())?;
+                    match index {
+                        Some(true) => {
+                            pending.insert(p.k.as_slice(), &[])?;
+                        }
+                        Some(false) => {
+                            pending.remove(p.k.as_slice())?;
+                        }
+                        None => {}
+                    }
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        *head = at;
+        drop(head);
+        let mut counts = lock(&self.counts);
+        for p in items {
+            let c = counts.entry(p.job).or_default();
+            c.add(&p.old, -1);
+            c.add(&p.new, 1);
+        }
+        drop(counts);
+        self.touch();
+        Ok(())
+    }
+}
+
+pub(super) fn missing(job: JobId, key: &str) -> JournalError {
+    JournalError::Corrupt {
+        tree: TREE_OBJECTS,
+        key: format!("{job}/{key}"),
+        source: DecodeError::Body("record missing".into()),
+    }
+}
