@@ -727,6 +727,47 @@ pub fn open(
     envelope: &[u8],
     expected: Option<&EncryptionContext>,
 ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    let body = parse_header(envelope)?.1;
+    let mut out = Zeroizing::new(Vec::with_capacity(envelope.len().saturating_sub(body)));
+    open_each(key, envelope, expected, |segment| {
+        out.extend_from_slice(segment)
+    })?;
+    Ok(out)
+}
+
+/// Whether a whole envelope opens (for `expected`, when given) to exactly `plaintext` (when
+/// given; `None` only checks that it opens). Holds one segment of plaintext at a time, not a
+/// second copy of the object.
+///
+/// # Errors
+/// As [`open`]: an envelope that does not open is an error, not `false`.
+pub fn opens_to(
+    key: &DataKey,
+    envelope: &[u8],
+    expected: Option<&EncryptionContext>,
+    plaintext: Option<&[u8]>,
+) -> Result<bool, EnvelopeError> {
+    let Some(mut rest) = plaintext else {
+        return open_each(key, envelope, expected, |_| {}).map(|()| true);
+    };
+    let mut same = true;
+    open_each(key, envelope, expected, |segment| {
+        match rest.split_at_checked(segment.len()) {
+            Some((head, tail)) if same && head == segment => rest = tail,
+            _ => same = false,
+        }
+    })?;
+    Ok(same && rest.is_empty())
+}
+
+/// Opens a whole envelope segment by segment, handing each segment's plaintext to `f` (in one
+/// buffer that is reused and zeroized).
+fn open_each(
+    key: &DataKey,
+    envelope: &[u8],
+    expected: Option<&EncryptionContext>,
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), EnvelopeError> {
     let (header, hlen) = parse_header(envelope)?;
     if expected.is_some_and(|e| *e != header.context) {
         return Err(EnvelopeError::ContextMismatch);
@@ -737,13 +778,15 @@ pub fn open(
     if body.is_empty() {
         return Err(EnvelopeError::Truncated("no segments"));
     }
-    let mut out = Zeroizing::new(Vec::with_capacity(body.len()));
+    let mut buf = Zeroizing::new(Vec::with_capacity(seg.min(body.len())));
     let mut chunks = body.chunks(seg).peekable();
     while let Some(chunk) = chunks.next() {
         let last = chunks.peek().is_none();
-        opener.open_segment_into(chunk, last, &mut out)?;
+        buf.clear();
+        opener.open_segment_into(chunk, last, &mut buf)?;
+        f(&buf);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -763,6 +806,34 @@ mod tests {
             segment_size,
             shared_data_key: false,
         }
+    }
+
+    #[test]
+    fn opens_to_compares_segment_by_segment_with_the_whole_plaintext() {
+        let key = DataKey::from_slice(&[3u8; 32]).unwrap();
+        let p = params(16);
+        let plain: Vec<u8> = (0..100u8).collect();
+        let sealed = seal(&key, p.clone(), &plain).unwrap();
+        let ctx = Some(&p.context);
+        assert!(opens_to(&key, &sealed, ctx, Some(&plain)).unwrap());
+        assert!(opens_to(&key, &sealed, ctx, None).unwrap());
+        let mut other = plain.clone();
+        other[99] ^= 1;
+        assert!(!opens_to(&key, &sealed, ctx, Some(&other)).unwrap());
+        other[99] ^= 1;
+        other[0] ^= 1;
+        assert!(!opens_to(&key, &sealed, ctx, Some(&other)).unwrap());
+        assert!(!opens_to(&key, &sealed, ctx, Some(&plain[..99])).unwrap());
+        assert!(!opens_to(&key, &sealed, ctx, Some(&[plain.as_slice(), b"x"].concat())).unwrap());
+        let elsewhere = EncryptionContext::new().with("dualseal:key", "other");
+        assert!(matches!(
+            opens_to(&key, &sealed, Some(&elsewhere), Some(&plain)),
+            Err(EnvelopeError::ContextMismatch)
+        ));
+        let mut damaged = sealed.clone();
+        let n = damaged.len();
+        damaged[n - 1] ^= 1;
+        assert!(opens_to(&key, &damaged, ctx, None).is_err());
     }
 
     #[test]
