@@ -8,10 +8,11 @@
 #   SIZES=2000 REPS=1 ./scripts/bench.sh     # quick look
 #   BENCH_100K=1 ./scripts/bench.sh          # adds N=100000 (long)
 #
-# Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64), MODES (dualseal
+# Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64; a list such as
+# "64 128" runs every mode at each), MODES (dualseal
 # runs: verify mode, "+reuse" for shared data keys (data_key_reuse_objects = REUSE_OBJECTS,
 # default 1000); default "full checksum full+reuse checksum+reuse"), ANCHOR_CONFIGS (default
-# "rc16 rx64"; "none" for dualseal alone), MAX_BYTES_IN_FLIGHT (dualseal's memory budget,
+# "rc16 rx64"; also rx128; "none" for dualseal alone), MAX_BYTES_IN_FLIGHT (dualseal's memory budget,
 # default its own), COMMIT_WINDOW_MS (daemon.journal_commit_window_ms, default its own), BENCH_STATE (default /dev/shm/dualseal-bench, else /tmp/dualseal-bench), ANCHORS (the shared harness,
 # default ../shared/bench).
 #
@@ -58,7 +59,7 @@ trap 'exit 130' INT TERM
     echo "date: $(date -u +%FT%TZ)"
     echo "host: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-    echo "dualseal: $(git -C "$ROOT" rev-parse --short HEAD), concurrency $CONCURRENCY"
+    echo "dualseal: $(git -C "$ROOT" rev-parse --short HEAD), concurrency $CONCURRENCY, journal on $(df --output=fstype /tmp | tail -1) (/tmp)"
     echo "rclone: $(rclone version | head -1)"
     echo "s3s-fs: $("$S3S_FS_BIN" --version 2>&1 | head -1)"
     echo "moto (KMS): $(python3 -c 'import moto; print(moto.__version__)')"
@@ -95,7 +96,7 @@ EOF
     {
         printf '[aws]\nregion = "us-east-1"\ns3_endpoint_url = "%s"\nkms_endpoint_url = "%s"\n\n' "$EP" "$KMS_EP"
         printf '[source]\nbucket = "master-secrets"\n\n'
-        printf '[daemon]\njournal_path = "@WORK@/journal"\ncontrol_socket = "@WORK@/control.sock"\nconcurrency = %s\n' "$CONCURRENCY"
+        printf '[daemon]\njournal_path = "@WORK@/journal"\ncontrol_socket = "@WORK@/control.sock"\nconcurrency = 64\n'
         [[ -n "${MAX_BYTES_IN_FLIGHT:-}" ]] && printf 'max_bytes_in_flight = %s\n' "$MAX_BYTES_IN_FLIGHT"
         [[ -n "${COMMIT_WINDOW_MS:-}" ]] && printf 'journal_commit_window_ms = %s\n' "$COMMIT_WINDOW_MS"
         printf '\n'
@@ -115,19 +116,24 @@ EOF
                         rclone copy src:master-secrets crypt-all: --transfers 16 --checkers 16 "${RF[@]}" ;;
                 rx64) run "rclone crypt per-prefix t=64" crypt none "" "" -- \
                         "$ANCHORS/rclone_job.sh" crypt seq --transfers 64 --checkers 64 "${RF[@]}" ;;
+                rx128) run "rclone crypt per-prefix t=128" crypt none "" "" -- \
+                        "$ANCHORS/rclone_job.sh" crypt seq --transfers 128 --checkers 128 "${RF[@]}" ;;
                 none) ;;
                 *) log "unknown anchor config $a" ;;
             esac
         done
     }
     dualseal_runs() {
-        for mode in $MODES; do
-            verify="${mode%+reuse}" cfg="$template" label="dualseal verify=${mode%+reuse} c=$CONCURRENCY"
-            if [[ "$mode" == *+reuse ]]; then
-                cfg="$template.reuse" label="$label, 1 data key per $REUSE_OBJECTS"
-            fi
-            run "$label" keys none '{rest}' "$decrypt" -- \
-                "$ROOT/scripts/bench-job.sh" "$cfg" "$verify" "$BENCH_STATE/counters-$n-$mode-$REP.txt"
+        for c in $CONCURRENCY; do
+            for mode in $MODES; do
+                verify="${mode%+reuse}" cfg="$template" label="dualseal verify=${mode%+reuse} c=$c"
+                if [[ "$mode" == *+reuse ]]; then
+                    cfg="$template.reuse" label="$label, 1 data key per $REUSE_OBJECTS"
+                fi
+                sed "s/^concurrency = .*/concurrency = $c/" "$cfg" >"$cfg.c$c"
+                run "$label" keys none '{rest}' "$decrypt" -- \
+                    "$ROOT/scripts/bench-job.sh" "$cfg.c$c" "$verify" "$BENCH_STATE/counters-$n-$mode-c$c-$REP.txt"
+            done
         done
     }
     for REP in $(seq 1 "$REPS"); do
@@ -144,11 +150,11 @@ python3 - "$BENCH_STATE" <<'EOF'
 import glob, json, os, re, sys
 state = sys.argv[1]
 print("\nRequests per object dualseal sent (counted by its metrics), by run:")
-print("| N | verify | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDataKey | KMS Decrypt | KMS other |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| N | verify | concurrency | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDataKey | KMS Decrypt | KMS other |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 rx = re.compile(r'dualseal_aws_requests_total\{(.*)\} (\d+)')
 for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
-    n, mode, rep = os.path.basename(path)[len("counters-"):-4].split("-", 2)
+    n, mode, conc, rep = os.path.basename(path)[len("counters-"):-4].split("-", 3)
     by = {}
     for line in open(path):
         m = rx.match(line.strip())
@@ -159,7 +165,7 @@ for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
         by[key] = by.get(key, 0) + int(m.group(2))
     per = lambda s, o: by.get((s, o), 0) / int(n)
     other = sum(v for (s, o), v in by.items() if s == "kms" and o not in ("GenerateDataKey", "Decrypt")) / int(n)
-    print(f"| {n} | {mode} | {rep} | {per('s3','GetObject'):.2f} | {per('s3','PutObject'):.2f} | "
+    print(f"| {n} | {mode} | {conc[1:]} | {rep} | {per('s3','GetObject'):.2f} | {per('s3','PutObject'):.2f} | "
           f"{per('s3','HeadObject'):.2f} | {per('s3','ListObjectsV2'):.3f} | "
           f"{per('kms','GenerateDataKey'):.2f} | {per('kms','Decrypt'):.2f} | {other:.3f} |")
 EOF
