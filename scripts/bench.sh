@@ -90,6 +90,22 @@ for cat in ["db", "api", "tls", "misc"]:
     key = kms.create_key(Description=f"dualseal bench {cat}")["KeyMetadata"]
     kms.create_alias(AliasName=f"alias/dualseal/{cat}", TargetKeyId=key["KeyId"])
 EOF
+    # What listing the source costs the server: dualseal lists the bucket recursively (pages of
+    # 1,000, as on S3), and s3s-fs walks the whole tree for every page; rclone walks it one
+    # directory at a time. Real S3 has no such cost; this is the share of dualseal's server CPU
+    # that comes from the emulator.
+    EP="$EP" SPID="$SPID" N="$n" python3 - <<'EOF' | tee -a "$BENCH_STATE/machine.txt" >&2
+import boto3, os
+pid = os.environ["SPID"]
+def cpu():
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+s3 = boto3.client("s3", endpoint_url=os.environ["EP"], region_name="us-east-1")
+c0, keys, pages = cpu(), 0, 0
+for p in s3.get_paginator("list_objects_v2").paginate(Bucket="master-secrets", PaginationConfig={"PageSize": 1000}):
+    keys, pages = keys + len(p.get("Contents", [])), pages + 1
+print(f"s3s-fs CPU to list N={os.environ['N']} recursively: {cpu() - c0:.2f} s ({keys} keys, {pages} pages)")
+EOF
     arn="$(jq -r .kms_key_arn "$MANIFEST")"
     "$ANCHORS/rclone_conf.sh" "$EP" "$arn" aws:kms:dsse "$RCLONE_CONFIG"
     template="$BENCH_STATE/dualseal-$n.toml"

@@ -916,11 +916,15 @@ mod tests {
     fn operating_settings_are_checked() {
         let base = "[source]\nbucket = \"master\"\n[[category]]\nname = \"db\"\nbucket = \"secrets-db\"\nkms_key = \"alias/db\"\nprefixes = [\"db/\"]\n";
         let bad = format!(
-            "{base}[daemon]\nfailure_threshold_percent = 0\nlog_format = \"json\"\n[metrics]\nlisten = \"0.0.0.0:9464\"\n"
+            "{base}[daemon]\nfailure_threshold_percent = 0\nlog_format = \"json\"\njournal_commit_window_ms = 1000\n[metrics]\nlisten = \"0.0.0.0:9464\"\n"
         );
         let err = Config::from_toml(&bad, Path::new("t.toml")).unwrap_err();
         let all = err.to_string();
         assert!(all.contains("failure_threshold_percent"), "{all}");
+        assert!(
+            all.contains("journal_commit_window_ms = 1000: must be at most 100"),
+            "{all}"
+        );
         assert!(
             all.contains("metrics.listen") && all.contains("allow_remote"),
             "{all}"
@@ -932,6 +936,7 @@ mod tests {
             DEFAULT_KMS_REQUESTS_PER_SEC
         );
         assert_eq!(cfg.daemon.log_format, LogFormat::Text);
+        assert_eq!(cfg.daemon.journal_commit_window_ms, 2);
         assert!(Config::from_toml(
             &format!("{base}[daemon]\nlog_format = \"xml\"\n"),
             Path::new("t.toml")
