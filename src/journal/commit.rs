@@ -174,7 +174,9 @@ impl Journal {
             hash: head.hash.clone(),
         };
         let mut writes = Vec::with_capacity(items.len());
+        let mut settled = super::counts::StoredChange::default();
         for p in items {
+            settled.record(self, p.job, Some(&p.old), &p.new);
             let rec = self.chain_record(&at, p.audit.clone());
             let index = match (p.old.state.is_pending(), p.new.state.is_pending()) {
                 (false, true) => Some(true),
@@ -187,8 +189,12 @@ impl Journal {
                 hash: rec.hash,
             };
         }
-        (&self.objects, &self.audit, &self.pending)
-            .transaction(|(objects, audit, pending)| {
+        let stored = settled.entries();
+        (&self.objects, &self.audit, &self.pending, &self.counts_tree)
+            .transaction(|(objects, audit, pending, counts)| {
+                for (job, c) in &stored {
+                    counts.insert(job, c.as_slice())?;
+                }
                 for (p, (seq, record, event, index)) in items.iter().zip(&writes) {
                     objects.insert(p.k.as_slice(), record.as_slice())?;
                     audit.insert(seq, event.as_slice())?;
@@ -205,6 +211,7 @@ impl Journal {
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
+        settled.commit(self);
         *head = at;
         drop(head);
         let mut counts = lock(&self.counts);

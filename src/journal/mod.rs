@@ -7,6 +7,7 @@
 //! into one sled flush (group commit).
 
 mod commit;
+mod counts;
 mod integrity;
 pub mod records;
 
@@ -31,6 +32,9 @@ const TREE_META: &str = "meta";
 /// Keys of the objects a worker still has to handle (state discovered or uploaded), kept in
 /// the same transactions as the records: resume reads this, not every record.
 const TREE_PENDING: &str = "pending";
+/// Counts of each job's settled objects (every state but the pending two), written in the same
+/// transactions as the records (`counts.rs`).
+const TREE_COUNTS: &str = "counts";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FLUSH_GEN: &[u8] = b"flush_generation";
 const META_SHARD: &[u8] = b"shard";
@@ -41,8 +45,9 @@ const CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
 pub const FAIL_AUDIT_TRIGGER: &str = "FAIL-AUDIT-WRITES";
 /// The high-water mark file is rewritten at most this often (it costs an fsync).
 const HWM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Layout version of the whole database (trees and key shapes).
-pub const SCHEMA_VERSION: u64 = 1;
+/// Layout version of the whole database (trees and key shapes). 2 added the `counts` tree; a
+/// version-1 journal is upgraded at open (one scan of its records).
+pub const SCHEMA_VERSION: u64 = 2;
 use crate::audit::GENESIS_HASH;
 
 /// Journal failures. Any of them means the journal can no longer be trusted to record
@@ -149,8 +154,8 @@ pub struct PagePass {
     pub requeue_changed: bool,
 }
 
-/// Counts of one job's objects by state, kept in memory and rebuilt at open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counts of one job's objects by state, kept in memory; the settled part is also stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobCounts {
     /// Objects per state, indexed by [`ObjectState::index`].
     pub by_state: [u64; 6],
@@ -200,7 +205,7 @@ impl JobCounts {
 }
 
 /// Counts of one category's objects within a job.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CategoryCounts {
     /// Objects per state, indexed by [`ObjectState::index`].
     pub by_state: [u64; 6],
@@ -259,6 +264,9 @@ pub struct Journal {
     meta: sled::Tree,
     pending: sled::Tree,
     counts: Mutex<HashMap<JobId, JobCounts>>,
+    /// What the `counts` tree holds (settled counts, number pending), per job.
+    settled: Mutex<HashMap<JobId, counts::Stored>>,
+    counts_tree: sled::Tree,
     chain: Mutex<ChainHead>,
     /// Serializes object transitions so counts follow the records exactly.
     write_lock: Mutex<()>,
@@ -382,9 +390,10 @@ impl Journal {
                 other => JournalError::Storage(other),
             })?;
         let meta = db.open_tree(TREE_META)?;
-        match meta.get(META_SCHEMA)? {
+        let upgrade = match meta.get(META_SCHEMA)? {
             None => {
                 meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                false
             }
             Some(v) => {
                 let found = v
@@ -392,11 +401,13 @@ impl Journal {
                     .try_into()
                     .map(u64::from_be_bytes)
                     .unwrap_or(u64::MAX);
-                if found != SCHEMA_VERSION {
-                    return Err(JournalError::Schema { found });
+                match found {
+                    SCHEMA_VERSION => false,
+                    1 => true,
+                    _ => return Err(JournalError::Schema { found }),
                 }
             }
-        }
+        };
         let generation = meta
             .get(META_FLUSH_GEN)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
@@ -428,9 +439,11 @@ impl Journal {
             objects: db.open_tree(TREE_OBJECTS)?,
             audit: db.open_tree(TREE_AUDIT)?,
             pending: db.open_tree(TREE_PENDING)?,
+            counts_tree: db.open_tree(TREE_COUNTS)?,
             meta,
             db,
             counts: Mutex::new(HashMap::new()),
+            settled: Mutex::new(HashMap::new()),
             chain: Mutex::new(ChainHead {
                 seq: 0,
                 hash: GENESIS_HASH.to_owned(),
@@ -449,7 +462,7 @@ impl Journal {
             durable_gen: AtomicU64::new(generation),
             hwm_written: Mutex::new(std::time::Instant::now()),
         };
-        j.rebuild()?;
+        j.rebuild(upgrade)?;
         j.bind_shard(opts.shard.map(|s| s.to_string()).as_deref())?;
         Ok(j)
     }
@@ -459,27 +472,36 @@ impl Journal {
         self.recovered
     }
 
-    fn rebuild(&self) -> Result<(), JournalError> {
-        let mut counts: HashMap<JobId, JobCounts> = HashMap::new();
-        for job in self.list_jobs()? {
-            counts.insert(job.id, JobCounts::default());
-        }
-        for item in self.objects.iter() {
-            let (k, v) = item?;
-            let (job, key) = split_object_key(&k).map_err(|source| JournalError::Corrupt {
-                tree: TREE_OBJECTS,
-                key: hex::encode(&k),
-                source,
-            })?;
-            let r: ObjectRecord = decode(&v).map_err(|source| JournalError::Corrupt {
-                tree: TREE_OBJECTS,
-                key: format!("{job}/{key}"),
-                source,
-            })?;
-            counts.entry(job).or_default().add(&r, 1);
-        }
-        self.check_pending_index(&counts)?;
+    /// Counts from the `counts` tree and the pending index; a full scan of the records only for
+    /// a journal from before the tree (`upgrade`) or one whose index does not match its records.
+    fn rebuild(&self, upgrade: bool) -> Result<(), JournalError> {
+        let loaded = if upgrade {
+            tracing::info!("upgrading the journal: counting its records once");
+            None
+        } else {
+            self.load_counts()?
+        };
+        let (settled, counts) = match loaded {
+            Some(both) => both,
+            None => {
+                if !upgrade {
+                    tracing::warn!(
+                        "the journal's index of pending objects does not match its records; recounting every record"
+                    );
+                }
+                let (settled, counts) = self.scan_counts()?;
+                self.check_pending_index(&counts)?;
+                self.store_counts(&settled)?;
+                if upgrade {
+                    self.meta
+                        .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                }
+                self.db.flush()?;
+                (settled, counts)
+            }
+        };
         *lock(&self.counts) = counts;
+        *lock(&self.settled) = settled;
         if let Some(last) = self.audit.last()? {
             let r: AuditRecord = decode(&last.1).map_err(|source| JournalError::Corrupt {
                 tree: TREE_AUDIT,
@@ -798,6 +820,7 @@ impl Journal {
         let mut added = Vec::new();
         let mut requeued = Vec::new();
         let mut pending = Vec::new();
+        let mut settled = counts::StoredChange::default();
         for (key, rec) in page {
             let k = object_key(job, &key);
             match self.objects.get(&k)? {
@@ -833,6 +856,7 @@ impl Journal {
                             ),
                             ..Default::default()
                         });
+                        settled.record(self, job, Some(&ex), &again);
                         requeued.push((ex, again.clone()));
                         pending.push((key, again));
                     }
@@ -843,6 +867,7 @@ impl Journal {
                     }
                     batch.insert(k, encode(&rec));
                     drafts.extend(audit_new(&key, &rec));
+                    settled.record(self, job, None, &rec);
                     added.push(rec.clone());
                     if rec.state.is_pending() {
                         pending.push((key, rec));
@@ -872,10 +897,20 @@ impl Journal {
             head.hash.clone_from(&rec.hash);
             events.push(rec);
         }
-        (&self.objects, &self.jobs, &self.audit, &self.pending)
-            .transaction(|(objects, jobs, audit, pending)| {
+        let stored = settled.entries();
+        (
+            &self.objects,
+            &self.jobs,
+            &self.audit,
+            &self.pending,
+            &self.counts_tree,
+        )
+            .transaction(|(objects, jobs, audit, pending, counts)| {
                 objects.apply_batch(&batch)?;
                 pending.apply_batch(&index)?;
+                for (job, c) in &stored {
+                    counts.insert(job, c.as_slice())?;
+                }
                 jobs.insert(&job_key(job), encode(&jobrec))?;
                 for e in &events {
                     audit.insert(&e.seq.to_be_bytes(), encode(e))?;
@@ -883,6 +918,7 @@ impl Journal {
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
+        settled.commit(self);
         *chain = head;
         drop(chain);
         let mut counts = lock(&self.counts);
@@ -958,7 +994,10 @@ impl Journal {
             (true, false) => Some(false),
             _ => None,
         };
-        if audit.is_none() && index.is_none() {
+        let mut settled = counts::StoredChange::default();
+        settled.record(self, job, Some(&old), &new);
+        if audit.is_none() && index.is_none() && settled.is_empty() {
+            // Between the two pending states (uploaded, a retry's notes): nothing else changes.
             self.objects.insert(k, encode(&new))?;
         } else {
             let mut chain = match audit {
@@ -972,11 +1011,15 @@ impl Journal {
                 (Some(draft), Some(head)) => Some(self.chain_record(head, draft)),
                 _ => None,
             };
-            (&self.objects, &self.audit, &self.pending)
-                .transaction(|(objects, audit, pending)| {
+            let stored = settled.entries();
+            (&self.objects, &self.audit, &self.pending, &self.counts_tree)
+                .transaction(|(objects, audit, pending, counts)| {
                     objects.insert(k.as_slice(), encode(&new))?;
                     if let Some(rec) = &rec {
                         audit.insert(&rec.seq.to_be_bytes(), encode(rec))?;
+                    }
+                    for (job, c) in &stored {
+                        counts.insert(job, c.as_slice())?;
                     }
                     match index {
                         Some(true) => {
@@ -990,6 +1033,7 @@ impl Journal {
                     Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
                 })
                 .map_err(tx_error)?;
+            settled.commit(self);
             if let (Some(chain), Some(rec)) = (chain.as_mut(), rec) {
                 chain.seq = rec.seq;
                 chain.hash = rec.hash;
@@ -1286,6 +1330,104 @@ mod tests {
         assert_eq!(j.counts(id).get(ObjectState::Verified), 40);
     }
 
+    /// The counts a restart starts from are the stored ones plus the pending index, and they
+    /// equal a recount of every record, through every kind of write and through an upgrade
+    /// of a journal from before the `counts` tree.
+    #[tokio::test]
+    async fn stored_counts_equal_a_full_recount_after_reopen_and_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_cat = |state, cat: &str, size| ObjectRecord {
+            category: Some(cat.into()),
+            size,
+            ..rec(state)
+        };
+        let (id, before) = {
+            let j = Journal::open(dir.path()).unwrap();
+            let id = j.create_job("src", "").unwrap().id;
+            j.create_job("src", "").unwrap();
+            j.record_page(
+                id,
+                vec![
+                    ("a".into(), with_cat(ObjectState::Discovered, "db", 10)),
+                    ("b".into(), with_cat(ObjectState::Discovered, "db", 20)),
+                    ("c".into(), rec(ObjectState::Unclassified)),
+                    ("d".into(), with_cat(ObjectState::Discovered, "tls", 40)),
+                ],
+                None,
+            )
+            .unwrap();
+            j.transition(id, "a", |r| r.state = ObjectState::Uploaded, None)
+                .unwrap();
+            j.settle(
+                id,
+                "a",
+                |r| r.state = ObjectState::Verified,
+                AuditDraft::default(),
+            )
+            .await
+            .unwrap();
+            j.settle(
+                id,
+                "b",
+                |r| r.state = ObjectState::Failed,
+                AuditDraft::default(),
+            )
+            .await
+            .unwrap();
+            // A retry of a failed object, and a verified one whose source changed.
+            j.transition(id, "b", |r| r.state = ObjectState::Discovered, None)
+                .unwrap();
+            j.settle(
+                id,
+                "d",
+                |r| {
+                    r.state = ObjectState::Verified;
+                    r.source_etag = "old".into();
+                },
+                AuditDraft::default(),
+            )
+            .await
+            .unwrap();
+            j.record_page_audited(
+                id,
+                vec![(
+                    "d".into(),
+                    ObjectRecord {
+                        source_etag: "new".into(),
+                        size: 44,
+                        ..with_cat(ObjectState::Discovered, "tls", 44)
+                    },
+                )],
+                None,
+                PagePass {
+                    requeue_changed: true,
+                    ..PagePass::default()
+                },
+                |_, _| None,
+                None,
+            )
+            .unwrap();
+            j.flush().await.unwrap();
+            let (_, recount) = j.scan_counts().unwrap();
+            assert_eq!(j.counts(id), recount[&id]);
+            (id, j.counts(id))
+        };
+        assert_eq!(before.get(ObjectState::Verified), 1);
+        assert_eq!(before.pending(), 2);
+        let j = reopen(dir.path()).unwrap();
+        assert_eq!(j.counts(id), before, "reopened from the stored counts");
+        // A journal from before the counts tree (schema 1) is recounted once and upgraded.
+        j.counts_tree.clear().unwrap();
+        j.meta.insert(META_SCHEMA, &1u64.to_be_bytes()).unwrap();
+        j.db.flush().unwrap();
+        drop(j);
+        let j = reopen(dir.path()).unwrap();
+        assert_eq!(j.counts(id), before, "recounted by the upgrade");
+        let schema = j.meta.get(META_SCHEMA).unwrap().unwrap();
+        assert_eq!(schema.as_ref(), SCHEMA_VERSION.to_be_bytes());
+        assert!(j.counts_tree.get(job_key(id)).unwrap().is_some());
+    }
+
     #[tokio::test]
     async fn the_pending_index_follows_every_transition_and_is_rebuilt_when_missing() {
         let dir = tempfile::tempdir().unwrap();
@@ -1412,16 +1554,34 @@ mod tests {
 
     #[test]
     fn corrupt_record_is_named_not_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let j = Journal::open(dir.path()).unwrap();
-            let id = j.create_job("src", "").unwrap().id;
-            j.objects
-                .insert(object_key(id, "bad"), vec![1u8, b'x'])
-                .unwrap();
-            j.db.flush().unwrap();
+        // (damaged record, also listed as pending?)
+        for pending in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let id;
+            {
+                let j = Journal::open(dir.path()).unwrap();
+                id = j.create_job("src", "").unwrap().id;
+                j.objects
+                    .insert(object_key(id, "bad"), vec![1u8, b'x'])
+                    .unwrap();
+                if pending {
+                    j.pending.insert(object_key(id, "bad"), &[]).unwrap();
+                }
+                j.db.flush().unwrap();
+            }
+            if pending {
+                // A pending record is read at open (a resume needs it): the open stops.
+                let err = reopen(dir.path()).unwrap_err();
+                assert!(err.to_string().contains("/bad"), "{err}");
+                continue;
+            }
+            // A settled one is not read at open (that took seconds at a million objects);
+            // whoever reads it gets its name.
+            let j = reopen(dir.path()).unwrap();
+            let err = j.get_object(id, "bad").unwrap_err();
+            assert!(err.to_string().contains("/bad"), "{err}");
+            let err = j.iter_objects(id, None).find_map(Result::err).unwrap();
+            assert!(err.to_string().contains("/bad"), "{err}");
         }
-        let err = reopen(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("/bad"), "{err}");
     }
 }
