@@ -185,6 +185,35 @@ for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
           f"{per('s3','HeadObject'):.2f} | {per('s3','ListObjectsV2'):.3f} | "
           f"{per('kms','GenerateDataKey'):.2f} | {per('kms','Decrypt'):.2f} | {other:.3f} |")
 EOF
+python3 - "$RESULTS" <<'EOF'
+import json, statistics, sys
+# The claims the issue asks for: each dualseal configuration against the best anchor of the
+# same N in this invocation (medians over repetitions; failed runs left out).
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for r in runs:
+    if r.get("exit") == 0 and r.get("verify", {}).get("ok"):
+        tool = "dualseal" if r["label"].startswith("dualseal") else "anchor"
+        by.setdefault((r["n"], tool, r["label"]), []).append(r)
+med = lambda rs, f: statistics.median(f(r) for r in rs)
+print("\nRatios against the best anchor of the same N (medians; obj/s higher is better, CPU and RSS lower):")
+print("| N | dualseal config | best anchor | obj/s ratio | client CPU/obj ratio | peak RSS ratio |")
+print("|---|---|---|---|---|---|")
+for n in sorted({k[0] for k in by}):
+    anchors = {k[2]: v for k, v in by.items() if k[0] == n and k[1] == "anchor"}
+    if not anchors:
+        continue
+    best, brs = max(anchors.items(), key=lambda kv: med(kv[1], lambda r: r["obj_per_s"]))
+    b_rate = med(brs, lambda r: r["obj_per_s"])
+    b_cpu = med(brs, lambda r: r["cpu_s"] / r["objects"])
+    b_rss = med(brs, lambda r: r["max_rss_kb"])
+    for (kn, kind, label), rs in sorted(by.items()):
+        if kn != n or kind == "anchor":
+            continue
+        print(f"| {n} | {label} | {best} | {med(rs, lambda r: r['obj_per_s']) / b_rate:.2f}x | "
+              f"{med(rs, lambda r: r['cpu_s'] / r['objects']) / b_cpu:.2f}x | "
+              f"{med(rs, lambda r: r['max_rss_kb']) / b_rss:.2f}x |")
+EOF
 cat "$BENCH_STATE/machine.txt"
 log "results: $BENCH_STATE/results.md; failures: $FAILS"
 exit $((FAILS > 0))
