@@ -27,14 +27,13 @@ pub(super) struct Settlement {
     answer: Answer,
 }
 
-/// A settlement with its record read and updated, ready to write.
-struct Prepared {
-    job: JobId,
-    k: Vec<u8>,
-    old: ObjectRecord,
-    new: ObjectRecord,
-    audit: AuditDraft,
-    answer: Answer,
+/// One record's change, read and updated, ready to write (with its audit event, if any).
+pub(super) struct Change {
+    pub(super) job: JobId,
+    pub(super) k: Vec<u8>,
+    pub(super) old: ObjectRecord,
+    pub(super) new: ObjectRecord,
+    pub(super) audit: Option<AuditDraft>,
 }
 
 /// The committer's state: when its last commit went out.
@@ -114,13 +113,14 @@ impl Journal {
     ) -> Vec<(Answer, Result<ObjectRecord, JournalError>)> {
         let _w = lock(&self.write_lock);
         let mut out = Vec::with_capacity(batch.len());
-        let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.len());
+        let mut changes: Vec<Change> = Vec::with_capacity(batch.len());
+        let mut answers = Vec::with_capacity(batch.len());
         // The same object twice in one batch: the second update applies to the first's result.
         let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         for s in batch {
             let k = object_key(s.job, &s.key);
             let old = match seen.get(&k) {
-                Some(&i) => prepared[i].new.clone(),
+                Some(&i) => changes[i].new.clone(),
                 None => match self.get_object(s.job, &s.key) {
                     Ok(Some(r)) => r,
                     Ok(None) => {
@@ -136,89 +136,102 @@ impl Journal {
             let mut new = old.clone();
             (s.update)(&mut new);
             new.updated_at_ms = super::now_ms();
-            seen.insert(k.clone(), prepared.len());
-            prepared.push(Prepared {
+            seen.insert(k.clone(), changes.len());
+            changes.push(Change {
                 job: s.job,
                 k,
                 old,
                 new,
-                audit: s.audit,
-                answer: s.answer,
+                audit: Some(s.audit),
             });
+            answers.push(s.answer);
         }
-        match self.write_settled(&prepared) {
-            Ok(()) => out.extend(prepared.into_iter().map(|p| (p.answer, Ok(p.new)))),
-            Err(e) if prepared.len() == 1 => {
-                out.extend(prepared.into_iter().map(|p| (p.answer, Err(e.shared()))));
+        match self.write_changes(&changes) {
+            Ok(()) => out.extend(
+                answers
+                    .into_iter()
+                    .zip(changes)
+                    .map(|(a, c)| (a, Ok(c.new))),
+            ),
+            Err(e) if changes.len() == 1 => {
+                out.extend(answers.into_iter().map(|a| (a, Err(e.shared()))));
             }
             Err(_) => {
-                for p in prepared {
-                    let r = self.write_settled(std::slice::from_ref(&p)).map(|()| p.new);
-                    out.push((p.answer, r));
+                for (a, c) in answers.into_iter().zip(changes) {
+                    let r = self.write_changes(std::slice::from_ref(&c)).map(|()| c.new);
+                    out.push((a, r));
                 }
             }
         }
         out
     }
 
-    /// One transaction: the records, their chained audit events and the pending index; then
-    /// the chain head and the counts. Nothing in memory changes when it fails.
-    fn write_settled(&self, items: &[Prepared]) -> Result<(), JournalError> {
+    /// One transaction: the records, their chained audit events, the pending index and the
+    /// stored counts; then the chain head and the counts in memory. Nothing in memory changes
+    /// when it fails. The caller holds the write lock.
+    pub(super) fn write_changes(&self, items: &[Change]) -> Result<(), JournalError> {
         if items.is_empty() {
             return Ok(());
         }
-        self.audit_writable()?;
+        if items.iter().any(|c| c.audit.is_some()) {
+            self.audit_writable()?;
+        }
         let mut head = lock(&self.chain);
         let mut at = ChainHead {
             seq: head.seq,
             hash: head.hash.clone(),
         };
         let mut writes = Vec::with_capacity(items.len());
-        let mut settled = super::counts::StoredChange::default();
-        for p in items {
-            settled.record(self, p.job, Some(&p.old), &p.new);
-            let rec = self.chain_record(&at, p.audit.clone());
-            let index = match (p.old.state.is_pending(), p.new.state.is_pending()) {
+        let mut stored = super::counts::StoredChange::default();
+        for c in items {
+            stored.record(self, c.job, Some(&c.old), &c.new);
+            let event = c.audit.clone().map(|draft| {
+                let rec = self.chain_record(&at, draft);
+                at = ChainHead {
+                    seq: rec.seq,
+                    hash: rec.hash.clone(),
+                };
+                (rec.seq.to_be_bytes(), encode(&rec))
+            });
+            let index = match (c.old.state.is_pending(), c.new.state.is_pending()) {
                 (false, true) => Some(true),
                 (true, false) => Some(false),
                 _ => None,
             };
-            writes.push((rec.seq.to_be_bytes(), encode(&p.new), encode(&rec), index));
-            at = ChainHead {
-                seq: rec.seq,
-                hash: rec.hash,
-            };
+            writes.push((encode(&c.new), event, index));
         }
-        let stored = settled.entries();
+        let entries = stored.entries();
         (&self.objects, &self.audit, &self.pending, &self.counts_tree)
             .transaction(|(objects, audit, pending, counts)| {
-                for (job, c) in &stored {
-                    counts.insert(job, c.as_slice())?;
-                }
-                for (p, (seq, record, event, index)) in items.iter().zip(&writes) {
-                    objects.insert(p.k.as_slice(), record.as_slice())?;
-                    audit.insert(seq, event.as_slice())?;
+                for (c, (record, event, index)) in items.iter().zip(&writes) {
+                    objects.insert(c.k.as_slice(), record.as_slice())?;
+                    if let Some((seq, event)) = event {
+                        audit.insert(seq, event.as_slice())?;
+                    }
                     match index {
                         Some(true) => {
-                            pending.insert(p.k.as_slice(), &[])?;
+                            pending.insert(c.k.as_slice(), &[])?;
                         }
                         Some(false) => {
-                            pending.remove(p.k.as_slice())?;
+                            pending.remove(c.k.as_slice())?;
                         }
                         None => {}
                     }
                 }
+                for (job, value) in &entries {
+                    counts.insert(job, value.as_slice())?;
+                }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
-        settled.commit(self);
+        stored.commit(self);
         *head = at;
         drop(head);
         let mut counts = lock(&self.counts);
-        for p in items {
-            let c = counts.entry(p.job).or_default();
-            c.add(&p.old, -1);
-            c.add(&p.new, 1);
+        for c in items {
+            let n = counts.entry(c.job).or_default();
+            n.add(&c.old, -1);
+            n.add(&c.new, 1);
         }
         drop(counts);
         self.touch();

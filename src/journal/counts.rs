@@ -64,11 +64,6 @@ impl StoredChange {
         }
     }
 
-    /// Whether the write changes nothing the tree holds.
-    pub(super) fn is_empty(&self) -> bool {
-        self.next.is_empty()
-    }
-
     /// The `counts` tree entries to write in the record's transaction.
     pub(super) fn entries(&self) -> Vec<([u8; 8], Vec<u8>)> {
         self.next

@@ -989,61 +989,25 @@ impl Journal {
         let mut new = old.clone();
         f(&mut new);
         new.updated_at_ms = now_ms();
-        let index = match (old.state.is_pending(), new.state.is_pending()) {
-            (false, true) => Some(true),
-            (true, false) => Some(false),
-            _ => None,
-        };
-        let mut settled = counts::StoredChange::default();
-        settled.record(self, job, Some(&old), &new);
-        if audit.is_none() && index.is_none() && settled.is_empty() {
-            // Between the two pending states (uploaded, a retry's notes): nothing else changes.
+        if audit.is_none() && old.state.is_pending() && new.state.is_pending() {
+            // Between the two pending states (uploaded, a retry's notes): the index and the
+            // stored counts stay as they are, so no transaction is needed.
             self.objects.insert(k, encode(&new))?;
+            let mut counts = lock(&self.counts);
+            let c = counts.entry(job).or_default();
+            c.add(&old, -1);
+            c.add(&new, 1);
+            drop(counts);
+            self.touch();
         } else {
-            let mut chain = match audit {
-                Some(_) => {
-                    self.audit_writable()?;
-                    Some(lock(&self.chain))
-                }
-                None => None,
-            };
-            let rec = match (audit, &chain) {
-                (Some(draft), Some(head)) => Some(self.chain_record(head, draft)),
-                _ => None,
-            };
-            let stored = settled.entries();
-            (&self.objects, &self.audit, &self.pending, &self.counts_tree)
-                .transaction(|(objects, audit, pending, counts)| {
-                    objects.insert(k.as_slice(), encode(&new))?;
-                    if let Some(rec) = &rec {
-                        audit.insert(&rec.seq.to_be_bytes(), encode(rec))?;
-                    }
-                    for (job, c) in &stored {
-                        counts.insert(job, c.as_slice())?;
-                    }
-                    match index {
-                        Some(true) => {
-                            pending.insert(k.as_slice(), &[])?;
-                        }
-                        Some(false) => {
-                            pending.remove(k.as_slice())?;
-                        }
-                        None => {}
-                    }
-                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-                })
-                .map_err(tx_error)?;
-            settled.commit(self);
-            if let (Some(chain), Some(rec)) = (chain.as_mut(), rec) {
-                chain.seq = rec.seq;
-                chain.hash = rec.hash;
-            }
+            self.write_changes(&[commit::Change {
+                job,
+                k,
+                old,
+                new: new.clone(),
+                audit,
+            }])?;
         }
-        let mut counts = lock(&self.counts);
-        let c = counts.entry(job).or_default();
-        c.add(&old, -1);
-        c.add(&new, 1);
-        self.touch();
         Ok(new)
     }
 
