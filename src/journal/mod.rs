@@ -340,7 +340,7 @@ fn chain_hash(prev: &str, r: &AuditRecord) -> String {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path`, rebuilding in-memory counts.
+    /// Opens (or creates) the journal at `path`, with its counts (stored, plus the pending records).
     ///
     /// # Errors
     /// `Locked` when another process has it open, `Storage`, `Corrupt` or `Schema`.
