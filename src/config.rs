@@ -357,8 +357,9 @@ pub struct DaemonConfig {
     /// Parts of one object uploading at once.
     #[serde(default = "default_multipart_parts_in_flight")]
     pub multipart_parts_in_flight: u32,
-    /// Group commit of the journal: milliseconds a flush waits after the previous one so the
-    /// objects finished meanwhile share it (0: every flush at once).
+    /// Group commit of the journal: milliseconds a commit of objects' final states waits after
+    /// the previous one, so the objects finished meanwhile share its transaction and flush (0:
+    /// commit at once).
     #[serde(default = "default_journal_commit_window_ms")]
     pub journal_commit_window_ms: u64,
 }

@@ -271,7 +271,7 @@ pub struct Journal {
     /// Serializes object transitions so counts follow the records exactly.
     write_lock: Mutex<()>,
     write_gen: AtomicU64,
-    flushed: tokio::sync::Mutex<Flushed>,
+    flushed_gen: tokio::sync::Mutex<u64>,
     commit_window: std::time::Duration,
     /// Final states waiting for the next group commit, and who commits them (`commit.rs`).
     settling: Mutex<Vec<commit::Settlement>>,
@@ -291,16 +291,9 @@ pub struct OpenOptions {
     /// The daemon's shard (`None`: the whole source): a new journal is bound to it, an
     /// existing one must already be.
     pub shard: Option<crate::shard::Shard>,
-    /// Group commit: a flush waits until this long after the previous one, so the writers
-    /// that arrive meanwhile share it (zero: flush at once).
+    /// Group commit: a commit of objects' final states waits until this long after the
+    /// previous one, so the workers finishing meanwhile share it (zero: commit at once).
     pub commit_window: std::time::Duration,
-}
-
-/// What the last flush covered, and when it went out.
-#[derive(Debug)]
-struct Flushed {
-    upto: u64,
-    at: std::time::Instant,
 }
 
 impl std::fmt::Debug for Journal {
@@ -450,10 +443,7 @@ impl Journal {
             }),
             write_lock: Mutex::new(()),
             write_gen: AtomicU64::new(0),
-            flushed: tokio::sync::Mutex::new(Flushed {
-                upto: 0,
-                at: std::time::Instant::now(),
-            }),
+            flushed_gen: tokio::sync::Mutex::new(0),
             commit_window: opts.commit_window,
             settling: Mutex::new(Vec::new()),
             committer: tokio::sync::Mutex::new(commit::Committer::new()),
@@ -615,20 +605,16 @@ impl Journal {
     }
 
     /// Makes every write so far durable. Concurrent callers share one sled flush: whoever
-    /// gets the lock flushes for everyone who wrote before it. Under load the flush waits out
-    /// the commit window first, so one flush covers the objects of many workers instead of
-    /// each paying a disk write (a flush per object cost a quarter of the daemon's CPU).
+    /// gets the lock flushes for everyone who wrote before it. (Objects' final states wait
+    /// out the commit window in `commit.rs`, before their shared transaction.)
     ///
     /// # Errors
     /// `Storage` when sled cannot flush.
     pub async fn flush(&self) -> Result<(), JournalError> {
         let wanted = self.write_gen.load(Ordering::SeqCst);
-        let mut flushed = self.flushed.lock().await;
-        if flushed.upto >= wanted {
+        let mut flushed = self.flushed_gen.lock().await;
+        if *flushed >= wanted {
             return Ok(());
-        }
-        if let Some(wait) = self.commit_window.checked_sub(flushed.at.elapsed()) {
-            tokio::time::sleep(wait).await;
         }
         let upto = self.write_gen.load(Ordering::SeqCst);
         let generation = self.durable_gen.load(Ordering::SeqCst) + 1;
@@ -636,10 +622,7 @@ impl Journal {
             .insert(META_FLUSH_GEN, &generation.to_be_bytes())?;
         self.db.flush_async().await?;
         self.durable_gen.store(generation, Ordering::SeqCst);
-        *flushed = Flushed {
-            upto,
-            at: std::time::Instant::now(),
-        };
+        *flushed = upto;
         let due = lock(&self.hwm_written).elapsed() >= HWM_INTERVAL;
         if due {
             self.write_high_water_mark()?;
