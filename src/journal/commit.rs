@@ -13,7 +13,7 @@ use sled::Transactional;
 use tokio::sync::oneshot;
 
 use super::records::{encode, object_key};
-use super::{lock, tx_error, AuditDraft, ChainHead, JobId, Journal, JournalError, ObjectRecord};
+use super::{lock, tx_error, AuditDraft, JobId, Journal, JournalError, ObjectRecord};
 use super::{DecodeError, TREE_OBJECTS};
 
 type Answer = oneshot::Sender<Result<ObjectRecord, JournalError>>;
@@ -177,37 +177,23 @@ impl Journal {
             self.audit_writable()?;
         }
         let mut head = lock(&self.chain);
-        let mut at = ChainHead {
-            seq: head.seq,
-            hash: head.hash.clone(),
-        };
+        let (events, at) = self.chain_records(&head, items.iter().filter_map(|c| c.audit.clone()));
         let mut writes = Vec::with_capacity(items.len());
         let mut stored = super::counts::StoredChange::default();
         for c in items {
             stored.record(self, c.job, Some(&c.old), &c.new);
-            let event = c.audit.clone().map(|draft| {
-                let rec = self.chain_record(&at, draft);
-                at = ChainHead {
-                    seq: rec.seq,
-                    hash: rec.hash.clone(),
-                };
-                (rec.seq.to_be_bytes(), encode(&rec))
-            });
             let index = match (c.old.state.is_pending(), c.new.state.is_pending()) {
                 (false, true) => Some(true),
                 (true, false) => Some(false),
                 _ => None,
             };
-            writes.push((encode(&c.new), event, index));
+            writes.push((encode(&c.new), index));
         }
         let entries = stored.entries();
         (&self.objects, &self.audit, &self.pending, &self.counts_tree)
             .transaction(|(objects, audit, pending, counts)| {
-                for (c, (record, event, index)) in items.iter().zip(&writes) {
+                for (c, (record, index)) in items.iter().zip(&writes) {
                     objects.insert(c.k.as_slice(), record.as_slice())?;
-                    if let Some((seq, event)) = event {
-                        audit.insert(seq, event.as_slice())?;
-                    }
                     match index {
                         Some(true) => {
                             pending.insert(c.k.as_slice(), &[])?;
@@ -217,6 +203,9 @@ impl Journal {
                         }
                         None => {}
                     }
+                }
+                for (seq, event) in &events {
+                    audit.insert(seq, event.as_slice())?;
                 }
                 for (job, value) in &entries {
                     counts.insert(job, value.as_slice())?;

@@ -250,6 +250,9 @@ pub struct AuditDraft {
     pub detail: String,
 }
 
+/// An audit event ready to write: its key (sequence number) and encoded value.
+type EncodedEvent = ([u8; 8], Vec<u8>);
+
 struct ChainHead {
     seq: u64,
     hash: String,
@@ -869,17 +872,7 @@ impl Journal {
             self.audit_writable()?;
         }
         let mut chain = lock(&self.chain);
-        let mut head = ChainHead {
-            seq: chain.seq,
-            hash: chain.hash.clone(),
-        };
-        let mut events = Vec::with_capacity(drafts.len());
-        for d in drafts {
-            let rec = self.chain_record(&head, d);
-            head.seq = rec.seq;
-            head.hash.clone_from(&rec.hash);
-            events.push(rec);
-        }
+        let (events, head) = self.chain_records(&chain, drafts);
         let stored = settled.entries();
         (
             &self.objects,
@@ -895,8 +888,8 @@ impl Journal {
                     counts.insert(job, c.as_slice())?;
                 }
                 jobs.insert(&job_key(job), encode(&jobrec))?;
-                for e in &events {
-                    audit.insert(&e.seq.to_be_bytes(), encode(e))?;
+                for (seq, event) in &events {
+                    audit.insert(seq, event.as_slice())?;
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
@@ -1060,6 +1053,32 @@ impl Journal {
             });
         }
         Ok(())
+    }
+
+    /// Chains `drafts` after `head`, in order: each event's key and value to write in one
+    /// transaction, and the head once they are written.
+    fn chain_records(
+        &self,
+        head: &ChainHead,
+        drafts: impl IntoIterator<Item = AuditDraft>,
+    ) -> (Vec<EncodedEvent>, ChainHead) {
+        let mut at = ChainHead {
+            seq: head.seq,
+            hash: head.hash.clone(),
+        };
+        let events = drafts
+            .into_iter()
+            .map(|d| {
+                let rec = self.chain_record(&at, d);
+                let event = (rec.seq.to_be_bytes(), encode(&rec));
+                at = ChainHead {
+                    seq: rec.seq,
+                    hash: rec.hash,
+                };
+                event
+            })
+            .collect();
+        (events, at)
     }
 
     fn chain_record(&self, head: &ChainHead, d: AuditDraft) -> AuditRecord {
