@@ -5,6 +5,9 @@
 //! small objects. Workers therefore queue their final state here; whichever of them holds the
 //! committer writes everything queued in one transaction and one flush, then answers everyone
 //! it covered. An object is still answered only once its record is on disk.
+//!
+//! `write_changes` here is also the one transactional write of a single record change
+//! (`Journal::transition`): records, audit events, pending index and stored counts together.
 
 use std::collections::HashMap;
 use std::time::Instant;
