@@ -404,13 +404,17 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         ),
         _ => None,
     };
+    // The next page is fetched while this one's objects are dispatched, so the workers do not
+    // sit idle for a listing round trip between pages.
+    let mut ahead: Option<ListPage> = None;
     while !listing_complete && !stopped {
         let mut excluded = 0;
         let (records, next_token) = match job.kind {
             JobKind::Migrate => {
-                let page = match lister.as_mut() {
-                    Some(l) => l.page(inner, token.clone()).await?,
-                    None => ListPage::default(),
+                let page = match (ahead.take(), lister.as_mut()) {
+                    (Some(page), _) => page,
+                    (None, Some(l)) => l.page(inner, token.clone()).await?,
+                    (None, None) => ListPage::default(),
                 };
                 // Other shards' keys are theirs: neither taken nor counted here.
                 let owned: Vec<_> = page.objects.iter().filter(|o| scope.owns(&o.key)).collect();
@@ -467,7 +471,14 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         inner.notify();
         listing_complete = next_token.is_none();
         token = next_token;
-        stopped = dispatch(&ctx, job.kind, pending, &targets, &mut workers).await?;
+        let dispatched = dispatch(&ctx, job.kind, pending, &targets, &mut workers);
+        match lister.as_mut().filter(|_| !listing_complete) {
+            Some(l) => match dispatch_and_fetch(dispatched, l.page(inner, token.clone())).await? {
+                Some(page) => ahead = Some(page),
+                None => stopped = true,
+            },
+            None => stopped = dispatched.await?,
+        }
     }
     // Nothing more to start: slots freed from now on go back to the pool.
     let spare = std::mem::take(&mut ctx.lock_spare().permits);
@@ -484,6 +495,31 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         return Ok(());
     }
     finish(inner, id).await
+}
+
+/// Runs a page's dispatch and the fetch of the next page together: the next page, or `None`
+/// when the dispatch stopped the job (paused, cancelled, shutdown). A fetch still under way
+/// then is dropped rather than awaited through its retries; its page was not recorded, so a
+/// resume fetches it again.
+async fn dispatch_and_fetch(
+    dispatched: impl std::future::Future<Output = Result<bool, EngineError>>,
+    fetch: impl std::future::Future<Output = Result<ListPage, EngineError>>,
+) -> Result<Option<ListPage>, EngineError> {
+    tokio::pin!(dispatched, fetch);
+    let mut page = None;
+    let stopped = loop {
+        tokio::select! {
+            stopped = &mut dispatched => break stopped?,
+            fetched = &mut fetch, if page.is_none() => page = Some(fetched),
+        }
+    };
+    if stopped {
+        return Ok(None);
+    }
+    match page {
+        Some(fetched) => fetched.map(Some),
+        None => fetch.await.map(Some),
+    }
 }
 
 /// A job queued with `after` waits (as `Pending`) until that job has ended, then becomes
