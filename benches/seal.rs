@@ -5,7 +5,7 @@
 // A benchmark: a failed setup is a bug in the benchmark itself.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dualseal::envelope::{self, DataKey, EncryptionContext, HeaderParams};
@@ -40,7 +40,7 @@ fn crypto(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("raw_xchacha20poly1305", name), |b| {
             let mut buf = plain.clone();
             b.iter(|| {
-                raw.encrypt_in_place_detached(&nonce, b"", &mut buf)
+                raw.encrypt_inout_detached(&nonce, b"", buf.as_mut_slice().into())
                     .expect("encrypt")
             });
         });

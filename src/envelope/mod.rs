@@ -17,10 +17,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chacha20poly1305::aead::stream::{NewStream, StreamBE32, StreamPrimitive};
-use chacha20poly1305::aead::{KeyInit, OsRng};
-use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::inout::InOutBuf;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
+use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -235,36 +236,6 @@ impl Header {
     }
 }
 
-/// The end of a growing buffer, from `start`, as the in-place AEAD sees it: segments are
-/// encrypted and decrypted where they land in the envelope or plaintext being built.
-struct Tail<'a> {
-    buf: &'a mut Vec<u8>,
-    start: usize,
-}
-
-impl AsRef<[u8]> for Tail<'_> {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-impl AsMut<[u8]> for Tail<'_> {
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..]
-    }
-}
-
-impl chacha20poly1305::aead::Buffer for Tail<'_> {
-    fn extend_from_slice(&mut self, other: &[u8]) -> chacha20poly1305::aead::Result<()> {
-        self.buf.extend_from_slice(other);
-        Ok(())
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.buf.truncate(self.start + len);
-    }
-}
-
 /// Content key and commitment derived from a data key.
 struct Derived {
     content_key: Zeroizing<[u8; KEY_LEN]>,
@@ -284,12 +255,64 @@ fn derive(key: &DataKey, message_id: &[u8; MESSAGE_ID_LEN]) -> Derived {
     }
 }
 
-fn stream_for(
-    content_key: &[u8; KEY_LEN],
-    prefix: &[u8; NONCE_PREFIX_LEN],
-) -> StreamBE32<XChaCha20Poly1305> {
-    let aead = XChaCha20Poly1305::new(content_key.into());
-    StreamBE32::from_aead(aead, prefix.into())
+/// STREAM-BE32 over XChaCha20-Poly1305 (Hoang, Reyhanitabar, Rogaway and Vizár, 2015): the
+/// nonce of segment `i` is the 19-byte prefix, `i` as a big-endian u32, and a last-segment
+/// flag byte, exactly as `aead-stream`'s `StreamBE32` builds it (`FORMAT.md`; the golden
+/// vectors pin it). Spelled out because that crate only encrypts in place, which costs every
+/// segment a copy of its plaintext before the cipher runs; the AEAD itself encrypts from where
+/// the plaintext is to where the ciphertext goes.
+struct Stream {
+    aead: XChaCha20Poly1305,
+    prefix: [u8; NONCE_PREFIX_LEN],
+}
+
+impl Stream {
+    fn new(content_key: &[u8; KEY_LEN], prefix: &[u8; NONCE_PREFIX_LEN]) -> Self {
+        Self {
+            aead: XChaCha20Poly1305::new(content_key.into()),
+            prefix: *prefix,
+        }
+    }
+
+    fn nonce(&self, position: u32, last: bool) -> XNonce {
+        let mut nonce = XNonce::default();
+        let (prefix, tail) = nonce.split_at_mut(NONCE_PREFIX_LEN);
+        prefix.copy_from_slice(&self.prefix);
+        tail[..4].copy_from_slice(&position.to_be_bytes());
+        tail[4] = u8::from(last);
+        nonce
+    }
+
+    /// Encrypts `plaintext` into `out` (the same length) and returns the tag.
+    fn seal(
+        &self,
+        position: u32,
+        last: bool,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<Tag, chacha20poly1305::Error> {
+        let buf = InOutBuf::new(plaintext, out).map_err(|_| chacha20poly1305::Error)?;
+        self.aead
+            .encrypt_inout_detached(&self.nonce(position, last), aad, buf)
+    }
+
+    /// Checks `tag` over `ciphertext`, then decrypts it into `out` (the same length); `out`
+    /// is not written when the tag does not match.
+    fn open(
+        &self,
+        position: u32,
+        last: bool,
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), chacha20poly1305::Error> {
+        let tag = Tag::try_from(tag).map_err(|_| chacha20poly1305::Error)?;
+        let buf = InOutBuf::new(ciphertext, out).map_err(|_| chacha20poly1305::Error)?;
+        self.aead
+            .decrypt_inout_detached(&self.nonce(position, last), aad, buf, &tag)
+    }
 }
 
 fn put_str16(out: &mut Vec<u8>, s: &[u8], what: &'static str) -> Result<(), EnvelopeError> {
@@ -447,7 +470,7 @@ pub fn body_len(plain_len: u64, segment_size: u32) -> u64 {
 /// Seals a stream of plaintext segments. Every segment but the last must be exactly
 /// `segment_size` bytes; the last may be 0..=`segment_size` bytes.
 pub struct Sealer {
-    stream: StreamBE32<XChaCha20Poly1305>,
+    stream: Stream,
     header: Vec<u8>,
     segment_size: u32,
     next: u32,
@@ -510,7 +533,7 @@ impl Sealer {
         };
         let header_bytes = encode_header(&header)?;
         Ok(Self {
-            stream: stream_for(&derived.content_key, &nonce_prefix),
+            stream: Stream::new(&derived.content_key, &nonce_prefix),
             header: header_bytes,
             segment_size: params.segment_size,
             next: 0,
@@ -550,6 +573,24 @@ impl Sealer {
         last: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), EnvelopeError> {
+        let start = out.len();
+        // Zeroing the room costs less than copying the plaintext in to encrypt it in place.
+        out.resize(start + plaintext.len() + TAG_LEN, 0);
+        let sealed = self.seal_segment_at(plaintext, last, &mut out[start..]);
+        if sealed.is_err() {
+            out.truncate(start);
+        }
+        sealed
+    }
+
+    /// Seals the next segment into `out`, which is exactly its ciphertext's length (plaintext
+    /// length + 16).
+    fn seal_segment_at(
+        &mut self,
+        plaintext: &[u8],
+        last: bool,
+        out: &mut [u8],
+    ) -> Result<(), EnvelopeError> {
         if self.finished {
             return Err(EnvelopeError::Misuse("segment after the last segment"));
         }
@@ -560,11 +601,15 @@ impl Sealer {
         if !last && self.next == u32::MAX {
             return Err(EnvelopeError::Misuse("too many segments"));
         }
-        let start = out.len();
-        out.extend_from_slice(plaintext);
-        self.stream
-            .encrypt_in_place(self.next, last, &self.header, &mut Tail { buf: out, start })
+        if out.len() != plaintext.len() + TAG_LEN {
+            return Err(EnvelopeError::Misuse("segment output has the wrong size"));
+        }
+        let (body, tag_out) = out.split_at_mut(plaintext.len());
+        let tag = self
+            .stream
+            .seal(self.next, last, &self.header, plaintext, body)
             .map_err(|_| EnvelopeError::Misuse("segment encryption failed"))?;
+        tag_out.copy_from_slice(&tag);
         self.next = self.next.wrapping_add(1);
         self.finished = last;
         Ok(())
@@ -573,7 +618,7 @@ impl Sealer {
 
 /// Opens a stream of sealed segments after the header's commitment has been checked.
 pub struct Opener {
-    stream: StreamBE32<XChaCha20Poly1305>,
+    stream: Stream,
     header_bytes: Vec<u8>,
     header: Header,
     next: u32,
@@ -604,7 +649,7 @@ impl Opener {
             return Err(EnvelopeError::WrongKey);
         }
         Ok(Self {
-            stream: stream_for(&derived.content_key, &header.nonce_prefix),
+            stream: Stream::new(&derived.content_key, &header.nonce_prefix),
             header_bytes,
             header,
             next: 0,
@@ -652,16 +697,19 @@ impl Opener {
         {
             return Err(EnvelopeError::Authentication(self.next));
         }
+        let (body, tag) = ciphertext.split_at(ciphertext.len() - TAG_LEN);
         let start = out.len();
-        out.extend_from_slice(ciphertext);
-        let opened = self.stream.decrypt_in_place(
+        out.resize(start + body.len(), 0);
+        let opened = self.stream.open(
             self.next,
             last,
             &self.header_bytes,
-            &mut Tail { buf: out, start },
+            body,
+            tag,
+            &mut out[start..],
         );
         if opened.is_err() {
-            // Only ciphertext was appended (the tag is checked before anything is decrypted).
+            // Only zeros were appended: the tag is checked before anything is decrypted.
             out.truncate(start);
             return Err(EnvelopeError::Authentication(self.next));
         }
@@ -701,18 +749,27 @@ pub fn seal_with_randomness(
 
 fn seal_all(mut sealer: Sealer, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let seg = sealer.segment_size() as usize;
-    let total =
-        sealer.header().len() as u64 + body_len(plaintext.len() as u64, sealer.segment_size());
-    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    out.extend_from_slice(sealer.header());
+    let hlen = sealer.header().len();
+    let total = hlen as u64 + body_len(plaintext.len() as u64, sealer.segment_size());
+    let total = usize::try_from(total)
+        .map_err(|_| EnvelopeError::InvalidInput("plaintext too large to seal in memory"))?;
+    // Allocated zeroed, which a large allocation gets from the kernel for nothing, and
+    // written once: each segment is encrypted straight from the plaintext to its place.
+    let mut out = vec![0u8; total];
+    out[..hlen].copy_from_slice(sealer.header());
     if plaintext.is_empty() {
-        sealer.seal_segment_into(&[], true, &mut out)?;
+        sealer.seal_segment_at(&[], true, &mut out[hlen..])?;
         return Ok(out);
     }
+    let mut rest = &mut out[hlen..];
     let mut chunks = plaintext.chunks(seg).peekable();
     while let Some(chunk) = chunks.next() {
         let last = chunks.peek().is_none();
-        sealer.seal_segment_into(chunk, last, &mut out)?;
+        let (this, next) = std::mem::take(&mut rest)
+            .split_at_mut_checked(chunk.len() + TAG_LEN)
+            .ok_or(EnvelopeError::Misuse("envelope shorter than its segments"))?;
+        sealer.seal_segment_at(chunk, last, this)?;
+        rest = next;
     }
     Ok(out)
 }
