@@ -48,6 +48,22 @@ enum Rule {
     Glob(GlobMatcher),
 }
 
+impl Rule {
+    /// The text every key this rule matches begins with.
+    fn literal_prefix(&self) -> &str {
+        match self {
+            Self::Prefix(p) => p,
+            Self::Glob(g) => {
+                let glob = g.glob().glob();
+                // globset's special characters; a backslash escapes, so it ends the literal
+                // text too (conservatively: the prefix only gets shorter).
+                let end = glob.find(['*', '?', '[', '{', '\\']).unwrap_or(glob.len());
+                &glob[..end]
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct CategoryRules {
     name: String,
@@ -157,6 +173,29 @@ impl Classifier {
         }
     }
 
+    /// Whether the rules alone show that no key can match two categories, so a listing would
+    /// find no conflict. A rule only matches keys that begin with its literal prefix: a
+    /// prefix rule's prefix, a glob's text before its first special character. Two categories
+    /// are apart when no literal prefix of one begins with a literal prefix of the other.
+    /// `false` means only that it takes a listing to know (a glob such as `**/*.pem` can
+    /// match anywhere).
+    pub fn categories_are_disjoint(&self) -> bool {
+        let literal: Vec<Vec<&str>> = self
+            .categories
+            .iter()
+            .map(|c| c.rules.iter().map(Rule::literal_prefix).collect())
+            .collect();
+        literal.iter().enumerate().all(|(i, mine)| {
+            literal[i + 1..].iter().all(|theirs| {
+                mine.iter().all(|a| {
+                    theirs
+                        .iter()
+                        .all(|b| !a.starts_with(b) && !b.starts_with(a))
+                })
+            })
+        })
+    }
+
     /// Whether any category claims content kinds.
     pub fn has_content_rules(&self) -> bool {
         !self.content.is_empty()
@@ -213,6 +252,59 @@ mod tests {
             cat("api", &["api/"], &["*.token"], DestKeyMode::Same),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn disjoint_categories_are_proved_from_their_literal_prefixes() {
+        let disjoint = |cats: &[CategoryConfig]| {
+            Classifier::new(cats)
+                .expect("compiles")
+                .categories_are_disjoint()
+        };
+        let same = DestKeyMode::Same;
+        assert!(disjoint(&[
+            cat("db", &["db/"], &["db/**/*.json"], same),
+            cat("tls", &["tls/", "certs/"], &["pki/*/key.pem"], same),
+            cat("api", &["api/"], &["tokens/{a,b}/*"], same),
+        ]));
+        // One category's rules may overlap each other: the first matching rule wins.
+        assert!(disjoint(&[
+            cat("db", &["db/", "db/prod/"], &[], same),
+            cat("api", &["api/"], &[], same)
+        ]));
+        // A key can match both when one literal prefix begins the other.
+        for (a, b) in [
+            (
+                cat("db", &["db/"], &[], same),
+                cat("prod", &["db/prod/"], &[], same),
+            ),
+            (cat("db", &["db/"], &[], same), cat("all", &[""], &[], same)),
+            (
+                cat("db", &["db/"], &[], same),
+                cat("pem", &[], &["**/*.pem"], same),
+            ),
+            (
+                cat("db", &["db/"], &[], same),
+                cat("d", &[], &["d*/x"], same),
+            ),
+            (
+                cat("db", &["db/"], &[], same),
+                cat("e", &[], &["db\\*"], same),
+            ),
+        ] {
+            assert!(!disjoint(&[a.clone(), b.clone()]), "{a:?} {b:?}");
+            assert!(!disjoint(&[b, a]));
+        }
+        // What the listing would find agrees: a key both match is a conflict.
+        let overlapping = Classifier::new(&[
+            cat("db", &["db/"], &[], same),
+            cat("d", &[], &["d*/x"], same),
+        ])
+        .expect("compiles");
+        assert!(matches!(
+            overlapping.classify("db/x"),
+            Classification::Conflict(_)
+        ));
     }
 
     #[test]

@@ -301,3 +301,47 @@ async fn shared_data_keys_cut_kms_calls_and_still_bind_each_object_to_its_place(
         .lines()
         .all(|l| l.contains("\"envelope_version\":2")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_lists_the_source_for_conflicts_only_when_the_rules_can_overlap() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    let mut objects = spread(40, |prefix, i| {
+        (format!("{prefix}c/{i:02}"), vec![b'c'; 64 + i])
+    });
+    objects.insert("db/certs/a.pem".into(), b"not really a key".to_vec());
+    put_all(&moto, &objects).await;
+
+    // A glob that can match anywhere: only a listing can tell whether a key matches two
+    // categories, and here one does.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = config_toml(&moto, dir.path(), 4).replace(
+        "prefixes = [\"tls/\"]",
+        "prefixes = [\"tls/\"]\nglobs = [\"**/*.pem\"]",
+    ) + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let err = client.start("", false).await.expect_err("conflict");
+    assert!(
+        err.to_string().contains("match more than one category")
+            && err.to_string().contains("db/certs/a.pem"),
+        "{err}"
+    );
+    assert_eq!(requests(&scrape(port), "s3", "ListObjectsV2"), 1);
+    assert!(client.jobs().await.expect("jobs").is_empty());
+    assert_eq!(daemon.stop(), Some(0));
+
+    // Prefixes alone: no key can match two categories, so the only listing is the job's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = config_toml(&moto, dir.path(), 4)
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.verified, objects.len() as u64);
+    assert_eq!(requests(&scrape(port), "s3", "ListObjectsV2"), 1);
+}
