@@ -970,6 +970,7 @@ async fn verified(
             r.ciphertext_sha256 =
                 (!proof.ciphertext_sha256.is_empty()).then_some(proof.ciphertext_sha256);
             r.dest_etag = Some(proof.dest_etag);
+            r.upload_id = None;
             if proof.envelope_version != 0 {
                 r.envelope_version = Some(proof.envelope_version);
             }

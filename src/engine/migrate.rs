@@ -271,7 +271,12 @@ impl Attempt<'_> {
             source_changed_since_listing: changed,
             envelope_version: version,
         };
-        on_uploaded(&proof)?;
+        // When S3 echoed the digest it checked the body against, the proof is complete and
+        // the final record follows at once: an "uploaded" record (never flushed) would only
+        // be overwritten, at the cost of a journal write per object.
+        if !(self.verify == VerifyMode::Checksum && answered) {
+            on_uploaded(&proof)?;
+        }
         match self.verify {
             VerifyMode::Full => {
                 prove_destination(
