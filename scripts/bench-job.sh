@@ -25,7 +25,9 @@ for _ in $(seq 1 200); do
     kill -0 "$daemon" 2>/dev/null || { cat "$work/daemon.log" >&2; exit 1; }
     sleep 0.05
 done
-"${ctl[@]}" start --verify-mode "$verify" --watch >"$work/watch.log" 2>&1 || {
+# DUALSEAL_START_ARGS: more `dualsealctl start` arguments (bench.sh's "+inv" modes).
+# shellcheck disable=SC2086
+"${ctl[@]}" start --verify-mode "$verify" ${DUALSEAL_START_ARGS:-} --watch >"$work/watch.log" 2>&1 || {
     tail -20 "$work/watch.log" >&2
     exit 1
 }

@@ -11,7 +11,9 @@
 # Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64; a list such as
 # "64 128" runs every mode at each), MODES (dualseal
 # runs: verify mode, "+reuse" for shared data keys (data_key_reuse_objects = REUSE_OBJECTS,
-# default 1000); default "full checksum full+reuse checksum+reuse"), ANCHOR_CONFIGS (default
+# default 1000), "+inv" for keys from an S3 Inventory report of the source instead of
+# ListObjectsV2, as for buckets too large to list; default "full checksum full+reuse
+# checksum+reuse"), ANCHOR_CONFIGS (default
 # "rc16 rx64"; also rx128; "none" for dualseal alone), MAX_BYTES_IN_FLIGHT (dualseal's memory budget,
 # default its own), COMMIT_WINDOW_MS (daemon.journal_commit_window_ms, default its own), BENCH_STATE (default /dev/shm/dualseal-bench, else /tmp/dualseal-bench), ANCHORS (the shared harness,
 # default ../shared/bench).
@@ -90,6 +92,36 @@ for cat in ["db", "api", "tls", "misc"]:
     key = kms.create_key(Description=f"dualseal bench {cat}")["KeyMetadata"]
     kms.create_alias(AliasName=f"alias/dualseal/{cat}", TargetKeyId=key["KeyId"])
 EOF
+    if [[ " $MODES " == *+inv* ]]; then
+        # An S3 Inventory report of the source, as AWS writes it (manifest.json + one gzip CSV),
+        # in a bucket of its own on the same server. s3s-fs lists no ETags, so each key is HEADed.
+        EP="$EP" python3 - <<'EOF'
+import boto3, csv, gzip, hashlib, io, json, os, urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+s3 = boto3.client("s3", endpoint_url=os.environ["EP"], region_name="us-east-1")
+keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="master-secrets")
+        for o in page.get("Contents", [])]
+with ThreadPoolExecutor(16) as pool:
+    heads = list(pool.map(lambda k: s3.head_object(Bucket="master-secrets", Key=k), keys))
+rows = io.StringIO()
+w = csv.writer(rows, quoting=csv.QUOTE_ALL, lineterminator="\n")
+for key, h in zip(keys, heads):
+    w.writerow(["master-secrets", urllib.parse.quote(key, safe="/"), "", "true", "false",
+                h["ContentLength"], h["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                h["ETag"].strip('"')])
+data = gzip.compress(rows.getvalue().encode())
+s3.create_bucket(Bucket="bench-inventory")
+s3.put_object(Bucket="bench-inventory", Key="master-secrets/data/1.csv.gz", Body=data)
+manifest = {
+    "sourceBucket": "master-secrets", "destinationBucket": "arn:aws:s3:::bench-inventory",
+    "version": "2016-11-30", "creationTimestamp": "1795737600000", "fileFormat": "CSV",
+    "fileSchema": "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag",
+    "files": [{"key": "master-secrets/data/1.csv.gz", "size": len(data),
+               "MD5checksum": hashlib.md5(data).hexdigest()}],
+}
+s3.put_object(Bucket="bench-inventory", Key="master-secrets/manifest.json", Body=json.dumps(manifest).encode())
+EOF
+    fi
     # What listing the source costs the server: dualseal lists the bucket recursively (pages of
     # 1,000, as on S3), and s3s-fs walks the whole tree for every page; rclone walks it one
     # directory at a time. Real S3 has no such cost; this is the share of dualseal's server CPU
@@ -142,9 +174,14 @@ EOF
     dualseal_runs() {
         for c in $CONCURRENCY; do
             for mode in $MODES; do
-                verify="${mode%+reuse}" cfg="$template" label="dualseal verify=${mode%+reuse} c=$c"
-                if [[ "$mode" == *+reuse ]]; then
+                verify="${mode%%+*}" cfg="$template" label="dualseal verify=${mode%%+*} c=$c"
+                if [[ "$mode" == *+reuse* ]]; then
                     cfg="$template.reuse" label="$label, 1 data key per $REUSE_OBJECTS"
+                fi
+                export DUALSEAL_START_ARGS=""
+                if [[ "$mode" == *+inv* ]]; then
+                    DUALSEAL_START_ARGS="--inventory s3://bench-inventory/master-secrets/manifest.json"
+                    label="$label, keys from an S3 Inventory"
                 fi
                 sed "s/^concurrency = .*/concurrency = $c/" "$cfg" >"$cfg.c$c"
                 run "$label" keys none '{rest}' "$decrypt" -- \
