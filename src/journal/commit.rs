@@ -101,7 +101,7 @@ impl Journal {
                 (Err(e), Ok(_)) => Err(e.shared()),
                 (_, r) => r,
             };
-            // A dropped receiver is a worker that was abandoned; its record stands.
+            // A receiver dropped after its settlement was written: the record stands.
             let _ = answer.send(result);
         }
         drop(committer);
@@ -121,6 +121,13 @@ impl Journal {
         // The same object twice in one batch: the second update applies to the first's result.
         let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         for s in batch {
+            // Its worker was aborted before a committer took it (a job stopped after a journal
+            // error): the attempt is abandoned, and so is its record. The object stays
+            // pending and the next run redoes or adopts it; written now, it would be recorded
+            // a second time by that run's attempt.
+            if s.answer.is_closed() {
+                continue;
+            }
             let k = object_key(s.job, &s.key);
             let old = match seen.get(&k) {
                 Some(&i) => changes[i].new.clone(),

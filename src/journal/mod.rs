@@ -1222,6 +1222,67 @@ mod tests {
     /// own answer, a bad record fails only its own object, and the chain, counts and pending
     /// index come out as if they had settled one by one.
     #[tokio::test(flavor = "current_thread")]
+    async fn a_settlement_abandoned_before_its_commit_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(dir.path()).unwrap());
+        let id = j.create_job("src", "").unwrap().id;
+        j.record_page(
+            id,
+            vec![
+                ("left".into(), rec(ObjectState::Uploaded)),
+                ("kept".into(), rec(ObjectState::Uploaded)),
+            ],
+            None,
+        )
+        .unwrap();
+        // Its worker queues "left" and waits for the committer, then is aborted.
+        let held = j.committer.lock().await;
+        let worker = {
+            let j = j.clone();
+            tokio::spawn(async move {
+                j.settle(
+                    id,
+                    "left",
+                    |r| r.state = ObjectState::Verified,
+                    verified_draft(id, "left"),
+                )
+                .await
+            })
+        };
+        while lock(&j.settling).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        worker.abort();
+        assert!(worker.await.unwrap_err().is_cancelled());
+        drop(held);
+        // The next commit drains the queue: only the live settlement is written.
+        let kept = j
+            .settle(
+                id,
+                "kept",
+                |r| r.state = ObjectState::Verified,
+                verified_draft(id, "kept"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(kept.state, ObjectState::Verified);
+        let left = j.get_object(id, "left").unwrap().unwrap();
+        assert_eq!(
+            left.state,
+            ObjectState::Uploaded,
+            "an abandoned attempt was recorded"
+        );
+        let verified: Vec<String> = j
+            .iter_audit(Some(id))
+            .map(Result::unwrap)
+            .filter(|e| e.kind == "object_verified")
+            .map(|e| e.source_key)
+            .collect();
+        assert_eq!(verified, ["kept"]);
+        assert_eq!(j.counts(id).get(ObjectState::Verified), 1);
+    }
+
+    #[tokio::test]
     async fn settlements_that_arrive_together_share_one_group_commit() {
         let dir = tempfile::tempdir().unwrap();
         let opts = OpenOptions {
