@@ -35,10 +35,10 @@ async fn an_operator_session_with_dualsealctl() {
     });
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let metrics_port = free_port();
-    let config = config_toml(&moto, dir.path(), 2)
-        .replace("[daemon]\n", "[daemon]\nlog_format = \"json\"\n")
-        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let (config, metrics_port) = with_metrics(
+        config_toml(&moto, dir.path(), 2)
+            .replace("[daemon]\n", "[daemon]\nlog_format = \"json\"\n"),
+    );
     let daemon = Daemon::start(dir.path(), &config);
     let sock = daemon.socket.clone();
 

@@ -129,9 +129,7 @@ async fn a_job_lists_from_an_inventory_and_refuses_a_foreign_or_damaged_one() {
     .await;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = config_toml(&moto, dir.path(), 4)
-        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let (config, port) = with_metrics(config_toml(&moto, dir.path(), 4));
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let start = |manifest: &str| pb::StartJobRequest {

@@ -88,13 +88,7 @@ async fn canaries_never_reach_journal_logs_or_audit() {
     proxy.set_faults(common::proxy::Faults::storm());
     proxy.forbid_get("master-secrets/db/app/secret-0.env");
     let dir = tempfile::tempdir().expect("tempdir");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let config = config_via(&proxy.endpoint, dir.path(), 4, 8)
-        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let (config, metrics_port) = with_metrics(config_via(&proxy.endpoint, dir.path(), 4, 8));
     let mut daemon = Daemon::start_with_env(dir.path(), &config, &[("DUALSEAL_LOG", "trace")]);
     let mut client = daemon.client().await;
     let job = loop {

@@ -250,11 +250,10 @@ async fn shared_data_keys_cut_kms_calls_and_still_bind_each_object_to_its_place(
     });
     put_all(&moto, &objects).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = config_toml(&moto, dir.path(), 4).replace(
+    let (config, port) = with_metrics(config_toml(&moto, dir.path(), 4).replace(
         "[daemon]\n",
         "[daemon]\ndata_key_reuse_objects = 10\ndata_key_reuse_secs = 600\n",
-    ) + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    ));
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
@@ -315,11 +314,10 @@ async fn a_start_lists_the_source_for_conflicts_only_when_the_rules_can_overlap(
     // A glob that can match anywhere: only a listing can tell whether a key matches two
     // categories, and here one does.
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = config_toml(&moto, dir.path(), 4).replace(
+    let (config, port) = with_metrics(config_toml(&moto, dir.path(), 4).replace(
         "prefixes = [\"tls/\"]",
         "prefixes = [\"tls/\"]\nglobs = [\"**/*.pem\"]",
-    ) + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    ));
     let mut daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let err = client.start("", false).await.expect_err("conflict");
@@ -334,9 +332,7 @@ async fn a_start_lists_the_source_for_conflicts_only_when_the_rules_can_overlap(
 
     // Prefixes alone: no key can match two categories, so the only listing is the job's.
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = config_toml(&moto, dir.path(), 4)
-        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let (config, port) = with_metrics(config_toml(&moto, dir.path(), 4));
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;

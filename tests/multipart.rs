@@ -55,11 +55,10 @@ async fn a_large_object_streams_as_multipart_and_a_killed_upload_is_aborted_on_r
 
     let proxy = FaultProxy::start(&moto.endpoint).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = config_via(&proxy.endpoint, dir.path(), 4, 5).replace(
+    let (config, port) = with_metrics(config_via(&proxy.endpoint, dir.path(), 4, 5).replace(
         "[daemon]\n",
         "[daemon]\nmultipart_threshold = 5242880\nmultipart_part_size = 5242880\nmultipart_parts_in_flight = 1\n",
-    ) + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    ));
 
     // No second part gets an answer: kill the daemon while both large objects wait for one.
     proxy.stall("partNumber=2&uploadId");

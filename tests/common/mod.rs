@@ -172,6 +172,13 @@ pub fn config_toml(moto: &Moto, dir: &Path, concurrency: usize) -> String {
     config_via(&moto.endpoint, dir, concurrency, 3)
 }
 
+/// `config` with a Prometheus listener on a free loopback port, and that port.
+pub fn with_metrics(config: String) -> (String, u16) {
+    let port = free_port();
+    let config = config + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    (config, port)
+}
+
 /// Config text for the test layout, speaking to `endpoint` (moto or a fault proxy before it).
 pub fn config_via(endpoint: &str, dir: &Path, concurrency: usize, max_attempts: u32) -> String {
     let mut s = format!(
