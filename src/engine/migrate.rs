@@ -197,13 +197,14 @@ impl Attempt<'_> {
         }
         let digest = Sha256::digest(&sealed);
         let sha_hex = hex::encode(digest);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
         let mut put = SealedPut {
             bucket: self.target.bucket.clone(),
             key: self.dest_key.to_owned(),
             body: bytes::Bytes::from(sealed),
             kms_key_id: self.target.kms_key_arn.clone(),
             sse_context_json: ctx.to_json(),
-            checksum_sha256_b64: base64::engine::general_purpose::STANDARD.encode(digest),
+            checksum_sha256_b64: b64.clone(),
             metadata: self.metadata(&src.etag, src.version_id.as_deref(), version),
             precondition: Precondition::Absent,
             retention: self.retention,
@@ -255,7 +256,6 @@ impl Attempt<'_> {
         };
         // The envelope is in S3 now; a read-back must not hold a second copy of it.
         drop(put);
-        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
         // What S3 said of the write it accepted: enough for verify=checksum when it echoes
         // the digest it checked the body against.
         let answered = written_proves(&written, self.target, &b64)?;
