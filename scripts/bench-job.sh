@@ -12,7 +12,10 @@ work="$(mktemp -d /tmp/dualseal-bench-job.XXXXXX)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sed -e "s|@WORK@|$work|g" -e "s|@METRICS_PORT@|$port|g" "$template" >"$work/dualseal.toml"
 
-"$bin/dualseald" --config "$work/dualseal.toml" run >"$work/daemon.log" 2>&1 &
+# DUALSEAL_DAEMON_WRAPPER: a profiler to run the daemon under (e.g. "heaptrack -o /tmp/h" or
+# "perf record -g -o /tmp/perf.data"); its figures then include the profiler's own cost.
+# shellcheck disable=SC2086
+${DUALSEAL_DAEMON_WRAPPER:-} "$bin/dualseald" --config "$work/dualseal.toml" run >"$work/daemon.log" 2>&1 &
 daemon=$!
 stop() {
     kill -TERM "$daemon" 2>/dev/null || true

@@ -27,6 +27,12 @@ if [[ ! -x "$S3S_FS_BIN" ]]; then
     CARGO_TARGET_DIR=/tmp/s3sbuild/target cargo install s3s-fs --version 0.14.1 --features binary \
         --locked --root "$(dirname "$(dirname "$S3S_FS_BIN")")" >"$BENCH_STATE/s3s-build.log" 2>&1
 fi
-log "building dualseal (release, bench feature)"
-(cd "$ROOT" && cargo build --quiet --release --locked --features bench --bins)
-export DUALSEAL_BIN="$ROOT/target/release" DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1
+if [[ -n "${DUALSEAL_BIN:-}" ]]; then
+    # Another build to measure (e.g. two profiles side by side), taken as it is.
+    log "dualseal from $DUALSEAL_BIN (not rebuilt)"
+else
+    log "building dualseal (release, bench feature)"
+    (cd "$ROOT" && cargo build --quiet --release --locked --features bench --bins)
+    DUALSEAL_BIN="$ROOT/target/release"
+fi
+export DUALSEAL_BIN DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1

@@ -16,7 +16,9 @@
 # checksum+reuse"), ANCHOR_CONFIGS (default
 # "rc16 rx64"; also rx128; "none" for dualseal alone), MAX_BYTES_IN_FLIGHT (dualseal's memory budget,
 # default its own), COMMIT_WINDOW_MS (daemon.journal_commit_window_ms, default its own), BENCH_STATE (default /dev/shm/dualseal-bench, else /tmp/dualseal-bench), ANCHORS (the shared harness,
-# default ../shared/bench).
+# default ../shared/bench), DUALSEAL_BIN (a directory holding another build's dualseald and
+# dualsealctl, used as they are; default: this checkout, built), DUALSEAL_DAEMON_WRAPPER (a
+# profiler command to run the daemon under; see bench-job.sh).
 #
 # s3s-fs ignores SSE headers, so dualseal is built with the `bench` feature and run with
 # DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1: it accepts a destination that reports no server-side
