@@ -10,13 +10,14 @@
 //!   cargo bench --bench journal                          # 100,000 objects
 //!   DUALSEAL_BENCH_OBJECTS=1000000 cargo bench --bench journal
 //!   DUALSEAL_BENCH_KEEP=/tmp/j cargo bench --bench journal   # keep it (scripts/bench-resume.sh)
+//!   DUALSEAL_BENCH_CACHE_MIB=16 cargo bench --bench journal  # sled's cache (default: the daemon's)
 
 // A benchmark: a failed setup is a bug in the benchmark itself.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 use std::time::Instant;
 
-use dualseal::journal::{AuditDraft, Journal, ObjectRecord, ObjectState};
+use dualseal::journal::{AuditDraft, Journal, ObjectRecord, ObjectState, OpenOptions};
 
 const PAGE: usize = 1000;
 /// Workers settling objects at once, as the daemon's default concurrency runs them.
@@ -79,6 +80,13 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = std::env::var_os("DUALSEAL_BENCH_KEEP")
         .map_or_else(|| dir.path().join("journal"), std::path::PathBuf::from);
+    let opts = OpenOptions {
+        cache_bytes: std::env::var("DUALSEAL_BENCH_CACHE_MIB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|mib| mib << 20),
+        ..OpenOptions::default()
+    };
     let key = |i: usize| {
         format!(
             "{}/team-{}/secret-{i:08}.json",
@@ -88,7 +96,7 @@ async fn main() {
     };
     let job;
     {
-        let j = Journal::open(&path).expect("open");
+        let j = Journal::open_with(&path, opts).expect("open");
         job = j.create_job("master-secrets", "").expect("job").id;
         let t = Instant::now();
         for start in (0..n).step_by(PAGE) {
@@ -161,7 +169,7 @@ async fn main() {
         );
     }
     let t = Instant::now();
-    let j = Journal::open(&path).expect("reopen");
+    let j = Journal::open_with(&path, opts).expect("reopen");
     let verified = j.counts(job).get(ObjectState::Verified);
     println!(
         "reopen (restart)         {:.2} s, {verified} verified counted",

@@ -39,8 +39,11 @@ const META_SCHEMA: &[u8] = b"schema";
 const META_FLUSH_GEN: &[u8] = b"flush_generation";
 const META_SHARD: &[u8] = b"shard";
 /// sled's page cache. Its default (1 GiB) lets a long scan (an audit export, a resume over a
-/// million objects) grow the daemon's memory with the journal; the hot set is small.
-const CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
+/// million objects) grow the daemon's memory with the journal; the hot set is small: a job
+/// writes its records, audit events and index in key order, near the end of each tree.
+/// 4 MiB instead of 16 cut the daemon's peak RSS at N=10,000 by ~15 MiB (scripts/bench.sh)
+/// without slowing the journal (benches/journal.rs sweeps it: DUALSEAL_BENCH_CACHE_MIB).
+pub const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
 /// Name of the fault-injection trigger file (see `audit_writable`).
 pub const FAIL_AUDIT_TRIGGER: &str = "FAIL-AUDIT-WRITES";
 /// The high-water mark file is rewritten at most this often (it costs an fsync).
@@ -297,6 +300,8 @@ pub struct OpenOptions {
     /// Group commit: a commit of objects' final states waits until this long after the
     /// previous one, so the workers finishing meanwhile share it (zero: commit at once).
     pub commit_window: std::time::Duration,
+    /// sled's page cache in bytes (`None`: [`CACHE_CAPACITY`]).
+    pub cache_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -367,7 +372,7 @@ impl Journal {
         let existed = path.join("conf").exists() || path.join("db").exists();
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(CACHE_CAPACITY)
+            .cache_capacity(opts.cache_bytes.unwrap_or(CACHE_CAPACITY))
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io)
