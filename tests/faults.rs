@@ -230,3 +230,50 @@ async fn poison_objects_fail_alone_and_retry_recovers_them() {
         .expect_err("retry of a succeeded job");
     assert!(err.to_string().contains("succeeded"), "{err}");
 }
+
+/// A read-back that fails after S3 accepted the write is retried by proving the object that
+/// is there, not by writing it again: the worker carries the accepted write to its next
+/// attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_back_is_retried_without_a_second_write() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let objs = objects(12);
+    put_all(&moto, &objs).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dest = |key: &str| {
+        let cat = cats
+            .iter()
+            .find(|c| key.starts_with(c.prefix))
+            .expect("category");
+        format!("{}/{}", cat.bucket, &key[cat.prefix.len()..])
+    };
+    // More than the SDK retries within one request: the attempt fails after the write.
+    for key in objs.keys() {
+        proxy.truncate_next_gets(&dest(key), SDK_ATTEMPTS);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(
+        dir.path(),
+        &config_via(&proxy.endpoint, dir.path(), 4, MAX_ATTEMPTS),
+    );
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start");
+    let done = wait_job(&mut client, job.job_id).await;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{done:?}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(done.verified, objs.len() as u64);
+    let requests = proxy.requests();
+    for key in objs.keys() {
+        let path = dest(key);
+        let count = |method: &str| requests.get(&format!("{method} {path}")).copied();
+        // The read-back's cut-short tries, then the next attempt's proof.
+        assert_eq!(count("GET"), Some(SDK_ATTEMPTS + 1), "{path}: {requests:?}");
+        assert_eq!(count("PUT"), Some(1), "{path} was written again");
+        assert_eq!(count("HEAD"), None, "{path}: {requests:?}");
+    }
+}

@@ -698,6 +698,7 @@ async fn migrate_with_retries(
     for _ in 0..rec.attempts {
         let _ = policy.next_backoff();
     }
+    let uploaded = std::sync::Mutex::new(None::<Proof>);
     loop {
         if let Some(at) = rec.retry_at_ms {
             let wait = at.saturating_sub(crate::journal::now_ms());
@@ -728,25 +729,23 @@ async fn migrate_with_retries(
                 .then_some(&inner.classifier),
             data_keys: &inner.data_keys,
         };
-        // Recorded without a flush: it only saves work on resume, it proves nothing.
+        // A streamed object's write is recorded without a flush: it only saves work on resume
+        // (its read-back is long), it proves nothing.
         let record_upload = |p: &Proof| {
             inner
                 .journal
-                .transition(
-                    id,
-                    key,
-                    |r| {
-                        r.state = ObjectState::Uploaded;
-                        r.attempts = attempts;
-                        r.source_etag.clone_from(&p.source_etag);
-                        r.source_version.clone_from(&p.source_version);
-                        r.ciphertext_sha256 = Some(p.ciphertext_sha256.clone());
-                        r.dest_etag = Some(p.dest_etag.clone());
-                        r.upload_id = None;
-                    },
-                    None,
-                )
+                .transition(id, key, |r| mark_uploaded(r, p, attempts), None)
                 .map(|_| ())
+        };
+        // A single PUT's write is only remembered for this worker's next attempt, which then
+        // proves it rather than writing again; the retry's own record carries it. Journaled
+        // (unflushed) it cost a write per object and rarely outlived a crash, after which the
+        // next attempt's conditional PUT finds the object and proves it anyway.
+        let remember_upload = |p: &Proof| {
+            *uploaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p.clone());
+            Ok(())
         };
         // Not flushed either: a lost record leaves an open upload that S3's lifecycle rule
         // (docs/iam.md) or the next attempt at this object removes.
@@ -776,7 +775,7 @@ async fn migrate_with_retries(
                 if streamed {
                     attempt.run_streamed(&multipart, record_multipart, record_upload).await
                 } else {
-                    attempt.run(record_upload).await
+                    attempt.run(remember_upload).await
                 }
             } => o,
         };
@@ -799,10 +798,17 @@ async fn migrate_with_retries(
                 remember_error(ctx, key, format!("attempt {attempts}: {e}"));
                 metrics::counter!("dualseal_object_retries_total", "code" => e.code()).increment(1);
                 let retry_at = crate::journal::now_ms() + delay.as_millis() as u64;
+                let upload = uploaded
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
                 rec = inner.journal.transition(
                     id,
                     key,
                     |r| {
+                        if let Some(p) = &upload {
+                            mark_uploaded(r, p, attempts);
+                        }
                         r.attempts = attempts;
                         r.reason = Some(e.to_string());
                         r.retry_at_ms = Some(retry_at);
@@ -821,6 +827,17 @@ async fn migrate_with_retries(
             }
         }
     }
+}
+
+/// The record of an object whose envelope S3 accepted, not yet proved.
+fn mark_uploaded(r: &mut ObjectRecord, p: &Proof, attempts: u32) {
+    r.state = ObjectState::Uploaded;
+    r.attempts = attempts;
+    r.source_etag.clone_from(&p.source_etag);
+    r.source_version.clone_from(&p.source_version);
+    r.ciphertext_sha256 = Some(p.ciphertext_sha256.clone());
+    r.dest_etag = Some(p.dest_etag.clone());
+    r.upload_id = None;
 }
 
 impl Ctx {

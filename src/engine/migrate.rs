@@ -149,8 +149,9 @@ impl Attempt<'_> {
         }
         let changed = !self.prior.source_etag.is_empty() && self.prior.source_etag != src.etag;
         if self.prior.state == ObjectState::Uploaded && !changed {
-            // Resume after a crash between the write and its proof: the least work is to prove
-            // what is there. If that fails, fall through and write (conditionally) again.
+            // A retry after the write was accepted but its proof failed (or a resume of a
+            // record that says so): the least work is to prove what is there. If that fails,
+            // fall through and write (conditionally) again.
             if let (Some(sha), Some(etag)) = (&self.prior.ciphertext_sha256, &self.prior.dest_etag)
             {
                 let proved = prove_destination(
@@ -272,8 +273,7 @@ impl Attempt<'_> {
             envelope_version: version,
         };
         // When S3 echoed the digest it checked the body against, the proof is complete and
-        // the final record follows at once: an "uploaded" record (never flushed) would only
-        // be overwritten, at the cost of a journal write per object.
+        // the final record follows at once: nothing is left for a retry to skip.
         if !(self.verify == VerifyMode::Checksum && answered) {
             on_uploaded(&proof)?;
         }

@@ -55,6 +55,8 @@ struct State {
     requests: Mutex<HashMap<String, u64>>,
     /// Paths ("bucket/key") whose GET answers 403 AccessDenied.
     forbidden: Mutex<HashSet<String>>,
+    /// Paths ("bucket/key") whose next GETs are cut short, and how many more.
+    truncate_next: Mutex<HashMap<String, u64>>,
     /// KMS key ids whose crypto calls answer DisabledException (moto does not enforce it).
     disabled_keys: Mutex<HashSet<String>>,
     /// Requests whose query contains this string never get an answer (until cleared).
@@ -78,6 +80,18 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counts one down for `path`; whether there was one left.
+fn take_one(m: &Mutex<HashMap<String, u64>>, path: &str) -> bool {
+    let mut m = lock(m);
+    match m.get_mut(path) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -141,6 +155,12 @@ impl FaultProxy {
 
     pub fn forbid_get(&self, bucket_key: &str) {
         lock(&self.state.forbidden).insert(bucket_key.to_owned());
+    }
+
+    /// Cuts the next `n` GETs of `bucket_key` short (the client sees the connection drop),
+    /// then lets them through.
+    pub fn truncate_next_gets(&self, bucket_key: &str, n: u64) {
+        lock(&self.state.truncate_next).insert(bucket_key.to_owned(), n);
     }
 
     /// Holds every request whose query string contains `query_part` unanswered (the client
@@ -295,7 +315,7 @@ async fn handle(
         let ms = rand::thread_rng().gen_range(50..400);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let truncate = is_get && hit(f.truncate_get);
+    let truncate = is_get && (take_one(&st.truncate_next, &path) || hit(f.truncate_get));
     let drop_response = is_put && hit(f.drop_put_response);
 
     let uri = format!(
