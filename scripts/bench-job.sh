@@ -13,7 +13,9 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 sed -e "s|@WORK@|$work|g" -e "s|@METRICS_PORT@|$port|g" "$template" >"$work/dualseal.toml"
 
 # DUALSEAL_DAEMON_WRAPPER: a profiler to run the daemon under (e.g. "heaptrack -o /tmp/h" or
-# "perf record -g -o /tmp/perf.data"); its figures then include the profiler's own cost.
+# "perf record -g -o /tmp/perf.data"); its figures then include the profiler's own cost. The
+# wrapper must pass SIGTERM on to the daemon: heaptrack's script does not, so kill the daemon
+# it leaves behind (pgrep dualseald) once its run is over.
 # shellcheck disable=SC2086
 ${DUALSEAL_DAEMON_WRAPPER:-} "$bin/dualseald" --config "$work/dualseal.toml" run >"$work/daemon.log" 2>&1 &
 daemon=$!
