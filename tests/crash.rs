@@ -68,12 +68,7 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job_id).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{done:?}\n{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, OBJECTS as u64);
     assert_eq!(done.discovered, OBJECTS as u64, "objects recorded twice");
 

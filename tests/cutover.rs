@@ -53,7 +53,7 @@ async fn mapping_reader_and_cutover_check() {
     );
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    assert_succeeded(&done, &daemon);
     let sock = &daemon.socket;
     let job_s = job.to_string();
 
@@ -354,7 +354,7 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
     assert!(client.cutover_check(job).await.unwrap().ready);
 
     let plan = client.plan_decommission(job, "delete").await.expect("plan");
@@ -439,7 +439,7 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
     let before = source_etags(&moto).await;
 
     // Refused, with the way out, until the archive bucket exists with Object Lock.

@@ -76,12 +76,7 @@ async fn audit_write_failure_parks_the_job_and_refuses_control_actions() {
     std::fs::remove_file(&trigger).unwrap();
     client.resume(job).await.expect("resume");
     let done = wait_job(&mut client, job).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, objects.len() as u64);
     let audit = client.audit(job).await.unwrap();
     assert_verified_once(&audit, objects.len());

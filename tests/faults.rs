@@ -96,12 +96,7 @@ async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
         t.elapsed()
     );
     let done = wait_job(&mut client, job.job_id).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{done:?}\n{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, objs.len() as u64);
 
     let total = proxy.total();
@@ -217,12 +212,7 @@ async fn poison_objects_fail_alone_and_retry_recovers_them() {
     let again = client.retry(job.job_id).await.expect("retry");
     assert_eq!(again.state, pb::JobState::Running as i32);
     let done = wait_job(&mut client, job.job_id).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{done:?}\n{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, objs.len() as u64);
     let err = client
         .retry(job.job_id)
@@ -260,12 +250,7 @@ async fn a_failed_read_back_is_retried_without_a_second_write() {
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start");
     let done = wait_job(&mut client, job.job_id).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{done:?}\n{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, objs.len() as u64);
     let requests = proxy.requests();
     for key in objs.keys() {

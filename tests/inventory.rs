@@ -168,7 +168,7 @@ async fn a_job_lists_from_an_inventory_and_refuses_a_foreign_or_damaged_one() {
         .expect("start")
         .job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.discovered, 40, "exactly the current versions listed");
     assert_eq!(done.verified, 40);
     // Every key came from the inventory (the plan's, the start's conflict check's and the

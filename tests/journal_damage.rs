@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::proxy::FaultProxy;
 use common::*;
-use dualseal::api::pb;
 
 const N: usize = 200;
 
@@ -61,7 +60,7 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    assert_succeeded(&done, &daemon);
     drop(client);
     drop(daemon);
     let good = dir.path().join("journal-good");
@@ -132,12 +131,7 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
     let rebuilt = client.jobs().await.expect("jobs");
     assert_eq!(rebuilt.len(), 1);
     let done = wait_job(&mut client, rebuilt[0].job_id).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, N as u64);
     assert_one_put_each(&proxy, &cats, objects.keys());
     drop(client);
@@ -149,12 +143,7 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, N as u64);
     assert_one_put_each(&proxy, &cats, objects.keys());
 }

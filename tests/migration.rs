@@ -76,12 +76,7 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
 
     let job = client.start("", false).await.expect("start");
     let done = wait_job(&mut client, job.job_id).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{done:?}\n{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     let migrated = objects.len() as u64 - 7;
     assert_eq!(done.verified, migrated);
     assert_eq!(done.unclassified, 7);
@@ -234,7 +229,7 @@ async fn a_paused_job_stays_paused_across_a_restart() {
     assert!(again.note.contains("already paused"), "{again:?}");
     client.resume(job).await.expect("resume");
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, objects.len() as u64);
 }
 
@@ -258,7 +253,7 @@ async fn shared_data_keys_cut_kms_calls_and_still_bind_each_object_to_its_place(
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
 
     // 15 objects per category at 10 per key: 2 keys per category, each generated once (workers
     // wait for a rotation instead of racing it) and proven through KMS once on read-back.
@@ -337,7 +332,7 @@ async fn a_start_lists_the_source_for_conflicts_only_when_the_rules_can_overlap(
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, objects.len() as u64);
     assert_eq!(requests(&scrape(port), "s3", "ListObjectsV2"), 1);
 }

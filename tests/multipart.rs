@@ -95,12 +95,7 @@ async fn a_large_object_streams_as_multipart_and_a_killed_upload_is_aborted_on_r
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{done:?}\n{}",
-        daemon.log_text()
-    );
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, 3);
     for cat in &cats {
         assert!(

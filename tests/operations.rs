@@ -420,7 +420,7 @@ async fn two_shards_split_one_bucket_with_no_key_taken_twice() {
         let mut c = d.client().await;
         let job = c.start("", false).await.expect("start").job_id;
         let done = wait_job(&mut c, job).await;
-        assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+        assert_succeeded(&done, d);
         assert_eq!(done.excluded, 0, "other shards' keys are not 'excluded'");
         let keys: Vec<String> = c
             .objects(job, pb::ObjectState::Verified)

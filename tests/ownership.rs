@@ -40,7 +40,7 @@ async fn foreign_destination_objects_are_conflicts_and_changed_sources_are_recop
     let mut client = daemon.client().await;
     let first = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, first).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
     assert_eq!((done.verified, done.conflicts), (19, 1));
     let conflicts = client
         .objects(first, pb::ObjectState::Conflict)
@@ -72,7 +72,7 @@ async fn foreign_destination_objects_are_conflicts_and_changed_sources_are_recop
         .expect("rotate");
     let second = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, second).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
     let api = cats.iter().find(|c| c.name == "api").expect("api");
     assert_eq!(read_sealed(&moto, api, "o/01").await, b"v2-rotated");
     let audit = client.audit(second).await.expect("audit");

@@ -458,7 +458,7 @@ async fn provision_from_scratch_detect_drift_and_refuse_weak_buckets() {
         .expect("start")
         .job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, objects.len() as u64);
     let db_key = kms
         .describe_key()

@@ -270,7 +270,7 @@ impl Attempt<'_> {
                             head.etag,
                             changed,
                         );
-                        on_uploaded(&proof)?;
+                        // Proved already: the caller's final record is the only one needed.
                         return Ok(Outcome::Verified(proof));
                     }
                     Ownership::OursOlderVersion => {

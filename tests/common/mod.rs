@@ -349,6 +349,18 @@ impl Drop for Daemon {
     }
 }
 
+/// Asserts that a job ended succeeded; otherwise fails with the job and the daemon's log, which
+/// is where the reason is.
+#[track_caller]
+pub fn assert_succeeded(done: &pb::Job, daemon: &Daemon) {
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{done:?}\n{}",
+        daemon.log_text()
+    );
+}
+
 /// Watches a job until it ends and returns its final state.
 pub async fn wait_job(client: &mut Client, job: u64) -> pb::Job {
     let mut stream = Box::pin(client.watch(job).await.expect("watch"));
