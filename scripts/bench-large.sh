@@ -75,7 +75,7 @@ template="$BENCH_STATE/dualseal.toml"
     echo "date: $(date -u +%FT%TZ)"
     echo "host: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-    echo "dualseal: $(git -C "$ROOT" rev-parse --short HEAD); rclone: $(rclone version | head -1)"
+    echo "dualseal: $DUALSEAL_BUILD; rclone: $(rclone version | head -1)"
     echo "object: ${LARGE_MIB} MiB of random bytes; S3 s3s-fs, KMS moto"
 } | tee "$BENCH_STATE/machine.txt" >&2
 

@@ -1,6 +1,7 @@
 # Sourced by scripts/bench.sh and scripts/bench-large.sh: the environment and the tools both
 # benchmarks need, on a fresh Debian machine. Expects ROOT, BENCH_STATE and a `log` function;
-# exports S3S_FS_BIN, DUALSEAL_BIN and DUALSEAL_BENCH_SERVER_WITHOUT_SSE.
+# exports S3S_FS_BIN, DUALSEAL_BIN and DUALSEAL_BENCH_SERVER_WITHOUT_SSE; sets DUALSEAL_BUILD
+# (what was measured, for the machine line).
 export S3S_FS_BIN="${S3S_FS_BIN:-/tmp/s3s-fs-inst/bin/s3s-fs}"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=testtest123 AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 export AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
@@ -30,9 +31,11 @@ fi
 if [[ -n "${DUALSEAL_BIN:-}" ]]; then
     # Another build to measure (e.g. two profiles side by side), taken as it is.
     log "dualseal from $DUALSEAL_BIN (not rebuilt)"
+    DUALSEAL_BUILD="the binaries in $DUALSEAL_BIN (checkout $(git -C "$ROOT" rev-parse --short HEAD))"
 else
     log "building dualseal (release, bench feature)"
     (cd "$ROOT" && cargo build --quiet --release --locked --features bench --bins)
     DUALSEAL_BIN="$ROOT/target/release"
+    DUALSEAL_BUILD="$(git -C "$ROOT" describe --always --dirty)"
 fi
 export DUALSEAL_BIN DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1

@@ -63,7 +63,7 @@ trap 'exit 130' INT TERM
     echo "date: $(date -u +%FT%TZ)"
     echo "host: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-    echo "dualseal: $(git -C "$ROOT" rev-parse --short HEAD), concurrency $CONCURRENCY, journal on $(df --output=fstype /tmp | tail -1) (/tmp)"
+    echo "dualseal: $DUALSEAL_BUILD, concurrency $CONCURRENCY, journal on $(df --output=fstype /tmp | tail -1) (/tmp)"
     echo "rclone: $(rclone version | head -1)"
     echo "s3s-fs: $("$S3S_FS_BIN" --version 2>&1 | head -1)"
     echo "moto (KMS): $(python3 -c 'import moto; print(moto.__version__)')"
