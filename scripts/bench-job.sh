@@ -12,11 +12,6 @@ work="$(mktemp -d /tmp/dualseal-bench-job.XXXXXX)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sed -e "s|@WORK@|$work|g" -e "s|@METRICS_PORT@|$port|g" "$template" >"$work/dualseal.toml"
 
-# The daemon runs with the allocator settings its systemd unit ships, as it is deployed.
-while IFS= read -r setting; do
-    export "${setting#Environment=}"
-done < <(grep '^Environment=MALLOC_' "$(dirname "${BASH_SOURCE[0]}")/../systemd/dualseald.service")
-
 # DUALSEAL_DAEMON_WRAPPER: a profiler to run the daemon under (e.g. "heaptrack -o /tmp/h" or
 # "perf record -g -o /tmp/perf.data"); its figures then include the profiler's own cost. The
 # wrapper must pass SIGTERM on to the daemon: heaptrack's script does not, so kill the daemon

@@ -15,6 +15,7 @@ command -v rclone >/dev/null || apt+=(rclone)
 command -v jq >/dev/null || apt+=(jq)
 command -v curl >/dev/null || apt+=(curl)
 command -v bc >/dev/null || apt+=(bc)
+command -v make >/dev/null || apt+=(make)  # jemalloc, built from C by tikv-jemalloc-sys
 if ((${#apt[@]})); then
     log "apt-get install ${apt[*]}"
     apt-get update -qq

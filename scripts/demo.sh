@@ -38,6 +38,10 @@ if ! python3 -c "import moto, flask, flask_cors, boto3" 2>/dev/null; then
 fi
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 MOTO="$(command -v moto_server || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/moto_server")"
+# jemalloc (dualseald's allocator) is built from C source: it needs make.
+if ! command -v make >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null
+fi
 cargo build --quiet --release --locked --manifest-path "$ROOT/Cargo.toml" --bins
 BIN="$ROOT/target/release"
 CTL=("$BIN/dualsealctl" --socket "$WORK/control.sock")

@@ -22,6 +22,12 @@ fi
 [[ -x "$MOTO_SERVER" ]] || { echo "moto_server not found after install" >&2; exit 1; }
 export MOTO_SERVER
 # protoc is vendored by build.rs (protoc-bin-vendored): nothing to install.
+# jemalloc (dualseald's allocator) is C, built by tikv-jemalloc-sys with the C compiler Rust
+# links with and make.
+if ! command -v make >/dev/null; then
+    log "installing make (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null
+fi
 
 # The tests speak only to 127.0.0.1; keep any proxy settings of the host out of it.
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
