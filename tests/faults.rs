@@ -29,19 +29,31 @@ fn objects(n: usize) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
+/// moto with the categories provisioned, `n` objects in the master bucket and a fault proxy in
+/// front of it, with no faults set yet.
+async fn setup(n: usize) -> (Moto, Vec<Cat>, BTreeMap<String, Vec<u8>>, FaultProxy) {
     let moto = Moto::start();
     let cats = provision(&moto).await;
-    let objs = objects(240);
+    let objs = objects(n);
     put_all(&moto, &objs).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
+    (moto, cats, objs, proxy)
+}
+
+/// The real daemon, reaching S3 and KMS only through the proxy.
+fn daemon_via(proxy: &FaultProxy, dir: &std::path::Path, concurrency: usize) -> Daemon {
+    Daemon::start(
+        dir,
+        &config_via(&proxy.endpoint, dir, concurrency, MAX_ATTEMPTS),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
+    let (moto, cats, objs, proxy) = setup(240).await;
     proxy.set_faults(Faults::storm());
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(
-        dir.path(),
-        &config_via(&proxy.endpoint, dir.path(), 8, MAX_ATTEMPTS),
-    );
+    let daemon = daemon_via(&proxy, dir.path(), 8);
     let mut client = daemon.client().await;
 
     // Start may meet the storm too: it answers UNAVAILABLE, and the operator tries again.
@@ -143,17 +155,10 @@ async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_objects_fail_alone_and_retry_recovers_them() {
-    let moto = Moto::start();
-    let cats = provision(&moto).await;
-    let objs = objects(80);
-    put_all(&moto, &objs).await;
-    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let (moto, cats, objs, proxy) = setup(80).await;
     proxy.forbid_get("master-secrets/db/x/0004");
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(
-        dir.path(),
-        &config_via(&proxy.endpoint, dir.path(), 4, MAX_ATTEMPTS),
-    );
+    let daemon = daemon_via(&proxy, dir.path(), 4);
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start");
     // Disable the tls key once the job runs: its remaining objects fail, the others do not.
@@ -226,11 +231,8 @@ async fn poison_objects_fail_alone_and_retry_recovers_them() {
 /// attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_read_back_is_retried_without_a_second_write() {
-    let moto = Moto::start();
-    let cats = provision(&moto).await;
-    let objs = objects(12);
-    put_all(&moto, &objs).await;
-    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // Held to the end: dropping it stops moto.
+    let (_moto, cats, objs, proxy) = setup(12).await;
     let dest = |key: &str| {
         let cat = cats
             .iter()
@@ -243,10 +245,7 @@ async fn a_failed_read_back_is_retried_without_a_second_write() {
         proxy.truncate_next_gets(&dest(key), SDK_ATTEMPTS);
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(
-        dir.path(),
-        &config_via(&proxy.endpoint, dir.path(), 4, MAX_ATTEMPTS),
-    );
+    let daemon = daemon_via(&proxy, dir.path(), 4);
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start");
     let done = wait_job(&mut client, job.job_id).await;
