@@ -29,7 +29,7 @@ log "writing a journal of $N objects (the last 10 unfinished)"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOTO_PORT="$(port)" METRICS_PORT="$(port)"
-moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$STATE/moto.log" 2>&1 &
+"$(dirname "$0")/moto-faithful" -H 127.0.0.1 -p "$MOTO_PORT" >"$STATE/moto.log" 2>&1 &
 MOTO=$!
 DAEMON=
 cleanup() {

@@ -37,7 +37,9 @@ if ! python3 -c "import moto, flask, flask_cors, boto3" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check "moto[server]==5.2.1"
 fi
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-MOTO="$(command -v moto_server || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/moto_server")"
+# moto made faithful where dualseal's checks depend on it: S3 reports the KMS key of DSSE
+# objects, as AWS does (plain moto does not, and dualseal fails closed on it).
+MOTO="$ROOT/scripts/moto-faithful"
 # jemalloc (dualseald's allocator) is built from C source: it needs make.
 if ! command -v make >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null

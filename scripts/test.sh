@@ -20,7 +20,11 @@ if [[ -z "$MOTO_SERVER" ]]; then
     MOTO_SERVER="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/moto_server"
 fi
 [[ -x "$MOTO_SERVER" ]] || { echo "moto_server not found after install" >&2; exit 1; }
-export MOTO_SERVER
+# The tests run moto made faithful where dualseal's checks depend on it (S3 reports the KMS
+# key of DSSE objects, as AWS does: scripts/moto-faithful); the plain server is kept for the
+# tests that show dualseal failing closed without it.
+export MOTO_SERVER_PLAIN="$MOTO_SERVER"
+export MOTO_SERVER="$PWD/scripts/moto-faithful"
 # protoc is vendored by build.rs (protoc-bin-vendored): nothing to install.
 # jemalloc (dualseald's allocator) is C, built by tikv-jemalloc-sys with the C compiler Rust
 # links with and make.

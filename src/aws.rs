@@ -25,6 +25,8 @@ pub enum AwsErrorKind {
     NotFound,
     /// Credentials or policy forbid the call.
     AccessDenied,
+    /// No credentials could be found: a problem of the daemon's setup, not of any object.
+    NoCredentials,
     /// The KMS key is disabled or pending deletion, or the request is invalid.
     Invalid,
     /// A conditional request's condition did not hold (HTTP 412).
@@ -43,6 +45,7 @@ impl AwsErrorKind {
         match self {
             Self::NotFound => "NotFound",
             Self::AccessDenied => "AccessDenied",
+            Self::NoCredentials => "NoCredentials",
             Self::Invalid => "Invalid",
             Self::PreconditionFailed => "PreconditionFailed",
             Self::Throttled => "Throttled",
@@ -62,6 +65,7 @@ impl fmt::Display for AwsErrorKind {
         f.write_str(match self {
             Self::NotFound => "not found",
             Self::AccessDenied => "access denied (check the IAM and bucket/key policies)",
+            Self::NoCredentials => "no AWS credentials were found (give dualseald an instance or task role, AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in its environment)",
             Self::Invalid => "rejected as invalid",
             Self::PreconditionFailed => "precondition failed",
             Self::Throttled => "throttled",
@@ -100,6 +104,23 @@ pub async fn sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// Resolves the credentials of `sdk` once, as the first request would, so that a daemon
+/// without any refuses to start instead of failing every object.
+///
+/// # Errors
+/// The provider chain's reason, in words an operator can act on.
+pub async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), String> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(format!("{}", AwsErrorKind::NoCredentials));
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{}: {}", AwsErrorKind::NoCredentials, error_chain(&e)))
+}
+
 /// Classifies an SDK error and renders a message that names the service's code, never a body.
 pub fn classify_sdk_error<E>(e: &SdkError<E, HttpResponse>) -> (AwsErrorKind, String)
 where
@@ -111,7 +132,7 @@ where
             let chain = error_chain(e);
             // Missing credentials will not fix themselves by retrying: say so at once.
             let kind = if chain.contains("credentials") {
-                AwsErrorKind::AccessDenied
+                AwsErrorKind::NoCredentials
             } else if d.is_user() {
                 AwsErrorKind::Other
             } else {

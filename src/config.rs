@@ -562,6 +562,65 @@ impl DaemonConfig {
     }
 }
 
+/// How many data errors one parse reports before it stops looking for more.
+const MAX_PARSE_PROBLEMS: usize = 50;
+
+/// Deserializes well-formed TOML, collecting every data error (an unknown key, a bad value)
+/// rather than the first: serde stops at the first, so each offending entry is commented out
+/// and the text parsed again. The config without the offending entries (so that validation
+/// can report its problems beside these), and the problems, each with its line.
+fn parse_collecting(text: &str) -> (Option<Config>, Vec<String>) {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut problems = Vec::new();
+    let mut removed = Vec::new();
+    loop {
+        let current = lines.join("\n");
+        let e = match toml::from_str::<Config>(&current) {
+            Ok(cfg) => return (Some(cfg), problems),
+            Err(e) => e,
+        };
+        let message = e.message().trim().replace('\n', " ");
+        let Some(span) = e.span() else {
+            problems.push(message);
+            return (None, problems);
+        };
+        let first = current[..span.start.min(current.len())]
+            .matches('\n')
+            .count();
+        let last = current[..span.end.min(current.len())].matches('\n').count();
+        // Commenting out an entry may make its field "missing": that is the same problem.
+        let consequence = message.starts_with("missing field")
+            && removed
+                .iter()
+                .any(|k: &String| message.contains(&format!("`{k}`")));
+        if !consequence {
+            problems.push(format!("line {}: {message}", first + 1));
+        }
+        if problems.len() >= MAX_PARSE_PROBLEMS || lines[first].trim_start().starts_with('#') {
+            return (None, problems);
+        }
+        if let Some((key, _)) = lines[first].split_once('=') {
+            removed.push(key.trim().to_owned());
+        }
+        for line in lines.iter_mut().take(last + 1).skip(first) {
+            // A table header is kept (its entries are judged one by one); anything else goes.
+            if !line.trim_start().starts_with('[') || line.contains('=') {
+                line.insert(0, '#');
+            }
+        }
+        if lines[first].trim_start().starts_with('[') && !lines[first].contains('=') {
+            // The header itself is the problem (an unknown table): drop it and its entries.
+            let mut i = first;
+            lines[i].insert(0, '#');
+            i += 1;
+            while i < lines.len() && !lines[i].trim_start().starts_with('[') {
+                lines[i].insert(0, '#');
+                i += 1;
+            }
+        }
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     ///
@@ -580,18 +639,23 @@ impl Config {
     /// # Errors
     /// `Parse` or `Invalid`.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let problems = cfg.problems();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError::Invalid {
+        // A syntax error stops any TOML parser: it is reported alone.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            });
+        }
+        let (cfg, mut problems) = parse_collecting(text);
+        if let Some(cfg) = &cfg {
+            problems.extend(cfg.problems());
+        }
+        match cfg {
+            Some(cfg) if problems.is_empty() => Ok(cfg),
+            _ => Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 problems,
-            })
+            }),
         }
     }
 
@@ -703,6 +767,16 @@ impl Config {
         }
         if d.journal_path.as_os_str().is_empty() {
             p.push("daemon.journal_path: must not be empty".into());
+        } else if !d.journal_path.is_absolute() {
+            p.push(format!(
+                "daemon.journal_path = {:?}: give an absolute path (a relative one depends on the directory dualseald happens to start in)",
+                d.journal_path
+            ));
+        } else if d.journal_path.is_file() {
+            p.push(format!(
+                "daemon.journal_path = {:?}: this is a file; the journal is a directory (give a path that does not exist yet, or the journal's directory)",
+                d.journal_path
+            ));
         }
         if d.socket_mode().is_none() {
             p.push(format!(
@@ -877,6 +951,44 @@ fn bucket_name_problem(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_level_problems_are_reported_together_with_the_others() {
+        let text = r#"
+            [source]
+            bucket = "master"
+            [daemon]
+            concurency = 4
+            log_format = "yaml"
+            journal_path = "relative/journal"
+            [[category]]
+            name = "db"
+            bucket = "secrets-db"
+            kms_key = "alias/x"
+            prefixes = ["db/"]
+        "#;
+        let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "line 5: unknown field `concurency`",
+            "line 6:",
+            "yaml",
+            "give an absolute path",
+        ] {
+            assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
+        }
+        assert_eq!(problems.len(), 3, "{all}");
+        let fixed = text
+            .replace("concurency = 4", "")
+            .replace("\"yaml\"", "\"json\"");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let at_file = fixed.replace("relative/journal", &file.path().display().to_string());
+        let err = Config::from_toml(&at_file, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("this is a file"), "{err}");
+    }
 
     #[test]
     fn every_problem_is_reported_at_once() {

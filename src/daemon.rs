@@ -40,6 +40,9 @@ pub enum DaemonError {
     /// Access settings (token file, TLS files) could not be read or are invalid.
     #[error("{0}")]
     Access(String),
+    /// No AWS credentials could be resolved at start.
+    #[error("{0}; dualseald does not start without them")]
+    NoCredentials(String),
     /// A fatal error stopped migration.
     #[error("stopped on a fatal error: {0}")]
     Fatal(String),
@@ -235,7 +238,10 @@ pub async fn run(
     let _ = std::fs::remove_file(&config.daemon.control_socket);
     tracing::info!("journal flushed; bye");
     match fatal {
-        Some(msg) => Err(DaemonError::Fatal(msg)),
+        Some(msg) => Err(DaemonError::Fatal(format!(
+            "{msg} (journal {})",
+            config.daemon.journal_path.display()
+        ))),
         None => Ok(()),
     }
 }
@@ -371,6 +377,9 @@ async fn build_engine(
     metered: bool,
 ) -> Result<Engine, DaemonError> {
     let (s3_sdk, kms_sdk) = crate::aws::service_configs(&config.aws).await;
+    crate::aws::check_credentials(&s3_sdk)
+        .await
+        .map_err(DaemonError::NoCredentials)?;
     let s3 = Arc::new(S3Store::new(&s3_sdk, config.aws.path_style()));
     let kms = Arc::new(AwsKms::new(&kms_sdk));
     let provisioner = Arc::new(crate::provision::Provisioner::new(
@@ -411,6 +420,15 @@ pub async fn rebuild_journal(
     config: &Config,
 ) -> Result<(crate::engine::RebuildReport, Option<std::path::PathBuf>), DaemonError> {
     let path = &config.daemon.journal_path;
+    // Held until the new journal is written: a daemon running on this journal makes the
+    // rebuild refuse, and one started meanwhile cannot open it.
+    let _lock = crate::journal::lock_for_maintenance(path)?;
+    if tokio::net::UnixStream::connect(&config.daemon.control_socket)
+        .await
+        .is_ok()
+    {
+        return Err(JournalError::InUse { path: path.clone() }.into());
+    }
     let moved = if path.exists() {
         let stamp = crate::journal::now_ms();
         let mut aside = path.clone().into_os_string();

@@ -137,7 +137,12 @@ impl KeyService for AwsKms {
             .take()
             .ok_or_else(|| bad_answer(OP, key_id, "answer has no wrapped key"))?
             .into_inner();
-        let key_arn = out.key_id.take().unwrap_or_else(|| key_id.to_owned());
+        // The key KMS says it used is what the envelope records and the audit trail names;
+        // an answer without it proves nothing about the key.
+        let key_arn = out
+            .key_id
+            .take()
+            .ok_or_else(|| bad_answer(OP, key_id, "answer names no key id"))?;
         Ok(GeneratedKey {
             key,
             wrapped,

@@ -272,6 +272,13 @@ impl ObjectStore for MeteredStore {
         r
     }
 
+    async fn list_uploads(&self, bucket: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        let t = Instant::now();
+        let r = self.0.list_uploads(bucket, key).await;
+        s3("ListMultipartUploads", t, &r);
+        r
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError> {
         let t = Instant::now();
         let r = self.0.head(bucket, key).await;

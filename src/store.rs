@@ -285,6 +285,8 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
         upload_id: &str,
     ) -> Result<(), StoreError>;
+    /// The ids of the multipart uploads open on exactly `key`.
+    async fn list_uploads(&self, bucket: &str, key: &str) -> Result<Vec<String>, StoreError>;
     /// Metadata of an object, `None` when the key does not exist.
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError>;
     /// Whether a bucket exists and is reachable with our credentials.
@@ -702,6 +704,43 @@ impl ObjectStore for S3Store {
             sse_kms_key_id: out.ssekms_key_id().map(str::to_owned),
             checksum_sha256_b64: out.checksum_sha256().map(str::to_owned),
         })
+    }
+
+    async fn list_uploads(&self, bucket: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        let (mut ids, mut key_marker, mut id_marker) = (Vec::new(), None, None);
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| err("ListMultipartUploads", bucket, key, e))?;
+            ids.extend(
+                out.uploads()
+                    .iter()
+                    .filter(|u| u.key() == Some(key))
+                    .filter_map(|u| u.upload_id().map(str::to_owned)),
+            );
+            if !out.is_truncated().unwrap_or(false) {
+                return Ok(ids);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                // A truncated answer without a marker would list the same page for ever.
+                return Err(StoreError {
+                    op: "ListMultipartUploads",
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    kind: AwsErrorKind::Other,
+                    message: "a truncated answer carries no marker to continue from".into(),
+                });
+            }
+        }
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError> {

@@ -82,6 +82,10 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
         "{err}"
     );
     assert!(err.contains("Nothing was touched in S3"), "{err}");
+    assert!(
+        !dir.path().join("control.sock").exists(),
+        "a failed start left its socket file behind"
+    );
     assert_eq!(
         proxy.total(),
         before,
@@ -134,6 +138,40 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
     assert_succeeded(&done, &daemon);
     assert_eq!(done.verified, N as u64);
     assert_one_put_each(&proxy, &cats, objects.keys());
+    // The rebuilt job lists the source from the start over the records it seeded: each
+    // object is still handled once (two `object_verified` events for 6 of 600 before).
+    let audit = client.audit(rebuilt[0].job_id).await.expect("audit");
+    assert_verified_once(&audit, N);
+
+    // rebuild-journal against the journal of a running daemon refuses, and moves nothing.
+    let asides = || {
+        std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("journal.damaged-")
+            })
+            .count()
+    };
+    let before_asides = asides();
+    let out = run_dualseald(dir.path(), &config, &["rebuild-journal"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a rebuild under a running daemon must refuse"
+    );
+    assert!(err.contains("in use by a running dualseald"), "{err}");
+    assert_eq!(asides(), before_asides, "the live journal was moved aside");
+    assert_eq!(
+        client
+            .job(done.job_id)
+            .await
+            .expect("daemon still serves")
+            .verified,
+        N as u64
+    );
     drop(client);
     drop(daemon);
 

@@ -453,3 +453,87 @@ async fn two_shards_split_one_bucket_with_no_key_taken_twice() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+/// A retried resume (the same call twice, as a retrying client sends it) on a running job is
+/// answered "already running" and the job still finishes: before the fix, the second resume
+/// drained the job's task and left it recorded `running` with nothing running it, for good.
+/// Two resumes at once, and a pause racing a resume, must not strand it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_or_racing_resume_never_stalls_a_running_job() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    let objs = objects(80, "r");
+    put_all(&moto, &objs).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let sock = &daemon.socket;
+    let out = ctl(sock, &["start", "--objects-per-sec", "40"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut client = daemon.client().await;
+    wait_until_verified(&mut client, 1, 5).await;
+
+    // The repro of the report, by the CLI: a second resume of a running job.
+    let out = ctl(sock, &["resume", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Two resumes at once, then a pause racing two resumes.
+    let (a, b) = tokio::join!(
+        tokio::task::spawn_blocking({
+            let s = sock.clone();
+            move || ctl(&s, &["resume", "1"])
+        }),
+        tokio::task::spawn_blocking({
+            let s = sock.clone();
+            move || ctl(&s, &["resume", "1"])
+        }),
+    );
+    assert!(a.expect("join").status.success() && b.expect("join").status.success());
+    let (mut c1, mut c2, mut c3) = (
+        daemon.client().await,
+        daemon.client().await,
+        daemon.client().await,
+    );
+    let (p, r1, r2) = tokio::join!(c1.pause(1), c2.resume(1), c3.resume(1));
+    p.expect("pause");
+    // A resume that lost the race to the pause is told "already running" or resumes; either
+    // way, one more resume settles it.
+    let _ = (r1, r2);
+    let out = ctl(sock, &["resume", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `watch` ends by itself when the job does (it hung before the fix).
+    let watch = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking({
+            let s = sock.clone();
+            move || ctl(&s, &["watch", "1"])
+        }),
+    )
+    .await
+    .expect("dualsealctl watch did not end: the job stalled")
+    .expect("join");
+    assert!(
+        watch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watch.stderr)
+    );
+    let done = client.job(1).await.expect("job");
+    assert_succeeded(&done, &daemon);
+    assert_eq!(done.verified, 80);
+}

@@ -222,7 +222,14 @@ async fn run(
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    match dualseal::daemon::run(config, opts, listener, shutdown, hooks).await {
+    let socket = config.daemon.control_socket.clone();
+    let result = dualseal::daemon::run(config, opts, listener, shutdown, hooks).await;
+    // A start that failed after binding (a journal that will not open, a bad TLS file) leaves
+    // no socket file behind; a clean stop has removed it already.
+    if result.is_err() {
+        let _ = std::fs::remove_file(&socket);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -231,7 +238,8 @@ async fn run(
                 | dualseal::daemon::DaemonError::Fatal(_) => ExitCode::from(EX_IOERR),
                 dualseal::daemon::DaemonError::Metrics(_)
                 | dualseal::daemon::DaemonError::Api(_) => ExitCode::from(EX_UNAVAILABLE),
-                dualseal::daemon::DaemonError::Access(_) => ExitCode::from(EX_CONFIG),
+                dualseal::daemon::DaemonError::Access(_)
+                | dualseal::daemon::DaemonError::NoCredentials(_) => ExitCode::from(EX_CONFIG),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -2,10 +2,18 @@
 //! cutover check — is every object verified, has the source changed since, are the destination
 //! buckets as hardened as provisioning requires.
 
+use base64::Engine as _;
+use futures::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+
 use super::error::EngineError;
 use super::job::{list_with_retries, resolve_targets};
-use super::{Engine, Scope};
-use crate::journal::{JobId, JobKind, JobState, ObjectState};
+use super::migrate::{check_server_side, meta_value, META_PREFIX};
+use super::{Engine, Inner, Scope, Target};
+use crate::journal::{JobId, JobKind, JobState, ObjectRecord, ObjectState};
+
+/// How many copies a re-check names in a report or an error; the count covers the rest.
+const NAMED_COPIES: usize = 10;
 
 /// Where one migrated object now lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +64,129 @@ pub struct CutoverReport {
     pub changed_in_source: u64,
     /// Migrated keys no longer in the source.
     pub deleted_in_source: u64,
+    /// Verified copies checked against S3 (HEAD) by this check.
+    pub copies_checked: u64,
+    /// Verified copies that do not hold now (missing, changed, wrongly encrypted, or that
+    /// could not be checked), with the reason; at most [`NAMED_COPIES`] are named.
+    pub copies_failed: Vec<String>,
+    /// How many copies do not hold now.
+    pub copies_failed_count: u64,
+    /// SHA-256 over every checked copy's key and ETag as S3 answered, in key order: a
+    /// decommission token is bound to the copies' state as well as the source's.
+    pub copies_fingerprint: String,
+}
+
+/// One verified copy, checked against S3 now: it exists, it is the copy dualseal wrote and
+/// verified (ETag and, for a single PUT, SHA-256 as recorded then; its metadata names this
+/// source key), and S3 reports DSSE-KMS under the category's key. `Ok` is the ETag S3
+/// answered; `Err` the reason, naming the copy. Fails closed: a copy that cannot be checked
+/// does not hold.
+pub(super) async fn recheck_copy(
+    inner: &Inner,
+    targets: &[Target],
+    key: &str,
+    rec: &ObjectRecord,
+) -> Result<String, String> {
+    let category = rec.category.as_deref().unwrap_or_default();
+    let Some(target) = targets.iter().find(|t| t.category == category) else {
+        return Err(format!(
+            "{key}: category {category:?} is no longer configured, so its copy cannot be checked"
+        ));
+    };
+    if let Some(why) = &target.unusable {
+        return Err(format!("{key}: {why}"));
+    }
+    let bucket = rec
+        .dest_bucket
+        .clone()
+        .unwrap_or_else(|| target.bucket.clone());
+    let dest_key = rec.dest_key.as_deref().unwrap_or(key);
+    let at = format!("s3://{bucket}/{dest_key}");
+    let head = match inner.store.head(&bucket, dest_key).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Err(format!("{key}: its copy {at} no longer exists")),
+        Err(e) => return Err(format!("{key}: its copy {at} could not be checked: {e}")),
+    };
+    let target = Target {
+        bucket: bucket.clone(),
+        ..target.clone()
+    };
+    check_server_side(
+        head.sse.as_deref(),
+        head.sse_kms_key_id.as_deref(),
+        &target,
+        "HeadObject",
+    )
+    .map_err(|e| format!("{key}: its copy {at}: {e}"))?;
+    let meta = |k: &str| head.metadata.get(&format!("{META_PREFIX}{k}"));
+    if meta("source-key") != Some(&meta_value(key)) {
+        return Err(format!(
+            "{key}: {at} no longer holds dualseal's copy of this key (its metadata names another source)"
+        ));
+    }
+    match rec.dest_etag.as_deref() {
+        Some(then) if then == head.etag => {}
+        Some(then) => {
+            return Err(format!(
+                "{key}: its copy {at} changed since it was verified (ETag {} now, {then} then)",
+                head.etag
+            ))
+        }
+        None => {
+            return Err(format!(
+                "{key}: the journal recorded no ETag for its copy {at}"
+            ))
+        }
+    }
+    let recorded = rec
+        .ciphertext_sha256
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok());
+    if let (Some(sha), Some(now)) = (recorded, head.checksum_sha256_b64.as_deref()) {
+        // A multipart copy's checksum is composite (`…-N`), not comparable to one digest.
+        if !now.contains('-') && base64::engine::general_purpose::STANDARD.encode(sha) != now {
+            return Err(format!(
+                "{key}: its copy {at} has another SHA-256 than the envelope verified"
+            ));
+        }
+    }
+    Ok(head.etag)
+}
+
+/// Re-checks, concurrently, the copies of `keys` that job `id` verified; the reasons of those
+/// that do not hold (a key not verified by the job does not hold either).
+///
+/// # Errors
+/// `Journal`.
+pub(super) async fn recheck_keys(
+    inner: &Inner,
+    targets: &[Target],
+    id: JobId,
+    keys: &[&str],
+) -> Result<(Vec<String>, Vec<(String, String)>), EngineError> {
+    let mut recs = Vec::with_capacity(keys.len());
+    for key in keys {
+        recs.push(((*key).to_owned(), inner.journal.get_object(id, key)?));
+    }
+    let mut checks = futures::stream::iter(recs)
+        .map(|(key, rec)| async move {
+            let r = match &rec {
+                Some(r) if r.state == ObjectState::Verified => {
+                    recheck_copy(inner, targets, &key, r).await
+                }
+                _ => Err(format!("{key}: not verified by job {id}")),
+            };
+            (key, r)
+        })
+        .buffered(inner.settings.concurrency.max(1));
+    let (mut bad, mut good) = (Vec::new(), Vec::new());
+    while let Some((key, r)) = checks.next().await {
+        match r {
+            Ok(etag) => good.push((key, etag)),
+            Err(why) => bad.push(why),
+        }
+    }
+    Ok((bad, good))
 }
 
 impl Engine {
@@ -147,6 +278,26 @@ impl Engine {
             detail: format!("{} conflicting object(s)", n(ObjectState::Conflict)),
             blocking: true,
         });
+        self.check_copies(id, &mut r).await?;
+        r.checks.push(Check {
+            name: "verified copies present and sealed",
+            ok: r.copies_failed_count == 0,
+            detail: if r.copies_failed_count == 0 {
+                format!(
+                    "{} cop(ies) checked against S3 now (one HEAD each): all exist, unchanged since verification, DSSE-KMS under their category's key",
+                    r.copies_checked
+                )
+            } else {
+                format!(
+                    "{} of {} cop(ies) checked against S3 now do not hold: {}{}; restore them (`dualsealctl sync {id}` or a new job migrates them again) before anything is decommissioned",
+                    r.copies_failed_count,
+                    r.copies_checked,
+                    r.copies_failed.join("; "),
+                    if r.copies_failed_count as usize > r.copies_failed.len() { "; ..." } else { "" }
+                )
+            },
+            blocking: true,
+        });
         self.diff_source(&job, &mut r).await?;
         r.checks.push(Check {
             name: "source unchanged since migration",
@@ -193,24 +344,79 @@ impl Engine {
             ),
             blocking: false,
         });
-        let reverified = self
+        // The latest verification of this job decides: one that found problems is not
+        // "not yet" but a reason to stop.
+        let last_verify = self
             .inner
             .journal
             .list_jobs()?
             .into_iter()
-            .any(|j| j.kind == (JobKind::Verify { of: id }) && j.state == JobState::Succeeded);
-        r.checks.push(Check {
-            name: "re-verified",
-            ok: reverified,
-            detail: if reverified {
-                "a verification job re-read both buckets and passed".into()
-            } else {
-                format!("not yet: `dualsealctl verify {id}` re-reads both buckets")
+            .filter(|j| j.kind == (JobKind::Verify { of: id }) && !j.state.is_active())
+            .max_by_key(|j| j.id);
+        r.checks.push(match last_verify {
+            Some(v) if v.state == JobState::Succeeded => Check {
+                name: "re-verified",
+                ok: true,
+                detail: format!("verification job {} re-read both buckets and passed", v.id),
+                blocking: false,
             },
-            blocking: false,
+            Some(v) => Check {
+                name: "re-verified",
+                ok: false,
+                detail: format!(
+                    "the latest verification job {} ended {}; `dualsealctl verify-report {}` names what it found; fix it and verify again",
+                    v.id, v.state, v.id
+                ),
+                blocking: true,
+            },
+            None => Check {
+                name: "re-verified",
+                ok: false,
+                detail: format!("not yet: `dualsealctl verify {id}` re-reads both buckets"),
+                blocking: false,
+            },
         });
         r.ready = r.checks.iter().all(|c| c.ok || !c.blocking);
         Ok(r)
+    }
+
+    /// HEADs every copy the job verified and compares it with what was verified.
+    async fn check_copies(&self, id: JobId, r: &mut CutoverReport) -> Result<(), EngineError> {
+        let inner = self.inner.as_ref();
+        let targets = resolve_targets(inner, false).await?;
+        let targets = &targets;
+        let mut fingerprint = Sha256::new();
+        let mut checks =
+            futures::stream::iter(inner.journal.iter_objects(id, Some(ObjectState::Verified)))
+                .map(|item| async move {
+                    match item {
+                        Ok((key, rec)) => {
+                            let r = recheck_copy(inner, targets, &key, &rec).await;
+                            Ok((key, r))
+                        }
+                        Err(e) => Err(EngineError::from(e)),
+                    }
+                })
+                .buffered(inner.settings.concurrency.max(1));
+        while let Some(item) = checks.next().await {
+            let (key, checked) = item?;
+            r.copies_checked += 1;
+            match checked {
+                Ok(etag) => {
+                    for part in [key.as_bytes(), b"\0", etag.as_bytes(), b"\0"] {
+                        fingerprint.update(part);
+                    }
+                }
+                Err(why) => {
+                    r.copies_failed_count += 1;
+                    if r.copies_failed.len() < NAMED_COPIES {
+                        r.copies_failed.push(why);
+                    }
+                }
+            }
+        }
+        r.copies_fingerprint = hex::encode(fingerprint.finalize());
+        Ok(())
     }
 
     /// Lists the source again under the job's prefix and filters and compares it with the

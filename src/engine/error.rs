@@ -68,6 +68,10 @@ pub enum ObjectError {
     /// The destination is not (or no longer) DSSE-KMS under the category's key.
     #[error("wrong encryption: {0}")]
     WrongEncryption(String),
+    /// S3 did not say which KMS key encrypts the destination, so the server-side layer cannot
+    /// be proved: a property of the endpoint, not of the object, so not retried.
+    #[error("server-side key not reported: {0}")]
+    KeyNotReported(String),
     /// The journal failed: fatal, handled by the job, not retried.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -94,6 +98,7 @@ impl ObjectError {
             Self::Envelope(_) => "Envelope".into(),
             Self::Verify(_) => "Verify".into(),
             Self::WrongEncryption(_) => "WrongEncryption".into(),
+            Self::KeyNotReported(_) => "KeyNotReported".into(),
             Self::Journal(_) => "Journal".into(),
             Self::TooLarge(_) => "TooLarge".into(),
         }
@@ -107,7 +112,9 @@ impl ObjectError {
             // A read-back that differs may be a torn write or a concurrent writer: writing
             // again is the remedy, within the attempt budget.
             Self::Verify(_) | Self::WrongEncryption(_) => true,
-            Self::Envelope(_) | Self::Journal(_) | Self::TooLarge(_) => false,
+            Self::Envelope(_) | Self::Journal(_) | Self::TooLarge(_) | Self::KeyNotReported(_) => {
+                false
+            }
         }
     }
 }

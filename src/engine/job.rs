@@ -388,6 +388,14 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
             "re-dispatching unfinished objects"
         );
     }
+    // A listing that passes a key already handed out above (a rebuilt journal lists from the
+    // start over records it seeded) must not hand it out twice: one worker per object, one
+    // `object_verified` per object per job.
+    let mut in_hand: std::collections::HashSet<String> = if job.listing_complete {
+        Default::default()
+    } else {
+        leftover.iter().map(|(k, _)| k.clone()).collect()
+    };
     let mut stopped = dispatch(&ctx, job.kind, leftover, &targets, &mut workers).await?;
 
     let mut token = job.listing_token.clone();
@@ -471,6 +479,15 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         inner.notify();
         listing_complete = next_token.is_none();
         token = next_token;
+        let pending: Vec<_> = if in_hand.is_empty() {
+            pending
+        } else {
+            // Each key is listed once: what the listing passed leaves the set.
+            pending
+                .into_iter()
+                .filter(|(k, _)| !in_hand.remove(k))
+                .collect()
+        };
         let dispatched = dispatch(&ctx, job.kind, pending, &targets, &mut workers);
         match lister.as_mut().filter(|_| !listing_complete) {
             Some(l) => match dispatch_and_fetch(dispatched, l.page(inner, token.clone())).await? {
@@ -728,6 +745,7 @@ async fn migrate_with_retries(
                 .has_content_rules()
                 .then_some(&inner.classifier),
             data_keys: &inner.data_keys,
+            head_first: false,
         };
         // A streamed object's write is recorded without a flush: it only saves work on resume
         // (its read-back is long), it proves nothing.
@@ -747,14 +765,22 @@ async fn migrate_with_retries(
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p.clone());
             Ok(())
         };
-        // Not flushed either: a lost record leaves an open upload that S3's lifecycle rule
-        // (docs/iam.md) or the next attempt at this object removes.
-        let record_multipart = |upload: Option<&str>| {
-            inner
-                .journal
-                .transition(id, key, |r| r.upload_id = upload.map(str::to_owned), None)
-                .map(|_| ())
-        };
+        // An open upload is durable before its first part is sent, so a crash cannot lose its
+        // id; that none is open needs no flush (a lost record makes the next attempt abort an
+        // upload S3 no longer knows, which is harmless).
+        let record_multipart =
+            |upload: Option<String>| -> futures::future::BoxFuture<'_, Result<(), JournalError>> {
+                Box::pin(async move {
+                    let durable = upload.is_some();
+                    inner
+                        .journal
+                        .transition(id, key, |r| r.upload_id = upload, None)?;
+                    if durable {
+                        inner.journal.flush().await?;
+                    }
+                    Ok(())
+                })
+            };
         let room = async {
             if streamed {
                 let bytes = multipart.memory_for(rec.size, inner.settings.segment_size);
@@ -773,7 +799,7 @@ async fn migrate_with_retries(
             _ = stop.cancelled() => return Ok(()),
             o = async {
                 if streamed {
-                    attempt.run_streamed(&multipart, record_multipart, record_upload).await
+                    attempt.run_streamed(&multipart, &record_multipart, record_upload).await
                 } else {
                     attempt.run(remember_upload).await
                 }
@@ -954,7 +980,7 @@ async fn verified(
 ) -> Result<(), JournalError> {
     let (inner, id) = (ctx.inner.as_ref(), ctx.id);
     let detail = format!(
-        "size={} rule={} verify={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} s3_request_id={} kms_key={} sse=aws:kms:dsse sse_kms_key={} envelope=v{}",
+        "size={} rule={} verify={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} s3_request_id={} kms_key={} sse={} sse_kms_key={} sse_answered_by={} envelope=v{}",
         proof.size,
         rule.unwrap_or("-"),
         ctx.options.verify_mode.as_str(),
@@ -966,7 +992,9 @@ async fn verified(
         proof.dest_etag,
         proof.put_request_id.as_deref().unwrap_or("-"),
         proof.kms_key_arn,
-        target.kms_key_arn,
+        proof.server_side.sse,
+        proof.server_side.kms_key_id,
+        proof.server_side.answered_by,
         match proof.envelope_version {
             0 => "as-found".to_owned(),
             v => v.to_string(),

@@ -63,6 +63,29 @@ pub struct Proof {
     pub source_changed_since_listing: bool,
     /// Envelope format version written (0: adopted from an earlier attempt, not rewritten).
     pub envelope_version: u8,
+    /// The server-side layer as S3 answered it for this copy.
+    pub server_side: ServerSide,
+}
+
+/// The server-side layer of a destination object as S3 answered it: the audit trail records
+/// this, never the key the config expected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSide {
+    /// `x-amz-server-side-encryption`, as answered.
+    pub sse: String,
+    /// `x-amz-server-side-encryption-aws-kms-key-id`, as answered.
+    pub kms_key_id: String,
+    /// The S3 operation whose answer carried them.
+    pub answered_by: &'static str,
+}
+
+/// What a read-back proved, as observed.
+#[derive(Debug, Clone, Default)]
+pub struct Proved {
+    /// The server-side layer S3 reported.
+    pub server_side: ServerSide,
+    /// The KMS key the envelope's header names (the client-side layer), as read.
+    pub envelope_kms_key: String,
 }
 
 /// How an attempt made the destination hold the object.
@@ -126,9 +149,12 @@ pub struct Attempt<'a> {
     pub content_rules: Option<&'a crate::classify::Classifier>,
     /// Where data keys come from (fresh per object, or shared within limits).
     pub data_keys: &'a super::datakey::DataKeys,
+    /// Look at the destination before sealing: where a copy is usually already in place (an
+    /// archive run again), proving it costs no data key and no refused write.
+    pub head_first: bool,
 }
 
-fn meta_value(s: &str) -> String {
+pub(super) fn meta_value(s: &str) -> String {
     utf8_percent_encode(s, META_ESCAPE).to_string()
 }
 
@@ -148,6 +174,33 @@ impl Attempt<'_> {
             return Ok(Outcome::Conflict(held));
         }
         let changed = !self.prior.source_etag.is_empty() && self.prior.source_etag != src.etag;
+        if self.head_first {
+            if let Some(head) = self.store.head(&self.target.bucket, self.dest_key).await? {
+                if matches!(self.ownership(&head, &src.etag), Ownership::OursSameVersion) {
+                    let proved = prove_destination(
+                        self.store,
+                        self.keys,
+                        self.target,
+                        self.dest_key,
+                        None,
+                        Some(&src.body),
+                        None,
+                    )
+                    .await;
+                    if let Ok(proved) = proved {
+                        return Ok(Outcome::Verified(self.adopted(
+                            &src.etag,
+                            src.version_id.as_deref(),
+                            src.body.len() as u64,
+                            String::new(),
+                            head.etag,
+                            changed,
+                            proved,
+                        )));
+                    }
+                }
+            }
+        }
         if self.prior.state == ObjectState::Uploaded && !changed {
             // A retry after the write was accepted but its proof failed (or a resume of a
             // record that says so): the least work is to prove what is there. If that fails,
@@ -164,7 +217,7 @@ impl Attempt<'_> {
                     None,
                 )
                 .await;
-                if proved.is_ok() {
+                if let Ok(proved) = proved {
                     return Ok(Outcome::Verified(self.adopted(
                         &src.etag,
                         src.version_id.as_deref(),
@@ -172,6 +225,7 @@ impl Attempt<'_> {
                         sha.clone(),
                         etag.clone(),
                         false,
+                        proved,
                     )));
                 }
             }
@@ -225,7 +279,7 @@ impl Attempt<'_> {
                     Ownership::Foreign(why) => return Ok(Outcome::Conflict(why)),
                     Ownership::OursSameVersion => {
                         // Our own write whose response or record was lost: prove, don't rewrite.
-                        prove_destination(
+                        let proved = prove_destination(
                             self.store,
                             self.keys,
                             self.target,
@@ -242,6 +296,7 @@ impl Attempt<'_> {
                             String::new(),
                             head.etag,
                             changed,
+                            proved,
                         );
                         // Proved already: the caller's final record is the only one needed.
                         return Ok(Outcome::Verified(proof));
@@ -260,7 +315,7 @@ impl Attempt<'_> {
         // What S3 said of the write it accepted: enough for verify=checksum when it echoes
         // the digest it checked the body against.
         let answered = written_proves(&written, self.target, &b64)?;
-        let proof = Proof {
+        let mut proof = Proof {
             source_etag: src.etag.clone(),
             source_version: src.version_id.clone(),
             ciphertext_sha256: sha_hex,
@@ -271,15 +326,16 @@ impl Attempt<'_> {
             how,
             source_changed_since_listing: changed,
             envelope_version: version,
+            server_side: answered.clone().unwrap_or_default(),
         };
         // When S3 echoed the digest it checked the body against, the proof is complete and
         // the final record follows at once: nothing is left for a retry to skip.
-        if !(self.verify == VerifyMode::Checksum && answered) {
+        if !(self.verify == VerifyMode::Checksum && answered.is_some()) {
             on_uploaded(&proof)?;
         }
         match self.verify {
             VerifyMode::Full => {
-                prove_destination(
+                proof.server_side = prove_destination(
                     self.store,
                     self.keys,
                     self.target,
@@ -288,11 +344,12 @@ impl Attempt<'_> {
                     Some(&src.body),
                     Some(&sealing),
                 )
-                .await?;
+                .await?
+                .server_side;
             }
-            VerifyMode::Checksum if answered => {}
+            VerifyMode::Checksum if answered.is_some() => {}
             VerifyMode::Checksum => {
-                prove_by_checksum(
+                proof.server_side = prove_by_checksum(
                     self.store,
                     self.target,
                     self.dest_key,
@@ -320,7 +377,8 @@ impl Attempt<'_> {
     }
 
     /// The proof of a copy an earlier attempt wrote, of the source version `etag` /
-    /// `version` of `size` bytes, proved again rather than rewritten.
+    /// `version` of `size` bytes, proved again rather than rewritten; the keys are those the
+    /// read-back observed.
     #[allow(clippy::too_many_arguments)] // each is one fact of the proof
     pub(super) fn adopted(
         &self,
@@ -330,6 +388,7 @@ impl Attempt<'_> {
         sha: String,
         dest_etag: String,
         changed: bool,
+        proved: Proved,
     ) -> Proof {
         Proof {
             source_etag: etag.to_owned(),
@@ -337,7 +396,8 @@ impl Attempt<'_> {
             ciphertext_sha256: sha,
             dest_etag,
             put_request_id: None,
-            kms_key_arn: self.target.kms_key_arn.clone(),
+            kms_key_arn: proved.envelope_kms_key,
+            server_side: proved.server_side,
             size,
             how: WriteKind::Adopted,
             source_changed_since_listing: changed,
@@ -412,7 +472,7 @@ pub(super) enum Ownership {
 /// only the recorded checksum to compare).
 ///
 /// # Errors
-/// `Verify`, `Envelope`, `Store` or `Kms`.
+/// `Verify`, `WrongEncryption`, `KeyNotReported`, `Envelope`, `Store` or `Kms`.
 #[allow(clippy::too_many_arguments)] // each is one fact the proof needs
 pub async fn prove_destination(
     store: &dyn ObjectStore,
@@ -422,10 +482,17 @@ pub async fn prove_destination(
     expected_sha: Option<&str>,
     source: Option<&[u8]>,
     sealed_with: Option<&SealingKey>,
-) -> Result<(), ObjectError> {
+) -> Result<Proved, ObjectError> {
     let ctx = context_for(&target.category, &target.bucket, dest_key);
     let dst = store.get(&target.bucket, dest_key).await?;
-    check_destination(&dst, target, &ctx, expected_sha)?;
+    let answered = check_server_side(
+        dst.sse.as_deref(),
+        dst.sse_kms_key_id.as_deref(),
+        target,
+        "GetObject",
+    );
+    let server_side = confirm_by_head(store, target, dest_key, answered).await?;
+    check_destination_bytes(&dst, &ctx, expected_sha)?;
     let (header, _) = envelope::parse_header(&dst.body)?;
     let key = data_key_for_proof(keys, &header, sealed_with).await?;
     if !envelope::opens_to(&key, &dst.body, Some(&ctx), source)? {
@@ -433,7 +500,48 @@ pub async fn prove_destination(
             "the destination decrypts to different bytes than the source".into(),
         ));
     }
-    Ok(())
+    Ok(Proved {
+        server_side,
+        envelope_kms_key: header.kms_key_id.clone(),
+    })
+}
+
+/// An answer that named no KMS key gets one HEAD, which must; any other outcome stands.
+/// No option turns this off: a server that never names the key cannot prove the server-side
+/// layer, and every copy it holds fails closed.
+///
+/// # Errors
+/// What the answer's check or the HEAD's check says.
+pub async fn confirm_by_head(
+    store: &dyn ObjectStore,
+    target: &Target,
+    dest_key: &str,
+    answered: Result<ServerSide, ObjectError>,
+) -> Result<ServerSide, ObjectError> {
+    match answered {
+        Err(ObjectError::KeyNotReported(_)) => {
+            let Some(head) = store.head(&target.bucket, dest_key).await? else {
+                return Err(ObjectError::Verify(format!(
+                    "s3://{}/{dest_key} vanished while it was being proved",
+                    target.bucket
+                )));
+            };
+            check_server_side(
+                head.sse.as_deref(),
+                head.sse_kms_key_id.as_deref(),
+                target,
+                "HeadObject",
+            )
+            .map_err(|e| match e {
+                ObjectError::KeyNotReported(_) => ObjectError::KeyNotReported(format!(
+                    "s3://{}/{dest_key} did not report which KMS key encrypts it (neither the read nor a HEAD named one); dualseal cannot prove the server-side layer and fails closed. The endpoint must report x-amz-server-side-encryption-aws-kms-key-id as AWS S3 does",
+                    target.bucket
+                )),
+                other => other,
+            })
+        }
+        other => other,
+    }
 }
 
 /// The data key a proof opens an envelope with: one KMS has already unwrapped, from this very
@@ -488,29 +596,30 @@ impl std::ops::Deref for ProofKey<'_> {
 
 /// Whether the answer to a write already proves it for verify=checksum: S3 accepted a body
 /// whose SHA-256 it checked against ours (it refuses a mismatch with `BadDigest`), echoes that
-/// digest, and reports DSSE-KMS under the category key. Without the echo (some S3-compatible
-/// servers), the caller asks with a HEAD instead.
+/// digest, and reports DSSE-KMS under the category key; `Some` carries what it reported.
+/// Without the echo or the key id (some S3-compatible servers), the caller asks with a HEAD
+/// instead.
 ///
 /// # Errors
-/// `Verify` when S3 echoes another digest; `WrongEncryption` when it reports another SSE.
+/// `Verify` when S3 echoes another digest; `WrongEncryption` when it reports another SSE or
+/// another key.
 pub fn written_proves(
     written: &crate::store::PutResult,
     target: &Target,
     sha256_b64: &str,
-) -> Result<bool, ObjectError> {
-    match written.checksum_sha256_b64.as_deref() {
-        None => Ok(false),
-        Some(c) if c != sha256_b64 => Err(ObjectError::Verify(
+) -> Result<Option<ServerSide>, ObjectError> {
+    let answered = check_server_side(
+        written.sse.as_deref(),
+        written.sse_kms_key_id.as_deref(),
+        target,
+        "PutObject",
+    );
+    match (written.checksum_sha256_b64.as_deref(), answered) {
+        (_, Err(ObjectError::KeyNotReported(_))) | (None, _) => Ok(None),
+        (Some(c), _) if c != sha256_b64 => Err(ObjectError::Verify(
             "S3 checked the write against another SHA-256 than the envelope's".into(),
         )),
-        Some(_) => {
-            check_server_side(
-                written.sse.as_deref(),
-                written.sse_kms_key_id.as_deref(),
-                target,
-            )?;
-            Ok(true)
-        }
+        (Some(_), answered) => answered.map(Some),
     }
 }
 
@@ -520,14 +629,14 @@ pub fn written_proves(
 /// the GET and the KMS Decrypt.
 ///
 /// # Errors
-/// `Verify` or `WrongEncryption` naming what does not hold; `Store`.
+/// `Verify`, `WrongEncryption` or `KeyNotReported` naming what does not hold; `Store`.
 pub async fn prove_by_checksum(
     store: &dyn ObjectStore,
     target: &Target,
     dest_key: &str,
     etag: &str,
     sha256_b64: &str,
-) -> Result<(), ObjectError> {
+) -> Result<ServerSide, ObjectError> {
     let Some(head) = store.head(&target.bucket, dest_key).await? else {
         return Err(ObjectError::Verify(
             "the destination vanished right after the write".into(),
@@ -538,9 +647,21 @@ pub async fn prove_by_checksum(
             "the destination changed right after the write (ETag differs)".into(),
         ));
     }
-    check_server_side(head.sse.as_deref(), head.sse_kms_key_id.as_deref(), target)?;
+    let server_side = check_server_side(
+        head.sse.as_deref(),
+        head.sse_kms_key_id.as_deref(),
+        target,
+        "HeadObject",
+    )
+    .map_err(|e| match e {
+        ObjectError::KeyNotReported(_) => ObjectError::KeyNotReported(format!(
+            "s3://{}/{dest_key} did not report which KMS key encrypts it; dualseal cannot prove the server-side layer and fails closed. The endpoint must report x-amz-server-side-encryption-aws-kms-key-id as AWS S3 does",
+            target.bucket
+        )),
+        other => other,
+    })?;
     match head.checksum_sha256_b64.as_deref() {
-        Some(c) if c == sha256_b64 => Ok(()),
+        Some(c) if c == sha256_b64 => Ok(server_side),
         Some(_) => Err(ObjectError::Verify(
             "S3's stored SHA-256 differs from the envelope written".into(),
         )),
@@ -550,44 +671,60 @@ pub async fn prove_by_checksum(
     }
 }
 
-/// Checks the server-side layer S3 reports for a destination object: DSSE-KMS under the
-/// category's key.
+/// Checks the server-side layer one S3 answer (`answered_by`) reports for a destination
+/// object: DSSE-KMS under the category's key, both as reported. Fails closed: an answer that
+/// names no key proves nothing about the key ([`confirm_by_head`] asks once more).
 ///
 /// # Errors
-/// `WrongEncryption` naming what S3 reported instead.
+/// `WrongEncryption` naming what S3 reported instead; `KeyNotReported` when it named no key.
 pub fn check_server_side(
     sse: Option<&str>,
     kms_key_id: Option<&str>,
     target: &Target,
-) -> Result<(), ObjectError> {
+    answered_by: &'static str,
+) -> Result<ServerSide, ObjectError> {
     if !is_dsse(sse) {
         return Err(ObjectError::WrongEncryption(format!(
             "destination server-side encryption is {:?}, expected {SSE_DSSE_KMS:?}",
             sse.unwrap_or("none")
         )));
     }
-    if let Some(k) = kms_key_id {
-        if !crate::kms::same_key(k, &target.kms_key_arn) {
-            return Err(ObjectError::WrongEncryption(format!(
-                "destination is encrypted under KMS key {k}, expected {}",
-                target.kms_key_arn
-            )));
+    let Some(k) = kms_key_id else {
+        if sse.is_none() {
+            // Only a `bench` build against a server that ignores SSE gets here (is_dsse).
+            return Ok(ServerSide {
+                sse: "none (bench server without SSE)".into(),
+                kms_key_id: "none".into(),
+                answered_by,
+            });
         }
+        return Err(ObjectError::KeyNotReported(format!(
+            "the {answered_by} answer named no KMS key"
+        )));
+    };
+    if !crate::kms::same_key(k, &target.kms_key_arn) {
+        return Err(ObjectError::WrongEncryption(format!(
+            "destination is encrypted under KMS key {k}, expected {}",
+            target.kms_key_arn
+        )));
     }
-    Ok(())
+    Ok(ServerSide {
+        sse: sse.unwrap_or_default().to_owned(),
+        kms_key_id: k.to_owned(),
+        answered_by,
+    })
 }
 
-/// Checks the server-side layer and the stored bytes of a destination object.
+/// Checks the stored bytes of a destination object: the envelope written (when `sha_hex` is
+/// given), sealed for this location.
 ///
 /// # Errors
-/// `Verify` naming the first property that does not hold.
-pub fn check_destination(
+/// `Verify` or `Envelope` naming the first property that does not hold.
+pub fn check_destination_bytes(
     dst: &Fetched,
-    target: &Target,
     ctx: &EncryptionContext,
     sha_hex: Option<&str>,
 ) -> Result<(), ObjectError> {
-    check_server_side(dst.sse.as_deref(), dst.sse_kms_key_id.as_deref(), target)?;
     if sha_hex.is_some_and(|sha| hex::encode(Sha256::digest(&dst.body)) != sha) {
         return Err(ObjectError::Verify(
             "destination bytes differ from the envelope written".into(),

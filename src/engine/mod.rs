@@ -90,6 +90,8 @@ pub struct EngineSettings {
     pub failure_threshold: Option<FailureThreshold>,
     /// Break-glass principals and the archive.
     pub decommission: crate::config::DecommissionConfig,
+    /// dualseald's own role (`[provision] writer`): what a lockdown leaves it for rollback.
+    pub daemon_role: Option<String>,
     /// Prices for plan estimates.
     pub pricing: crate::config::Pricing,
     /// Data-key reuse (`None`: a fresh data key per object).
@@ -123,6 +125,7 @@ impl EngineSettings {
                 },
             ),
             decommission: cfg.decommission.clone(),
+            daemon_role: cfg.provision.writer.clone(),
             pricing: cfg.pricing.clone(),
             data_key_reuse: (cfg.daemon.data_key_reuse_objects > 0).then(|| datakey::ReuseLimits {
                 max_objects: u64::from(cfg.daemon.data_key_reuse_objects),
@@ -222,6 +225,10 @@ struct JobTask {
     stop: CancellationToken,
     /// Becomes true when the task has ended.
     done: watch::Receiver<bool>,
+    /// Set when a resume, retry or sync found this task still registered: if it turns out to
+    /// be ending (drained by a pause, or finishing), it starts its successor on the way out,
+    /// so the job never stays recorded `running` with nothing running it.
+    wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) struct Inner {
@@ -665,12 +672,20 @@ impl Engine {
         let stop = self.inner.shutdown.child_token();
         let drain = stop.child_token();
         let (done_tx, done) = watch::channel(false);
+        let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
             let mut running = lock(&self.inner.running);
-            if running.contains_key(&id) {
-                // One task per job, whatever races between callers.
-                tracing::warn!(job = id, "job already has a running task");
+            if let Some(task) = running.get(&id) {
+                // One task per job, whatever races between callers; if that task is on its
+                // way out, it starts this one's successor when it has ended.
+                task.wanted.store(true, Ordering::SeqCst);
                 return;
+            }
+            // Read under the lock a pause's quiesce also takes: a pause recorded before this
+            // point is seen here, one recorded after finds the task registered and drains it.
+            match self.inner.journal.get_job(id) {
+                Ok(j) if matches!(j.state, JobState::Running | JobState::Pending) => {}
+                _ => return,
             }
             running.insert(
                 id,
@@ -678,6 +693,7 @@ impl Engine {
                     drain: drain.clone(),
                     stop: stop.clone(),
                     done,
+                    wanted: Arc::clone(&wanted),
                 },
             );
         }
@@ -690,6 +706,12 @@ impl Engine {
             lock(&inner.running).remove(&id);
             done_tx.send_replace(true);
             inner.notify();
+            if wanted.load(Ordering::SeqCst)
+                && !inner.shutdown.is_cancelled()
+                && !inner.fatal_token.is_cancelled()
+            {
+                Engine { inner }.spawn_job(id);
+            }
         });
     }
 
@@ -863,8 +885,12 @@ impl Engine {
                 &job.options,
             )?;
         }
-        // A pause that is still draining (another client's call) finishes first.
-        self.quiesce(id, false).await;
+        // A pause that is still draining (another client's call) finishes first. A job
+        // recorded running or pending has its task: draining it would leave it recorded
+        // running with nothing running it (a retried resume did exactly that).
+        if !matches!(job.state, JobState::Running | JobState::Pending) {
+            self.quiesce(id, false).await;
+        }
         let predecessor_active = job.options.after.is_some_and(|a| {
             self.inner
                 .journal
@@ -880,7 +906,9 @@ impl Engine {
                 }
             })
             .await?;
-        if matches!(verdict, Verdict::Move(_)) {
+        // Also when already running: a job recorded running must have a task (spawn_job
+        // starts none while one is registered).
+        if matches!(verdict, Verdict::Move(_) | Verdict::Already(_)) {
             self.spawn_job(id);
         }
         self.answer(id, verdict)

@@ -20,8 +20,8 @@ use zeroize::Zeroizing;
 use super::datakey::SealingKey;
 use super::error::ObjectError;
 use super::migrate::{
-    check_server_side, context_for, data_key_for_proof, Attempt, Outcome, Ownership, Proof,
-    WriteKind,
+    check_server_side, confirm_by_head, context_for, data_key_for_proof, Attempt, Outcome,
+    Ownership, Proof, Proved, WriteKind,
 };
 use super::Target;
 use crate::aws::AwsErrorKind;
@@ -123,24 +123,108 @@ where
     }
 }
 
+/// What a destination key held before a streamed attempt wrote.
+enum Existing {
+    /// Nothing of dualseal's for this source version: the source stream is untouched.
+    Absent,
+    /// dualseal's copy of this version, proved.
+    Proved(Box<Proof>),
+    /// dualseal's copy of this version that did not prove; the source stream was read.
+    Unproved,
+}
+
+/// Records the multipart upload an attempt has open (`Some`), durably before it returns, or
+/// that none is (`None`).
+pub type OnUpload<'a> = dyn Fn(Option<String>) -> futures::future::BoxFuture<'a, Result<(), JournalError>>
+    + Send
+    + Sync
+    + 'a;
+
 impl Attempt<'_> {
+    /// A copy an earlier attempt completed whose record a crash lost: a HEAD shows dualseal's
+    /// copy of this very source version, and a read-back proves it, so nothing is uploaded
+    /// again (a multi-GiB object re-sent on every restart might never finish). The source
+    /// stream is consumed unless the answer is [`Existing::Absent`].
+    async fn prove_existing(
+        &self,
+        src: &mut crate::store::Streamed,
+        head: &[u8],
+        mac_key: &[u8; 32],
+        changed: bool,
+    ) -> Result<Existing, ObjectError> {
+        let Some(found) = self.store.head(&self.target.bucket, self.dest_key).await? else {
+            return Ok(Existing::Absent);
+        };
+        if !matches!(
+            self.ownership(&found, &src.etag),
+            Ownership::OursSameVersion
+        ) {
+            return Ok(Existing::Absent);
+        }
+        let mut mac = mac_with(mac_key);
+        mac.update(head);
+        mac_rest(&mut mac, &mut src.body).await?;
+        let proved = prove_streamed(
+            self.store,
+            self.keys,
+            self.target,
+            self.dest_key,
+            None,
+            Some((mac_key, mac)),
+            None,
+        )
+        .await;
+        match proved {
+            Ok(proved) => Ok(Existing::Proved(Box::new(self.adopted(
+                &src.etag,
+                src.version_id.as_deref(),
+                src.content_length,
+                String::new(),
+                found.etag,
+                changed,
+                proved,
+            )))),
+            // Not provable: written anew (conditionally, over our own copy).
+            Err(e) => {
+                tracing::info!(bucket = %self.target.bucket, key = self.dest_key, error = %e, "an existing copy could not be proved; writing it again");
+                Ok(Existing::Unproved)
+            }
+        }
+    }
+
     /// [`Attempt::run`] for a large object, streamed. `on_upload` records the multipart
-    /// upload an attempt has open (or that none is), so that a crash leaves nothing the next
-    /// attempt does not clean up.
+    /// upload an attempt has open (or that none is) and returns once a record of an open one
+    /// is durable, so that a crash leaves nothing the next attempt does not clean up.
     ///
     /// # Errors
     /// Any [`ObjectError`]; the caller decides on retry from `is_retryable`.
     pub async fn run_streamed(
         &self,
         settings: &Settings,
-        on_upload: impl Fn(Option<&str>) -> Result<(), JournalError>,
+        on_upload: &OnUpload<'_>,
         on_uploaded: impl FnOnce(&Proof) -> Result<(), JournalError>,
     ) -> Result<Outcome, ObjectError> {
-        if let Some(stale) = &self.prior.upload_id {
+        // Every upload open on this destination key is a leftover of an earlier attempt (one
+        // worker per key): the journaled one, and one whose id a crash took before its record
+        // was durable (between CreateMultipartUpload's answer and the flush). S3 keeps, and
+        // bills, their parts.
+        let mut stale: Vec<String> = self.prior.upload_id.iter().cloned().collect();
+        for id in self
+            .store
+            .list_uploads(&self.target.bucket, self.dest_key)
+            .await?
+        {
+            if !stale.contains(&id) {
+                stale.push(id);
+            }
+        }
+        for id in &stale {
             self.store
-                .abort_multipart(&self.target.bucket, self.dest_key, stale)
+                .abort_multipart(&self.target.bucket, self.dest_key, id)
                 .await?;
-            on_upload(None)?;
+        }
+        if self.prior.upload_id.is_some() {
+            on_upload(None).await?;
         }
         let mac_key = fresh_mac_key();
         let (mut src, mut head) = self.open_source().await?;
@@ -148,6 +232,14 @@ impl Attempt<'_> {
             return Ok(Outcome::Conflict(held));
         }
         let changed = !self.prior.source_etag.is_empty() && self.prior.source_etag != src.etag;
+        match self
+            .prove_existing(&mut src, &head, &mac_key, changed)
+            .await?
+        {
+            Existing::Proved(proof) => return Ok(Outcome::Verified(*proof)),
+            Existing::Unproved => (src, head) = self.open_source().await?,
+            Existing::Absent => {}
+        }
         if self.prior.state == ObjectState::Uploaded && !changed {
             if let (Some(sha), Some(etag)) = (&self.prior.ciphertext_sha256, &self.prior.dest_etag)
             {
@@ -165,7 +257,7 @@ impl Attempt<'_> {
                     None,
                 )
                 .await;
-                if proved.is_ok() {
+                if let Ok(proved) = proved {
                     return Ok(Outcome::Verified(self.adopted(
                         &src.etag,
                         src.version_id.as_deref(),
@@ -173,6 +265,7 @@ impl Attempt<'_> {
                         sha.clone(),
                         etag.clone(),
                         false,
+                        proved,
                     )));
                 }
                 // Not provable: read the source again and write (conditionally) anew.
@@ -203,7 +296,7 @@ impl Attempt<'_> {
             retention: self.retention,
         };
         let upload_id = self.store.create_multipart(&upload).await?;
-        on_upload(Some(&upload_id))?;
+        on_upload(Some(upload_id.clone())).await?;
         let part_size = settings.part_size_for(src.content_length, self.segment_size);
         let sent = self
             .upload(
@@ -218,7 +311,7 @@ impl Attempt<'_> {
             .await;
         let sent = match sent {
             Ok(s) => s,
-            Err(e) => return Err(self.abandon(&upload_id, &on_upload, e).await),
+            Err(e) => return Err(self.abandon(&upload_id, on_upload, e).await),
         };
         let sha_hex = hex::encode(sent.envelope_sha256);
         let mut how = WriteKind::Written;
@@ -236,14 +329,14 @@ impl Attempt<'_> {
             Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
                 let Some(head) = self.store.head(&self.target.bucket, self.dest_key).await? else {
                     let e = ObjectError::Verify("destination changed during the write".into());
-                    return Err(self.abandon(&upload_id, &on_upload, e).await);
+                    return Err(self.abandon(&upload_id, on_upload, e).await);
                 };
                 match self.ownership(&head, &src.etag) {
                     Ownership::Foreign(why) => {
                         self.store
                             .abort_multipart(&self.target.bucket, self.dest_key, &upload_id)
                             .await?;
-                        on_upload(None)?;
+                        on_upload(None).await?;
                         return Ok(Outcome::Conflict(why));
                     }
                     Ownership::OursSameVersion => {
@@ -251,8 +344,8 @@ impl Attempt<'_> {
                         self.store
                             .abort_multipart(&self.target.bucket, self.dest_key, &upload_id)
                             .await?;
-                        on_upload(None)?;
-                        prove_streamed(
+                        on_upload(None).await?;
+                        let proved = prove_streamed(
                             self.store,
                             self.keys,
                             self.target,
@@ -269,6 +362,7 @@ impl Attempt<'_> {
                             String::new(),
                             head.etag,
                             changed,
+                            proved,
                         );
                         // Proved already: the caller's final record is the only one needed.
                         return Ok(Outcome::Verified(proof));
@@ -278,15 +372,15 @@ impl Attempt<'_> {
                         match complete(&Precondition::Matches(head.etag)).await {
                             Ok(w) => w,
                             Err(e) => {
-                                return Err(self.abandon(&upload_id, &on_upload, e.into()).await)
+                                return Err(self.abandon(&upload_id, on_upload, e.into()).await)
                             }
                         }
                     }
                 }
             }
-            Err(e) => return Err(self.abandon(&upload_id, &on_upload, e.into()).await),
+            Err(e) => return Err(self.abandon(&upload_id, on_upload, e.into()).await),
         };
-        let proof = Proof {
+        let mut proof = Proof {
             source_etag: src.etag.clone(),
             source_version: src.version_id.clone(),
             ciphertext_sha256: sha_hex,
@@ -297,10 +391,11 @@ impl Attempt<'_> {
             how,
             source_changed_since_listing: changed,
             envelope_version: version,
+            server_side: Default::default(),
         };
         // Recording the write also records that no upload is open any more.
         on_uploaded(&proof)?;
-        prove_streamed(
+        proof.server_side = prove_streamed(
             self.store,
             self.keys,
             self.target,
@@ -309,7 +404,8 @@ impl Attempt<'_> {
             Some((&mac_key, sent.plain_mac)),
             Some(&sealing),
         )
-        .await?;
+        .await?
+        .server_side;
         Ok(Outcome::Verified(proof))
     }
 
@@ -422,7 +518,7 @@ impl Attempt<'_> {
     async fn abandon(
         &self,
         upload_id: &str,
-        on_upload: &impl Fn(Option<&str>) -> Result<(), JournalError>,
+        on_upload: &OnUpload<'_>,
         why: ObjectError,
     ) -> ObjectError {
         match self
@@ -430,7 +526,7 @@ impl Attempt<'_> {
             .abort_multipart(&self.target.bucket, self.dest_key, upload_id)
             .await
         {
-            Ok(()) => match on_upload(None) {
+            Ok(()) => match on_upload(None).await {
                 Ok(()) => why,
                 Err(e) => e.into(),
             },
@@ -449,7 +545,7 @@ impl Attempt<'_> {
 /// `source.1` (when given).
 ///
 /// # Errors
-/// `Verify`, `WrongEncryption`, `Envelope`, `Store` or `Kms`.
+/// `Verify`, `WrongEncryption`, `KeyNotReported`, `Envelope`, `Store` or `Kms`.
 pub async fn prove_streamed(
     store: &dyn ObjectStore,
     keys: &dyn KeyService,
@@ -458,10 +554,17 @@ pub async fn prove_streamed(
     expected_sha: Option<&str>,
     source: Option<(&[u8; 32], PlainMac)>,
     sealed_with: Option<&SealingKey>,
-) -> Result<(), ObjectError> {
+) -> Result<Proved, ObjectError> {
     let ctx = context_for(&target.category, &target.bucket, dest_key);
     let mut dst = store.get_stream(&target.bucket, dest_key).await?;
-    check_server_side(dst.sse.as_deref(), dst.sse_kms_key_id.as_deref(), target)?;
+    let answered = check_server_side(
+        dst.sse.as_deref(),
+        dst.sse_kms_key_id.as_deref(),
+        target,
+        "GetObject",
+    );
+    let server_side = confirm_by_head(store, target, dest_key, answered).await?;
+    let mut envelope_kms_key = String::new();
     let mut opener = StreamOpener::new(Some(ctx));
     let mut envelope_sha = Sha256::new();
     let mut mac = source.as_ref().map(|(k, _)| mac_with(k));
@@ -473,6 +576,7 @@ pub async fn prove_streamed(
         opener.push(&chunk, &mut plain)?;
         if !started {
             if let Some(header) = opener.header() {
+                envelope_kms_key.clone_from(&header.kms_key_id);
                 let key = data_key_for_proof(keys, header, sealed_with).await?;
                 opener.start(&key, &mut plain)?;
                 started = true;
@@ -503,7 +607,10 @@ pub async fn prove_streamed(
             ));
         }
     }
-    Ok(())
+    Ok(Proved {
+        server_side,
+        envelope_kms_key,
+    })
 }
 
 /// Reads an object as a stream into a MAC under `key`: its ETag and the MAC, or `None` when

@@ -391,7 +391,7 @@ pub(super) async fn check_one(
             None,
         )
         .await
-        .map(|()| present);
+        .map(|_| present);
         return judge(inner, targets, target, key, dest_key, proved).await;
     }
     let source = match inner.store.get(source_bucket, key).await {
@@ -414,7 +414,7 @@ pub(super) async fn check_one(
         None,
     )
     .await
-    .map(|()| source.is_some());
+    .map(|_| source.is_some());
     judge(inner, targets, target, key, dest_key, proved).await
 }
 
@@ -470,6 +470,7 @@ async fn judge(
             )
         }
         Err(ObjectError::WrongEncryption(d)) => Finding::Problem("wrong_key", d),
+        Err(ObjectError::KeyNotReported(d)) => Finding::Problem("key_not_reported", d),
         Err(e @ (ObjectError::Verify(_) | ObjectError::Envelope(_))) => {
             Finding::Problem("mismatched", e.to_string())
         }

@@ -65,8 +65,14 @@ pub enum JournalError {
         /// The underlying error.
         source: sled::Error,
     },
+    /// A maintenance command found the journal open in a running daemon.
+    #[error("journal {path} is in use by a running dualseald; stop it first (systemctl stop dualseald), then run this again")]
+    InUse {
+        /// Journal directory.
+        path: PathBuf,
+    },
     /// sled reported an I/O error or corruption.
-    #[error("journal storage error: {0}; check the disk, then restore the journal from a backup or rebuild it with `dualseald rebuild-journal --config FILE`")]
+    #[error("journal storage error: {}", storage_advice(.0))]
     Storage(#[from] sled::Error),
     /// A stored record could not be decoded.
     #[error("journal record {tree}/{key} is unreadable: {source}")]
@@ -309,6 +315,56 @@ impl std::fmt::Debug for Journal {
         f.debug_struct("Journal")
             .field("recovered", &self.recovered)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a storage error means and the remedy that fits its cause: a full disk or a permission
+/// needs no restore, damage does.
+fn storage_advice(e: &sled::Error) -> String {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    match e {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::StorageFull
+                || matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT)) =>
+        {
+            format!("the disk holding the journal is full ({io}). Free space on it and restart dualseald: its jobs resume by themselves and nothing is lost; no restore or rebuild is needed")
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied ({io}). The journal directory and its files must be writable by the user dualseald runs as: fix their ownership and restart; no restore or rebuild is needed")
+        }
+        other => format!("{other}; check the disk, then restore the journal from a backup or rebuild it with `dualseald rebuild-journal --config FILE`"),
+    }
+}
+
+/// sled's own lock on a journal directory, held by a maintenance command (rebuild) so that no
+/// daemon has the journal open while it works, nor opens it until the command is done.
+#[derive(Debug)]
+pub struct MaintenanceLock {
+    _file: Option<std::fs::File>,
+}
+
+/// Takes sled's lock on the journal at `path` (the one a daemon holds while it runs), without
+/// opening the database: a damaged journal can still be locked and moved aside.
+///
+/// # Errors
+/// `InUse` when a daemon holds it; `Io` when its lock file cannot be opened.
+pub fn lock_for_maintenance(path: &Path) -> Result<MaintenanceLock, JournalError> {
+    // sled 0.34 locks the `db` file in the journal directory (flock, exclusive).
+    let db = path.join("db");
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(&db) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(MaintenanceLock { _file: None })
+        }
+        Err(source) => return Err(JournalError::Io { path: db, source }),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(MaintenanceLock { _file: Some(file) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::InUse {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(JournalError::Io { path: db, source }),
     }
 }
 
@@ -1176,6 +1232,44 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_errors_give_the_remedy_of_their_cause() {
+        let full = JournalError::Storage(sled::Error::Io(std::io::Error::from_raw_os_error(28)))
+            .to_string();
+        assert!(full.contains("disk holding the journal is full"), "{full}");
+        assert!(full.contains("no restore or rebuild is needed"), "{full}");
+        assert!(!full.contains("rebuild-journal"), "{full}");
+        let denied = JournalError::Storage(sled::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        )))
+        .to_string();
+        assert!(denied.contains("writable by the user"), "{denied}");
+        let damaged =
+            JournalError::Storage(sled::Error::Corruption { at: None, bt: () }).to_string();
+        assert!(damaged.contains("rebuild-journal"), "{damaged}");
+    }
+
+    #[test]
+    fn maintenance_lock_refuses_a_journal_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        let err = lock_for_maintenance(dir.path()).expect_err("a daemon holds it");
+        assert!(matches!(err, JournalError::InUse { .. }), "{err}");
+        drop(journal);
+        let mut free = None;
+        for _ in 0..100 {
+            // sled releases its lock from a background thread after the handle is dropped.
+            match lock_for_maintenance(dir.path()) {
+                Ok(l) => {
+                    free = Some(l);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        assert!(free.is_some(), "the lock was never released");
+    }
 
     fn rec(state: ObjectState) -> ObjectRecord {
         ObjectRecord {

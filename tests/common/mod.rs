@@ -32,14 +32,30 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts `moto_server` on a free port and waits until it reports that it is listening.
+    /// Starts moto on a free port, made faithful where dualseal's checks depend on it
+    /// (`scripts/moto-faithful`: S3 reports the KMS key of DSSE objects, as AWS does), and
+    /// waits until it reports that it is listening.
     pub fn start() -> Moto {
+        // test.sh exports MOTO_SERVER; the launcher in the checkout is the fallback.
+        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto-faithful").into()
+        });
+        Self::start_bin(&bin)
+    }
+
+    /// Starts moto exactly as PyPI ships it (it never reports the KMS key of a DSSE object):
+    /// for the tests that show dualseal failing closed on such a server.
+    pub fn start_plain() -> Moto {
+        // test.sh exports MOTO_SERVER_PLAIN with the installed path; PATH is the fallback.
+        let bin = std::env::var("MOTO_SERVER_PLAIN").unwrap_or_else(|_| "moto_server".into());
+        Self::start_bin(&bin)
+    }
+
+    fn start_bin(bin: &str) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        // test.sh exports MOTO_SERVER with the installed path; PATH is the fallback.
-        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
         let mut child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -200,6 +216,7 @@ max_attempts = {max_attempts}
 # These tests create plain buckets themselves; tests/provision.rs covers the hardened ones.
 [provision]
 require_hardened_buckets = false
+writer = "arn:aws:iam::123456789012:role/dualseald"
 "#,
         endpoint,
         dir.join("journal").display(),

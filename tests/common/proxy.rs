@@ -46,8 +46,27 @@ impl Faults {
     }
 }
 
+/// How the proxy rewrites the server-side encryption S3 reports for objects (answers to
+/// object requests only; a bucket-level answer is left alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SseReport {
+    /// As the server answered.
+    #[default]
+    AsIs,
+    /// No `x-amz-server-side-encryption-aws-kms-key-id` (as plain moto, or a lax S3-compatible
+    /// store, answers for DSSE).
+    DropKey,
+    /// Another KMS key than the one the object is under.
+    SwapKey(String),
+    /// Another algorithm (the key id is kept).
+    Algorithm(String),
+}
+
 #[derive(Default)]
 struct State {
+    /// The rewrite of server-side encryption answers, and the HTTP methods it applies to
+    /// (empty: all).
+    sse_report: Mutex<(SseReport, Vec<hyper::Method>)>,
     faults: Mutex<Faults>,
     /// Successful (2xx) object PUTs per "bucket/key", with the time (ms since epoch).
     puts: Mutex<HashMap<String, Vec<u64>>>,
@@ -178,6 +197,12 @@ impl FaultProxy {
     /// key (moto only records the state).
     pub fn disable_kms_key(&self, key_id: &str) {
         lock(&self.state.disabled_keys).insert(key_id.to_owned());
+    }
+
+    /// Rewrites what S3 reports of objects' server-side encryption, in the answers to
+    /// `methods` (empty: every method).
+    pub fn report_sse(&self, report: SseReport, methods: &[hyper::Method]) {
+        *lock(&self.state.sse_report) = (report, methods.to_vec());
     }
 
     pub fn allow_all(&self) {
@@ -346,7 +371,13 @@ async fn handle(
         }
         Ok::<_, std::io::Error>((rparts, rbytes))
     });
-    let (rparts, rbytes) = forwarded.await.map_err(std::io::Error::other)??;
+    let (mut rparts, rbytes) = forwarded.await.map_err(std::io::Error::other)??;
+    if is_object {
+        let (report, methods) = lock(&st.sse_report).clone();
+        if methods.is_empty() || methods.contains(&parts.method) {
+            rewrite_sse(&mut rparts.headers, &report);
+        }
+    }
     if drop_response {
         // The server applied the PUT; the client never hears of it.
         inject(&st);
@@ -371,6 +402,29 @@ async fn handle(
         return Ok(Response::from_parts(rparts, body));
     }
     Ok(full(Response::from_parts(rparts, rbytes)))
+}
+
+const SSE: &str = "x-amz-server-side-encryption";
+const SSE_KEY: &str = "x-amz-server-side-encryption-aws-kms-key-id";
+
+fn rewrite_sse(headers: &mut hyper::HeaderMap, report: &SseReport) {
+    let value = |s: &str| hyper::header::HeaderValue::from_str(s).expect("header value");
+    match report {
+        SseReport::AsIs => {}
+        SseReport::DropKey => {
+            headers.remove(SSE_KEY);
+        }
+        SseReport::SwapKey(k) => {
+            if headers.contains_key(SSE_KEY) {
+                headers.insert(SSE_KEY, value(k));
+            }
+        }
+        SseReport::Algorithm(a) => {
+            if headers.contains_key(SSE) {
+                headers.insert(SSE, value(a));
+            }
+        }
+    }
 }
 
 fn percent_decode(s: &str) -> String {

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
-use super::super::migrate::{Attempt, Outcome};
+use super::super::migrate::{Attempt, Outcome, Proof, WriteKind};
 use super::super::{Engine, EngineError, Target};
 use crate::config::RetentionMode;
 use crate::journal::{AuditDraft, JobId, JobRecord, ObjectState, VerifyMode};
@@ -172,11 +172,23 @@ impl Engine {
         while let Some((item, result)) = results.next().await {
             let dest = archive_key(source_bucket, &item.key);
             let (outcome, detail) = match &result {
-                Ok(how) => ("ok", format!("token_id={token_id} how={how}")),
+                Ok(p) => (
+                    "ok",
+                    format!(
+                        "token_id={token_id} how={} dest_etag={} s3_request_id={} sse={} sse_kms_key={} sse_answered_by={} envelope_kms_key={}",
+                        p.how.as_str(),
+                        p.dest_etag,
+                        p.put_request_id.as_deref().unwrap_or("-"),
+                        p.server_side.sse,
+                        p.server_side.kms_key_id,
+                        p.server_side.answered_by,
+                        p.kms_key_arn,
+                    ),
+                ),
                 Err(why) => ("failed", format!("token_id={token_id} error={why}")),
             };
             match result {
-                Ok("written") => written += 1,
+                Ok(p) if p.how == WriteKind::Written => written += 1,
                 Ok(_) => kept += 1,
                 Err(why) => failed.push(format!("{}: {why}", item.key)),
             }
@@ -211,8 +223,8 @@ impl Engine {
         Ok(summary)
     }
 
-    /// One archive copy, retried as a migration would be. `Ok` names how the archive came to
-    /// hold it; `Err` is a secret-free reason.
+    /// One archive copy, retried as a migration would be. `Ok` is its proof (how the archive
+    /// came to hold it, what S3 answered); `Err` is a secret-free reason.
     async fn archive_one(
         &self,
         id: JobId,
@@ -220,7 +232,7 @@ impl Engine {
         item: &ArchiveItem,
         target: &Target,
         retention: Retention,
-    ) -> Result<&'static str, String> {
+    ) -> Result<Proof, String> {
         let prior = match self.inner.journal.get_object(id, &item.key) {
             Ok(Some(mut rec)) => {
                 // The journal's record is of the migration, not of the archive copy: neither its
@@ -248,6 +260,9 @@ impl Engine {
             // What was verified in the migration is archived as it is.
             content_rules: None,
             data_keys: &self.inner.data_keys,
+            // A re-run finds most copies in place: a HEAD and a read-back prove them without a
+            // new data key or a refused write.
+            head_first: true,
         };
         let multipart = self.inner.settings.multipart;
         // Large objects stream as they did in the migration. An archive copy's upload is not
@@ -256,14 +271,14 @@ impl Engine {
         let run = || async {
             if multipart.streams(prior.size) {
                 attempt
-                    .run_streamed(&multipart, |_| Ok(()), |_| Ok(()))
+                    .run_streamed(&multipart, &|_| Box::pin(async { Ok(()) }), |_| Ok(()))
                     .await
             } else {
                 attempt.run(|_| Ok(())).await
             }
         };
         match with_retries(&self.inner, "archive object", JOB_CALL_ATTEMPTS, run).await {
-            Ok(Outcome::Verified(proof)) => Ok(proof.how.as_str()),
+            Ok(Outcome::Verified(proof)) => Ok(proof),
             Ok(Outcome::Conflict(why)) => Err(why),
             Err(e) => Err(e.to_string()),
         }

@@ -85,14 +85,65 @@ fn digest(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// What a rollback and the audit need on a locked-down source, and all dualseald keeps there.
+const POLICY_ACTIONS: [&str; 3] = [
+    "s3:GetBucketPolicy",
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+];
+
+/// The policy a lockdown puts on the source: every action on the bucket and its objects is
+/// denied to every principal but the break-glass ones, except that dualseald's own role keeps
+/// the three bucket-policy actions a rollback needs (nothing on objects). Explicit denies win
+/// over any allow, so this holds whatever IAM grants.
+pub fn lockdown_policy(
+    bucket: &str,
+    break_glass: &[String],
+    daemon_role: &str,
+) -> serde_json::Value {
+    let mut keepers: Vec<&str> = break_glass.iter().map(String::as_str).collect();
+    keepers.push(daemon_role);
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DualsealLockdownObjects",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": format!("arn:aws:s3:::{bucket}/*"),
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": break_glass}},
+            },
+            {
+                "Sid": "DualsealLockdownBucket",
+                "Effect": "Deny",
+                "Principal": "*",
+                "NotAction": POLICY_ACTIONS,
+                "Resource": format!("arn:aws:s3:::{bucket}"),
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": break_glass}},
+            },
+            {
+                "Sid": "DualsealLockdownPolicyForRollback",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": POLICY_ACTIONS,
+                "Resource": format!("arn:aws:s3:::{bucket}"),
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": keepers}},
+            },
+        ],
+    })
+}
+
 /// Versions deleted per DeleteObjects call (S3's limit).
 const DELETE_BATCH: usize = 1000;
 
 impl Engine {
-    async fn require_cutover(&self, id: JobId) -> Result<(), EngineError> {
+    /// The cutover check, which HEADs every verified copy; its fingerprint of the copies'
+    /// state when it passes.
+    async fn require_cutover(&self, id: JobId) -> Result<String, EngineError> {
         let report = self.cutover_check(id).await?;
         if report.ready {
-            return Ok(());
+            return Ok(report.copies_fingerprint);
         }
         let why: Vec<String> = report
             .checks
@@ -193,16 +244,60 @@ impl Engine {
         token_id: &str,
     ) -> Result<String, EngineError> {
         let admin = self.source_admin()?;
+        let targets = super::job::resolve_targets(&self.inner, false).await?;
         let mut failed = Vec::new();
+        let mut deleted = 0usize;
         for chunk in deletes.chunks(DELETE_BATCH) {
-            // Each version is recorded before S3 is asked to delete it: fail closed.
+            // No delete on a proof taken earlier: the copies of exactly these keys are checked
+            // against S3 now, and one that does not hold stops the run before this batch.
+            let mut keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            keys.dedup();
+            let (bad, good) =
+                super::cutover::recheck_keys(&self.inner, &targets, id, &keys).await?;
+            if !bad.is_empty() {
+                let named: Vec<&str> = bad.iter().take(10).map(String::as_str).collect();
+                let why = format!(
+                    "{} cop(ies) no longer hold: {}{}",
+                    bad.len(),
+                    named.join("; "),
+                    if bad.len() > named.len() { "; ..." } else { "" }
+                );
+                self.inner.journal.append_audit(AuditDraft {
+                    job_id: id,
+                    kind: "decommission_delete",
+                    outcome: "refused",
+                    detail: format!(
+                        "token_id={token_id} bucket={bucket} batch={} deleted_before={deleted} {why}",
+                        chunk.len()
+                    ),
+                    ..Default::default()
+                })?;
+                self.inner.journal.flush().await?;
+                tracing::error!(
+                    job = id,
+                    bucket,
+                    deleted,
+                    "decommission delete refused: {why}"
+                );
+                return Err(EngineError::FailedPrecondition(format!(
+                    "refused to delete the next {} source version(s) of s3://{bucket}: {why}. {deleted} version(s) were deleted before this batch; their copies held when they were deleted. Restore the copies (`dualsealctl sync {id}`), check with `dualsealctl cutover-check {id}` and plan again",
+                    chunk.len()
+                )));
+            }
+            let copy_etag: std::collections::HashMap<&str, &str> =
+                good.iter().map(|(k, e)| (k.as_str(), e.as_str())).collect();
+            // Each version is recorded, with the copy S3 showed just now, before S3 is asked
+            // to delete it: fail closed.
             for (key, version) in chunk {
                 self.inner.journal.append_audit(AuditDraft {
                     job_id: id,
                     kind: "deleted_at_decommission",
                     outcome: "requested",
                     source_key: key.clone(),
-                    detail: format!("token_id={token_id} bucket={bucket} version={version}"),
+                    detail: format!(
+                        "token_id={token_id} bucket={bucket} version={version} copy_etag={}",
+                        copy_etag.get(key.as_str()).copied().unwrap_or("-")
+                    ),
                     ..Default::default()
                 })?;
             }
@@ -218,6 +313,7 @@ impl Engine {
                     ..Default::default()
                 })?;
             }
+            deleted += chunk.len() - refused.len();
             failed.extend(refused);
             self.inner.journal.append_audit(AuditDraft {
                 job_id: id,
@@ -318,42 +414,44 @@ impl Engine {
         let (mut deletes, mut archives) = (Vec::new(), Vec::new());
         let (summary, new_policy, fingerprint) = match mode {
             DecommissionMode::Archive => {
-                self.require_cutover(id).await?;
+                let copies = self.require_cutover(id).await?;
                 let (summary, fp) = self.plan_archive(&job, &mut archives).await?;
-                (summary, None, fp)
+                (summary, None, digest(&[&fp, &copies]))
             }
             DecommissionMode::Delete => {
-                self.require_cutover(id).await?;
+                let copies = self.require_cutover(id).await?;
                 let (summary, fp) = self.plan_deletes(&job, &mut deletes).await?;
-                (summary, None, fp)
+                let heads = self
+                    .inner
+                    .journal
+                    .counts(id)
+                    .get(crate::journal::ObjectState::Verified);
+                let summary = format!(
+                    "{summary}; every copy was checked against S3 for this plan, and the copies of each batch are checked again (one HEAD per key, {heads} in all) immediately before it is deleted: a batch with a copy that no longer holds is refused"
+                );
+                (summary, None, digest(&[&fp, &copies]))
             }
             DecommissionMode::Lockdown => {
-                self.require_cutover(id).await?;
+                let copies = self.require_cutover(id).await?;
                 let glass = &self.inner.settings.decommission.break_glass;
                 if glass.is_empty() {
                     return Err(EngineError::FailedPrecondition(
                         "set [decommission] break_glass to the role ARN(s) that keep access to the locked source; a lockdown without a way back is refused".into(),
                     ));
                 }
-                let policy = serde_json::json!({
-                    "Version": "2012-10-17",
-                    "Statement": [{
-                        "Sid": "DualsealLockdown",
-                        "Effect": "Deny",
-                        "Principal": "*",
-                        "Action": "s3:*",
-                        "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
-                        "Condition": {"StringNotEquals": {"aws:PrincipalArn": glass}},
-                    }],
-                })
-                .to_string();
+                let Some(daemon_role) = self.inner.settings.daemon_role.clone() else {
+                    return Err(EngineError::FailedPrecondition(
+                        "set [provision] writer to dualseald's own role ARN: the lockdown keeps that role exactly the bucket-policy permissions a rollback needs, and nothing on objects; without it the daemon would lock itself out of the rollback it offers".into(),
+                    ));
+                };
+                let policy = lockdown_policy(&bucket, glass, &daemon_role).to_string();
                 let verified = self
                     .inner
                     .journal
                     .counts(id)
                     .get(crate::journal::ObjectState::Verified);
                 let summary = format!(
-                    "replace the policy of s3://{bucket} with deny-all except {}; its {verified} migrated object(s) live on, sealed, in the category buckets; the current policy ({}) is kept in the audit trail for rollback",
+                    "replace the policy of s3://{bucket} with deny-all except {} (dualseald's role {daemon_role} keeps only reading, putting and deleting the bucket policy, for rollback); its {verified} migrated object(s) live on, sealed, in the category buckets; the current policy ({}) is kept in the audit trail for rollback",
                     glass.join(", "),
                     if current.is_some() { "present" } else { "none" }
                 );
@@ -362,6 +460,7 @@ impl Engine {
                     &bucket,
                     current.as_deref().unwrap_or("none"),
                     &policy,
+                    &copies,
                 ]);
                 (summary, Some(policy), fp)
             }
@@ -502,5 +601,59 @@ impl Engine {
         self.inner.journal.flush().await?;
         tracing::warn!(job = p.job, %bucket, mode = p.mode.as_str(), "source bucket decommission step done");
         Ok(format!("{} of s3://{bucket} done", p.mode.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the lockdown denies `action` on `resource` to `principal`, evaluating its
+    /// denies as IAM would (an explicit deny wins; everything is otherwise allowed).
+    fn denied(policy: &serde_json::Value, principal: &str, action: &str, resource: &str) -> bool {
+        policy["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .any(|st| {
+                let listed = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) => s == "s3:*" || s == action,
+                    serde_json::Value::Array(a) => a.iter().any(|x| x == action),
+                    _ => false,
+                };
+                let acts = match (st.get("Action"), st.get("NotAction")) {
+                    (Some(a), _) => listed(a),
+                    (None, Some(n)) => !listed(n),
+                    _ => false,
+                };
+                let exempt = st["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+                    .as_array()
+                    .expect("principals")
+                    .iter()
+                    .any(|p| p == principal);
+                st["Resource"] == resource && acts && !exempt
+            })
+    }
+
+    #[test]
+    fn lockdown_keeps_the_daemon_exactly_what_rollback_needs() {
+        let glass = vec!["arn:aws:iam::1:role/glass".to_owned()];
+        let (daemon, app) = ("arn:aws:iam::1:role/dualseald", "arn:aws:iam::1:role/app");
+        let p = lockdown_policy("src", &glass, daemon);
+        let (bucket, objects) = ("arn:aws:s3:::src", "arn:aws:s3:::src/*");
+        for action in POLICY_ACTIONS {
+            assert!(!denied(&p, daemon, action, bucket), "{action}");
+            assert!(!denied(&p, &glass[0], action, bucket), "{action}");
+            assert!(denied(&p, app, action, bucket), "{action}");
+        }
+        for action in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
+            assert!(denied(&p, daemon, action, objects), "{action}");
+            assert!(denied(&p, app, action, objects), "{action}");
+            assert!(!denied(&p, &glass[0], action, objects), "{action}");
+        }
+        for action in ["s3:ListBucket", "s3:PutBucketVersioning", "s3:DeleteBucket"] {
+            assert!(denied(&p, daemon, action, bucket), "{action}");
+            assert!(!denied(&p, &glass[0], action, bucket), "{action}");
+        }
     }
 }

@@ -1,0 +1,369 @@
+//! Nothing is destroyed on a proof taken earlier, and every check of the server-side layer
+//! fails closed. Real daemon, real CLI, moto (faithful: it reports the KMS key of DSSE
+//! objects, as AWS does; plain moto where a test says so), and the fault proxy rewriting what
+//! S3 reports.
+
+// Integration-test crate: a failed expectation is a test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use common::proxy::{FaultProxy, SseReport};
+use common::*;
+use dualseal::api::pb;
+
+async fn all_versions(moto: &Moto, bucket: &str) -> Vec<(String, String)> {
+    let out = moto
+        .s3()
+        .list_object_versions()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list versions");
+    let mut v: Vec<(String, String)> = out
+        .versions()
+        .iter()
+        .map(|v| {
+            (
+                v.key().unwrap().to_owned(),
+                v.version_id().unwrap_or("null").to_owned(),
+            )
+        })
+        .chain(out.delete_markers().iter().map(|m| {
+            (
+                m.key().unwrap().to_owned(),
+                m.version_id().unwrap_or("null").to_owned(),
+            )
+        }))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn empty_bucket(moto: &Moto, bucket: &str) {
+    let s3 = moto.s3();
+    for (key, version) in all_versions(moto, bucket).await {
+        s3.delete_object()
+            .bucket(bucket)
+            .key(&key)
+            .version_id(version)
+            .send()
+            .await
+            .expect("delete version");
+    }
+}
+
+async fn versioned_source(moto: &Moto) {
+    moto.s3()
+        .put_bucket_versioning()
+        .bucket(SOURCE)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+}
+
+/// A job over `prefix` with verify=checksum (the mode whose proof rests on S3's answers).
+async fn start_checksum(client: &mut dualseal::api::client::Client, prefix: &str) -> u64 {
+    client
+        .start_with(pb::StartJobRequest {
+            prefix: prefix.to_owned(),
+            options: Some(pb::JobOptions {
+                verify_mode: pb::VerifyMode::Checksum as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .job_id
+}
+
+fn one(tag: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::collections::BTreeMap::from([(format!("db/{tag}"), tag.as_bytes().to_vec())])
+}
+
+fn check<'a>(r: &'a pb::CutoverReport, name: &str) -> &'a pb::CutoverCheckItem {
+    r.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name:?} in {r:?}"))
+}
+
+/// The data-loss repro of the independent soak: after a job succeeds, every version in one
+/// category bucket is deleted. Before the fix `cutover-check` said "ready" and `decommission
+/// run` in delete mode removed every source version, so those secrets existed nowhere.
+/// Now the check HEADs every copy and names the missing ones, a delete plan is refused, and a
+/// copy lost between a plan and its run makes the run refuse before any version goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommission_never_deletes_a_source_whose_copy_is_gone() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    versioned_source(&moto).await;
+    let objects = spread(24, |prefix, i| {
+        (
+            format!("{prefix}k/{i:02}"),
+            format!("secret {i}").into_bytes(),
+        )
+    });
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_succeeded(&done, &daemon);
+    let before = all_versions(&moto, SOURCE).await;
+    assert_eq!(before.len(), 24);
+
+    // A plan taken while every copy holds...
+    let report = client.cutover_check(job).await.expect("cutover");
+    assert!(report.ready, "{report:?}");
+    assert!(
+        check(&report, "verified copies present and sealed")
+            .detail
+            .starts_with("24 cop(ies) checked"),
+        "{report:?}"
+    );
+    let plan = client.plan_decommission(job, "delete").await.expect("plan");
+    assert!(plan.summary.contains("checked again"), "{}", plan.summary);
+
+    // ...then one copy goes: the run re-proves and refuses; nothing is deleted.
+    moto.s3()
+        .delete_object()
+        .bucket("secrets-api")
+        .key("k/01")
+        .send()
+        .await
+        .expect("delete one copy");
+    let refused = client
+        .decommission(&plan.token)
+        .await
+        .expect_err("a run whose copy vanished must be refused");
+    assert!(refused.to_string().contains("api/k/01"), "{refused}");
+    assert_eq!(all_versions(&moto, SOURCE).await, before, "source touched");
+
+    // The soak's case: a whole category bucket emptied after the job.
+    empty_bucket(&moto, "secrets-db").await;
+    let report = client.cutover_check(job).await.expect("cutover");
+    assert!(!report.ready, "{report:?}");
+    let copies = check(&report, "verified copies present and sealed");
+    assert!(!copies.ok && copies.blocking, "{copies:?}");
+    assert!(
+        copies.detail.starts_with("7 of 24 cop(ies)")
+            && copies
+                .detail
+                .contains("db/k/00: its copy s3://secrets-db/k/00 no longer exists"),
+        "{}",
+        copies.detail
+    );
+    let out = ctl(&daemon.socket, &["cutover-check", &job.to_string()]);
+    assert!(
+        !out.status.success(),
+        "cutover-check exited 0 with copies gone"
+    );
+    let err = client
+        .plan_decommission(job, "delete")
+        .await
+        .expect_err("a delete plan with copies gone must be refused");
+    assert!(err.to_string().contains("no longer exists"), "{err}");
+    assert_eq!(all_versions(&moto, SOURCE).await, before, "source touched");
+}
+
+/// A copy re-put under another category's KMS key (DSSE both) is `wrong_key` for the
+/// verification job and blocks the cutover: before the fix moto's silence about the key made
+/// `verify` report 14/14 ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_under_another_categorys_key_is_wrong_key() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let objects = spread(8, |prefix, i| {
+        (
+            format!("{prefix}w/{i:02}"),
+            format!("value {i}").into_bytes(),
+        )
+    });
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
+    let api_key = &cats.iter().find(|c| c.name == "api").unwrap().key_arn;
+    let s3 = moto.s3();
+    let held = s3
+        .get_object()
+        .bucket("secrets-db")
+        .key("w/00")
+        .send()
+        .await
+        .expect("get copy");
+    let metadata = held.metadata().cloned();
+    let body = held.body.collect().await.unwrap().into_bytes();
+    s3.put_object()
+        .bucket("secrets-db")
+        .key("w/00")
+        .body(ByteStream::from(body))
+        .set_metadata(metadata)
+        .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
+        .ssekms_key_id(api_key)
+        .send()
+        .await
+        .expect("re-put under the api key");
+    let report = client.verify_and_wait(job).await.expect("verify");
+    assert_eq!((report.checked, report.ok), (8, 7), "{report:?}");
+    assert!(
+        report.mismatches[0].reason.starts_with("wrong_key")
+            && report.mismatches[0].reason.contains(api_key.as_str()),
+        "{:?}",
+        report.mismatches
+    );
+    let cut = client.cutover_check(job).await.expect("cutover");
+    assert!(!cut.ready, "{cut:?}");
+    assert!(!check(&cut, "re-verified").ok && check(&cut, "re-verified").blocking);
+    assert!(check(&cut, "verified copies present and sealed")
+        .detail
+        .contains("encrypted under KMS key"));
+}
+
+/// On a server that never names the KMS key of a DSSE object (moto as PyPI ships it) nothing
+/// counts as migrated: every object fails closed with a reason that names the server's
+/// silence, and the job does not succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_names_no_key_fails_closed() {
+    let moto = Moto::start_plain();
+    provision(&moto).await;
+    let objects = spread(4, |prefix, i| {
+        (format!("{prefix}p/{i}"), b"plain moto".to_vec())
+    });
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_via(&moto.endpoint, dir.path(), 4, 2));
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!((done.verified, done.failed), (0, 4), "{done:?}");
+    let failed = client
+        .objects(job, pb::ObjectState::Failed)
+        .await
+        .expect("objects");
+    for o in &failed {
+        assert!(
+            o.reason
+                .contains("did not report which KMS key encrypts it"),
+            "{}",
+            o.reason
+        );
+    }
+}
+
+/// What the audit trail says of the server-side layer is what S3 answered: with the key in
+/// the PUT's answer it names that answer; with the key dropped from PUT answers it names the
+/// HEAD that did report it; an answer naming another key or another algorithm fails the
+/// object with its own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_records_the_key_s3_answered() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let db_key = cats
+        .iter()
+        .find(|c| c.name == "db")
+        .unwrap()
+        .key_arn
+        .clone();
+    let api_key = cats
+        .iter()
+        .find(|c| c.name == "api")
+        .unwrap()
+        .key_arn
+        .clone();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_via(&proxy.endpoint, dir.path(), 2, 2));
+    let mut client = daemon.client().await;
+
+    // 1. As answered by the PUT.
+    let objs = one("as-is");
+    put_all(&moto, &objs).await;
+    let job = start_checksum(&mut client, "db/as-is").await;
+    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
+    let ev = client.audit(job).await.expect("audit");
+    let v = ev
+        .iter()
+        .find(|e| e.kind == "object_verified")
+        .expect("verified event");
+    assert!(
+        v.detail.contains(&format!(
+            "sse=aws:kms:dsse sse_kms_key={db_key} sse_answered_by=PutObject"
+        )),
+        "{}",
+        v.detail
+    );
+
+    // 2. The PUT's answer names no key: one HEAD does, and the trail says so.
+    proxy.report_sse(SseReport::DropKey, &[hyper::Method::PUT]);
+    let objs = one("dropped");
+    put_all(&moto, &objs).await;
+    let job = start_checksum(&mut client, "db/dropped").await;
+    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
+    let ev = client.audit(job).await.expect("audit");
+    let v = ev
+        .iter()
+        .find(|e| e.kind == "object_verified")
+        .expect("verified event");
+    assert!(
+        v.detail
+            .contains(&format!("sse_kms_key={db_key} sse_answered_by=HeadObject")),
+        "{}",
+        v.detail
+    );
+
+    // 3. Every answer names the api key: wrong key, and nothing verified.
+    proxy.report_sse(SseReport::SwapKey(api_key.clone()), &[]);
+    let objs = one("swapped");
+    put_all(&moto, &objs).await;
+    let job = start_checksum(&mut client, "db/swapped").await;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!((done.verified, done.failed), (0, 1));
+    let o = &client.objects(job, pb::ObjectState::Failed).await.unwrap()[0];
+    assert!(
+        o.reason
+            .contains(&format!("encrypted under KMS key {api_key}")),
+        "{}",
+        o.reason
+    );
+
+    // 4. Every answer names no key at all: fails closed, naming the server's silence.
+    proxy.report_sse(SseReport::DropKey, &[]);
+    let objs = one("silent");
+    put_all(&moto, &objs).await;
+    let job = start_checksum(&mut client, "db/silent").await;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!((done.verified, done.failed), (0, 1));
+    let o = &client.objects(job, pb::ObjectState::Failed).await.unwrap()[0];
+    assert!(
+        o.reason.contains("did not report which KMS key"),
+        "{}",
+        o.reason
+    );
+
+    // 5. Another algorithm.
+    proxy.report_sse(SseReport::Algorithm("aws:kms".into()), &[]);
+    let objs = one("algorithm");
+    put_all(&moto, &objs).await;
+    let job = start_checksum(&mut client, "db/algorithm").await;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!((done.verified, done.failed), (0, 1));
+    let o = &client.objects(job, pb::ObjectState::Failed).await.unwrap()[0];
+    assert!(
+        o.reason.contains("\"aws:kms\", expected \"aws:kms:dsse\""),
+        "{}",
+        o.reason
+    );
+}
