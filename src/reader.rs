@@ -1,14 +1,28 @@
 //! Reading a migrated secret, as an application does: fetch the object, check that S3 holds it
-//! under DSSE-KMS, check that its envelope was sealed for exactly this bucket and key, unwrap
-//! the data key with KMS under that encryption context, verify the key commitment and open.
+//! under DSSE-KMS under the key the reader expects, check that its envelope was sealed for
+//! exactly this bucket and key, under that key and for that category, unwrap the data key with
+//! KMS under the context of the location read (so that KMS itself enforces the binding), verify
+//! the key commitment and open.
 //! Needs only `s3:GetObject` on the category bucket and `kms:Decrypt` on the category key.
 //! `FORMAT.md` is the contract for readers in other languages.
 
 use zeroize::Zeroizing;
 
-use crate::envelope::{self, EnvelopeError};
-use crate::kms::{KeyService, KmsError};
+use crate::engine::migrate::{CTX_BUCKET, CTX_CATEGORY, CTX_KEY};
+use crate::envelope::{self, EncryptionContext, EnvelopeError};
+use crate::kms::{same_key, KeyService, KmsError};
 use crate::store::{is_dsse, ObjectStore, StoreError};
+
+/// What a reader expects of the object it opens: the category the location belongs to and
+/// that category's KMS key (from the daemon's config or its mapping export). Without one, a
+/// reader proves only that the object is a dualseal envelope sealed for where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    /// Category name.
+    pub category: String,
+    /// The category's KMS key ARN (both layers).
+    pub kms_key_arn: String,
+}
 
 /// Why an object could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +53,40 @@ pub enum ReadError {
         /// What S3 reported.
         found: String,
     },
+    /// A layer is under another KMS key than the reader expects.
+    #[error("s3://{bucket}/{key}: its {layer} is under KMS key {found}, not the expected {expected}; refusing it")]
+    WrongKey {
+        /// Bucket read.
+        bucket: String,
+        /// Key read.
+        key: String,
+        /// Which layer (`server-side layer`, `envelope`).
+        layer: &'static str,
+        /// The key found.
+        found: String,
+        /// The key expected.
+        expected: String,
+    },
+    /// S3 did not say which KMS key encrypts the object, so the expected key cannot be proved.
+    #[error("s3://{bucket}/{key}: S3 did not report which KMS key encrypts it (neither the read nor a HEAD named one), so the expected key cannot be proved; refusing it")]
+    KeyNotReported {
+        /// Bucket read.
+        bucket: String,
+        /// Key read.
+        key: String,
+    },
+    /// The envelope was sealed for another category than the reader expects.
+    #[error("s3://{bucket}/{key} holds an envelope of category {found:?}, not the expected {expected:?}; refusing it")]
+    WrongCategory {
+        /// Bucket read.
+        bucket: String,
+        /// Key read.
+        key: String,
+        /// The category in the envelope.
+        found: String,
+        /// The category expected.
+        expected: String,
+    },
     /// Writing the plaintext out failed (disk full, closed pipe).
     #[error("writing the plaintext failed: {0}")]
     Output(std::io::Error),
@@ -59,6 +107,8 @@ pub enum ReadError {
 /// When it fails after some output, that output is an authenticated prefix of the object, and
 /// the error says the object is incomplete: truncation is only detected at the end.
 ///
+/// With an `expect`ation, both layers must be under its key and the envelope of its category.
+///
 /// # Errors
 /// Any [`ReadError`]; none carries plaintext or key bytes.
 pub async fn read_into(
@@ -66,11 +116,36 @@ pub async fn read_into(
     keys: &dyn KeyService,
     bucket: &str,
     key: &str,
+    expect: Option<&Expectation>,
     out: &mut dyn std::io::Write,
 ) -> Result<u64, ReadError> {
     use futures::StreamExt as _;
     let mut obj = store.get_stream(bucket, key).await?;
     check_dsse(obj.sse.as_deref(), bucket, key)?;
+    if let Some(e) = expect {
+        let reported = match obj.sse_kms_key_id.clone() {
+            Some(k) => Some(k),
+            None => store
+                .head(bucket, key)
+                .await?
+                .and_then(|h| h.sse_kms_key_id),
+        };
+        let Some(found) = reported else {
+            return Err(ReadError::KeyNotReported {
+                bucket: bucket.into(),
+                key: key.into(),
+            });
+        };
+        if !same_key(&found, &e.kms_key_arn) {
+            return Err(ReadError::WrongKey {
+                bucket: bucket.into(),
+                key: key.into(),
+                layer: "server-side layer (DSSE-KMS)",
+                found,
+                expected: e.kms_key_arn.clone(),
+            });
+        }
+    }
     let bad = |source| ReadError::Envelope {
         bucket: bucket.into(),
         key: key.into(),
@@ -91,7 +166,8 @@ pub async fn read_into(
         if !started {
             if let Some(header) = opener.header() {
                 check_location(header, bucket, key)?;
-                let data_key = unwrap(keys, header).await?;
+                let category = check_expectation(header, bucket, key, expect)?;
+                let data_key = unwrap(keys, header, bucket, key, category).await?;
                 opener.start(&data_key, &mut plain).map_err(bad)?;
                 started = true;
             }
@@ -133,15 +209,54 @@ fn check_location(header: &envelope::Header, bucket: &str, key: &str) -> Result<
     })
 }
 
+/// The envelope's key and category against the expectation; the category to unwrap under.
+fn check_expectation<'h>(
+    header: &'h envelope::Header,
+    bucket: &str,
+    key: &str,
+    expect: Option<&'h Expectation>,
+) -> Result<&'h str, ReadError> {
+    let sealed_category = header.context.get(CTX_CATEGORY).unwrap_or_default();
+    let Some(e) = expect else {
+        return Ok(sealed_category);
+    };
+    if !same_key(&header.kms_key_id, &e.kms_key_arn) {
+        return Err(ReadError::WrongKey {
+            bucket: bucket.into(),
+            key: key.into(),
+            layer: "envelope",
+            found: header.kms_key_id.clone(),
+            expected: e.kms_key_arn.clone(),
+        });
+    }
+    if sealed_category != e.category {
+        return Err(ReadError::WrongCategory {
+            bucket: bucket.into(),
+            key: key.into(),
+            found: sealed_category.into(),
+            expected: e.category.clone(),
+        });
+    }
+    Ok(&e.category)
+}
+
+/// Unwraps the data key under the context of the location read (and the expected category),
+/// not the header's: an envelope whose context says anything else does not unwrap, whatever a
+/// reader's own checks missed. A version-2 envelope's key is bound without the object key.
 async fn unwrap(
     keys: &dyn KeyService,
     header: &envelope::Header,
+    bucket: &str,
+    key: &str,
+    category: &str,
 ) -> Result<envelope::DataKey, ReadError> {
+    let mut context = EncryptionContext::new()
+        .with(CTX_CATEGORY, category)
+        .with(CTX_BUCKET, bucket);
+    if header.version != envelope::FORMAT_VERSION_SHARED_KEY {
+        context = context.with(CTX_KEY, key);
+    }
     Ok(keys
-        .decrypt_data_key(
-            &header.kms_key_id,
-            &header.wrapped_key,
-            &header.kms_context(),
-        )
+        .decrypt_data_key(&header.kms_key_id, &header.wrapped_key, &context)
         .await?)
 }

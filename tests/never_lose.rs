@@ -367,3 +367,134 @@ async fn the_audit_trail_records_the_key_s3_answered() {
         o.reason
     );
 }
+
+/// `dualsealctl get` pins what it opens: with the category and key from the mapping, an
+/// envelope sealed under another category's key (for this very location) and a genuine
+/// envelope whose server-side layer is under another key are both refused; without them it
+/// says loudly what it did not check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_pins_the_category_and_both_keys() {
+    use dualseal::kms::KeyService as _;
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let objects = spread(8, |prefix, i| {
+        (format!("{prefix}g/{i}"), b"pinned".to_vec())
+    });
+    put_all(&moto, &objects).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 4));
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
+    let db = cats.iter().find(|c| c.name == "db").unwrap();
+    let api = cats.iter().find(|c| c.name == "api").unwrap();
+    let pin = [
+        "--expect-category",
+        "db",
+        "--expect-kms-key",
+        db.key_arn.as_str(),
+    ];
+
+    // The genuine object opens, pinned; unpinned it opens with a warning.
+    let ok = dualsealctl_get_with(&moto, "s3://secrets-db/g/0", &pin);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(ok.stdout, b"pinned");
+    let loose = dualsealctl_get(&moto, "s3://secrets-db/g/0");
+    assert!(loose.status.success());
+    assert!(String::from_utf8_lossy(&loose.stderr).contains("were NOT checked"));
+
+    // An envelope sealed for s3://secrets-db/forged under the api key, DSSE under the db key.
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        .load()
+        .await;
+    let kms = dualseal::kms::AwsKms::new(&sdk);
+    let ctx = dualseal::engine::migrate::context_for("db", "secrets-db", "forged");
+    let dk = kms
+        .generate_data_key(&api.key_arn, &ctx)
+        .await
+        .expect("data key");
+    let sealed = dualseal::envelope::seal(
+        &dk.key,
+        dualseal::envelope::HeaderParams {
+            kms_key_id: dk.key_arn.clone(),
+            wrapped_key: dk.wrapped.clone(),
+            context: ctx,
+            segment_size: 65_536,
+            shared_data_key: false,
+        },
+        b"forged secret",
+    )
+    .expect("seal");
+    moto.s3()
+        .put_object()
+        .bucket("secrets-db")
+        .key("forged")
+        .body(ByteStream::from(sealed))
+        .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
+        .ssekms_key_id(&db.key_arn)
+        .send()
+        .await
+        .expect("put forged");
+    let loose = dualsealctl_get(&moto, "s3://secrets-db/forged");
+    assert!(
+        loose.status.success(),
+        "unpinned, the forgery opens: that is why get warns"
+    );
+    let refused = dualsealctl_get_with(&moto, "s3://secrets-db/forged", &pin);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && refused.stdout.is_empty(),
+        "{err}"
+    );
+    assert!(err.contains("its envelope is under KMS key"), "{err}");
+
+    // A genuine db envelope whose server-side layer is under the api key.
+    let s3 = moto.s3();
+    let body = s3
+        .get_object()
+        .bucket("secrets-db")
+        .key("g/0")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    s3.put_object()
+        .bucket("secrets-db")
+        .key("g/0")
+        .body(ByteStream::from(body))
+        .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
+        .ssekms_key_id(&api.key_arn)
+        .send()
+        .await
+        .unwrap();
+    let refused = dualsealctl_get_with(&moto, "s3://secrets-db/g/0", &pin);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("server-side layer (DSSE-KMS) is under KMS key"),
+        "{err}"
+    );
+    // The category is pinned too.
+    let wrong_cat = [
+        "--expect-category",
+        "api",
+        "--expect-kms-key",
+        db.key_arn.as_str(),
+    ];
+    let refused = dualsealctl_get_with(&moto, "s3://secrets-db/g/4", &wrong_cat);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not the expected \"api\""), "{err}");
+}

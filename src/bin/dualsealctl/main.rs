@@ -196,6 +196,14 @@ enum Cmd {
         /// KMS endpoint, when KMS is elsewhere than S3.
         #[arg(long, env = "DUALSEAL_KMS_ENDPOINT_URL")]
         kms_endpoint_url: Option<String>,
+        /// The category this location belongs to (`dualsealctl mapping` names it): the
+        /// envelope must be of that category.
+        #[arg(long, requires = "expect_kms_key")]
+        expect_category: Option<String>,
+        /// The category's KMS key ARN (`dualsealctl mapping` names it): both layers must be
+        /// under it. Without an expectation the keys are not checked, and `get` says so.
+        #[arg(long, requires = "expect_category")]
+        expect_kms_key: Option<String>,
     },
     /// The failed objects of a job, with error codes and reasons.
     Failures {
@@ -540,8 +548,17 @@ async fn run(args: Args) -> Result<ExitCode> {
         region,
         endpoint_url,
         kms_endpoint_url,
+        expect_category,
+        expect_kms_key,
     } = &args.cmd
     {
+        let expect = match (expect_category, expect_kms_key) {
+            (Some(category), Some(kms_key_arn)) => Some(dualseal::reader::Expectation {
+                category: category.clone(),
+                kms_key_arn: kms_key_arn.clone(),
+            }),
+            _ => None,
+        };
         return get(
             url,
             output.as_deref(),
@@ -551,6 +568,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                 kms_endpoint_url: kms_endpoint_url.clone(),
                 ..Default::default()
             },
+            expect,
         )
         .await;
     }
@@ -972,7 +990,12 @@ async fn get(
     url: &str,
     output: Option<&std::path::Path>,
     cfg: dualseal::config::AwsConfig,
+    expect: Option<dualseal::reader::Expectation>,
 ) -> Result<ExitCode> {
+    if expect.is_none() {
+        eprintln!("warning: no --expect-category/--expect-kms-key given: the KMS keys of both layers and the category were NOT checked against what this location should hold (only that it is DSSE-KMS and an envelope sealed for this location); `dualsealctl mapping` names both");
+    }
+    let expect = expect.as_ref();
     let (bucket, key) = url
         .strip_prefix("s3://")
         .and_then(|r| r.split_once('/'))
@@ -993,7 +1016,7 @@ async fn get(
                     format!("cannot create {} (it must not exist yet)", path.display())
                 })?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            match dualseal::reader::read_into(&store, &keys, bucket, key, &mut w).await {
+            match dualseal::reader::read_into(&store, &keys, bucket, key, expect, &mut w).await {
                 Ok(n) => eprintln!("{n} bytes written to {}", path.display()),
                 Err(e) => {
                     // Never leave part of a secret behind under the name the caller asked for.
@@ -1009,7 +1032,7 @@ async fn get(
         None => {
             let stdout = std::io::stdout();
             let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            dualseal::reader::read_into(&store, &keys, bucket, key, &mut w)
+            dualseal::reader::read_into(&store, &keys, bucket, key, expect, &mut w)
                 .await
                 .context("the output is incomplete")?;
         }
