@@ -46,10 +46,10 @@ cargo clippy --locked --all-targets --all-features -- -D warnings
 # --- tests -----------------------------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run"
-    cargo nextest run --locked --no-fail-fast --features fault-injection
+    cargo nextest run --locked --no-fail-fast --features "fault-injection testing"
 else
     log "cargo test (cargo-nextest not installed)"
-    cargo test --locked --no-fail-fast --features fault-injection
+    cargo test --locked --no-fail-fast --features "fault-injection testing"
 fi
 log "reference decryptor (libsodium + stdlib HKDF) on the golden envelopes"
 python3 scripts/reference_open.py tests/fixtures/envelope-v*.json

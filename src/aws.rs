@@ -58,6 +58,14 @@ impl AwsErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Throttled | Self::Transient)
     }
+
+    /// Whether a failure of this kind, with this message, is the daemon's (no credentials, an
+    /// endpoint that cannot be reached) rather than one object's: a job meeting it parks
+    /// instead of failing every object in turn.
+    pub fn is_systemic(self, message: &str) -> bool {
+        self == Self::NoCredentials
+            || (self == Self::Transient && message.starts_with("could not send the request"))
+    }
 }
 
 impl fmt::Display for AwsErrorKind {

@@ -596,7 +596,13 @@ fn parse_collecting(text: &str) -> (Option<Config>, Vec<String>) {
         if !consequence {
             problems.push(format!("line {}: {message}", first + 1));
         }
-        if problems.len() >= MAX_PARSE_PROBLEMS || lines[first].trim_start().starts_with('#') {
+        // Nothing left to comment out (an error about the whole document, such as a missing
+        // table) ends the search.
+        if problems.len() >= MAX_PARSE_PROBLEMS
+            || lines
+                .get(first)
+                .is_none_or(|l| l.trim_start().starts_with('#'))
+        {
             return (None, problems);
         }
         if let Some((key, _)) = lines[first].split_once('=') {

@@ -31,6 +31,12 @@ impl KmsError {
     pub fn is_retryable(&self) -> bool {
         self.kind.is_retryable()
     }
+
+    /// Whether it is the daemon's problem, not the object's (see
+    /// [`crate::aws::AwsErrorKind::is_systemic`]).
+    pub fn is_systemic(&self) -> bool {
+        self.kind.is_systemic(&self.message)
+    }
 }
 
 /// A fresh data key: plaintext for sealing, wrapped form for the header.

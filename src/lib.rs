@@ -24,6 +24,7 @@
 //! - [`config`]   the strict config tree and its validation.
 //! - [`shard`]    which keys this daemon takes when several split one bucket.
 //! - [`inventory`] S3 Inventory manifests and CSV files as a listing source (pure).
+//! - `testing`    (feature `testing` only) in-memory S3 and KMS models for the simulation tier.
 
 pub mod access;
 pub mod api;
@@ -43,3 +44,5 @@ pub mod provision;
 pub mod reader;
 pub mod shard;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -58,6 +58,11 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         self.kind.is_retryable()
     }
+
+    /// Whether it is the daemon's problem, not the object's (see [`AwsErrorKind::is_systemic`]).
+    pub fn is_systemic(&self) -> bool {
+        self.kind.is_systemic(&self.message)
+    }
 }
 
 /// One object in a listing page.
@@ -871,6 +876,8 @@ pub struct ObjectVersion {
     pub version_id: String,
     /// A delete marker rather than data.
     pub delete_marker: bool,
+    /// The current version of its key.
+    pub is_latest: bool,
 }
 
 /// A page of versions.
@@ -1139,12 +1146,14 @@ impl BucketAdmin for S3Store {
                 key: v.key().unwrap_or_default().to_owned(),
                 version_id: v.version_id().unwrap_or("null").to_owned(),
                 delete_marker: false,
+                is_latest: v.is_latest().unwrap_or(false),
             })
             .collect();
         versions.extend(out.delete_markers().iter().map(|m| ObjectVersion {
             key: m.key().unwrap_or_default().to_owned(),
             version_id: m.version_id().unwrap_or("null").to_owned(),
             delete_marker: true,
+            is_latest: m.is_latest().unwrap_or(false),
         }));
         versions.sort_by(|a, b| a.key.cmp(&b.key));
         let next = if out.is_truncated() == Some(true) {

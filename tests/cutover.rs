@@ -357,7 +357,42 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
     assert_succeeded(&done, &daemon);
     assert!(client.cutover_check(job).await.unwrap().ready);
 
-    let plan = client.plan_decommission(job, "delete").await.expect("plan");
+    // db/d/00's first version was never copied (the job copied the second): deleting it
+    // destroys history that exists nowhere else, which needs its count acknowledged.
+    let refused = client
+        .plan_decommission(job, "delete")
+        .await
+        .expect_err("a delete destroying uncopied history needs an acknowledgement");
+    assert!(
+        refused
+            .to_string()
+            .contains("would destroy 1 noncurrent version(s) of verified keys that were never copied anywhere (db: 1)"),
+        "{refused}"
+    );
+    let plan_with = |n| pb::DecommissionPlanRequest {
+        job_id: job,
+        mode: "delete".into(),
+        destroy_uncopied_versions: n,
+    };
+    assert!(
+        client.plan_decommission_with(plan_with(2)).await.is_err(),
+        "the count must be exact"
+    );
+    let plan = client
+        .plan_decommission_with(plan_with(1))
+        .await
+        .expect("plan");
+    assert!(
+        plan.summary
+            .contains("1 noncurrent version(s) that were never copied are destroyed"),
+        "{}",
+        plan.summary
+    );
+    let audit = client.audit(job).await.expect("audit");
+    assert!(audit.iter().any(|e| e.kind == "control_result"
+        && e.outcome == "ok"
+        && e.detail
+            .contains("action=decommission_plan mode=delete destroy_uncopied_versions=1")));
     assert!(
         plan.summary
             .contains("2 version(s) under Object Lock are kept"),

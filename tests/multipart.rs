@@ -227,3 +227,103 @@ async fn a_cancel_aborts_the_uploads_its_abandoned_attempts_had_open() {
     // Nothing was completed: the destination holds no object.
     assert!(list_keys(&moto, "secrets-misc").await.is_empty());
 }
+
+/// Waits until the proxy has seen `n` requests labelled `label` ("POST bucket/key").
+async fn wait_requests(proxy: &FaultProxy, daemon: &Daemon, label: &str, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while proxy.requests().get(label).copied().unwrap_or(0) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw {n} x {label}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A SIGKILL right after CreateMultipartUpload, before any part: the upload id is durable in
+/// the journal before the first part is sent, and uploads a crash took the id of are found by
+/// listing; the restarted daemon leaves no upload open (the independent soak found one in 2 of
+/// 5 runs, when the id was written but not flushed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_right_after_an_upload_starts_leaves_no_upload_open() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let mut objects = BTreeMap::new();
+    objects.insert("db/fresh.bin".to_owned(), random(11 * MIB));
+    put_all(&moto, &objects).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_via(&proxy.endpoint, dir.path(), 2, 5).replace(
+        "[daemon]\n",
+        "[daemon]\nmultipart_threshold = 5242880\nmultipart_part_size = 5242880\n",
+    );
+    proxy.stall("partNumber=1&uploadId");
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    wait_requests(&proxy, &daemon, "POST secrets-db/fresh.bin", 1).await;
+    daemon.kill();
+    assert_eq!(open_uploads(&moto, "secrets-db").await.len(), 1);
+    proxy.release();
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let done = wait_job(&mut client, job).await;
+    assert_succeeded(&done, &daemon);
+    for cat in &cats {
+        assert!(
+            open_uploads(&moto, &cat.bucket).await.is_empty(),
+            "an upload was left open in {}",
+            cat.bucket
+        );
+    }
+    let plain = read_sealed(&moto, &cats[0], "fresh.bin").await;
+    assert!(plain == objects["db/fresh.bin"]);
+}
+
+/// A large copy whose upload completed but whose record a SIGKILL lost (killed during the
+/// read-back) is proved by HEAD and read-back on restart, never uploaded again: before, each
+/// restart re-sent every part before a conditional Complete refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_upload_whose_record_was_lost_is_proved_not_resent() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let mut objects = BTreeMap::new();
+    objects.insert("db/done.bin".to_owned(), random(13 * MIB));
+    put_all(&moto, &objects).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_via(&proxy.endpoint, dir.path(), 2, 5).replace(
+        "[daemon]\n",
+        "[daemon]\nmultipart_threshold = 5242880\nmultipart_part_size = 5242880\n",
+    );
+    proxy.stall_get("secrets-db/done.bin");
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    wait_requests(&proxy, &daemon, "GET secrets-db/done.bin", 1).await;
+    daemon.kill();
+    let parts_before = proxy.requests()["PUT secrets-db/done.bin"];
+    assert_eq!(parts_before, 3, "13 MiB in 5 MiB parts");
+    proxy.release();
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let done = wait_job(&mut client, job).await;
+    assert_succeeded(&done, &daemon);
+    let requests = proxy.requests();
+    assert_eq!(
+        requests["PUT secrets-db/done.bin"], parts_before,
+        "parts were uploaded again"
+    );
+    assert_eq!(
+        requests["POST secrets-db/done.bin"], 2,
+        "one create and one complete"
+    );
+    let audit = client.audit(job).await.expect("audit");
+    assert_verified_once(&audit, 1);
+    assert!(audit
+        .iter()
+        .any(|e| e.kind == "object_verified" && e.detail.contains("adopted-existing-upload")));
+    let plain = read_sealed(&moto, &cats[0], "done.bin").await;
+    assert!(plain == objects["db/done.bin"]);
+}

@@ -498,3 +498,158 @@ async fn get_pins_the_category_and_both_keys() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("not the expected \"api\""), "{err}");
 }
+
+/// A verification that cannot reach S3 is not a verification that found every copy
+/// unreadable: the job parks with the reason, records no finding, and a resume once the
+/// endpoint is back finishes it clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoint_parks_a_verification_instead_of_failing_every_object() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    let objects = spread(12, |prefix, i| {
+        (format!("{prefix}u/{i:02}"), b"reach".to_vec())
+    });
+    put_all(&moto, &objects).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let port: u16 = proxy.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_via(&proxy.endpoint, dir.path(), 4, 2));
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start").job_id;
+    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
+
+    drop(proxy);
+    let verify = client.verify(job).await.expect("verify").job_id;
+    // Watching follows a paused job too: poll until it parks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let parked = loop {
+        let j = client.job(verify).await.expect("job");
+        if j.state != pb::JobState::Running as i32 && j.state != pb::JobState::Pending as i32 {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{j:?}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(parked.state, pb::JobState::Paused as i32, "{parked:?}");
+    assert!(parked.message.starts_with("parked: "), "{}", parked.message);
+    assert!(
+        parked.message.contains("dualsealctl resume"),
+        "{}",
+        parked.message
+    );
+    assert_eq!(
+        parked.failed, 0,
+        "objects were marked for the endpoint's fault"
+    );
+    let audit = client.audit(verify).await.expect("audit");
+    assert!(audit.iter().any(|e| e.kind == "job_parked"));
+    assert!(!audit.iter().any(|e| e.kind == "verify_problem"));
+
+    let _back = FaultProxy::start_at(&moto.endpoint, port).await;
+    client.resume(verify).await.expect("resume");
+    let done = wait_job(&mut client, verify).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    let report = client.verify_report(verify).await.expect("report");
+    assert_eq!((report.checked, report.ok), (12, 12));
+}
+
+/// A daemon without AWS credentials refuses to start and says why (before, it started, and
+/// every object was later marked "access denied").
+#[test]
+fn no_credentials_refuses_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_via("http://127.0.0.1:9", dir.path(), 2, 2);
+    let cfg_path = dir.path().join("dualseal.toml");
+    std::fs::write(&cfg_path, config).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualseald"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("run dualseald");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("no AWS credentials were found"), "{err}");
+    assert!(!err.contains("access denied"), "{err}");
+    assert!(
+        !dir.path().join("control.sock").exists(),
+        "socket left behind"
+    );
+}
+
+/// A category key disabled in the middle of a job (AWS refuses it at once; moto does not, so
+/// the fault proxy answers DisabledException as KMS would): nothing more is sealed under it,
+/// its objects fail with the reason, the other categories finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_disabled_mid_job_stops_sealing_under_it() {
+    let moto = Moto::start();
+    let cats = provision(&moto).await;
+    let objects = spread(80, |prefix, i| {
+        (format!("{prefix}d/{i:02}"), vec![b'k'; 100 + i])
+    });
+    put_all(&moto, &objects).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &config_via(&proxy.endpoint, dir.path(), 2, 2));
+    let mut client = daemon.client().await;
+    let job = client
+        .start_with(pb::StartJobRequest {
+            options: Some(pb::JobOptions {
+                limits: Some(pb::JobLimits {
+                    objects_per_sec: 20,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .job_id;
+    wait_until_verified(&mut client, job, 12).await;
+    let db = cats.iter().find(|c| c.name == "db").unwrap();
+    proxy.disable_kms_key(&db.key_arn);
+    let db_verified_then = client
+        .objects(job, pb::ObjectState::Verified)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|o| o.category == "db")
+        .count();
+    let done = wait_job(&mut client, job).await;
+    assert_eq!(
+        done.state,
+        pb::JobState::CompletedWithFailures as i32,
+        "{done:?}"
+    );
+    let verified = client
+        .objects(job, pb::ObjectState::Verified)
+        .await
+        .unwrap();
+    let db_verified = verified.iter().filter(|o| o.category == "db").count();
+    // At most the objects in flight (concurrency 2) finish after the key was disabled.
+    assert!(
+        db_verified <= db_verified_then + 2,
+        "{db_verified} > {db_verified_then} + 2"
+    );
+    assert_eq!(
+        verified.len() - db_verified,
+        60,
+        "the other categories finish"
+    );
+    let failed = client.objects(job, pb::ObjectState::Failed).await.unwrap();
+    assert_eq!(failed.len(), 20 - db_verified);
+    for o in &failed {
+        assert_eq!(o.category, "db");
+        assert!(o.reason.contains("DisabledException"), "{}", o.reason);
+    }
+}

@@ -230,9 +230,21 @@ impl Client {
             .plan_decommission(pb::DecommissionPlanRequest {
                 job_id,
                 mode: mode.to_owned(),
+                ..Default::default()
             })
             .await?
             .into_inner())
+    }
+
+    /// [`plan_decommission`](Self::plan_decommission) with every field of the request.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn plan_decommission_with(
+        &mut self,
+        req: pb::DecommissionPlanRequest,
+    ) -> Result<pb::DecommissionPlan, ClientError> {
+        Ok(self.inner.plan_decommission(req).await?.into_inner())
     }
 
     /// Executes a planned decommission step.

@@ -536,7 +536,7 @@ impl pb::control_server::Control for ControlService {
         };
         let p = self
             .engine
-            .decommission_plan(&who, job_id(r.job_id)?, mode)
+            .decommission_plan(&who, job_id(r.job_id)?, mode, r.destroy_uncopied_versions)
             .await?;
         Ok(Response::new(pb::DecommissionPlan {
             token: p.token,

@@ -90,6 +90,16 @@ impl ObjectError {
         }
     }
 
+    /// Whether the failure is the daemon's (credentials, an unreachable endpoint), not this
+    /// object's: the job parks rather than fail every object in turn.
+    pub fn is_systemic(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_systemic(),
+            Self::Kms(e) => e.is_systemic(),
+            _ => false,
+        }
+    }
+
     /// Short machine-readable cause, for reports (`S3.AccessDenied`, `Verify`).
     pub fn code(&self) -> String {
         match self {

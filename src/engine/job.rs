@@ -194,6 +194,7 @@ async fn recheck(
             "the source was deleted; the copy matches its recorded checksum and opens".to_owned(),
         ),
         super::plan::Finding::Problem(kind, detail) => (ObjectState::Failed, kind, detail),
+        super::plan::Finding::Systemic(why) => return park(ctx, &why).await,
     };
     let reason = (!detail.is_empty()).then(|| format!("{outcome}: {detail}"));
     settle(
@@ -842,6 +843,10 @@ async fn migrate_with_retries(
                     None,
                 )?;
             }
+            Err(e) if e.is_systemic() => {
+                // Not this object's fault: it stays pending for the resume.
+                return park(ctx, &e.to_string()).await;
+            }
             Err(e) => {
                 let why = if e.is_retryable() {
                     format!("gave up after {attempts} attempts: {e}")
@@ -1107,6 +1112,39 @@ async fn check_threshold(ctx: &Ctx) -> Result<(), JournalError> {
             job_id: ctx.id,
             kind: "job_failed",
             outcome: "threshold",
+            detail: message,
+            ..Default::default()
+        })?;
+        ctx.inner.journal.flush().await?;
+        ctx.inner.notify();
+    }
+    ctx.ctl.drain.cancel();
+    Ok(())
+}
+
+/// Stops a running job on a problem that is the daemon's, not its objects' (no credentials, an
+/// endpoint that cannot be reached): the job is paused with the reason, objects stay as they
+/// are, and `resume` continues once the cause is fixed. Marking every object failed or
+/// unreadable would only hide the one cause behind thousands of findings.
+async fn park(ctx: &Ctx, why: &str) -> Result<(), JournalError> {
+    let message = format!(
+        "parked: {why}. This is not a problem of the objects; fix it, then `dualsealctl resume {}`",
+        ctx.id
+    );
+    let mut first = false;
+    ctx.inner.journal.update_job(ctx.id, |j| {
+        if j.state == JobState::Running {
+            first = true;
+            j.state = JobState::Paused;
+            j.message = Some(message.clone());
+        }
+    })?;
+    if first {
+        tracing::error!(job = ctx.id, %message);
+        ctx.inner.journal.append_audit(AuditDraft {
+            job_id: ctx.id,
+            kind: "job_parked",
+            outcome: "paused",
             detail: message,
             ..Default::default()
         })?;

@@ -302,6 +302,9 @@ pub(super) enum Finding {
     /// The source was deleted; the copy still matches its recorded checksum and opens.
     SourceGone,
     Problem(&'static str, String),
+    /// The check could not be made for a reason that is the daemon's, not the object's
+    /// (credentials, an unreachable endpoint): the verification parks.
+    Systemic(String),
 }
 
 /// The report of a verification job, from its objects in the journal (streamed).
@@ -373,6 +376,7 @@ pub(super) async fn check_one(
         let mac_key = fresh_mac_key();
         let source = match digest_object(inner.store.as_ref(), source_bucket, key, &mac_key).await {
             Ok(s) => s,
+            Err(e) if e.is_systemic() => return Finding::Systemic(e.to_string()),
             Err(e) => return Finding::Problem("unreadable", e.to_string()),
         };
         if let Some((etag, _)) = &source {
@@ -397,6 +401,7 @@ pub(super) async fn check_one(
     let source = match inner.store.get(source_bucket, key).await {
         Ok(s) => Some(s),
         Err(e) if e.kind == AwsErrorKind::NotFound => None,
+        Err(e) if e.is_systemic() => return Finding::Systemic(e.to_string()),
         Err(e) => return Finding::Problem("unreadable", e.to_string()),
     };
     if let Some(src) = &source {
@@ -474,6 +479,7 @@ async fn judge(
         Err(e @ (ObjectError::Verify(_) | ObjectError::Envelope(_))) => {
             Finding::Problem("mismatched", e.to_string())
         }
+        Err(e) if e.is_systemic() => Finding::Systemic(e.to_string()),
         Err(e) => Finding::Problem("unreadable", e.to_string()),
     }
 }

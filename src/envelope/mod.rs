@@ -64,6 +64,13 @@ pub const NONCE_PREFIX_LEN: usize = 19;
 pub const COMMITMENT_LEN: usize = 32;
 /// Largest wrapped (KMS ciphertext blob) data key a reader accepts.
 pub const MAX_WRAPPED_KEY_LEN: usize = 1024;
+/// Largest KMS key id a header may carry (a key ARN is about 75 bytes; an alias ARN at most
+/// a few hundred).
+pub const MAX_KEY_ID_LEN: usize = 2048;
+/// Most encryption-context pairs a header may carry (dualseal writes three).
+pub const MAX_CONTEXT_PAIRS: u16 = 64;
+/// Largest header a reader accepts: bounds what it buffers before the first segment.
+pub const MAX_HEADER_LEN: usize = 64 * 1024;
 
 const INFO_CONTENT_KEY: &[u8] = b"dualseal/v1 content key";
 const INFO_COMMITMENT: &[u8] = b"dualseal/v1 key commitment";
@@ -415,6 +422,11 @@ pub fn parse_header(envelope: &[u8]) -> Result<(Header, usize), EnvelopeError> {
     let nonce_prefix = r.array("nonce prefix")?;
     let commitment = r.array("commitment")?;
     let kms_key_id = r.str16("KMS key id")?;
+    if kms_key_id.is_empty() || kms_key_id.len() > MAX_KEY_ID_LEN {
+        return Err(EnvelopeError::MalformedHeader(
+            "KMS key id length out of range",
+        ));
+    }
     let wrapped_key = r.bytes16("wrapped key")?.to_vec();
     if wrapped_key.is_empty() || wrapped_key.len() > MAX_WRAPPED_KEY_LEN {
         return Err(EnvelopeError::MalformedHeader(
@@ -422,6 +434,11 @@ pub fn parse_header(envelope: &[u8]) -> Result<(Header, usize), EnvelopeError> {
         ));
     }
     let count = r.u16("context count")?;
+    if count == 0 || count > MAX_CONTEXT_PAIRS {
+        return Err(EnvelopeError::MalformedHeader(
+            "context pair count out of range",
+        ));
+    }
     let mut context = EncryptionContext::new();
     let mut last: Option<String> = None;
     for _ in 0..count {
@@ -441,6 +458,9 @@ pub fn parse_header(envelope: &[u8]) -> Result<(Header, usize), EnvelopeError> {
         return Err(EnvelopeError::MalformedHeader(
             "a shared-key envelope must name its object in the context",
         ));
+    }
+    if r.pos > MAX_HEADER_LEN {
+        return Err(EnvelopeError::MalformedHeader("header longer than 64 KiB"));
     }
     let header = Header {
         version,

@@ -80,6 +80,8 @@ struct State {
     disabled_keys: Mutex<HashSet<String>>,
     /// Requests whose query contains this string never get an answer (until cleared).
     stall: Mutex<Option<String>>,
+    /// Paths ("bucket/key") whose GETs never get an answer (until cleared).
+    stall_gets: Mutex<HashSet<String>>,
     injected: AtomicU64,
     total: AtomicU64,
 }
@@ -135,7 +137,13 @@ fn xml_error(status: StatusCode, code: &str) -> Response<Body> {
 impl FaultProxy {
     /// Starts a proxy on a free loopback port forwarding to `upstream` (http://127.0.0.1:PORT).
     pub async fn start(upstream: &str) -> FaultProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_at(upstream, 0).await
+    }
+
+    /// [`start`](Self::start) on a given loopback port (0: any free one): a proxy that was
+    /// dropped, making its endpoint unreachable, comes back at the same address.
+    pub async fn start_at(upstream: &str, port: u16) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
@@ -188,9 +196,16 @@ impl FaultProxy {
         *lock(&self.state.stall) = Some(query_part.to_owned());
     }
 
-    /// Ends [`stall`](Self::stall) for requests that arrive from now on.
+    /// Holds every GET of `bucket_key` unanswered until [`release`](Self::release).
+    pub fn stall_get(&self, bucket_key: &str) {
+        lock(&self.state.stall_gets).insert(bucket_key.to_owned());
+    }
+
+    /// Ends [`stall`](Self::stall) and [`stall_get`](Self::stall_get) for requests that
+    /// arrive from now on.
     pub fn release(&self) {
         *lock(&self.state.stall) = None;
+        lock(&self.state.stall_gets).clear();
     }
 
     /// Answers KMS calls naming `key_id` with DisabledException, as AWS does for a disabled
@@ -268,7 +283,7 @@ async fn handle(
     let stalled = lock(&st.stall)
         .as_deref()
         .is_some_and(|q| !q.is_empty() && query.contains(q));
-    if stalled {
+    if stalled || (is_get && lock(&st.stall_gets).contains(&path)) {
         std::future::pending::<()>().await;
     }
     if is_get && lock(&st.forbidden).contains(&path) {

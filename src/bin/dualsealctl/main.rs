@@ -451,6 +451,10 @@ enum DecommissionCmd {
         /// under Object Lock).
         #[arg(long)]
         mode: String,
+        /// delete only: acknowledge destroying exactly this many noncurrent versions of
+        /// verified keys that were never copied (the plan names the count when it refuses).
+        #[arg(long, default_value_t = 0)]
+        destroy_uncopied_versions: u64,
     },
     /// Execute a planned step.
     Run {
@@ -732,8 +736,18 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Decommission { cmd } => {
             match cmd {
-                DecommissionCmd::Plan { job, mode } => {
-                    let p = c.plan_decommission(job, &mode).await?;
+                DecommissionCmd::Plan {
+                    job,
+                    mode,
+                    destroy_uncopied_versions,
+                } => {
+                    let p = c
+                        .plan_decommission_with(pb::DecommissionPlanRequest {
+                            job_id: job,
+                            mode,
+                            destroy_uncopied_versions,
+                        })
+                        .await?;
                     if args.json {
                         println!("{}", serde_json::to_value(&p)?);
                     } else {

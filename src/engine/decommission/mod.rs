@@ -74,6 +74,8 @@ pub(super) struct Planned {
     new_policy: Option<String>,
     deletes: Vec<(String, String)>,
     archives: Vec<archive::ArchiveItem>,
+    /// Uncopied source versions the operator acknowledged destroying (delete only).
+    acknowledged: u64,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -162,26 +164,39 @@ impl Engine {
         &self,
         job: &crate::journal::JobRecord,
         deletes: &mut Vec<(String, String)>,
+        acknowledged: u64,
     ) -> Result<(String, String), EngineError> {
         let admin = self.source_admin()?;
         let bucket = &job.source_bucket;
         let locking = admin.object_lock_enabled(bucket).await?;
         let (mut kept, mut keys) = (0u64, std::collections::BTreeSet::new());
         let mut blocked = Vec::new();
+        // Data versions of verified keys other than the one the job copied: a key's history,
+        // which exists nowhere else once deleted (archive copies current versions only).
+        let mut uncopied: std::collections::BTreeMap<String, u64> = Default::default();
         let mut marker = None;
         loop {
             let page = admin
                 .list_versions(bucket, &job.prefix, marker.take())
                 .await?;
             for v in page.versions {
-                let verified = self
+                let record = self
                     .inner
                     .journal
                     .get_object(job.id, &v.key)?
-                    .is_some_and(|r| r.state == crate::journal::ObjectState::Verified);
-                if !verified {
+                    .filter(|r| r.state == crate::journal::ObjectState::Verified);
+                let Some(record) = record else {
                     kept += 1;
                     continue;
+                };
+                let copied = match &record.source_version {
+                    Some(copied) => *copied == v.version_id,
+                    None => v.is_latest,
+                };
+                if !v.delete_marker && !copied {
+                    *uncopied
+                        .entry(record.category.clone().unwrap_or_default())
+                        .or_default() += 1;
                 }
                 if locking && !v.delete_marker {
                     let (until, hold) = admin.lock_state(bucket, &v.key, &v.version_id).await?;
@@ -218,6 +233,27 @@ impl Engine {
                 )
             }
         );
+        let history: u64 = uncopied.values().sum();
+        if history != acknowledged {
+            let per: Vec<String> = uncopied.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            return Err(EngineError::FailedPrecondition(if history == 0 {
+                format!(
+                    "this delete destroys no uncopied version; plan it without --destroy-uncopied-versions (it acknowledged {acknowledged})"
+                )
+            } else {
+                format!(
+                    "this delete would destroy {history} noncurrent version(s) of verified keys that were never copied anywhere ({}): a secret's earlier values, which a rotation in progress or an auditor may need, would exist nowhere. Keep them (delete is all or nothing per key), or acknowledge exactly this count with `--destroy-uncopied-versions {history}` and plan again",
+                    per.join(", ")
+                )
+            }));
+        }
+        let summary = if history == 0 {
+            format!("{summary}; every deleted data version was copied")
+        } else {
+            format!(
+                "{summary}; {history} noncurrent version(s) that were never copied are destroyed, as acknowledged"
+            )
+        };
         let archived = self
             .inner
             .journal
@@ -383,13 +419,17 @@ impl Engine {
         actor: &str,
         id: JobId,
         mode: DecommissionMode,
+        destroy_uncopied_versions: u64,
     ) -> Result<DecommissionPlan, EngineError> {
-        let run = self.decommission_plan_inner(id, mode);
+        let run = self.decommission_plan_inner(id, mode, destroy_uncopied_versions);
         self.audited(
             actor,
             "decommission_plan",
             id,
-            format!("mode={}", mode.as_str()),
+            format!(
+                "mode={} destroy_uncopied_versions={destroy_uncopied_versions}",
+                mode.as_str()
+            ),
             run,
             |p| format!("token_id={}", &digest(&[&p.token])[..12]),
         )
@@ -400,6 +440,7 @@ impl Engine {
         &self,
         id: JobId,
         mode: DecommissionMode,
+        acknowledged: u64,
     ) -> Result<DecommissionPlan, EngineError> {
         let job = self.view(id)?.record;
         let admin = self.source_admin()?;
@@ -420,7 +461,7 @@ impl Engine {
             }
             DecommissionMode::Delete => {
                 let copies = self.require_cutover(id).await?;
-                let (summary, fp) = self.plan_deletes(&job, &mut deletes).await?;
+                let (summary, fp) = self.plan_deletes(&job, &mut deletes, acknowledged).await?;
                 let heads = self
                     .inner
                     .journal
@@ -500,6 +541,7 @@ impl Engine {
                 new_policy,
                 deletes,
                 archives,
+                acknowledged,
             },
         );
         Ok(DecommissionPlan {
@@ -547,7 +589,9 @@ impl Engine {
             ));
         }
         // Plan again now: the token only executes the plan it was issued for.
-        let again = self.decommission_plan_inner(p.job, p.mode).await?;
+        let again = self
+            .decommission_plan_inner(p.job, p.mode, p.acknowledged)
+            .await?;
         let fresh = super::lock(&self.inner.decommissions).remove(&again.token);
         if fresh.map(|f| f.fingerprint) != Some(p.fingerprint.clone()) {
             return Err(EngineError::FailedPrecondition(
