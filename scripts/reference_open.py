@@ -6,6 +6,7 @@ HKDF-SHA256, to prove that the format is specified well enough to implement else
 
 usage: reference_open.py FIXTURE.json [...]   (checks envelope_hex opens to plaintext_hex)
        reference_open.py --key HEX ENVELOPE_FILE   (prints the plaintext to stdout)
+       reference_open.py --negative FILE.json     (checks every vector in it is refused)
 """
 import hashlib
 import hmac
@@ -46,14 +47,29 @@ def parse_header(env):
     if version not in (1, 2) or alg != 1:
         raise ValueError(f"unsupported version {version} / algorithm {alg}")
     seg = struct.unpack(">I", take(4))[0]
+    if not 16 <= seg <= 16 * 1024 * 1024:
+        raise ValueError("segment size out of range")
     h = {"version": version, "segment_size": seg, "message_id": take(32), "nonce_prefix": take(19), "commitment": take(32)}
     h["kms_key_id"] = take(u16()).decode()
+    if not 1 <= len(h["kms_key_id"].encode()) <= 2048:
+        raise ValueError("KMS key id length out of range")
     h["wrapped_key"] = take(u16())
+    if not 1 <= len(h["wrapped_key"]) <= 1024:
+        raise ValueError("wrapped key length out of range")
     ctx = {}
-    for _ in range(u16()):
-        k = take(u16()).decode()
-        ctx[k] = take(u16()).decode()
+    count = u16()
+    if not 1 <= count <= 64:
+        raise ValueError("context pair count out of range")
+    last = None
+    for _ in range(count):
+        kb = take(u16())
+        if last is not None and kb <= last:
+            raise ValueError("context names not strictly ascending")
+        last = kb
+        ctx[kb.decode()] = take(u16()).decode()
     h["context"] = ctx
+    if pos > 64 * 1024:
+        raise ValueError("header longer than 64 KiB")
     if version == 2 and "dualseal:key" not in ctx:
         raise ValueError("a version-2 envelope must name its object in the context")
     # What KMS Decrypt must be given (FORMAT.md step 3): version 2 leaves out dualseal:key.
@@ -73,6 +89,8 @@ def open_envelope(data_key, env):
     chunks = [body[i:i + step] for i in range(0, len(body), step)] or []
     if not chunks:
         raise ValueError("no segments")
+    if len(chunks) > 1 and len(chunks[-1]) == 16:
+        raise ValueError("not canonical: an empty last segment after a full one")
     out = b""
     for i, c in enumerate(chunks):
         last = 1 if i == len(chunks) - 1 else 0
@@ -83,6 +101,15 @@ def open_envelope(data_key, env):
 
 def main():
     args = sys.argv[1:]
+    if args[:1] == ["--negative"]:
+        for v in json.load(open(args[1])):
+            try:
+                open_envelope(bytes.fromhex(v["data_key_hex"]), bytes.fromhex(v["envelope_hex"]))
+            except Exception as e:  # noqa: BLE001 (any refusal is the expected outcome)
+                print(f"refused, as it must be: {v['description']}: {e}")
+                continue
+            raise SystemExit(f"{args[1]}: opened what must be refused: {v['description']}")
+        return
     if args[:1] == ["--key"]:
         _, out = open_envelope(bytes.fromhex(args[1]), open(args[2], "rb").read())
         sys.stdout.buffer.write(out)

@@ -53,6 +53,7 @@ else
 fi
 log "reference decryptor (libsodium + stdlib HKDF) on the golden envelopes"
 python3 scripts/reference_open.py tests/fixtures/envelope-v*.json
+python3 scripts/reference_open.py --negative tests/fixtures/envelope-negative.json
 log "systemd units: systemd-analyze verify, and security exposure <= 1.5"
 scripts/check-systemd.sh
 # Licenses, duplicate/wildcard bans and crate sources need no network; advisories need the

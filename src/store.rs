@@ -625,7 +625,7 @@ impl ObjectStore for S3Store {
                     .filter(|r| r.status().is_success())
                     .and_then(|r| {
                         let body = r.body().bytes()?;
-                        let etag = xml_element(body, "ETag")?;
+                        let etag = lenient_element(body, &["CompleteMultipartUpload"], "ETag")?;
                         let header = |h| r.headers().get(h).map(str::to_owned);
                         Some(PutResult {
                             etag: etag.replace("&quot;", "\""),
@@ -948,7 +948,13 @@ impl BucketAdmin for S3Store {
             Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => e
                 .raw_response()
                 .and_then(|r| r.body().bytes())
-                .and_then(|b| xml_element(b, "Status")),
+                .and_then(|b| {
+                    lenient_element(
+                        b,
+                        &["VersioningConfiguration", "GetBucketVersioning"],
+                        "Status",
+                    )
+                }),
             Err(e) => return Err(err("GetBucketVersioning", bucket, "", e)),
         };
         let own = c
@@ -1357,6 +1363,33 @@ impl S3Store {
     }
 }
 
+/// The name of the root element of an XML answer (after the `<?xml …?>` prolog).
+fn xml_root(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?.trim_start();
+    let text = match text.strip_prefix("<?") {
+        Some(rest) => rest.split_once("?>")?.1.trim_start(),
+        None => text,
+    };
+    let tag = text.strip_prefix('<')?;
+    let end = tag.find(|c: char| c.is_whitespace() || c == '>' || c == '/')?;
+    Some(&tag[..end])
+}
+
+/// The text of the first `<name>` element of a 2xx answer the SDK refused to parse, only when
+/// the answer is the one expected: its root element starts with one of `roots` (moto names
+/// them differently than S3), and it carries no `<Error>` (S3 may answer 200 with an error
+/// body, which must stay an error).
+fn lenient_element(body: &[u8], roots: &[&str], name: &str) -> Option<String> {
+    let root = xml_root(body)?;
+    if !roots.iter().any(|r| root.starts_with(r)) || root == "Error" {
+        return None;
+    }
+    if std::str::from_utf8(body).ok()?.contains("<Error>") {
+        return None;
+    }
+    xml_element(body, name)
+}
+
 /// The text of the first `<name>` element of a small XML answer.
 fn xml_element(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
@@ -1391,6 +1424,36 @@ fn bad_request(op: &'static str, bucket: &str, message: &str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lenient_parse_never_turns_an_error_into_a_success() {
+        let ok = br#"<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUploadResponse xmlns="x"><ETag>&quot;abc-2&quot;</ETag></CompleteMultipartUploadResponse>"#;
+        assert_eq!(
+            lenient_element(ok, &["CompleteMultipartUpload"], "ETag").as_deref(),
+            Some("&quot;abc-2&quot;")
+        );
+        // S3 answers some failures of CompleteMultipartUpload with 200 and an error body.
+        let error = br#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><ETag>"x"</ETag></Error>"#;
+        assert_eq!(
+            lenient_element(error, &["CompleteMultipartUpload"], "ETag"),
+            None
+        );
+        let nested = br#"<CompleteMultipartUploadResult><Error><Code>SlowDown</Code></Error><ETag>"x"</ETag></CompleteMultipartUploadResult>"#;
+        assert_eq!(
+            lenient_element(nested, &["CompleteMultipartUpload"], "ETag"),
+            None
+        );
+        let other = br#"<ListBucketResult><ETag>"x"</ETag></ListBucketResult>"#;
+        assert_eq!(
+            lenient_element(other, &["CompleteMultipartUpload"], "ETag"),
+            None
+        );
+        let versioning = br#"<VersioningConfiguration xmlns="x"><Status>Enabled</Status></VersioningConfiguration>"#;
+        assert_eq!(
+            lenient_element(versioning, &["VersioningConfiguration"], "Status").as_deref(),
+            Some("Enabled")
+        );
+    }
 
     #[test]
     fn only_dsse_kms_counts_as_dsse() {

@@ -30,11 +30,17 @@ fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-const NAMES: [&str; 3] = [
+const NAMES: [&str; 6] = [
     "envelope-v1-small.json",
     "envelope-v1-multi-segment.json",
     "envelope-v2-shared-key.json",
+    "envelope-v1-empty.json",
+    "envelope-v1-exact-segments.json",
+    "envelope-v1-segment-plus-one.json",
 ];
+
+/// The vectors FORMAT.md prints in full (the others are listed there by file name).
+const IN_FORMAT_MD: usize = 3;
 
 fn load(name: &str) -> Vector {
     let text = std::fs::read_to_string(fixtures_dir().join(name)).expect("fixture");
@@ -93,7 +99,7 @@ fn format_md_carries_the_same_vectors() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/FORMAT.md"))
         .expect("FORMAT.md");
     let flat: String = doc.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    for name in NAMES {
+    for name in &NAMES[..IN_FORMAT_MD] {
         let v = load(name);
         assert!(
             flat.contains(&v.envelope_hex),
@@ -138,10 +144,38 @@ fn regenerate_fixtures() {
             ctx("payments/shared.json"),
             true,
         ),
+        (
+            NAMES[3],
+            "an empty plaintext: one segment holding only its tag",
+            Vec::new(),
+            16,
+            ctx("payments/empty"),
+            false,
+        ),
+        (
+            NAMES[4],
+            "exactly three segments of 16 bytes: three segments, the third full and last (no empty fourth)",
+            (0u8..48).collect::<Vec<u8>>(),
+            16,
+            ctx("payments/exact.bin"),
+            false,
+        ),
+        (
+            NAMES[5],
+            "one byte more than a segment: a full segment and a last one of one byte",
+            (0u8..17).collect::<Vec<u8>>(),
+            16,
+            ctx("payments/plus-one.bin"),
+            false,
+        ),
     ];
     for (i, (name, description, plaintext, segment_size, context, shared)) in
         specs.into_iter().enumerate()
     {
+        // Committed vectors are never rewritten: only missing ones are written.
+        if fixtures_dir().join(name).exists() {
+            continue;
+        }
         let fill = |n: usize, b: u8| hex::encode(vec![b.wrapping_add(i as u8); n]);
         let mut v = Vector {
             description: description.into(),
@@ -164,5 +198,48 @@ fn regenerate_fixtures() {
         v.envelope_hex = hex::encode(seal_vector(&v));
         let text = serde_json::to_string_pretty(&v).expect("json");
         std::fs::write(fixtures_dir().join(name), text + "\n").expect("write");
+    }
+}
+
+#[derive(Deserialize)]
+struct Negative {
+    description: String,
+    refused_as: String,
+    data_key_hex: String,
+    envelope_hex: String,
+}
+
+/// Every envelope in `envelope-negative.json` (made by `make_negative_vectors.py` from the
+/// format description alone) is refused, for the reason it names; `scripts/reference_open.py
+/// --negative` checks the same file with the independent reader.
+#[test]
+fn negative_vectors_are_refused_for_their_reason() {
+    let text = std::fs::read_to_string(fixtures_dir().join("envelope-negative.json"))
+        .expect("negative vectors");
+    let vectors: Vec<Negative> = serde_json::from_str(&text).expect("json");
+    assert!(vectors.len() >= 12);
+    for v in vectors {
+        let key = DataKey::from_slice(&hex::decode(&v.data_key_hex).expect("hex")).expect("key");
+        let env = hex::decode(&v.envelope_hex).expect("hex");
+        let err = envelope::open(&key, &env, None).expect_err(&v.description);
+        assert!(
+            format!("{err:?}").starts_with(&v.refused_as),
+            "{}: refused as {err:?}, expected {}",
+            v.description,
+            v.refused_as
+        );
+        // The streaming opener refuses it too.
+        let mut opener = envelope::StreamOpener::new(None);
+        let mut out = zeroize::Zeroizing::new(Vec::new());
+        let streamed = (|| {
+            opener.push(&env, &mut out)?;
+            opener.start(&key, &mut out)?;
+            opener.finish(&mut out)
+        })();
+        assert!(
+            streamed.is_err(),
+            "{}: the stream opener accepted it",
+            v.description
+        );
     }
 }

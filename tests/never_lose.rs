@@ -653,3 +653,67 @@ async fn a_key_disabled_mid_job_stops_sealing_under_it() {
         assert!(o.reason.contains("DisabledException"), "{}", o.reason);
     }
 }
+
+/// The large-object path and the decommission path fail closed too: with the KMS key dropped
+/// from every S3 answer, a multipart copy is not verified (its reason names the server's
+/// silence), and an archive planned while the key was reported is refused at run time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_and_archive_fail_closed_when_s3_names_no_key() {
+    let moto = Moto::start();
+    provision(&moto).await;
+    moto.s3()
+        .create_bucket()
+        .bucket("secrets-archive")
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .expect("archive bucket");
+    let mut objects = std::collections::BTreeMap::new();
+    objects.insert("tls/large.bin".to_owned(), vec![7u8; 6 * 1024 * 1024]);
+    objects.insert("db/small".to_owned(), b"small".to_vec());
+    put_all(&moto, &objects).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_via(&proxy.endpoint, dir.path(), 2, 2).replace(
+        "[daemon]\n",
+        "[daemon]\nmultipart_threshold = 5242880\nmultipart_part_size = 5242880\n",
+    )
+        + "\n[decommission]\narchive_bucket = \"secrets-archive\"\narchive_retention_days = 1\n";
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut client = daemon.client().await;
+
+    proxy.report_sse(SseReport::DropKey, &[]);
+    let job = client.start("", false).await.expect("start").job_id;
+    let done = wait_job(&mut client, job).await;
+    assert_eq!((done.verified, done.failed), (0, 2), "{done:?}");
+    for o in client.objects(job, pb::ObjectState::Failed).await.unwrap() {
+        assert!(
+            o.reason.contains("did not report which KMS key"),
+            "{}: {}",
+            o.source_key,
+            o.reason
+        );
+    }
+
+    // With the key reported again the failed objects migrate (no new write of the large one
+    // is needed: its copy is proved where it is).
+    proxy.report_sse(SseReport::AsIs, &[]);
+    client.retry(job).await.expect("retry");
+    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
+
+    let plan = client
+        .plan_decommission(job, "archive")
+        .await
+        .expect("archive plan");
+    proxy.report_sse(SseReport::DropKey, &[]);
+    let refused = client
+        .decommission(&plan.token)
+        .await
+        .expect_err("an archive run whose copies cannot be proved must be refused");
+    assert!(
+        refused.to_string().contains("named no KMS key"),
+        "{refused}"
+    );
+    let cut = client.cutover_check(job).await.expect("cutover");
+    assert!(!cut.ready);
+}

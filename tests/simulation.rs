@@ -284,8 +284,9 @@ fn crash(life: Life) {
         journal,
         engine,
     } = life;
-    // Every task stops at its next await, as a process killed there would.
-    rt.shutdown_background();
+    // Every task stops at its next await, as a process killed there would; the old life's
+    // threads are gone before the next one boots (a killed process sends nothing after).
+    rt.shutdown_timeout(Duration::from_secs(10));
     drop(engine);
     drop(journal);
 }

@@ -927,10 +927,17 @@ impl Engine {
             .await?;
         self.quiesce(id, true).await;
         tracing::info!(job = id, "job cancelled; nothing of it is running");
-        if matches!(verdict, Verdict::Move(_)) {
+        // Also when already cancelled: a cancel repeated after a crash (or a timeout) finishes
+        // the clean-up the first one may not have.
+        if matches!(verdict, Verdict::Move(_) | Verdict::Already(_)) {
             let journal = Arc::clone(&self.inner.journal);
-            let aborted =
-                multipart::abort_open_uploads(journal, self.inner.store.as_ref(), id).await?;
+            let aborted = multipart::abort_open_uploads(
+                journal,
+                self.inner.store.as_ref(),
+                id,
+                &self.inner.settings.multipart,
+            )
+            .await?;
             if aborted > 0 {
                 self.inner.journal.append_audit(AuditDraft {
                     job_id: id,

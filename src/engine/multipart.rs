@@ -645,30 +645,53 @@ pub(super) async fn abort_open_uploads(
     journal: std::sync::Arc<crate::journal::Journal>,
     store: &dyn ObjectStore,
     job: crate::journal::JobId,
+    settings: &Settings,
 ) -> Result<usize, JournalError> {
     let scan = std::sync::Arc::clone(&journal);
-    // The scan reads every record of the job: off the async workers.
+    let threshold = settings.threshold;
+    // The scan reads every record of the job: off the async workers. A journaled upload is
+    // open for sure; an unfinished large object may have one whose id a crash took before it
+    // was journaled, which only a listing of its key finds.
     let open = tokio::task::spawn_blocking(move || {
         scan.iter_objects(job, None)
-            .filter(|r| r.as_ref().map_or(true, |(_, rec)| rec.upload_id.is_some()))
+            .filter(|r| {
+                r.as_ref().map_or(true, |(_, rec)| {
+                    rec.upload_id.is_some() || (rec.state.is_pending() && rec.size >= threshold)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|e| JournalError::Storage(sled::Error::Io(std::io::Error::other(e.to_string()))))??;
     let mut aborted = 0;
     for (key, rec) in open {
-        let (Some(bucket), Some(upload)) = (&rec.dest_bucket, &rec.upload_id) else {
+        let Some(bucket) = &rec.dest_bucket else {
             continue;
         };
         let dest_key = rec.dest_key.as_deref().unwrap_or(&key);
-        match store.abort_multipart(bucket, dest_key, upload).await {
-            Ok(()) => {
-                journal.transition(job, &key, |r| r.upload_id = None, None)?;
-                aborted += 1;
-            }
+        let mut ids: Vec<String> = rec.upload_id.iter().cloned().collect();
+        match store.list_uploads(bucket, dest_key).await {
+            Ok(listed) => ids.extend(
+                listed
+                    .into_iter()
+                    .filter(|id| Some(id) != rec.upload_id.as_ref()),
+            ),
             Err(e) => {
-                tracing::warn!(job, key, error = %e, "could not abort an open multipart upload; a lifecycle rule must remove it");
+                tracing::warn!(job, key, error = %e, "could not list the open multipart uploads of a key; a lifecycle rule must remove any");
             }
+        }
+        let mut all = true;
+        for upload in &ids {
+            match store.abort_multipart(bucket, dest_key, upload).await {
+                Ok(()) => aborted += 1,
+                Err(e) => {
+                    all = false;
+                    tracing::warn!(job, key, error = %e, "could not abort an open multipart upload; a lifecycle rule must remove it");
+                }
+            }
+        }
+        if all && rec.upload_id.is_some() {
+            journal.transition(job, &key, |r| r.upload_id = None, None)?;
         }
     }
     Ok(aborted)

@@ -103,6 +103,9 @@ pub enum EnvelopeError {
     /// A segment failed authentication: the ciphertext or header was altered.
     #[error("segment {0} failed authentication: the envelope was altered or truncated")]
     Authentication(u32),
+    /// The envelope is a second encoding of a plaintext that has exactly one.
+    #[error("envelope is not canonical: {0}")]
+    NonCanonical(&'static str),
     /// A caller fed segments in a way the format does not allow.
     #[error("invalid segment use: {0}")]
     Misuse(&'static str),
@@ -716,6 +719,12 @@ impl Opener {
             || (!last && ciphertext.len() != max)
         {
             return Err(EnvelopeError::Authentication(self.next));
+        }
+        // One plaintext, one encoding: only an empty plaintext ends in an empty segment.
+        if last && self.next > 0 && ciphertext.len() == TAG_LEN {
+            return Err(EnvelopeError::NonCanonical(
+                "an empty last segment after a full one",
+            ));
         }
         let (body, tag) = ciphertext.split_at(ciphertext.len() - TAG_LEN);
         let start = out.len();

@@ -13,8 +13,8 @@ use super::{DataKey, HeaderParams};
 
 /// Headers dualseal writes are a few hundred bytes; a reader refuses to buffer more than this
 /// while looking for the end of one, so a damaged length field cannot make it hold a whole
-/// object.
-pub const MAX_HEADER_LEN: usize = 256 * 1024;
+/// object (FORMAT.md's bound on a header).
+pub const MAX_HEADER_LEN: usize = super::MAX_HEADER_LEN;
 
 /// Seals plaintext pushed in arbitrary chunks. The header comes out of the first push.
 pub struct StreamSealer {
@@ -345,12 +345,13 @@ mod tests {
 
     #[test]
     fn a_header_that_never_ends_is_refused_without_buffering_the_object() {
-        // A valid start whose context claims 65,535 pairs, each with a 60,000-byte name.
+        // A valid start whose context claims 64 pairs (the most allowed), each with a
+        // 60,000-byte name.
         let mut env = b"DSEL".to_vec();
         env.extend_from_slice(&[1, 1]);
         env.extend_from_slice(&16u32.to_be_bytes());
         env.extend_from_slice(&[0u8; 32 + 19 + 32]);
-        env.extend_from_slice(&[0, 1, b'k', 0, 1, b'w', 0xff, 0xff]);
+        env.extend_from_slice(&[0, 1, b'k', 0, 1, b'w', 0x00, 0x40]);
         for i in 0..20u32 {
             let mut name = format!("{i:08}").into_bytes();
             name.resize(60_000, b'x');
