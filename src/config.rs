@@ -562,6 +562,40 @@ impl DaemonConfig {
     }
 }
 
+/// Whether `k` has the shape of a KMS key reference: a key id (UUID, or `mrk-` and 32 hex
+/// digits), a key or alias ARN, or `alias/NAME`.
+fn kms_key_ref_ok(k: &str) -> bool {
+    let uuid = |s: &str| {
+        let parts: Vec<&str> = s.split('-').collect();
+        parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+            && parts
+                .iter()
+                .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    let mrk = |s: &str| {
+        s.strip_prefix("mrk-")
+            .is_some_and(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    let alias = |s: &str| {
+        s.strip_prefix("alias/").is_some_and(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
+        })
+    };
+    if let Some(rest) = k.strip_prefix("arn:") {
+        // arn:PARTITION:kms:REGION:ACCOUNT:key/ID or :alias/NAME
+        let f: Vec<&str> = rest.splitn(5, ':').collect();
+        return f.len() == 5
+            && f[1] == "kms"
+            && (f[4]
+                .strip_prefix("key/")
+                .is_some_and(|id| uuid(id) || mrk(id))
+                || alias(f[4]));
+    }
+    uuid(k) || mrk(k) || alias(k)
+}
+
 /// How many data errors one parse reports before it stops looking for more.
 const MAX_PARSE_PROBLEMS: usize = 50;
 
@@ -778,10 +812,11 @@ impl Config {
                 "daemon.journal_path = {:?}: give an absolute path (a relative one depends on the directory dualseald happens to start in)",
                 d.journal_path
             ));
-        } else if d.journal_path.is_file() {
+        } else if let Some(file) = d.journal_path.ancestors().find(|a| a.is_file()) {
             p.push(format!(
-                "daemon.journal_path = {:?}: this is a file; the journal is a directory (give a path that does not exist yet, or the journal's directory)",
-                d.journal_path
+                "daemon.journal_path = {:?}: {} is a file; the journal is a directory (give a path that does not exist yet, or the journal's directory)",
+                d.journal_path,
+                if file == d.journal_path { "this".to_owned() } else { format!("{file:?}") }
             ));
         }
         if d.socket_mode().is_none() {
@@ -792,6 +827,11 @@ impl Config {
         }
         if d.control_socket.as_os_str().is_empty() {
             p.push("daemon.control_socket: must not be empty".into());
+        } else if !d.control_socket.is_absolute() {
+            p.push(format!(
+                "daemon.control_socket = {:?}: give an absolute path (a relative one depends on the directory dualseald happens to start in)",
+                d.control_socket
+            ));
         }
         let dc = &self.decommission;
         if let Some(b) = &dc.archive_bucket {
@@ -855,6 +895,15 @@ impl Config {
                 p.push(format!(
                     "{at}.bucket {:?}: already used by category {other:?}; each category needs its own bucket",
                     c.bucket
+                ));
+            }
+            if c.kms_key
+                .as_deref()
+                .is_some_and(|k| !k.trim().is_empty() && !kms_key_ref_ok(k))
+            {
+                p.push(format!(
+                    "{at}.kms_key = {:?}: not a KMS key reference; give a key id (a UUID or mrk-…), a key ARN (arn:aws:kms:…:key/…), alias/NAME or an alias ARN",
+                    c.kms_key.as_deref().unwrap_or_default()
                 ));
             }
             if c.kms_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
@@ -957,6 +1006,33 @@ fn bucket_name_problem(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_and_key_references_are_checked_before_anything_runs() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "[source]\nbucket = \"master\"\n[daemon]\njournal_path = \"{}/sub\"\ncontrol_socket = \"relative.sock\"\n[[category]]\nname = \"db\"\nbucket = \"secrets-db\"\nkms_key = \"not-a-key\"\nprefixes = [\"db/\"]\n",
+            file.path().display()
+        );
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        for needle in ["is a file", "control_socket", "not a KMS key reference"] {
+            assert!(err.contains(needle), "{needle:?} missing from {err}");
+        }
+        for ok in [
+            "alias/dualseal-db",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "mrk-1234abcd12ab34cd56ef1234567890ab",
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws-us-gov:kms:us-gov-west-1:111122223333:alias/secrets",
+        ] {
+            assert!(kms_key_ref_ok(ok), "{ok}");
+        }
+        for bad in ["not-a-key", "alias/", "arn:aws:s3:::bucket", "key/1234"] {
+            assert!(!kms_key_ref_ok(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parse_level_problems_are_reported_together_with_the_others() {

@@ -122,6 +122,7 @@ pub async fn read_into(
     use futures::StreamExt as _;
     let mut obj = store.get_stream(bucket, key).await?;
     check_dsse(obj.sse.as_deref(), bucket, key)?;
+    let reported = obj.sse_kms_key_id.clone();
     if let Some(e) = expect {
         let reported = match obj.sse_kms_key_id.clone() {
             Some(k) => Some(k),
@@ -167,6 +168,20 @@ pub async fn read_into(
             if let Some(header) = opener.header() {
                 check_location(header, bucket, key)?;
                 let category = check_expectation(header, bucket, key, expect)?;
+                // Both layers are sealed under one category key: even without an expectation,
+                // a server-side key that differs from the envelope's is a replaced object.
+                if let Some(found) = reported
+                    .as_deref()
+                    .filter(|k| !same_key(k, &header.kms_key_id))
+                {
+                    return Err(ReadError::WrongKey {
+                        bucket: bucket.into(),
+                        key: key.into(),
+                        layer: "server-side layer (DSSE-KMS)",
+                        found: found.to_owned(),
+                        expected: format!("{} (the key its envelope names)", header.kms_key_id),
+                    });
+                }
                 let data_key = unwrap(keys, header, bucket, key, category).await?;
                 opener.start(&data_key, &mut plain).map_err(bad)?;
                 started = true;

@@ -434,16 +434,22 @@ async fn get_pins_the_category_and_both_keys() {
         b"forged secret",
     )
     .expect("seal");
-    moto.s3()
-        .put_object()
-        .bucket("secrets-db")
-        .key("forged")
-        .body(ByteStream::from(sealed))
-        .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
-        .ssekms_key_id(&db.key_arn)
-        .send()
-        .await
-        .expect("put forged");
+    let put_forged = |dsse_key: String, sealed: Vec<u8>| {
+        let s3 = moto.s3();
+        async move {
+            s3.put_object()
+                .bucket("secrets-db")
+                .key("forged")
+                .body(ByteStream::from(sealed))
+                .server_side_encryption(ServerSideEncryption::AwsKmsDsse)
+                .ssekms_key_id(dsse_key)
+                .send()
+                .await
+                .expect("put forged");
+        }
+    };
+    // Both layers under the api key: consistent in itself, so only a pinned reader can tell.
+    put_forged(api.key_arn.clone(), sealed.clone()).await;
     let loose = dualsealctl_get(&moto, "s3://secrets-db/forged");
     assert!(
         loose.status.success(),
@@ -455,7 +461,20 @@ async fn get_pins_the_category_and_both_keys() {
         !refused.status.success() && refused.stdout.is_empty(),
         "{err}"
     );
-    assert!(err.contains("its envelope is under KMS key"), "{err}");
+    assert!(err.contains("is under KMS key"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    // The envelope under the api key, DSSE under the db key: the layers disagree, which any
+    // reader sees, pinned or not.
+    put_forged(db.key_arn.clone(), sealed).await;
+    for args in [&pin[..], &[]] {
+        let refused = dualsealctl_get_with(&moto, "s3://secrets-db/forged", args);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && refused.stdout.is_empty(),
+            "{err}"
+        );
+        assert!(err.contains("is under KMS key"), "{err}");
+    }
 
     // A genuine db envelope whose server-side layer is under the api key.
     let s3 = moto.s3();

@@ -26,9 +26,16 @@ pub enum ClientError {
         "invalid address {0:?}: use unix:///path/to/socket, a socket path, or http://host:port"
     )]
     Address(String),
-    /// The daemon refused or failed the call.
+    /// The daemon refused or failed the call. Not a `source`: tonic's own rendering of a
+    /// status repeats the message with its metadata, which a reader of an error never needs.
     #[error("{}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Status(s)
+    }
 }
 
 /// Adds the bearer token, when there is one, to every call.

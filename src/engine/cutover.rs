@@ -291,7 +291,7 @@ impl Engine {
                 )
             } else {
                 format!(
-                    "{} of {} cop(ies) checked against S3 now do not hold: {}{}; restore them (`dualsealctl sync {id}` or a new job migrates them again) before anything is decommissioned",
+                    "{} of {} cop(ies) checked against S3 now do not hold: {}{}; nothing may be decommissioned until they do. A missing copy is written again by a new job over its keys; a changed or re-encrypted one must be moved away first (dualseal never writes over an object that is not its verified copy), then a new job migrates it",
                     r.copies_failed_count,
                     r.copies_checked,
                     r.copies_failed.join("; "),

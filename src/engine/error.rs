@@ -48,6 +48,16 @@ impl EngineError {
             _ => false,
         }
     }
+
+    /// Whether the failure is the daemon's (no credentials, an unreachable endpoint) rather
+    /// than the job's: the job parks instead of failing.
+    pub fn is_systemic(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_systemic(),
+            Self::Kms(e) => e.is_systemic(),
+            _ => false,
+        }
+    }
 }
 
 /// Why migrating one object failed.
@@ -133,16 +143,24 @@ impl ObjectError {
 pub(super) trait Retryable: std::fmt::Display {
     /// Whether another attempt can succeed.
     fn is_retryable(&self) -> bool;
+    /// Whether it is the daemon's problem rather than the call's.
+    fn is_systemic(&self) -> bool;
 }
 
 impl Retryable for EngineError {
     fn is_retryable(&self) -> bool {
         EngineError::is_retryable(self)
     }
+    fn is_systemic(&self) -> bool {
+        EngineError::is_systemic(self)
+    }
 }
 
 impl Retryable for ObjectError {
     fn is_retryable(&self) -> bool {
         ObjectError::is_retryable(self)
+    }
+    fn is_systemic(&self) -> bool {
+        ObjectError::is_systemic(self)
     }
 }

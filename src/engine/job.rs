@@ -25,6 +25,11 @@ use crate::store::{ListPage, ListedObject};
 /// the job fails: with the backoff policy this is about 10 minutes of a flapping network.
 pub(super) const JOB_CALL_ATTEMPTS: u32 = 25;
 
+/// Attempts a job-level call gets when the failure is the daemon's (no credentials, an
+/// endpoint refusing connections): a few seconds, then the job parks with the reason rather
+/// than waiting out ten minutes to fail.
+const SYSTEMIC_ATTEMPTS: u32 = 4;
+
 /// Runs a job-level call, retrying retryable failures with backoff, up to `attempts`.
 pub(super) async fn with_retries<T, E, F, Fut>(
     inner: &Inner,
@@ -42,7 +47,12 @@ where
     loop {
         n += 1;
         match f().await {
-            Err(e) if e.is_retryable() && n < attempts && !inner.shutdown.is_cancelled() => {
+            Err(e)
+                if e.is_retryable()
+                    && n < attempts
+                    && !(e.is_systemic() && n >= SYSTEMIC_ATTEMPTS)
+                    && !inner.shutdown.is_cancelled() =>
+            {
                 let delay = policy.next_backoff().unwrap_or(inner.settings.retry_max);
                 tracing::warn!(what, attempt = n, error = %e, ?delay, "retrying");
                 tokio::time::sleep(delay).await;
@@ -90,7 +100,7 @@ pub(super) async fn resolve_targets(
             .await;
         let (kms_key_arn, unusable) = match resolved {
             Ok(arn) => (arn, None),
-            Err(e) if strict || e.is_retryable() => return Err(e),
+            Err(e) if strict || e.is_retryable() || e.is_systemic() => return Err(e),
             Err(e) => (
                 c.key_ref(),
                 Some(format!("category {:?} is unusable: {e}", c.name)),
@@ -299,6 +309,34 @@ pub(super) async fn run(inner: Arc<Inner>, id: JobId, ctl: Control) {
                     }
                 }
                 Err(e2) => inner.fail_fatally(format!("{e}; then {e2}")),
+            }
+        }
+        Err(e) if e.is_systemic() => {
+            let message = format!(
+                "parked: {e}. This is not a problem of the objects; fix it, then `dualsealctl resume {id}`"
+            );
+            tracing::error!(job = id, %message);
+            let res = inner
+                .journal
+                .update_job(id, |j| {
+                    if j.state == JobState::Running || j.state == JobState::Pending {
+                        j.state = JobState::Paused;
+                        j.message = Some(message.clone());
+                    }
+                })
+                .and_then(|_| {
+                    inner.journal.append_audit(AuditDraft {
+                        job_id: id,
+                        kind: "job_parked",
+                        outcome: "paused",
+                        detail: message,
+                        ..Default::default()
+                    })
+                });
+            if let Err(e) = res {
+                inner.fail_fatally(e.to_string());
+            } else if let Err(e) = inner.journal.flush().await {
+                inner.fail_fatally(e.to_string());
             }
         }
         Err(e) => {
@@ -985,7 +1023,7 @@ async fn verified(
 ) -> Result<(), JournalError> {
     let (inner, id) = (ctx.inner.as_ref(), ctx.id);
     let detail = format!(
-        "size={} rule={} verify={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} s3_request_id={} kms_key={} sse={} sse_kms_key={} sse_answered_by={} envelope=v{}",
+        "size={} rule={} verify={} write={}{} source_etag={} source_version={} ciphertext_sha256={} dest_etag={} s3_request_id={} kms_key={} sse={} sse_kms_key={} sse_answered_by={} envelope={}",
         proof.size,
         rule.unwrap_or("-"),
         ctx.options.verify_mode.as_str(),
@@ -993,7 +1031,7 @@ async fn verified(
         if proof.source_changed_since_listing { " source-changed-since-listing" } else { "" },
         proof.source_etag,
         proof.source_version.as_deref().unwrap_or("-"),
-        proof.ciphertext_sha256,
+        if proof.ciphertext_sha256.is_empty() { "-" } else { &proof.ciphertext_sha256 },
         proof.dest_etag,
         proof.put_request_id.as_deref().unwrap_or("-"),
         proof.kms_key_arn,
@@ -1002,7 +1040,7 @@ async fn verified(
         proof.server_side.answered_by,
         match proof.envelope_version {
             0 => "as-found".to_owned(),
-            v => v.to_string(),
+            v => format!("v{v}"),
         },
     );
     settle(

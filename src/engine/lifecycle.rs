@@ -68,9 +68,10 @@ pub fn decide(id: JobId, state: JobState, action: Action) -> Verdict {
         (Action::Cancel, s) => Verdict::Refuse(format!(
             "job {id} already ended ({s}); there is nothing to cancel"
         )),
-        (Action::Retry, S::CompletedWithFailures | S::Failed | S::Cancelled) => {
-            Verdict::Move(S::Running)
-        }
+        (Action::Retry, S::CompletedWithFailures | S::Failed) => Verdict::Move(S::Running),
+        (Action::Retry, S::Cancelled) => Verdict::Refuse(format!(
+            "job {id} is cancelled, and a cancelled job stays stopped; start a new job (it adopts the copies this one made)"
+        )),
         (Action::Retry, s) => Verdict::Refuse(format!(
             "job {id} is {s}; only a finished job with failures can be retried"
         )),
@@ -130,7 +131,7 @@ mod tests {
             );
             assert_eq!(
                 matches!(retry, V::Move(S::Running)),
-                matches!(s, S::CompletedWithFailures | S::Failed | S::Cancelled),
+                matches!(s, S::CompletedWithFailures | S::Failed),
                 "{s}"
             );
             assert_eq!(matches!(update, V::Stay), s.is_active(), "{s}");

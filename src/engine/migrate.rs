@@ -86,6 +86,8 @@ pub struct Proved {
     pub server_side: ServerSide,
     /// The KMS key the envelope's header names (the client-side layer), as read.
     pub envelope_kms_key: String,
+    /// The envelope's format version, as read.
+    pub envelope_version: u8,
 }
 
 /// How an attempt made the destination hold the object.
@@ -402,7 +404,7 @@ impl Attempt<'_> {
             how: WriteKind::Adopted,
             source_changed_since_listing: changed,
             // Adopted: written by an earlier attempt, whose envelope version the proof read.
-            envelope_version: 0,
+            envelope_version: proved.envelope_version,
         }
     }
 
@@ -503,6 +505,7 @@ pub async fn prove_destination(
     Ok(Proved {
         server_side,
         envelope_kms_key: header.kms_key_id.clone(),
+        envelope_version: header.version,
     })
 }
 

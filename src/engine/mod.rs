@@ -1109,6 +1109,12 @@ impl Engine {
                 target.state
             )));
         }
+        // A verification of nothing would pass, and read as if it proved something.
+        if self.inner.journal.counts(id).get(ObjectState::Verified) == 0 {
+            return Err(EngineError::FailedPrecondition(format!(
+                "job {id} has no verified object: there is nothing to re-verify (`dualsealctl failures {id}` says why its objects failed)"
+            )));
+        }
         let job = self.inner.journal.create_job_of_kind(
             &target.source_bucket,
             &target.prefix,

@@ -564,7 +564,7 @@ pub async fn prove_streamed(
         "GetObject",
     );
     let server_side = confirm_by_head(store, target, dest_key, answered).await?;
-    let mut envelope_kms_key = String::new();
+    let (mut envelope_kms_key, mut envelope_version) = (String::new(), 0);
     let mut opener = StreamOpener::new(Some(ctx));
     let mut envelope_sha = Sha256::new();
     let mut mac = source.as_ref().map(|(k, _)| mac_with(k));
@@ -577,6 +577,7 @@ pub async fn prove_streamed(
         if !started {
             if let Some(header) = opener.header() {
                 envelope_kms_key.clone_from(&header.kms_key_id);
+                envelope_version = header.version;
                 let key = data_key_for_proof(keys, header, sealed_with).await?;
                 opener.start(&key, &mut plain)?;
                 started = true;
@@ -610,6 +611,7 @@ pub async fn prove_streamed(
     Ok(Proved {
         server_side,
         envelope_kms_key,
+        envelope_version,
     })
 }
 

@@ -498,14 +498,45 @@ impl From<StateArg> for pb::ObjectState {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let args = Args::parse();
     match run(args).await {
         Ok(code) => code,
+        Err(e) if closed_pipe(&e) => ExitCode::from(EXIT_CLOSED_PIPE),
         Err(e) => {
             eprintln!("dualsealctl: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The exit status of a tool killed by SIGPIPE (128 + 13), as shells report it.
+const EXIT_CLOSED_PIPE: u8 = 141;
+
+/// Whether an error is only the reader of our output going away (`dualsealctl … | head`).
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` panics when stdout's reader has gone; that is not a failure of ours, so the
+/// process ends quietly, as a tool killed by SIGPIPE does, instead of printing a backtrace.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") {
+            std::process::exit(i32::from(EXIT_CLOSED_PIPE));
+        }
+        default(info);
+    }));
 }
 
 fn object_state(s: i32) -> &'static str {
@@ -1045,13 +1076,44 @@ async fn get(
         }
         None => {
             let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            dualseal::reader::read_into(&store, &keys, bucket, key, expect, &mut w)
-                .await
-                .context("the output is incomplete")?;
+            let mut w = Counting {
+                inner: std::io::BufWriter::with_capacity(1 << 20, stdout.lock()),
+                written: 0,
+            };
+            if let Err(e) =
+                dualseal::reader::read_into(&store, &keys, bucket, key, expect, &mut w).await
+            {
+                let what = if w.written == 0 {
+                    "nothing was written".to_owned()
+                } else {
+                    format!(
+                        "the output is incomplete: {} authenticated byte(s) were written before the failure; discard them",
+                        w.written
+                    )
+                };
+                return Err(anyhow::Error::new(e).context(what));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A writer that counts what it was given, so that a failure can say whether any output left.
+struct Counting<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `status --also`: the jobs of several daemons (shards of one bucket), each under its socket,

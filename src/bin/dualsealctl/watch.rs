@@ -184,7 +184,13 @@ pub async fn follow(
                 }
             }
         }
+        // A paused (or parked) job does nothing until someone resumes it: watching it would
+        // wait for ever, so the watch ends and says how to go on.
+        let paused = j.state == pb::JobState::Paused as i32;
         last = Some(j);
+        if paused {
+            break;
+        }
     }
     if let Some(b) = &bars {
         b.finish();
@@ -193,7 +199,20 @@ pub async fn follow(
         bail!("the daemon closed the stream without a job state")
     };
     if mode != Mode::Json {
-        println!("{}", summary(&j, started.elapsed()));
+        if j.state == pb::JobState::Paused as i32 {
+            println!(
+                "\njob {} is paused{}; nothing of it runs until `dualsealctl resume {}`",
+                j.job_id,
+                if j.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", j.message)
+                },
+                j.job_id
+            );
+        } else {
+            println!("{}", summary(&j, started.elapsed()));
+        }
     }
     Ok(j)
 }

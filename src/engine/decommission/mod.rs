@@ -242,7 +242,7 @@ impl Engine {
                 )
             } else {
                 format!(
-                    "this delete would destroy {history} noncurrent version(s) of verified keys that were never copied anywhere ({}): a secret's earlier values, which a rotation in progress or an auditor may need, would exist nowhere. Keep them (delete is all or nothing per key), or acknowledge exactly this count with `--destroy-uncopied-versions {history}` and plan again",
+                    "this delete would destroy {history} noncurrent version(s) of verified keys that have no current copy (never copied, or copied and since replaced by a newer version's copy) ({}): a secret's earlier values, which a rotation in progress or an auditor may need, may then exist nowhere. Keep them (delete is all or nothing per key), or acknowledge exactly this count with `--destroy-uncopied-versions {history}` and plan again",
                     per.join(", ")
                 )
             }));
@@ -251,7 +251,7 @@ impl Engine {
             format!("{summary}; every deleted data version was copied")
         } else {
             format!(
-                "{summary}; {history} noncurrent version(s) that were never copied are destroyed, as acknowledged"
+                "{summary}; {history} noncurrent version(s) without a current copy are destroyed, as acknowledged"
             )
         };
         let archived = self
@@ -445,6 +445,12 @@ impl Engine {
         let job = self.view(id)?.record;
         let admin = self.source_admin()?;
         let bucket = job.source_bucket.clone();
+        if acknowledged > 0 && mode != DecommissionMode::Delete {
+            return Err(EngineError::InvalidRequest(format!(
+                "--destroy-uncopied-versions applies to --mode delete only, not {}",
+                mode.as_str()
+            )));
+        }
         // Only the policy modes need the source's current policy (a delete plan does not).
         let current = match mode {
             DecommissionMode::Lockdown | DecommissionMode::Rollback => {
@@ -473,6 +479,17 @@ impl Engine {
                 (summary, None, digest(&[&fp, &copies]))
             }
             DecommissionMode::Lockdown => {
+                // A second lockdown would record the lockdown policy as the one to restore,
+                // and a rollback would then restore it: the original would be lost.
+                if self.last_lockdown(id)?.is_some()
+                    || current
+                        .as_deref()
+                        .is_some_and(|p| p.contains("DualsealLockdown"))
+                {
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "s3://{bucket} is already locked down by dualseal (the policy it had before is kept for rollback); nothing to do. To change the lockdown, roll it back first"
+                    )));
+                }
                 let copies = self.require_cutover(id).await?;
                 let glass = &self.inner.settings.decommission.break_glass;
                 if glass.is_empty() {
