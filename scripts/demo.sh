@@ -155,8 +155,10 @@ say "move applications: the location map, and a secret read as an application wo
 "${CTL[@]}" mapping "$JOB" --format env --output "$WORK/mapping.env"
 head -3 "$WORK/mapping.env"
 "${CTL[@]}" mapping "$JOB" >"$WORK/mapping.jsonl"
-READ_URL="$(python3 -c 'import json,sys; e=[x for x in map(json.loads, open(sys.argv[1])) if x["category"]=="db"][0]; print("s3://%s/%s" % (e["destination_bucket"], e["destination_key"]))' "$WORK/mapping.jsonl")"
-"$BIN/dualsealctl" get "$READ_URL" --endpoint-url "$ENDPOINT" --region us-east-1 --output "$WORK/read-back.bin"
+# The mapping names each copy's category and KMS key: a reader pins both.
+read -r READ_URL READ_CAT READ_KEY < <(python3 -c 'import json,sys; e=[x for x in map(json.loads, open(sys.argv[1])) if x["category"]=="db"][0]; print("s3://%s/%s" % (e["destination_bucket"], e["destination_key"]), e["category"], e["kms_key_arn"])' "$WORK/mapping.jsonl")
+"$BIN/dualsealctl" get "$READ_URL" --expect-category "$READ_CAT" --expect-kms-key "$READ_KEY" \
+    --endpoint-url "$ENDPOINT" --region us-east-1 --output "$WORK/read-back.bin"
 
 say "catch up: a secret rotated in master-secrets after the copy"
 python3 - "$ENDPOINT" "$WORK/mapping.jsonl" <<'PY'
