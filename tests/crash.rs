@@ -130,16 +130,7 @@ async fn sigkill_with_large_objects_leaves_no_upload_open_and_no_second_version(
     let cats = provision(&moto).await;
     let s3 = moto.s3();
     for cat in &cats {
-        s3.put_bucket_versioning()
-            .bucket(&cat.bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("versioning");
+        enable_versioning(&moto, &cat.bucket).await;
     }
     let mut objects = BTreeMap::new();
     for i in 0..small {

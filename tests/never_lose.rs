@@ -55,20 +55,6 @@ async fn empty_bucket(moto: &Moto, bucket: &str) {
     }
 }
 
-async fn versioned_source(moto: &Moto) {
-    moto.s3()
-        .put_bucket_versioning()
-        .bucket(SOURCE)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("versioning");
-}
-
 /// A job over `prefix` with verify=checksum (the mode whose proof rests on S3's answers).
 async fn start_checksum(client: &mut dualseal::api::client::Client, prefix: &str) -> u64 {
     client
@@ -89,6 +75,35 @@ fn one(tag: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::collections::BTreeMap::from([(format!("db/{tag}"), tag.as_bytes().to_vec())])
 }
 
+/// One object under db/TAG, migrated with verify=checksum: its `object_verified` detail, or
+/// the failed object's reason.
+async fn checksum_one(
+    moto: &Moto,
+    client: &mut dualseal::api::client::Client,
+    daemon: &Daemon,
+    tag: &str,
+) -> Result<String, String> {
+    put_all(moto, &one(tag)).await;
+    let job = start_checksum(client, &format!("db/{tag}")).await;
+    let done = wait_job(client, job).await;
+    if done.verified == 1 {
+        assert_succeeded(&done, daemon);
+        let ev = client.audit(job).await.expect("audit");
+        let v = ev
+            .iter()
+            .find(|e| e.kind == "object_verified")
+            .expect("event");
+        Ok(v.detail.clone())
+    } else {
+        assert_eq!((done.verified, done.failed), (0, 1), "{done:?}");
+        let failed = client
+            .objects(job, pb::ObjectState::Failed)
+            .await
+            .expect("objects");
+        Err(failed[0].reason.clone())
+    }
+}
+
 fn check<'a>(r: &'a pb::CutoverReport, name: &str) -> &'a pb::CutoverCheckItem {
     r.checks
         .iter()
@@ -105,7 +120,7 @@ fn check<'a>(r: &'a pb::CutoverReport, name: &str) -> &'a pb::CutoverCheckItem {
 async fn decommission_never_deletes_a_source_whose_copy_is_gone() {
     let moto = Moto::start();
     provision(&moto).await;
-    versioned_source(&moto).await;
+    enable_versioning(&moto, SOURCE).await;
     let objects = spread(24, |prefix, i| {
         (
             format!("{prefix}k/{i:02}"),
@@ -289,83 +304,39 @@ async fn the_audit_trail_records_the_key_s3_answered() {
     let mut client = daemon.client().await;
 
     // 1. As answered by the PUT.
-    let objs = one("as-is");
-    put_all(&moto, &objs).await;
-    let job = start_checksum(&mut client, "db/as-is").await;
-    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
-    let ev = client.audit(job).await.expect("audit");
-    let v = ev
-        .iter()
-        .find(|e| e.kind == "object_verified")
-        .expect("verified event");
-    assert!(
-        v.detail.contains(&format!(
-            "sse=aws:kms:dsse sse_kms_key={db_key} sse_answered_by=PutObject"
-        )),
-        "{}",
-        v.detail
-    );
-
+    let d = checksum_one(&moto, &mut client, &daemon, "as-is")
+        .await
+        .expect("verified");
+    let want = format!("sse=aws:kms:dsse sse_kms_key={db_key} sse_answered_by=PutObject");
+    assert!(d.contains(&want), "{d}");
     // 2. The PUT's answer names no key: one HEAD does, and the trail says so.
     proxy.report_sse(SseReport::DropKey, &[hyper::Method::PUT]);
-    let objs = one("dropped");
-    put_all(&moto, &objs).await;
-    let job = start_checksum(&mut client, "db/dropped").await;
-    assert_succeeded(&wait_job(&mut client, job).await, &daemon);
-    let ev = client.audit(job).await.expect("audit");
-    let v = ev
-        .iter()
-        .find(|e| e.kind == "object_verified")
-        .expect("verified event");
-    assert!(
-        v.detail
-            .contains(&format!("sse_kms_key={db_key} sse_answered_by=HeadObject")),
-        "{}",
-        v.detail
-    );
-
-    // 3. Every answer names the api key: wrong key, and nothing verified.
+    let d = checksum_one(&moto, &mut client, &daemon, "dropped")
+        .await
+        .expect("verified");
+    let want = format!("sse_kms_key={db_key} sse_answered_by=HeadObject");
+    assert!(d.contains(&want), "{d}");
+    // 3. Every answer names the api key: wrong key, nothing verified.
     proxy.report_sse(SseReport::SwapKey(api_key.clone()), &[]);
-    let objs = one("swapped");
-    put_all(&moto, &objs).await;
-    let job = start_checksum(&mut client, "db/swapped").await;
-    let done = wait_job(&mut client, job).await;
-    assert_eq!((done.verified, done.failed), (0, 1));
-    let o = &client.objects(job, pb::ObjectState::Failed).await.unwrap()[0];
+    let r = checksum_one(&moto, &mut client, &daemon, "swapped")
+        .await
+        .expect_err("refused");
     assert!(
-        o.reason
-            .contains(&format!("encrypted under KMS key {api_key}")),
-        "{}",
-        o.reason
+        r.contains(&format!("encrypted under KMS key {api_key}")),
+        "{r}"
     );
-
     // 4. Every answer names no key at all: fails closed, naming the server's silence.
     proxy.report_sse(SseReport::DropKey, &[]);
-    let objs = one("silent");
-    put_all(&moto, &objs).await;
-    let job = start_checksum(&mut client, "db/silent").await;
-    let done = wait_job(&mut client, job).await;
-    assert_eq!((done.verified, done.failed), (0, 1));
-    let o = &client.objects(job, pb::ObjectState::Failed).await.unwrap()[0];
-    assert!(
-        o.reason.contains("did not report which KMS key"),
-        "{}",
-        o.reason
-    );
-
+    let r = checksum_one(&moto, &mut client, &daemon, "silent")
+        .await
+        .expect_err("refused");
+    assert!(r.contains("did not report which KMS key"), "{r}");
     // 5. Another algorithm.
     proxy.report_sse(SseReport::Algorithm("aws:kms".into()), &[]);
-    let objs = one("algorithm");
-    put_all(&moto, &objs).await;
-    let job = start_checksum(&mut client, "db/algorithm").await;
-    let done = wait_job(&mut client, job).await;
-    assert_eq!((done.verified, done.failed), (0, 1));
-    let o = &client.objects(job, pb::ObjectState::Failed).await.unwrap()[0];
-    assert!(
-        o.reason.contains("\"aws:kms\", expected \"aws:kms:dsse\""),
-        "{}",
-        o.reason
-    );
+    let r = checksum_one(&moto, &mut client, &daemon, "algorithm")
+        .await
+        .expect_err("refused");
+    assert!(r.contains("\"aws:kms\", expected \"aws:kms:dsse\""), "{r}");
 }
 
 /// `dualsealctl get` pins what it opens: with the category and key from the mapping, an

@@ -1136,28 +1136,7 @@ async fn check_threshold(ctx: &Ctx) -> Result<(), JournalError> {
         "stopped: {failed} of {finished} finished objects failed, more than the {}% threshold; `dualsealctl failures {}` lists why. Fix the cause, then `dualsealctl retry {}`",
         t.percent, ctx.id, ctx.id
     );
-    let mut first = false;
-    ctx.inner.journal.update_job(ctx.id, |j| {
-        if j.state == JobState::Running {
-            first = true;
-            j.state = JobState::Failed;
-            j.message = Some(message.clone());
-        }
-    })?;
-    if first {
-        tracing::error!(job = ctx.id, %message);
-        ctx.inner.journal.append_audit(AuditDraft {
-            job_id: ctx.id,
-            kind: "job_failed",
-            outcome: "threshold",
-            detail: message,
-            ..Default::default()
-        })?;
-        ctx.inner.journal.flush().await?;
-        ctx.inner.notify();
-    }
-    ctx.ctl.drain.cancel();
-    Ok(())
+    stop_running(ctx, JobState::Failed, "job_failed", "threshold", message).await
 }
 
 /// Stops a running job on a problem that is the daemon's, not its objects' (no credentials, an
@@ -1169,11 +1148,23 @@ async fn park(ctx: &Ctx, why: &str) -> Result<(), JournalError> {
         "parked: {why}. This is not a problem of the objects; fix it, then `dualsealctl resume {}`",
         ctx.id
     );
+    stop_running(ctx, JobState::Paused, "job_parked", "paused", message).await
+}
+
+/// Moves a job that is still running to `state` with `message`, audited as `kind` /
+/// `outcome` once (whichever worker gets there first), and drains it.
+async fn stop_running(
+    ctx: &Ctx,
+    state: JobState,
+    kind: &'static str,
+    outcome: &'static str,
+    message: String,
+) -> Result<(), JournalError> {
     let mut first = false;
     ctx.inner.journal.update_job(ctx.id, |j| {
         if j.state == JobState::Running {
             first = true;
-            j.state = JobState::Paused;
+            j.state = state;
             j.message = Some(message.clone());
         }
     })?;
@@ -1181,8 +1172,8 @@ async fn park(ctx: &Ctx, why: &str) -> Result<(), JournalError> {
         tracing::error!(job = ctx.id, %message);
         ctx.inner.journal.append_audit(AuditDraft {
             job_id: ctx.id,
-            kind: "job_parked",
-            outcome: "paused",
+            kind,
+            outcome,
             detail: message,
             ..Default::default()
         })?;

@@ -509,6 +509,18 @@ pub async fn prove_destination(
     })
 }
 
+/// The final word on a copy whose HEAD, too, named no KMS key: which object, and why dualseal
+/// refuses it.
+fn not_reported(e: ObjectError, target: &Target, dest_key: &str) -> ObjectError {
+    match e {
+        ObjectError::KeyNotReported(_) => ObjectError::KeyNotReported(format!(
+            "s3://{}/{dest_key} did not report which KMS key encrypts it (neither the answer nor a HEAD named one); dualseal cannot prove the server-side layer and fails closed. The endpoint must report x-amz-server-side-encryption-aws-kms-key-id as AWS S3 does",
+            target.bucket
+        )),
+        other => other,
+    }
+}
+
 /// An answer that named no KMS key gets one HEAD, which must; any other outcome stands.
 /// No option turns this off: a server that never names the key cannot prove the server-side
 /// layer, and every copy it holds fails closed.
@@ -535,13 +547,7 @@ pub async fn confirm_by_head(
                 target,
                 "HeadObject",
             )
-            .map_err(|e| match e {
-                ObjectError::KeyNotReported(_) => ObjectError::KeyNotReported(format!(
-                    "s3://{}/{dest_key} did not report which KMS key encrypts it (neither the read nor a HEAD named one); dualseal cannot prove the server-side layer and fails closed. The endpoint must report x-amz-server-side-encryption-aws-kms-key-id as AWS S3 does",
-                    target.bucket
-                )),
-                other => other,
-            })
+            .map_err(|e| not_reported(e, target, dest_key))
         }
         other => other,
     }
@@ -656,13 +662,7 @@ pub async fn prove_by_checksum(
         target,
         "HeadObject",
     )
-    .map_err(|e| match e {
-        ObjectError::KeyNotReported(_) => ObjectError::KeyNotReported(format!(
-            "s3://{}/{dest_key} did not report which KMS key encrypts it; dualseal cannot prove the server-side layer and fails closed. The endpoint must report x-amz-server-side-encryption-aws-kms-key-id as AWS S3 does",
-            target.bucket
-        )),
-        other => other,
-    })?;
+    .map_err(|e| not_reported(e, target, dest_key))?;
     match head.checksum_sha256_b64.as_deref() {
         Some(c) if c == sha256_b64 => Ok(server_side),
         Some(_) => Err(ObjectError::Verify(

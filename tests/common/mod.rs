@@ -628,6 +628,21 @@ pub async fn stored_bytes(moto: &Moto, bucket: &str, key: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// Turns on versioning on an existing bucket.
+pub async fn enable_versioning(moto: &Moto, bucket: &str) {
+    moto.s3()
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+}
+
 /// Turns on versioning and Object Lock on an existing bucket.
 pub async fn enable_object_lock(moto: &Moto, bucket: &str) {
     use aws_sdk_s3::types::{
