@@ -233,6 +233,20 @@ async fn a_copy_under_another_categorys_key_is_wrong_key() {
         .expect("re-put under the api key");
     let report = client.verify_and_wait(job).await.expect("verify");
     assert_eq!((report.checked, report.ok), (8, 7), "{report:?}");
+    // What the re-verification saw of each held copy is in the trail, as S3 answered it.
+    let db_key = &cats.iter().find(|c| c.name == "db").unwrap().key_arn;
+    let seen = client.audit(report.job_id).await.expect("audit");
+    let held = seen
+        .iter()
+        .find(|e| e.kind == "object_reverified" && e.category == "db")
+        .expect("a reverified db copy");
+    assert!(
+        held.detail.contains(&format!(
+            "sse=aws:kms:dsse sse_kms_key={db_key} sse_answered_by=GetObject"
+        )),
+        "{}",
+        held.detail
+    );
     assert!(
         report.mismatches[0].reason.starts_with("wrong_key")
             && report.mismatches[0].reason.contains(api_key.as_str()),

@@ -197,16 +197,19 @@ async fn recheck(
         f = super::plan::check_one(inner, &inner.settings.source_bucket, targets, key, &rec) => f,
     };
     let (state, outcome, detail) = match finding {
-        super::plan::Finding::Ok => (ObjectState::Verified, "ok", String::new()),
-        super::plan::Finding::SourceGone => (
+        super::plan::Finding::Ok(seen) => (ObjectState::Verified, "ok", seen),
+        super::plan::Finding::SourceGone(seen) => (
             ObjectState::Verified,
             "source_gone",
-            "the source was deleted; the copy matches its recorded checksum and opens".to_owned(),
+            format!(
+                "the source was deleted; the copy matches its recorded checksum and opens; {seen}"
+            ),
         ),
         super::plan::Finding::Problem(kind, detail) => (ObjectState::Failed, kind, detail),
         super::plan::Finding::Systemic(why) => return park(ctx, &why).await,
     };
-    let reason = (!detail.is_empty()).then(|| format!("{outcome}: {detail}"));
+    // What a held copy showed goes to the audit trail; only a finding is the object's reason.
+    let reason = (outcome != "ok" && !detail.is_empty()).then(|| format!("{outcome}: {detail}"));
     settle(
         inner,
         id,

@@ -298,9 +298,10 @@ pub const MAX_LISTED: usize = 1000;
 
 /// What re-checking one object found.
 pub(super) enum Finding {
-    Ok,
+    /// The copy holds; what S3 and the envelope showed, for the audit trail.
+    Ok(String),
     /// The source was deleted; the copy still matches its recorded checksum and opens.
-    SourceGone,
+    SourceGone(String),
     Problem(&'static str, String),
     /// The check could not be made for a reason that is the daemon's, not the object's
     /// (credentials, an unreachable endpoint): the verification parks.
@@ -395,7 +396,7 @@ pub(super) async fn check_one(
             None,
         )
         .await
-        .map(|_| present);
+        .map(|p| (present, p));
         return judge(inner, targets, target, key, dest_key, proved).await;
     }
     let source = match inner.store.get(source_bucket, key).await {
@@ -419,7 +420,7 @@ pub(super) async fn check_one(
         None,
     )
     .await
-    .map(|_| source.is_some());
+    .map(|p| (source.is_some(), p));
     judge(inner, targets, target, key, dest_key, proved).await
 }
 
@@ -440,11 +441,24 @@ async fn judge(
     target: &super::Target,
     key: &str,
     dest_key: &str,
-    proved: Result<bool, ObjectError>,
+    proved: Result<(bool, super::migrate::Proved), ObjectError>,
 ) -> Finding {
     match proved {
-        Ok(false) => Finding::SourceGone,
-        Ok(true) => Finding::Ok,
+        Ok((present, p)) => {
+            let seen = format!(
+                "sse={} sse_kms_key={} sse_answered_by={} envelope_kms_key={} envelope=v{}",
+                p.server_side.sse,
+                p.server_side.kms_key_id,
+                p.server_side.answered_by,
+                p.envelope_kms_key,
+                p.envelope_version
+            );
+            if present {
+                Finding::Ok(seen)
+            } else {
+                Finding::SourceGone(seen)
+            }
+        }
 
         Err(ObjectError::Store(e)) if e.kind == AwsErrorKind::NotFound => {
             // Gone from its bucket: did it land in another category's bucket?
