@@ -440,6 +440,16 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
             .count(),
         11
     );
+    // What the delete removed is no reason to restore anything: the check still passes.
+    let after = client.cutover_check(job).await.expect("cutover");
+    assert!(after.ready, "{after:?}");
+    assert!(
+        after
+            .checks
+            .iter()
+            .any(|c| c.detail.contains("deleted by this job's decommission")),
+        "{after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

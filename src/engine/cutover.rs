@@ -301,9 +301,17 @@ impl Engine {
             blocking: true,
         });
         self.diff_source(&job, &mut r).await?;
+        // After this job's own delete decommission, verified keys gone from the source are
+        // what was asked for, not a change to worry about.
+        let decommissioned = self
+            .inner
+            .journal
+            .iter_audit(Some(id))
+            .any(|e| e.is_ok_and(|e| e.kind == "decommission_delete" && e.outcome == "ok"));
+        let deleted_blocks = r.deleted_in_source > 0 && !decommissioned;
         r.checks.push(Check {
             name: "source unchanged since migration",
-            ok: r.new_in_source + r.changed_in_source + r.deleted_in_source == 0,
+            ok: r.new_in_source + r.changed_in_source == 0 && !deleted_blocks,
             detail: format!(
                 "{} new, {} changed, {} deleted in the source since the job{}",
                 r.new_in_source,
@@ -311,8 +319,10 @@ impl Engine {
                 r.deleted_in_source,
                 if r.new_in_source + r.changed_in_source > 0 {
                     format!("; `dualsealctl sync {}` migrates them", job.id)
-                } else if r.deleted_in_source > 0 {
+                } else if deleted_blocks {
                     "; restore them, or accept that their copies outlive them".to_owned()
+                } else if r.deleted_in_source > 0 {
+                    " (deleted by this job's decommission, as planned)".to_owned()
                 } else {
                     String::new()
                 }
