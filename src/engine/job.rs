@@ -1188,6 +1188,25 @@ async fn stop_running(
 }
 
 async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {
+    // An upload whose abort failed when its object gave up is still recorded on the object:
+    // nothing of a finished job is left open in S3 (it is billed, and invisible).
+    if inner.journal.counts(id).get(ObjectState::Failed) > 0 {
+        let aborted = super::multipart::abort_open_uploads(
+            Arc::clone(&inner.journal),
+            inner.store.as_ref(),
+            id,
+            &inner.settings.multipart,
+        )
+        .await?;
+        if aborted > 0 {
+            inner.journal.append_audit(AuditDraft {
+                job_id: id,
+                kind: "multipart_uploads_aborted",
+                detail: format!("count={aborted}"),
+                ..Default::default()
+            })?;
+        }
+    }
     let counts = inner.journal.counts(id);
     let failed = counts.get(ObjectState::Failed);
     let state = if failed == 0 {

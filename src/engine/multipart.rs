@@ -521,11 +521,7 @@ impl Attempt<'_> {
         on_upload: &OnUpload<'_>,
         why: ObjectError,
     ) -> ObjectError {
-        match self
-            .store
-            .abort_multipart(&self.target.bucket, self.dest_key, upload_id)
-            .await
-        {
+        match abort_with_retries(self.store, &self.target.bucket, self.dest_key, upload_id).await {
             Ok(()) => match on_upload(None).await {
                 Ok(()) => why,
                 Err(e) => e.into(),
@@ -643,6 +639,26 @@ pub(super) async fn digest_object(
 ///
 /// # Errors
 /// `Journal` (the scan or a record update).
+/// Aborts one upload, trying again a few times (a second apart at most) when S3 asks to.
+async fn abort_with_retries(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    upload: &str,
+) -> Result<(), crate::store::StoreError> {
+    const ATTEMPTS: u32 = 4;
+    let mut n = 0;
+    loop {
+        n += 1;
+        match store.abort_multipart(bucket, key, upload).await {
+            Err(e) if e.is_retryable() && n < ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(n * n))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(super) async fn abort_open_uploads(
     journal: std::sync::Arc<crate::journal::Journal>,
     store: &dyn ObjectStore,
@@ -652,13 +668,16 @@ pub(super) async fn abort_open_uploads(
     let scan = std::sync::Arc::clone(&journal);
     let threshold = settings.threshold;
     // The scan reads every record of the job: off the async workers. A journaled upload is
-    // open for sure; an unfinished large object may have one whose id a crash took before it
-    // was journaled, which only a listing of its key finds.
+    // open for sure; an unfinished or failed large object may have one whose id a crash, or a
+    // lost answer to its last attempt's CreateMultipartUpload, kept out of the journal, which
+    // only a listing of its key finds.
     let open = tokio::task::spawn_blocking(move || {
         scan.iter_objects(job, None)
             .filter(|r| {
                 r.as_ref().map_or(true, |(_, rec)| {
-                    rec.upload_id.is_some() || (rec.state.is_pending() && rec.size >= threshold)
+                    rec.upload_id.is_some()
+                        || (rec.size >= threshold
+                            && (rec.state.is_pending() || rec.state == ObjectState::Failed))
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -684,7 +703,7 @@ pub(super) async fn abort_open_uploads(
         }
         let mut all = true;
         for upload in &ids {
-            match store.abort_multipart(bucket, dest_key, upload).await {
+            match abort_with_retries(store, bucket, dest_key, upload).await {
                 Ok(()) => aborted += 1,
                 Err(e) => {
                     all = false;
