@@ -678,7 +678,10 @@ fn check(world: &World, life: &Life) -> Result<(), String> {
     // Nothing left open in S3 once every job has ended.
     let open = world.s3.open_uploads();
     if !open.is_empty() {
-        return Err(format!("multipart uploads left open: {open:?}"));
+        return Err(format!(
+            "multipart uploads left open: {open:?}; uploads: {:#?}",
+            world.s3.upload_log()
+        ));
     }
     // The audit chain verifies.
     let report = life

@@ -1188,9 +1188,9 @@ async fn stop_running(
 }
 
 async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {
-    // An upload whose abort failed when its object gave up is still recorded on the object:
-    // nothing of a finished job is left open in S3 (it is billed, and invisible).
-    if inner.journal.counts(id).get(ObjectState::Failed) > 0 {
+    // Nothing of a finished job is left open in S3 (it is billed, and invisible): an upload
+    // whose abort failed, or whose id never reached the journal, is found and aborted here.
+    {
         let aborted = super::multipart::abort_open_uploads(
             Arc::clone(&inner.journal),
             inner.store.as_ref(),

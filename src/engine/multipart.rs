@@ -668,16 +668,14 @@ pub(super) async fn abort_open_uploads(
     let scan = std::sync::Arc::clone(&journal);
     let threshold = settings.threshold;
     // The scan reads every record of the job: off the async workers. A journaled upload is
-    // open for sure; an unfinished or failed large object may have one whose id a crash, or a
-    // lost answer to its last attempt's CreateMultipartUpload, kept out of the journal, which
-    // only a listing of its key finds.
+    // open for sure; any large object may have one whose id a crash, or a lost answer to a
+    // CreateMultipartUpload, kept out of the journal, which only a listing of its key finds
+    // (one LIST per large object: they are few, and each is megabytes of parts at stake).
     let open = tokio::task::spawn_blocking(move || {
         scan.iter_objects(job, None)
             .filter(|r| {
                 r.as_ref().map_or(true, |(_, rec)| {
-                    rec.upload_id.is_some()
-                        || (rec.size >= threshold
-                            && (rec.state.is_pending() || rec.state == ObjectState::Failed))
+                    rec.upload_id.is_some() || rec.size >= threshold
                 })
             })
             .collect::<Result<Vec<_>, _>>()

@@ -85,6 +85,8 @@ struct State {
     uploads: BTreeMap<String, Upload>,
     next: u64,
     writes: Vec<AppliedWrite>,
+    /// What happened to multipart uploads, in order (create, complete, abort, with ids).
+    upload_log: Vec<String>,
 }
 
 /// The in-memory S3.
@@ -215,6 +217,11 @@ impl MemS3 {
     /// Every write S3 applied (objects and completed uploads), in order.
     pub fn applied_writes(&self) -> Vec<AppliedWrite> {
         lock(&self.state).writes.clone()
+    }
+
+    /// What happened to multipart uploads, in order: for a failing seed's report.
+    pub fn upload_log(&self) -> Vec<String> {
+        lock(&self.state).upload_log.clone()
     }
 
     /// Open multipart uploads, as (bucket, key).
@@ -498,6 +505,10 @@ impl ObjectStore for MemS3 {
                     "NoSuchBucket",
                 ));
             }
+            s.upload_log.push(format!(
+                "create {} {} {id} ({fault:?})",
+                upload.bucket, upload.key
+            ));
             s.uploads.insert(
                 id.clone(),
                 Upload {
@@ -618,7 +629,14 @@ impl ObjectStore for MemS3 {
                 metadata: u.metadata.clone(),
             };
             // On 412 the upload stays open, as on AWS: complete again or abort it.
-            let applied = Self::apply(&mut s, OP, bucket, key, precondition, stored)?;
+            let applied = Self::apply(&mut s, OP, bucket, key, precondition, stored);
+            s.upload_log.push(format!(
+                "complete {bucket} {key} {upload_id} ({fault:?}): {}",
+                applied
+                    .as_ref()
+                    .map_or_else(|e| e.message.clone(), |_| "applied".into())
+            ));
+            let applied = applied?;
             s.uploads.remove(upload_id);
             applied
         };
@@ -644,7 +662,12 @@ impl ObjectStore for MemS3 {
     ) -> Result<(), StoreError> {
         const OP: &str = "AbortMultipartUpload";
         let fault = self.enter(OP, bucket, key, true)?;
-        lock(&self.state).uploads.remove(upload_id);
+        let mut s = lock(&self.state);
+        let known = s.uploads.remove(upload_id).is_some();
+        s.upload_log.push(format!(
+            "abort {bucket} {key} {upload_id} ({fault:?}) known={known}"
+        ));
+        drop(s);
         if fault == Fault::LostAnswer {
             return Err(Self::lost(OP, bucket, key));
         }
