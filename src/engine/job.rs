@@ -319,54 +319,59 @@ pub(super) async fn run(inner: Arc<Inner>, id: JobId, ctl: Control) {
                 "parked: {e}. This is not a problem of the objects; fix it, then `dualsealctl resume {id}`"
             );
             tracing::error!(job = id, %message);
-            let res = inner
-                .journal
-                .update_job(id, |j| {
-                    if j.state == JobState::Running || j.state == JobState::Pending {
-                        j.state = JobState::Paused;
-                        j.message = Some(message.clone());
-                    }
-                })
-                .and_then(|_| {
-                    inner.journal.append_audit(AuditDraft {
-                        job_id: id,
-                        kind: "job_parked",
-                        outcome: "paused",
-                        detail: message,
-                        ..Default::default()
-                    })
-                });
-            if let Err(e) = res {
-                inner.fail_fatally(e.to_string());
-            } else if let Err(e) = inner.journal.flush().await {
-                inner.fail_fatally(e.to_string());
-            }
+            let to_record = message.clone();
+            let draft = AuditDraft {
+                job_id: id,
+                kind: "job_parked",
+                outcome: "paused",
+                detail: message,
+                ..Default::default()
+            };
+            record_end(&inner, id, draft, move |j| {
+                if j.state == JobState::Running || j.state == JobState::Pending {
+                    j.state = JobState::Paused;
+                    j.message = Some(to_record);
+                }
+            })
+            .await;
         }
         Err(e) => {
             tracing::error!(job = id, error = %e, "job failed");
             let message = e.to_string();
-            let res = inner
-                .journal
-                .update_job(id, |j| {
-                    j.state = JobState::Failed;
-                    j.message = Some(message.clone());
-                })
-                .and_then(|_| {
-                    inner.journal.append_audit(AuditDraft {
-                        job_id: id,
-                        kind: "job_failed",
-                        detail: message,
-                        ..Default::default()
-                    })
-                });
-            if let Err(e) = res {
-                inner.fail_fatally(e.to_string());
-            } else if let Err(e) = inner.journal.flush().await {
-                inner.fail_fatally(e.to_string());
-            }
+            let to_record = message.clone();
+            let draft = AuditDraft {
+                job_id: id,
+                kind: "job_failed",
+                detail: message,
+                ..Default::default()
+            };
+            record_end(&inner, id, draft, move |j| {
+                j.state = JobState::Failed;
+                j.message = Some(to_record);
+            })
+            .await;
         }
     }
     inner.notify();
+}
+
+/// Records how a job's task ended (its new state and the audit event) and makes it durable;
+/// what cannot be recorded stops the daemon.
+async fn record_end(
+    inner: &Inner,
+    id: JobId,
+    draft: AuditDraft,
+    update: impl FnOnce(&mut crate::journal::JobRecord),
+) {
+    let res = inner
+        .journal
+        .update_job(id, update)
+        .and_then(|_| inner.journal.append_audit(draft));
+    if let Err(e) = res {
+        inner.fail_fatally(e.to_string());
+    } else if let Err(e) = inner.journal.flush().await {
+        inner.fail_fatally(e.to_string());
+    }
 }
 
 async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), EngineError> {

@@ -179,26 +179,9 @@ impl Attempt<'_> {
         if self.head_first {
             if let Some(head) = self.store.head(&self.target.bucket, self.dest_key).await? {
                 if matches!(self.ownership(&head, &src.etag), Ownership::OursSameVersion) {
-                    let proved = prove_destination(
-                        self.store,
-                        self.keys,
-                        self.target,
-                        self.dest_key,
-                        None,
-                        Some(&src.body),
-                        None,
-                    )
-                    .await;
-                    if let Ok(proved) = proved {
-                        return Ok(Outcome::Verified(self.adopted(
-                            &src.etag,
-                            src.version_id.as_deref(),
-                            src.body.len() as u64,
-                            String::new(),
-                            head.etag,
-                            changed,
-                            proved,
-                        )));
+                    if let Some(proof) = self.prove_and_adopt(&src, None, head.etag, changed).await
+                    {
+                        return Ok(Outcome::Verified(proof));
                     }
                 }
             }
@@ -209,26 +192,11 @@ impl Attempt<'_> {
             // fall through and write (conditionally) again.
             if let (Some(sha), Some(etag)) = (&self.prior.ciphertext_sha256, &self.prior.dest_etag)
             {
-                let proved = prove_destination(
-                    self.store,
-                    self.keys,
-                    self.target,
-                    self.dest_key,
-                    Some(sha),
-                    Some(&src.body),
-                    None,
-                )
-                .await;
-                if let Ok(proved) = proved {
-                    return Ok(Outcome::Verified(self.adopted(
-                        &src.etag,
-                        src.version_id.as_deref(),
-                        src.body.len() as u64,
-                        sha.clone(),
-                        etag.clone(),
-                        false,
-                        proved,
-                    )));
+                if let Some(proof) = self
+                    .prove_and_adopt(&src, Some(sha), etag.clone(), false)
+                    .await
+                {
+                    return Ok(Outcome::Verified(proof));
                 }
             }
         }
@@ -362,6 +330,38 @@ impl Attempt<'_> {
             }
         }
         Ok(Outcome::Verified(proof))
+    }
+
+    /// Proves a copy an earlier attempt (or run) left at the destination, by read-back against
+    /// the source bytes (and the envelope digest, when recorded), and adopts it; `None` when
+    /// it does not prove, and the caller writes instead.
+    async fn prove_and_adopt(
+        &self,
+        src: &Fetched,
+        expected_sha: Option<&String>,
+        dest_etag: String,
+        changed: bool,
+    ) -> Option<Proof> {
+        let proved = prove_destination(
+            self.store,
+            self.keys,
+            self.target,
+            self.dest_key,
+            expected_sha.map(String::as_str),
+            Some(&src.body),
+            None,
+        )
+        .await
+        .ok()?;
+        Some(self.adopted(
+            &src.etag,
+            src.version_id.as_deref(),
+            src.body.len() as u64,
+            expected_sha.cloned().unwrap_or_default(),
+            dest_etag,
+            changed,
+            proved,
+        ))
     }
 
     /// Why the object must stay in the source, when a category other than the target claims
