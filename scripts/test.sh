@@ -33,6 +33,22 @@ if ! command -v make >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null
 fi
 
+# The application readers (readers/): boto3 for the Python one (PyNaCl is above); Node and npm
+# (Debian's) for the TypeScript one, whose packages are exactly its package-lock.json (npm ci)
+# and which is built with the tsc of its devDependencies. tests/readers.rs then fails, rather
+# than skips, when a reader cannot run.
+if ! python3 -c "import boto3" 2>/dev/null; then
+    log "installing boto3 from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "boto3>=1.28"
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    log "installing nodejs and npm (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+log "readers/typescript: npm ci, tsc"
+(cd readers/typescript && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json)
+export DUALSEAL_READERS_REQUIRED=1
+
 # The tests speak only to 127.0.0.1; keep any proxy settings of the host out of it.
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
@@ -54,6 +70,9 @@ fi
 log "reference decryptor (libsodium + stdlib HKDF) on the golden envelopes"
 python3 scripts/reference_open.py tests/fixtures/envelope-v*.json
 python3 scripts/reference_open.py --negative tests/fixtures/envelope-negative.json
+log "application readers (Python, TypeScript): every vector of FORMAT.md and tests/fixtures, and the attacks"
+PYTHONPATH=readers/python/src:readers/python/tests python3 -m unittest discover -s readers/python/tests
+(cd readers/typescript && npm test --silent)
 log "systemd units: systemd-analyze verify, and security exposure <= 1.5"
 scripts/check-systemd.sh
 # Licenses, duplicate/wildcard bans and crate sources need no network; advisories need the
