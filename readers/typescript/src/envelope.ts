@@ -117,7 +117,8 @@ export function tryParseHeader(buf: Uint8Array): [Header, number] | undefined {
   const c = new Cursor(buf);
   let version: number, segmentSize: number, messageId: Uint8Array, noncePrefix: Uint8Array;
   let commitment: Uint8Array, kmsKeyId: string, wrappedKey: Uint8Array;
-  const context: Record<string, string> = {};
+  // No prototype: a context name such as `__proto__` is a pair like any other, not a setter.
+  const context: Record<string, string> = Object.create(null) as Record<string, string>;
   try {
     if (compareBytes(c.take(4), MAGIC) !== 0) {
       throw new BadMagicError("not a dualseal envelope (bad magic bytes)");

@@ -39,8 +39,11 @@ export const SSE_DSSE_KMS = "aws:kms:dsse";
 
 /** Options of every read. */
 export interface ReadOptions {
-  /** What the object must be: its category and that category's KMS key ARN. Required. */
-  readonly expect: Expectation;
+  /**
+   * What the object must be: its category and that category's KMS key ARN. Required. A plain
+   * `{ category, kmsKeyArn }` is validated as `new Expectation(...)` would.
+   */
+  readonly expect: Expectation | { readonly category: string; readonly kmsKeyArn: string };
   /** Cancels the S3 and KMS requests. */
   readonly abortSignal?: AbortSignal;
 }
@@ -86,8 +89,16 @@ export async function openStream(
   key: string,
   opts: ReadOptions,
 ): Promise<Readable> {
-  const expect = opts?.expect;
-  if (!(expect instanceof Expectation)) {
+  const given: unknown = opts?.expect;
+  // A plain { category, kmsKeyArn } is taken too (validated): two copies of this package in one
+  // bundle would otherwise fail an instanceof.
+  const expect =
+    given instanceof Expectation
+      ? given
+      : typeof given === "object" && given !== null && "category" in given && "kmsKeyArn" in given
+        ? new Expectation(given as { category: string; kmsKeyArn: string })
+        : undefined;
+  if (expect === undefined) {
     throw new TypeError(
       "opts.expect = new Expectation({ category, kmsKeyArn }) is required: without it nothing proves the object " +
         "is under its category's key (dualsealctl mapping names both)",

@@ -94,6 +94,9 @@ test("the expectation is required", async () => {
   const t = setup();
   t.put(t.env);
   await assert.rejects(read(t.s3, t.kms, BUCKET, KEY, {}), TypeError);
+  await assert.rejects(read(t.s3, t.kms, BUCKET, KEY, { expect: { category: "db" } }), TypeError);
+  await assert.rejects(read(t.s3, t.kms, BUCKET, KEY, { expect: { category: "", kmsKeyArn: DB_KEY } }), ExpectationError);
+  assert.ok((await read(t.s3, t.kms, BUCKET, KEY, { expect: { category: "db", kmsKeyArn: DB_KEY } })).equals(SECRET));
   assert.throws(() => new Expectation({ category: "", kmsKeyArn: DB_KEY }), ExpectationError);
 });
 
@@ -131,6 +134,11 @@ test("an envelope of another location, or with pairs dualseal never writes", asy
     await t.refused(MisplacedError, "Misplaced");
   }
   t.put(seal(header({ ...ctx(), "dualseal:zz": "x" }, DATA_KEY), DATA_KEY, SECRET));
+  await t.refused(MisplacedError);
+  // A name that a plain JavaScript object would swallow as its prototype setter.
+  const proto = JSON.parse(`{"__proto__": "x", ${JSON.stringify(ctx()).slice(1)}`);
+  assert.ok(Object.hasOwn(proto, "__proto__"));
+  t.put(seal(header(proto, DATA_KEY), DATA_KEY, SECRET));
   await t.refused(MisplacedError);
 });
 
