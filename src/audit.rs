@@ -65,9 +65,73 @@ pub fn event_hash(prev_hash: &str, e: &AuditEvent) -> String {
     hex::encode(h.finalize())
 }
 
+/// Every event kind the trail records (docs/audit.md describes each).
+pub const KINDS: &[&str] = &[
+    "job_started",
+    "page_listed",
+    "object_unclassified",
+    "object_conflict",
+    "object_verified",
+    "object_failed",
+    "job_paused",
+    "job_resumed",
+    "job_cancelled",
+    "job_retried",
+    "multipart_uploads_aborted",
+    "job_finished",
+    "job_failed",
+    "verify_problem",
+    "object_reverified",
+    "job_parked",
+    "job_verified",
+    "journal_rebuilt",
+    "job_updated",
+    "job_dequeued",
+    "job_sync",
+    "object_changed_in_source",
+    "weak_buckets_accepted",
+    "provisioned",
+    "config_reloaded",
+    "decommission_lockdown",
+    "decommission_rollback",
+    "deleted_at_decommission",
+    "decommission_delete",
+    "decommission_archive",
+    "archived_at_decommission",
+    "denied",
+    "control",
+    "control_result",
+];
+
+/// Every outcome the trail records: the results of acts, and the findings of a
+/// re-verification (`verify_problem`, `object_reverified`).
+pub const OUTCOMES: &[&str] = &[
+    "ok",
+    "failed",
+    "requested",
+    "refused",
+    "denied",
+    "conflict",
+    "unclassified",
+    "paused",
+    "override",
+    "requeued",
+    "mismatched",
+    "missing",
+    "wrong_key",
+    "key_not_reported",
+    "wrong_bucket",
+    "source_changed",
+    "source_gone",
+    "unreadable",
+    "category_missing",
+];
+
 /// Which events an export keeps. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// Only events after this sequence number (resuming an export).
+    pub after_seq: u64,
     /// Only this job's events.
     pub job: Option<u64>,
     /// Events at or after this time (ms since the Unix epoch).
@@ -89,10 +153,50 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// What is wrong with the filter, field by field: a kind or outcome the trail never
+    /// records (the export would silently match nothing), or `since` after `until`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !self.kind.is_empty() && !KINDS.contains(&self.kind.as_str()) {
+            out.push((
+                "kind",
+                format!(
+                    "{:?} is not an event kind; use one of {}",
+                    self.kind,
+                    KINDS.join(", ")
+                ),
+            ));
+        }
+        if !self.outcome.is_empty() && !OUTCOMES.contains(&self.outcome.as_str()) {
+            out.push((
+                "outcome",
+                format!(
+                    "{:?} is not an outcome; use one of {}",
+                    self.outcome,
+                    OUTCOMES.join(", ")
+                ),
+            ));
+        }
+        if let (Some(since), Some(until)) = (self.since_ms, self.until_ms) {
+            if since > until {
+                out.push((
+                    "since",
+                    format!(
+                        "since ({}) is after until ({}): the range is empty",
+                        rfc3339(since),
+                        rfc3339(until)
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
     /// Whether `e`, which happened at `at_ms`, passes.
     pub fn matches(&self, e: &AuditEvent, at_ms: u64) -> bool {
         let eq = |want: &str, have: &str| want.is_empty() || want == have;
-        self.job.is_none_or(|j| j == e.job_id)
+        e.seq > self.after_seq
+            && self.job.is_none_or(|j| j == e.job_id)
             && self.since_ms.is_none_or(|t| at_ms >= t)
             && self.until_ms.is_none_or(|t| at_ms <= t)
             && eq(&self.category, &e.category)
@@ -232,6 +336,18 @@ pub fn verify_chain(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_kind_and_outcome_an_export_accepts_is_documented() {
+        let doc = include_str!("../docs/audit.md");
+        for word in KINDS.iter().chain(OUTCOMES) {
+            assert!(
+                doc.contains(&format!("`{word}`")),
+                "docs/audit.md does not mention `{word}`"
+            );
+        }
+    }
+
     use super::*;
 
     fn chain(n: u64) -> Vec<AuditEvent> {

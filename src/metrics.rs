@@ -59,25 +59,75 @@ pub fn install(cfg: &MetricsConfig) -> Result<bool, MetricsError> {
     let Some(addr) = cfg.listen else {
         return Ok(false);
     };
-    // Bind first so a busy port is a clear startup error, not a log line from a task.
-    std::net::TcpListener::bind(addr)
-        .map_err(|e| MetricsError {
-            addr,
-            message: e.to_string(),
-        })
-        .map(drop)?;
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| MetricsError {
-            addr,
-            message: e.to_string(),
-        })?;
+    let failed = |e: &dyn std::fmt::Display| MetricsError {
+        addr,
+        message: e.to_string(),
+    };
+    // Bound here, so a busy port is a clear startup error, not a log line from a task.
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| failed(&e))?;
+    listener.set_nonblocking(true).map_err(|e| failed(&e))?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| failed(&e))?;
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| failed(&e))?;
+    tokio::spawn(serve(listener, handle));
     for (name, help) in METRICS {
         metrics::describe_counter!(*name, *help);
     }
     tracing::info!(%addr, "metrics endpoint listening");
     Ok(true)
+}
+
+/// The text exposition format's content type, with the version scrapers negotiate on
+/// (the exporter's own listener omits it).
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves `GET /metrics` (any path) over HTTP/1.1 until the process exits.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let handle = handle.clone();
+                async move {
+                    let mut response = if req.method() == hyper::Method::GET {
+                        hyper::Response::new(Full::new(Bytes::from(handle.render())))
+                    } else {
+                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(
+                            b"only GET is served here\n",
+                        )));
+                        *r.status_mut() = hyper::StatusCode::METHOD_NOT_ALLOWED;
+                        r
+                    };
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(CONTENT_TYPE),
+                    );
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics endpoint: connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Refreshes gauges until `stop` is cancelled.

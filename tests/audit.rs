@@ -215,7 +215,7 @@ async fn verification_reports_objects_altered_behind_its_back() {
     let job = client.start("", false).await.expect("start").job_id;
     wait_job(&mut client, job).await;
     let clean = client.verify_and_wait(job).await.expect("verify");
-    assert_eq!((clean.checked, clean.ok), (40, 40));
+    assert_eq!((clean.checked_objects, clean.ok_objects), (40, 40));
 
     let s3 = moto.s3();
     let db = cats.iter().find(|c| c.name == "db").unwrap();
@@ -282,7 +282,7 @@ async fn verification_reports_objects_altered_behind_its_back() {
         .unwrap();
 
     let report = client.verify_and_wait(job).await.expect("verify");
-    assert_eq!((report.checked, report.ok), (40, 36));
+    assert_eq!((report.checked_objects, report.ok_objects), (40, 36));
     let kind_of = |key: &str| {
         report
             .mismatches
@@ -299,7 +299,7 @@ async fn verification_reports_objects_altered_behind_its_back() {
         .iter()
         .find(|c| c.category == "db")
         .unwrap();
-    assert_eq!((dbv.checked, dbv.ok), (10, 6));
+    assert_eq!((dbv.checked_objects, dbv.ok_objects), (10, 6));
     let problems = client.audit(report.job_id).await.unwrap();
     let count = |kind: &str| problems.iter().filter(|e| e.kind == kind).count();
     assert_eq!(count("verify_problem"), 4);
@@ -333,11 +333,14 @@ async fn verification_reports_objects_altered_behind_its_back() {
     let mut client = daemon.client().await;
     let paused = client.job(v.job_id).await.unwrap();
     assert_eq!(paused.state, pb::JobState::Paused as i32);
-    assert_eq!((paused.kind.as_str(), paused.verify_of), ("verify", job));
+    assert_eq!(
+        (paused.kind, paused.verify_of_job_id),
+        (pb::JobKind::Verify as i32, job)
+    );
     client.resume(v.job_id).await.expect("resume verification");
     wait_job(&mut client, v.job_id).await;
     let again = client.verify_report(v.job_id).await.unwrap();
-    assert_eq!((again.checked, again.ok), (40, 36));
+    assert_eq!((again.checked_objects, again.ok_objects), (40, 36));
     let err = client
         .verify(v.job_id)
         .await

@@ -69,8 +69,11 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job_id).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, OBJECTS as u64);
-    assert_eq!(done.discovered, OBJECTS as u64, "objects recorded twice");
+    assert_eq!(done.verified_objects, OBJECTS as u64);
+    assert_eq!(
+        done.discovered_objects, OBJECTS as u64,
+        "objects recorded twice"
+    );
 
     // Exactly one object_verified event per object, despite the kills.
     let audit = client.audit(job_id).await.expect("audit");
@@ -172,7 +175,7 @@ async fn sigkill_with_large_objects_leaves_no_upload_open_and_no_second_version(
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job_id).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objects.len() as u64);
+    assert_eq!(done.verified_objects, objects.len() as u64);
     assert_verified_once(&client.audit(job_id).await.expect("audit"), objects.len());
     for cat in &cats {
         let uploads = s3

@@ -33,17 +33,22 @@ async fn mapping_reader_and_cutover_check() {
     // The plan names the rule behind each category, its largest objects, and the estimate.
     let plan = client.plan("", 5).await.expect("plan");
     let db_plan = plan.categories.iter().find(|c| c.category == "db").unwrap();
-    assert_eq!(db_plan.rules.get("prefix \"db/\""), Some(&10));
+    assert_eq!(db_plan.objects_by_rule.get("prefix \"db/\""), Some(&10));
     assert_eq!(db_plan.largest.len(), 3);
     assert!(db_plan.largest[0].bytes >= db_plan.largest[2].bytes);
     let est = plan.estimate.expect("estimate");
     assert_eq!(
-        (est.s3_puts, est.s3_gets, est.kms_dualseal, est.kms_dsse),
+        (
+            est.s3_puts,
+            est.s3_gets,
+            est.kms_dualseal_requests,
+            est.kms_dsse_requests
+        ),
         (40, 80, 80, 80)
     );
     assert!(est.cost_usd > 0.0);
     assert_eq!(
-        est.eta_seconds,
+        est.eta.map(|d| d.seconds),
         Some(1),
         "80 KMS calls at the default 1000/s"
     );
@@ -166,7 +171,11 @@ async fn mapping_reader_and_cutover_check() {
     let r = client.cutover_check(job).await.expect("cutover check");
     assert!(!r.ready);
     assert_eq!(
-        (r.new_in_source, r.changed_in_source, r.deleted_in_source),
+        (
+            r.new_in_source_objects,
+            r.changed_in_source_objects,
+            r.deleted_in_source_objects
+        ),
         (1, 1, 2)
     );
     let not_ready = ctl(sock, &["cutover-check", &job_s]);
@@ -182,7 +191,11 @@ async fn mapping_reader_and_cutover_check() {
     );
     let r = client.cutover_check(job).await.expect("cutover check");
     assert_eq!(
-        (r.new_in_source, r.changed_in_source, r.deleted_in_source),
+        (
+            r.new_in_source_objects,
+            r.changed_in_source_objects,
+            r.deleted_in_source_objects
+        ),
         (0, 0, 2),
         "{r:?}"
     );
@@ -207,7 +220,7 @@ async fn mapping_reader_and_cutover_check() {
 
     // Decommission: refused while the cutover check fails (the deleted object)...
     let e = client
-        .plan_decommission(job, "lockdown")
+        .plan_decommission(job, pb::DecommissionMode::Lockdown)
         .await
         .expect_err("not ready");
     assert!(
@@ -215,7 +228,10 @@ async fn mapping_reader_and_cutover_check() {
         "{e}"
     );
     assert!(
-        client.plan_decommission(job, "delete").await.is_err(),
+        client
+            .plan_decommission(job, pb::DecommissionMode::Delete)
+            .await
+            .is_err(),
         "delete is refused while the cutover check fails"
     );
     for back in ["tls/team/s-02.json", "tls/team/s-38.json"] {
@@ -270,7 +286,7 @@ async fn mapping_reader_and_cutover_check() {
     assert!(!again.status.success(), "a token must work once");
     assert!(String::from_utf8_lossy(&again.stderr).contains("already used"));
     let plan = client
-        .plan_decommission(job, "rollback")
+        .plan_decommission(job, pb::DecommissionMode::Rollback)
         .await
         .expect("rollback plan");
     client.decommission(&plan.token).await.expect("rollback");
@@ -360,7 +376,7 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
     // db/d/00's first version was never copied (the job copied the second): deleting it
     // destroys history that exists nowhere else, which needs its count acknowledged.
     let refused = client
-        .plan_decommission(job, "delete")
+        .plan_decommission(job, pb::DecommissionMode::Delete)
         .await
         .expect_err("a delete destroying uncopied history needs an acknowledgement");
     assert!(
@@ -369,9 +385,9 @@ async fn delete_removes_only_verified_versions_and_never_locked_ones() {
         ),
         "{refused}"
     );
-    let plan_with = |n| pb::DecommissionPlanRequest {
+    let plan_with = |n| pb::PlanDecommissionRequest {
         job_id: job,
-        mode: "delete".into(),
+        mode: pb::DecommissionMode::Delete as i32,
         destroy_uncopied_versions: n,
     };
     assert!(
@@ -488,7 +504,10 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
     let before = source_etags(&moto).await;
 
     // Refused, with the way out, until the archive bucket exists with Object Lock.
-    let missing = client.plan_decommission(job, "archive").await.unwrap_err();
+    let missing = client
+        .plan_decommission(job, pb::DecommissionMode::Archive)
+        .await
+        .unwrap_err();
     assert!(
         missing.to_string().contains("does not exist")
             && missing
@@ -497,7 +516,10 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
         "{missing:?}"
     );
     s3.create_bucket().bucket(ARCHIVE).send().await.unwrap();
-    let unlocked = client.plan_decommission(job, "archive").await.unwrap_err();
+    let unlocked = client
+        .plan_decommission(job, pb::DecommissionMode::Archive)
+        .await
+        .unwrap_err();
     assert!(
         unlocked
             .to_string()
@@ -507,7 +529,7 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
     enable_object_lock(&moto, ARCHIVE).await;
 
     let plan = client
-        .plan_decommission(job, "archive")
+        .plan_decommission(job, pb::DecommissionMode::Archive)
         .await
         .expect("plan");
     assert!(
@@ -580,7 +602,7 @@ async fn archive_copies_verified_objects_sealed_under_retention() {
 
     // Again: nothing written twice, every copy proved. The source was never touched.
     let again = client
-        .plan_decommission(job, "archive")
+        .plan_decommission(job, pb::DecommissionMode::Archive)
         .await
         .expect("plan");
     let result = client.decommission(&again.token).await.expect("archive");
@@ -672,12 +694,12 @@ async fn content_rules_explain_every_verdict_and_hold_disagreements() {
     let content = plan.content.clone().expect("content report");
     assert_eq!(
         (
-            content.inspected,
-            content.agreements,
-            content.disagreements,
-            content.unclaimed,
-            content.unrecognised,
-            content.unreadable
+            content.inspected_objects,
+            content.agreement_objects,
+            content.disagreement_objects,
+            content.unclaimed_objects,
+            content.unrecognised_objects,
+            content.unreadable_objects
         ),
         (9, 5, 2, 1, 1, 0),
         "{content:#?}"

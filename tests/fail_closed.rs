@@ -38,7 +38,7 @@ async fn audit_write_failure_parks_the_job_and_refuses_control_actions() {
     // Break the audit trail mid-job.
     let mut s = Box::pin(client.watch(job).await.expect("watch"));
     while let Some(j) = s.next().await {
-        if j.expect("watch").verified >= 20 {
+        if j.expect("watch").verified_objects >= 20 {
             break;
         }
     }
@@ -59,7 +59,7 @@ async fn audit_write_failure_parks_the_job_and_refuses_control_actions() {
         "{}",
         parked.message
     );
-    assert!(parked.verified < objects.len() as u64);
+    assert!(parked.verified_objects < objects.len() as u64);
 
     // A control action that cannot be audited does not happen; the daemon keeps serving.
     let err = client
@@ -77,7 +77,7 @@ async fn audit_write_failure_parks_the_job_and_refuses_control_actions() {
     client.resume(job).await.expect("resume");
     let done = wait_job(&mut client, job).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objects.len() as u64);
+    assert_eq!(done.verified_objects, objects.len() as u64);
     let audit = client.audit(job).await.unwrap();
     assert_verified_once(&audit, objects.len());
     assert!(client.verify_audit().await.unwrap().intact);

@@ -109,7 +109,7 @@ async fn jobs_complete_in_a_fault_storm_without_duplicate_uploads() {
     );
     let done = wait_job(&mut client, job.job_id).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objs.len() as u64);
+    assert_eq!(done.verified_objects, objs.len() as u64);
 
     let total = proxy.total();
     let injected = proxy.injected();
@@ -203,8 +203,11 @@ async fn poison_objects_fail_alone_and_retry_recovers_them() {
         "no tls object met the disabled key; the test proved nothing about it"
     );
     let non_tls = objs.keys().filter(|k| !k.starts_with("tls/")).count() as u64;
-    assert!(done.verified >= non_tls - 1);
-    assert_eq!(done.verified + done.failed, objs.len() as u64);
+    assert!(done.verified_objects >= non_tls - 1);
+    assert_eq!(
+        done.verified_objects + done.failed_objects,
+        objs.len() as u64
+    );
 
     // Fix both causes; `retry` finishes the job.
     proxy.allow_all();
@@ -218,7 +221,7 @@ async fn poison_objects_fail_alone_and_retry_recovers_them() {
     assert_eq!(again.state, pb::JobState::Running as i32);
     let done = wait_job(&mut client, job.job_id).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objs.len() as u64);
+    assert_eq!(done.verified_objects, objs.len() as u64);
     let err = client
         .retry(job.job_id)
         .await
@@ -250,7 +253,7 @@ async fn a_failed_read_back_is_retried_without_a_second_write() {
     let job = client.start("", false).await.expect("start");
     let done = wait_job(&mut client, job.job_id).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objs.len() as u64);
+    assert_eq!(done.verified_objects, objs.len() as u64);
     let requests = proxy.requests();
     for key in objs.keys() {
         let path = dest(key);

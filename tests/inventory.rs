@@ -169,8 +169,11 @@ async fn a_job_lists_from_an_inventory_and_refuses_a_foreign_or_damaged_one() {
         .job_id;
     let done = wait_job(&mut client, job).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.discovered, 40, "exactly the current versions listed");
-    assert_eq!(done.verified, 40);
+    assert_eq!(
+        done.discovered_objects, 40,
+        "exactly the current versions listed"
+    );
+    assert_eq!(done.verified_objects, 40);
     // Every key came from the inventory (the plan's, the start's conflict check's and the
     // job's): S3 was never asked to list anything.
     let metrics = scrape(port);

@@ -136,7 +136,7 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
     assert_eq!(rebuilt.len(), 1);
     let done = wait_job(&mut client, rebuilt[0].job_id).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, N as u64);
+    assert_eq!(done.verified_objects, N as u64);
     assert_one_put_each(&proxy, &cats, objects.keys());
     // The rebuilt job lists the source from the start over the records it seeded: each
     // object is still handled once (two `object_verified` events for 6 of 600 before).
@@ -169,7 +169,7 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
             .job(done.job_id)
             .await
             .expect("daemon still serves")
-            .verified,
+            .verified_objects,
         N as u64
     );
     drop(client);
@@ -182,6 +182,6 @@ async fn damaged_journals_are_refused_rebuilt_or_rolled_back_without_duplicates(
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, N as u64);
+    assert_eq!(done.verified_objects, N as u64);
     assert_one_put_each(&proxy, &cats, objects.keys());
 }

@@ -103,7 +103,7 @@ async fn canaries_never_reach_journal_logs_or_audit() {
         pb::JobState::CompletedWithFailures as i32,
         "{done:?}"
     );
-    assert_eq!(done.failed, 1);
+    assert_eq!(done.failed_objects, 1);
     assert!(proxy.injected() > 0, "the storm injected nothing");
     proxy.set_faults(common::proxy::Faults::default());
     client.verify_and_wait(job.job_id).await.expect("verify");

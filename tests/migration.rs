@@ -78,9 +78,9 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     let done = wait_job(&mut client, job.job_id).await;
     assert_succeeded(&done, &daemon);
     let migrated = objects.len() as u64 - 7;
-    assert_eq!(done.verified, migrated);
-    assert_eq!(done.unclassified, 7);
-    assert_eq!(done.failed, 0);
+    assert_eq!(done.verified_objects, migrated);
+    assert_eq!(done.unclassified_objects, 7);
+    assert_eq!(done.failed_objects, 0);
 
     // Every destination bucket holds exactly its category's objects, under the stripped key.
     for cat in &cats {
@@ -127,7 +127,10 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     assert_eq!(source_etags(&moto).await, etags_before);
 
     let report = client.verify_and_wait(job.job_id).await.expect("verify");
-    assert_eq!((report.checked, report.ok), (migrated, migrated));
+    assert_eq!(
+        (report.checked_objects, report.ok_objects),
+        (migrated, migrated)
+    );
 
     // A restart keeps the job and its counts.
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
@@ -138,15 +141,15 @@ async fn migrates_every_object_sealed_twice_and_survives_restart() {
     assert_eq!(again.state, done.state);
     assert_eq!(
         (
-            again.verified,
-            again.unclassified,
-            again.failed,
+            again.verified_objects,
+            again.unclassified_objects,
+            again.failed_objects,
             again.verified_bytes
         ),
         (
-            done.verified,
-            done.unclassified,
-            done.failed,
+            done.verified_objects,
+            done.unclassified_objects,
+            done.failed_objects,
             done.verified_bytes
         )
     );
@@ -217,8 +220,8 @@ async fn a_paused_job_stays_paused_across_a_restart() {
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     let b = client.job(job).await.expect("job");
     assert_eq!(
-        (a.verified, a.failed),
-        (b.verified, b.failed),
+        (a.verified_objects, a.failed_objects),
+        (b.verified_objects, b.failed_objects),
         "a paused job made progress"
     );
     let again = client
@@ -230,7 +233,7 @@ async fn a_paused_job_stays_paused_across_a_restart() {
     client.resume(job).await.expect("resume");
     let done = wait_job(&mut client, job).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objects.len() as u64);
+    assert_eq!(done.verified_objects, objects.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,6 +336,6 @@ async fn a_start_lists_the_source_for_conflicts_only_when_the_rules_can_overlap(
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objects.len() as u64);
+    assert_eq!(done.verified_objects, objects.len() as u64);
     assert_eq!(requests(&scrape(port), "s3", "ListObjectsV2"), 1);
 }

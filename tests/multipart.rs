@@ -96,7 +96,7 @@ async fn a_large_object_streams_as_multipart_and_a_killed_upload_is_aborted_on_r
     let mut client = daemon.client().await;
     let done = wait_job(&mut client, job).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, 3);
+    assert_eq!(done.verified_objects, 3);
     for cat in &cats {
         assert!(
             open_uploads(&moto, &cat.bucket).await.is_empty(),

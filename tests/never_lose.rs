@@ -86,7 +86,7 @@ async fn checksum_one(
     put_all(moto, &one(tag)).await;
     let job = start_checksum(client, &format!("db/{tag}")).await;
     let done = wait_job(client, job).await;
-    if done.verified == 1 {
+    if done.verified_objects == 1 {
         assert_succeeded(&done, daemon);
         let ev = client.audit(job).await.expect("audit");
         let v = ev
@@ -95,7 +95,11 @@ async fn checksum_one(
             .expect("event");
         Ok(v.detail.clone())
     } else {
-        assert_eq!((done.verified, done.failed), (0, 1), "{done:?}");
+        assert_eq!(
+            (done.verified_objects, done.failed_objects),
+            (0, 1),
+            "{done:?}"
+        );
         let failed = client
             .objects(job, pb::ObjectState::Failed)
             .await
@@ -104,7 +108,7 @@ async fn checksum_one(
     }
 }
 
-fn check<'a>(r: &'a pb::CutoverReport, name: &str) -> &'a pb::CutoverCheckItem {
+fn check<'a>(r: &'a pb::CutoverCheckResponse, name: &str) -> &'a pb::CutoverCheckItem {
     r.checks
         .iter()
         .find(|c| c.name == name)
@@ -146,7 +150,10 @@ async fn decommission_never_deletes_a_source_whose_copy_is_gone() {
             .starts_with("24 cop(ies) checked"),
         "{report:?}"
     );
-    let plan = client.plan_decommission(job, "delete").await.expect("plan");
+    let plan = client
+        .plan_decommission(job, pb::DecommissionMode::Delete)
+        .await
+        .expect("plan");
     assert!(plan.summary.contains("checked again"), "{}", plan.summary);
 
     // ...then one copy goes: the run re-proves and refuses; nothing is deleted.
@@ -184,7 +191,7 @@ async fn decommission_never_deletes_a_source_whose_copy_is_gone() {
         "cutover-check exited 0 with copies gone"
     );
     let err = client
-        .plan_decommission(job, "delete")
+        .plan_decommission(job, pb::DecommissionMode::Delete)
         .await
         .expect_err("a delete plan with copies gone must be refused");
     assert!(err.to_string().contains("no longer exists"), "{err}");
@@ -232,7 +239,11 @@ async fn a_copy_under_another_categorys_key_is_wrong_key() {
         .await
         .expect("re-put under the api key");
     let report = client.verify_and_wait(job).await.expect("verify");
-    assert_eq!((report.checked, report.ok), (8, 7), "{report:?}");
+    assert_eq!(
+        (report.checked_objects, report.ok_objects),
+        (8, 7),
+        "{report:?}"
+    );
     // What the re-verification saw of each held copy is in the trail, as S3 answered it.
     let db_key = &cats.iter().find(|c| c.name == "db").unwrap().key_arn;
     let seen = client.audit(report.job_id).await.expect("audit");
@@ -277,7 +288,11 @@ async fn a_server_that_names_no_key_fails_closed() {
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!((done.verified, done.failed), (0, 4), "{done:?}");
+    assert_eq!(
+        (done.verified_objects, done.failed_objects),
+        (0, 4),
+        "{done:?}"
+    );
     let failed = client
         .objects(job, pb::ObjectState::Failed)
         .await
@@ -546,7 +561,7 @@ async fn an_unreachable_endpoint_parks_a_verification_instead_of_failing_every_o
         parked.message
     );
     assert_eq!(
-        parked.failed, 0,
+        parked.failed_objects, 0,
         "objects were marked for the endpoint's fault"
     );
     let audit = client.audit(verify).await.expect("audit");
@@ -558,7 +573,7 @@ async fn an_unreachable_endpoint_parks_a_verification_instead_of_failing_every_o
     let done = wait_job(&mut client, verify).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     let report = client.verify_report(verify).await.expect("report");
-    assert_eq!((report.checked, report.ok), (12, 12));
+    assert_eq!((report.checked_objects, report.ok_objects), (12, 12));
 }
 
 /// A daemon without AWS credentials refuses to start and says why (before, it started, and
@@ -609,7 +624,7 @@ async fn a_key_disabled_mid_job_stops_sealing_under_it() {
         .start_with(pb::StartJobRequest {
             options: Some(pb::JobOptions {
                 limits: Some(pb::JobLimits {
-                    objects_per_sec: 20,
+                    objects_per_second: 20,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -689,7 +704,11 @@ async fn multipart_and_archive_fail_closed_when_s3_names_no_key() {
     proxy.report_sse(SseReport::DropKey, &[]);
     let job = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, job).await;
-    assert_eq!((done.verified, done.failed), (0, 2), "{done:?}");
+    assert_eq!(
+        (done.verified_objects, done.failed_objects),
+        (0, 2),
+        "{done:?}"
+    );
     for o in client.objects(job, pb::ObjectState::Failed).await.unwrap() {
         assert!(
             o.reason.contains("did not report which KMS key"),
@@ -706,7 +725,7 @@ async fn multipart_and_archive_fail_closed_when_s3_names_no_key() {
     assert_succeeded(&wait_job(&mut client, job).await, &daemon);
 
     let plan = client
-        .plan_decommission(job, "archive")
+        .plan_decommission(job, pb::DecommissionMode::Archive)
         .await
         .expect("archive plan");
     proxy.report_sse(SseReport::DropKey, &[]);

@@ -69,8 +69,16 @@ async fn pause_drains_and_freezes_resume_finishes_cancel_stops_for_good() {
     let later = client.job(job).await.expect("job");
     assert_eq!(proxy.total(), requests, "requests after pause returned");
     assert_eq!(
-        (later.verified, later.failed, later.in_progress),
-        (paused.verified, paused.failed, paused.in_progress),
+        (
+            later.verified_objects,
+            later.failed_objects,
+            later.pending_objects
+        ),
+        (
+            paused.verified_objects,
+            paused.failed_objects,
+            paused.pending_objects
+        ),
         "counts moved while paused"
     );
     assert_eq!(
@@ -78,7 +86,7 @@ async fn pause_drains_and_freezes_resume_finishes_cancel_stops_for_good() {
         "a paused job holds no workers"
     );
     assert!(
-        paused.verified < objs.len() as u64,
+        paused.verified_objects < objs.len() as u64,
         "paused too late to prove anything"
     );
 
@@ -89,7 +97,7 @@ async fn pause_drains_and_freezes_resume_finishes_cancel_stops_for_good() {
     assert_eq!(state(&resumed), pb::JobState::Running);
     let done = wait_job(&mut client, job).await;
     assert_eq!(state(&done), pb::JobState::Succeeded, "{done:?}");
-    assert_eq!(done.verified, objs.len() as u64);
+    assert_eq!(done.verified_objects, objs.len() as u64);
     assert_one_put_each(&proxy, &cats, objs.keys());
     let audit = client.audit(job).await.expect("audit");
     assert_verified_once(&audit, objs.len());
@@ -109,16 +117,20 @@ async fn pause_drains_and_freezes_resume_finishes_cancel_stops_for_good() {
     wait_until_verified(&mut client, second, 10).await;
     let cancelled = client.cancel(second).await.expect("cancel");
     assert_eq!(state(&cancelled), pb::JobState::Cancelled);
-    assert_eq!(cancelled.excluded, objs.len() as u64, "the include glob");
+    assert_eq!(
+        cancelled.excluded_objects,
+        objs.len() as u64,
+        "the include glob"
+    );
     let requests = proxy.total();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(proxy.total(), requests, "requests after cancel returned");
-    assert!(cancelled.verified < more.len() as u64);
+    assert!(cancelled.verified_objects < more.len() as u64);
     let verified = client
         .objects(second, pb::ObjectState::Verified)
         .await
         .expect("objects");
-    assert_eq!(verified.len() as u64, cancelled.verified);
+    assert_eq!(verified.len() as u64, cancelled.verified_objects);
     for o in verified.iter().take(8) {
         let cat = cats.iter().find(|c| c.name == o.category).expect("cat");
         assert_eq!(
@@ -214,7 +226,7 @@ async fn priorities_share_the_workers_and_a_queued_job_waits() {
     // Queued behind the low-priority job, over what it covers, leaving out api/.
     let queued = client
         .start_with(start_req(pb::JobOptions {
-            after_job: low,
+            after_job_id: low,
             only_categories: vec!["db".into(), "api".into()],
             exclude: vec!["api/**".into()],
             ..Default::default()
@@ -227,7 +239,7 @@ async fn priorities_share_the_workers_and_a_queued_job_waits() {
     // has nothing left to start; the audit trail's order shows it exactly.
     let high_done = wait_job(&mut client, high).await;
     assert_eq!(state(&high_done), pb::JobState::Succeeded);
-    assert_eq!(high_done.verified, 200);
+    assert_eq!(high_done.verified_objects, 200);
     let trail = client.audit(0).await.expect("audit");
     let verified_seqs = |job: u64| {
         trail
@@ -249,11 +261,11 @@ async fn priorities_share_the_workers_and_a_queued_job_waits() {
     let q = wait_job(&mut client, queued.job_id).await;
     assert_eq!(state(&q), pb::JobState::Succeeded, "{q:?}");
     assert_eq!(
-        q.excluded, 300,
+        q.excluded_objects, 300,
         "api/ by the glob, tls/ and misc/ by category"
     );
     assert_eq!(
-        q.verified, 100,
+        q.verified_objects, 100,
         "db/ again: the earlier copies proved and adopted"
     );
     let audit = client.audit(queued.job_id).await.expect("audit");
@@ -279,7 +291,7 @@ async fn live_limits_show_in_watch_and_checksum_mode_proves_without_read_back() 
             verify_mode: pb::VerifyMode::Checksum as i32,
             limits: Some(pb::JobLimits {
                 concurrency: 4,
-                objects_per_sec: 40,
+                objects_per_second: 40,
                 ..Default::default()
             }),
             ..Default::default()
@@ -294,13 +306,13 @@ async fn live_limits_show_in_watch_and_checksum_mode_proves_without_read_back() 
     while let Some(j) = watch.next().await {
         let j = j.expect("watch");
         let l = j.limits.expect("limits");
-        if !changed && j.verified >= 5 {
-            assert_eq!((l.concurrency, l.objects_per_sec), (4, 40));
+        if !changed && j.verified_objects >= 5 {
+            assert_eq!((l.concurrency, l.objects_per_second), (4, 40));
             let u = control
                 .update(pb::UpdateJobRequest {
                     job_id: job,
                     concurrency: Some(1),
-                    objects_per_sec: Some(0),
+                    objects_per_second: Some(0),
                     priority: Some(3),
                     ..Default::default()
                 })
@@ -309,9 +321,9 @@ async fn live_limits_show_in_watch_and_checksum_mode_proves_without_read_back() 
             assert_eq!(u.limits.expect("limits").concurrency, 1);
             changed = true;
         } else if changed && l.concurrency == 1 && j.current_concurrency == 1 {
-            assert_eq!(l.objects_per_sec, 0, "the rate went back to unlimited");
+            assert_eq!(l.objects_per_second, 0, "the rate went back to unlimited");
             assert_eq!(j.options.as_ref().expect("options").priority, 3);
-            seen = Some(j.verified);
+            seen = Some(j.verified_objects);
         }
         if j.state != pb::JobState::Running as i32 {
             assert_eq!(state(&j), pb::JobState::Succeeded, "{j:?}");
@@ -378,9 +390,9 @@ async fn the_failure_threshold_stops_a_job_that_keeps_failing() {
     let done = wait_job(&mut client, job).await;
     assert_eq!(state(&done), pb::JobState::Failed, "{done:?}");
     assert!(done.message.contains("threshold"), "{}", done.message);
-    assert!(done.failed >= 10, "{done:?}");
+    assert!(done.failed_objects >= 10, "{done:?}");
     assert!(
-        done.failed + done.verified < 60,
+        done.failed_objects + done.verified_objects < 60,
         "the job ran on after passing its threshold: {done:?}"
     );
     assert!(!done.recent_errors.is_empty());
@@ -396,7 +408,7 @@ async fn the_failure_threshold_stops_a_job_that_keeps_failing() {
     client.retry(job).await.expect("retry");
     let done = wait_job(&mut client, job).await;
     assert_eq!(state(&done), pb::JobState::Succeeded, "{done:?}");
-    assert_eq!(done.verified, 60);
+    assert_eq!(done.verified_objects, 60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +433,10 @@ async fn two_shards_split_one_bucket_with_no_key_taken_twice() {
         let job = c.start("", false).await.expect("start").job_id;
         let done = wait_job(&mut c, job).await;
         assert_succeeded(&done, d);
-        assert_eq!(done.excluded, 0, "other shards' keys are not 'excluded'");
+        assert_eq!(
+            done.excluded_objects, 0,
+            "other shards' keys are not 'excluded'"
+        );
         let keys: Vec<String> = c
             .objects(job, pb::ObjectState::Verified)
             .await
@@ -535,5 +550,5 @@ async fn a_repeated_or_racing_resume_never_stalls_a_running_job() {
     );
     let done = client.job(1).await.expect("job");
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, 80);
+    assert_eq!(done.verified_objects, 80);
 }

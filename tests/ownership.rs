@@ -41,7 +41,7 @@ async fn foreign_destination_objects_are_conflicts_and_changed_sources_are_recop
     let first = client.start("", false).await.expect("start").job_id;
     let done = wait_job(&mut client, first).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!((done.verified, done.conflicts), (19, 1));
+    assert_eq!((done.verified_objects, done.conflict_objects), (19, 1));
     let conflicts = client
         .objects(first, pb::ObjectState::Conflict)
         .await

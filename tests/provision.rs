@@ -63,7 +63,7 @@ key_admins = ["{ADMIN}"]
     s
 }
 
-fn settings(r: &pb::ProvisionReport) -> Vec<(String, String)> {
+fn settings(r: &pb::ProvisionResponse) -> Vec<(String, String)> {
     r.changes
         .iter()
         .map(|c| (c.resource.clone(), c.setting.clone()))
@@ -112,7 +112,10 @@ async fn provision_from_scratch_detect_drift_and_refuse_weak_buckets() {
     // From nothing: a key and a bucket to create per category, and the documents.
     let plan = client.provision(false).await.expect("plan");
     assert_eq!(plan.changes.len(), 8, "{:#?}", plan.changes);
-    assert!(plan.changes.iter().all(|c| c.action == "create"));
+    assert!(plan
+        .changes
+        .iter()
+        .all(|c| c.action == pb::ProvisionAction::Create as i32));
     assert!(settings(&plan).contains(&("kms alias/dualseal/db".into(), "key".into())));
     assert_eq!(
         plan.documents.len(),
@@ -459,7 +462,7 @@ async fn provision_from_scratch_detect_drift_and_refuse_weak_buckets() {
         .job_id;
     let done = wait_job(&mut client, job).await;
     assert_succeeded(&done, &daemon);
-    assert_eq!(done.verified, objects.len() as u64);
+    assert_eq!(done.verified_objects, objects.len() as u64);
     let db_key = kms
         .describe_key()
         .key_id("alias/dualseal/db")

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
 use super::pb;
-use super::pb::control_client::ControlClient;
+use super::pb::control_service_client::ControlServiceClient as ControlClient;
 
 /// Errors of the client.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,42 @@ pub enum ClientError {
     /// status repeats the message with its metadata, which a reader of an error never needs.
     #[error("{}: {}", .0.code(), .0.message())]
     Status(tonic::Status),
+    /// The daemon answered without a field it always sends (a daemon of another version?).
+    #[error("the daemon's answer has no {0}; is dualsealctl the same version as dualseald?")]
+    Incomplete(&'static str),
+}
+
+impl ClientError {
+    /// The stable reason code of a refused call (`JOB_NOT_FOUND`, `INVALID_ARGUMENT`, ...),
+    /// from the status's `ErrorInfo`, when it has one.
+    pub fn reason(&self) -> Option<String> {
+        use tonic_types::StatusExt;
+        match self {
+            Self::Status(s) => s.get_details_error_info().map(|i| i.reason),
+            _ => None,
+        }
+    }
+
+    /// The fields a refused call named as invalid (`BadRequest`), with what is wrong.
+    pub fn field_violations(&self) -> Vec<(String, String)> {
+        use tonic_types::StatusExt;
+        match self {
+            Self::Status(s) => s
+                .get_details_bad_request()
+                .map(|b| {
+                    b.field_violations
+                        .into_iter()
+                        .map(|v| (v.field, v.description))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn job(j: Option<pb::Job>) -> Result<pb::Job, ClientError> {
+    j.ok_or(ClientError::Incomplete("job"))
 }
 
 impl From<tonic::Status> for ClientError {
@@ -203,7 +239,7 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn start_with(&mut self, req: pb::StartJobRequest) -> Result<pb::Job, ClientError> {
-        Ok(self.inner.start_job(req).await?.into_inner())
+        job(self.inner.start_job(req).await?.into_inner().job)
     }
 
     /// Streams the location map of a job's verified objects.
@@ -217,10 +253,11 @@ impl Client {
     {
         let s = self
             .inner
-            .export_mapping(pb::JobRef { job_id })
+            .export_mapping(pb::ExportMappingRequest { job_id })
             .await?
             .into_inner();
-        Ok(s.map_err(ClientError::from))
+        Ok(s.map_err(ClientError::from)
+            .and_then(|r| async move { r.entry.ok_or(ClientError::Incomplete("entry")) }))
     }
 
     /// Plans a decommission step of a job's source.
@@ -230,13 +267,13 @@ impl Client {
     pub async fn plan_decommission(
         &mut self,
         job_id: u64,
-        mode: &str,
-    ) -> Result<pb::DecommissionPlan, ClientError> {
+        mode: pb::DecommissionMode,
+    ) -> Result<pb::PlanDecommissionResponse, ClientError> {
         Ok(self
             .inner
-            .plan_decommission(pb::DecommissionPlanRequest {
+            .plan_decommission(pb::PlanDecommissionRequest {
                 job_id,
-                mode: mode.to_owned(),
+                mode: mode as i32,
                 ..Default::default()
             })
             .await?
@@ -249,8 +286,8 @@ impl Client {
     /// `Status`.
     pub async fn plan_decommission_with(
         &mut self,
-        req: pb::DecommissionPlanRequest,
-    ) -> Result<pb::DecommissionPlan, ClientError> {
+        req: pb::PlanDecommissionRequest,
+    ) -> Result<pb::PlanDecommissionResponse, ClientError> {
         Ok(self.inner.plan_decommission(req).await?.into_inner())
     }
 
@@ -266,7 +303,7 @@ impl Client {
             })
             .await?
             .into_inner()
-            .result)
+            .summary)
     }
 
     /// Starts a catch-up pass over a finished job.
@@ -274,21 +311,25 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn sync(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
-            .sync_job(pb::JobRef { job_id })
+            .sync_job(pb::SyncJobRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
     /// Is it safe to switch applications over?
     ///
     /// # Errors
     /// `Status`.
-    pub async fn cutover_check(&mut self, job_id: u64) -> Result<pb::CutoverReport, ClientError> {
+    pub async fn cutover_check(
+        &mut self,
+        job_id: u64,
+    ) -> Result<pb::CutoverCheckResponse, ClientError> {
         Ok(self
             .inner
-            .cutover_check(pb::JobRef { job_id })
+            .cutover_check(pb::CutoverCheckRequest { job_id })
             .await?
             .into_inner())
     }
@@ -297,7 +338,7 @@ impl Client {
     ///
     /// # Errors
     /// `Status`.
-    pub async fn provision(&mut self, apply: bool) -> Result<pb::ProvisionReport, ClientError> {
+    pub async fn provision(&mut self, apply: bool) -> Result<pb::ProvisionResponse, ClientError> {
         Ok(self
             .inner
             .provision(pb::ProvisionRequest { apply })
@@ -310,7 +351,7 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn update(&mut self, req: pb::UpdateJobRequest) -> Result<pb::Job, ClientError> {
-        Ok(self.inner.update_job(req).await?.into_inner())
+        job(self.inner.update_job(req).await?.into_inner().job)
     }
 
     /// Starts a job.
@@ -322,7 +363,7 @@ impl Client {
         prefix: &str,
         allow_conflicts: bool,
     ) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
             .start_job(pb::StartJobRequest {
                 prefix: prefix.to_owned(),
@@ -330,7 +371,8 @@ impl Client {
                 ..Default::default()
             })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
     /// One job.
@@ -338,24 +380,45 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn job(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
-            .get_job(pb::JobRef { job_id })
+            .get_job(pb::GetJobRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
-    /// Every job.
+    /// Every job, oldest first (every page).
     ///
     /// # Errors
     /// `Status`.
     pub async fn jobs(&mut self) -> Result<Vec<pb::Job>, ClientError> {
-        Ok(self
-            .inner
-            .list_jobs(pb::ListJobsRequest {})
-            .await?
-            .into_inner()
-            .jobs)
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .jobs_page(pb::ListJobsRequest {
+                    page_token,
+                    ..Default::default()
+                })
+                .await?;
+            all.extend(page.jobs);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// One page of jobs.
+    ///
+    /// # Errors
+    /// `Status`.
+    pub async fn jobs_page(
+        &mut self,
+        req: pb::ListJobsRequest,
+    ) -> Result<pb::ListJobsResponse, ClientError> {
+        Ok(self.inner.list_jobs(req).await?.into_inner())
     }
 
     /// Streams a job's progress until it ends.
@@ -368,10 +431,11 @@ impl Client {
     ) -> Result<impl futures::Stream<Item = Result<pb::Job, ClientError>>, ClientError> {
         let s = self
             .inner
-            .watch_job(pb::JobRef { job_id })
+            .watch_job(pb::WatchJobRequest { job_id })
             .await?
             .into_inner();
-        Ok(s.map_err(ClientError::from))
+        Ok(s.map_err(ClientError::from)
+            .and_then(|r| async move { job(r.job) }))
     }
 
     /// Pauses a job.
@@ -379,11 +443,12 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn pause(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
-            .pause_job(pb::JobRef { job_id })
+            .pause_job(pb::PauseJobRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
     /// Resumes a job.
@@ -391,11 +456,12 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn resume(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
-            .resume_job(pb::JobRef { job_id })
+            .resume_job(pb::ResumeJobRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
     /// Cancels a job.
@@ -403,11 +469,12 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn cancel(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
-            .cancel_job(pb::JobRef { job_id })
+            .cancel_job(pb::CancelJobRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
     /// Re-queues a finished job's failed objects.
@@ -415,11 +482,12 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn retry(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
-            .retry_job(pb::JobRef { job_id })
+            .retry_job(pb::RetryJobRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
     /// Starts a verification job over migration job `job_id`; returns the new job.
@@ -427,36 +495,32 @@ impl Client {
     /// # Errors
     /// `Status`.
     pub async fn verify(&mut self, job_id: u64) -> Result<pb::Job, ClientError> {
-        Ok(self
+        job(self
             .inner
-            .verify_job(pb::JobRef { job_id })
+            .verify_job(pb::VerifyJobRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .job)
     }
 
     /// The findings of a verification job.
     ///
     /// # Errors
     /// `Status`.
-    pub async fn verify_report(
-        &mut self,
-        job_id: u64,
-    ) -> Result<pb::VerifyJobResponse, ClientError> {
-        Ok(self
-            .inner
-            .get_verify_report(pb::JobRef { job_id })
+    pub async fn verify_report(&mut self, job_id: u64) -> Result<pb::VerifyReport, ClientError> {
+        self.inner
+            .get_verify_report(pb::GetVerifyReportRequest { job_id })
             .await?
-            .into_inner())
+            .into_inner()
+            .report
+            .ok_or(ClientError::Incomplete("report"))
     }
 
     /// Verifies migration job `job_id` and waits for the report.
     ///
     /// # Errors
     /// `Status`.
-    pub async fn verify_and_wait(
-        &mut self,
-        job_id: u64,
-    ) -> Result<pb::VerifyJobResponse, ClientError> {
+    pub async fn verify_and_wait(&mut self, job_id: u64) -> Result<pb::VerifyReport, ClientError> {
         let v = self.verify(job_id).await?;
         let mut s = Box::pin(self.watch(v.job_id).await?);
         while let Some(j) = futures::StreamExt::next(&mut s).await {
@@ -482,7 +546,10 @@ impl Client {
             })
             .await?
             .into_inner();
-        Ok(s.try_collect().await?)
+        s.map_err(ClientError::from)
+            .and_then(|r| async move { r.object.ok_or(ClientError::Incomplete("object")) })
+            .try_collect()
+            .await
     }
 
     /// Streams a job's objects (optionally in one state), for reports of any size.
@@ -503,7 +570,8 @@ impl Client {
             })
             .await?
             .into_inner();
-        Ok(s.map_err(ClientError::from))
+        Ok(s.map_err(ClientError::from)
+            .and_then(|r| async move { r.object.ok_or(ClientError::Incomplete("object")) }))
     }
 
     /// The audit trail (0 for every job).
@@ -529,7 +597,8 @@ impl Client {
         filter: pb::ExportAuditRequest,
     ) -> Result<impl futures::Stream<Item = Result<pb::AuditEvent, ClientError>>, ClientError> {
         let s = self.inner.export_audit(filter).await?.into_inner();
-        Ok(s.map_err(ClientError::from))
+        Ok(s.map_err(ClientError::from)
+            .and_then(|r| async move { r.event.ok_or(ClientError::Incomplete("event")) }))
     }
 
     /// Walks the daemon's audit chain.

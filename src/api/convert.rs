@@ -1,6 +1,10 @@
-//! Conversions between generated proto types and domain types, and engine errors to status.
+//! Conversions between generated proto types and domain types, and engine errors to status
+//! with `google.rpc` error details.
 
-use tonic::Status;
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use super::pb;
 use crate::engine::{EngineError, JobView, PlanReport, VerifyReport};
@@ -8,7 +12,88 @@ use crate::journal::{
     FailureThreshold, JobLimits, JobOptions, JobState, ObjectRecord, ObjectState, VerifyMode,
 };
 
-use crate::audit::rfc3339;
+/// The `domain` of every `ErrorInfo` the API sends.
+pub const ERROR_DOMAIN: &str = "dualseal.io";
+
+/// A timestamp from ms since the Unix epoch.
+pub fn timestamp(ms: u64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        // Below 1e9: fits.
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// ms since the Unix epoch from a timestamp; `None` before 1970 or out of range.
+pub fn timestamp_ms(t: &pbjson_types::Timestamp) -> Option<u64> {
+    let secs = u64::try_from(t.seconds).ok()?;
+    let nanos = u64::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    secs.checked_mul(1000)?.checked_add(nanos / 1_000_000)
+}
+
+fn duration(secs: u64) -> pbjson_types::Duration {
+    pbjson_types::Duration {
+        seconds: i64::try_from(secs).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// The `reason` of an `ErrorInfo`: the enum value's name without its prefix.
+pub fn reason_name(r: pb::ErrorReason) -> &'static str {
+    let name = r.as_str_name();
+    name.strip_prefix("ERROR_REASON_").unwrap_or(name)
+}
+
+/// A status carrying an `ErrorInfo` with `reason`, plus whatever `more` adds.
+pub fn status(
+    code: Code,
+    reason: pb::ErrorReason,
+    message: String,
+    metadata: HashMap<String, String>,
+    more: impl FnOnce(&mut ErrorDetails),
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason_name(reason), ERROR_DOMAIN, metadata);
+    more(&mut details);
+    Status::with_error_details(code, message, details)
+}
+
+/// INVALID_ARGUMENT naming the field (a `BadRequest` violation).
+pub fn invalid(field: &str, message: impl Into<String>) -> Status {
+    let message = message.into();
+    status(
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidArgument,
+        message.clone(),
+        HashMap::new(),
+        |d| {
+            d.add_bad_request_violation(field, message);
+        },
+    )
+}
+
+/// FAILED_PRECONDITION with a `PreconditionFailure` of `kind` about `subject`.
+pub fn precondition(kind: &str, subject: &str, message: String) -> Status {
+    status(
+        Code::FailedPrecondition,
+        pb::ErrorReason::Precondition,
+        message.clone(),
+        HashMap::new(),
+        |d| {
+            d.add_precondition_failure_violation(kind, subject, message);
+        },
+    )
+}
+
+/// PERMISSION_DENIED.
+pub fn denied(message: String) -> Status {
+    status(
+        Code::PermissionDenied,
+        pb::ErrorReason::PermissionDenied,
+        message,
+        HashMap::new(),
+        |_| {},
+    )
+}
 
 impl From<JobState> for pb::JobState {
     fn from(s: JobState) -> Self {
@@ -37,13 +122,51 @@ impl From<ObjectState> for pb::ObjectState {
     }
 }
 
+/// A job state from a request.
+///
+/// # Errors
+/// `InvalidArgument` naming `field` for UNSPECIFIED or a number outside the enum.
+pub fn job_state(field: &str, raw: i32) -> Result<JobState, Status> {
+    let s = pb::JobState::try_from(raw)
+        .map_err(|_| invalid(field, format!("{field}: unknown job state {raw}")))?;
+    Ok(match s {
+        pb::JobState::Unspecified => {
+            return Err(invalid(
+                field,
+                format!("{field}: JOB_STATE_UNSPECIFIED is not a state; leave the list empty for every state"),
+            ))
+        }
+        pb::JobState::Running => JobState::Running,
+        pb::JobState::Paused => JobState::Paused,
+        pb::JobState::Cancelled => JobState::Cancelled,
+        pb::JobState::Succeeded => JobState::Succeeded,
+        pb::JobState::CompletedWithFailures => JobState::CompletedWithFailures,
+        pb::JobState::Failed => JobState::Failed,
+        pb::JobState::Pending => JobState::Pending,
+    })
+}
+
+/// A kind filter from a request: `None` for UNSPECIFIED (every kind).
+///
+/// # Errors
+/// `InvalidArgument` for a number outside the enum.
+pub fn kind_filter(raw: i32) -> Result<Option<crate::engine::KindFilter>, Status> {
+    use crate::engine::KindFilter;
+    match pb::JobKind::try_from(raw) {
+        Ok(pb::JobKind::Unspecified) => Ok(None),
+        Ok(pb::JobKind::Migrate) => Ok(Some(KindFilter::Migrate)),
+        Ok(pb::JobKind::Verify) => Ok(Some(KindFilter::Verify)),
+        Err(_) => Err(invalid("kind", format!("kind: unknown job kind {raw}"))),
+    }
+}
+
 /// A state filter from a request: `None` for UNSPECIFIED (every state).
 ///
 /// # Errors
 /// `InvalidArgument` for a number outside the enum.
 pub fn state_filter(raw: i32) -> Result<Option<ObjectState>, Status> {
     let s = pb::ObjectState::try_from(raw)
-        .map_err(|_| Status::invalid_argument(format!("unknown object state {raw}")))?;
+        .map_err(|_| invalid("state", format!("state: unknown object state {raw}")))?;
     Ok(match s {
         pb::ObjectState::Unspecified => None,
         pb::ObjectState::Discovered => Some(ObjectState::Discovered),
@@ -64,15 +187,15 @@ impl From<JobView> for pb::Job {
             state: pb::JobState::from(r.state) as i32,
             source_bucket: r.source_bucket,
             prefix: r.prefix,
-            created_at: rfc3339(r.created_at_ms),
-            updated_at: rfc3339(r.updated_at_ms),
+            create_time: Some(timestamp(r.created_at_ms)),
+            update_time: Some(timestamp(r.updated_at_ms)),
             listing_complete: r.listing_complete,
-            discovered: c.total(),
-            verified: c.get(ObjectState::Verified),
-            failed: c.get(ObjectState::Failed),
-            unclassified: c.get(ObjectState::Unclassified),
-            conflicts: c.get(ObjectState::Conflict),
-            in_progress: c.pending(),
+            discovered_objects: c.total(),
+            verified_objects: c.get(ObjectState::Verified),
+            failed_objects: c.get(ObjectState::Failed),
+            unclassified_objects: c.get(ObjectState::Unclassified),
+            conflict_objects: c.get(ObjectState::Conflict),
+            pending_objects: c.pending(),
             verified_bytes: c.verified_bytes,
             categories: c
                 .per_category
@@ -94,29 +217,28 @@ impl From<JobView> for pb::Job {
                 .map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
             throttled: v.throttled,
             kind: match r.kind {
-                crate::journal::JobKind::Migrate => "migrate".into(),
-                crate::journal::JobKind::Verify { .. } => "verify".into(),
-            },
-            verify_of: match r.kind {
+                crate::journal::JobKind::Migrate => pb::JobKind::Migrate,
+                crate::journal::JobKind::Verify { .. } => pb::JobKind::Verify,
+            } as i32,
+            verify_of_job_id: match r.kind {
                 crate::journal::JobKind::Verify { of } => of,
                 crate::journal::JobKind::Migrate => 0,
             },
-            state_name: r.state.as_str().into(),
             options: Some(options_to_pb(&r.options)),
             limits: Some(limits_to_pb(&v.limits)),
-            objects_per_sec: v.speed.objects_per_sec,
-            bytes_per_sec: v.speed.bytes_per_sec,
-            eta_seconds: v.speed.eta_secs,
+            objects_per_second: v.speed.objects_per_sec,
+            bytes_per_second: v.speed.bytes_per_sec,
+            eta: v.speed.eta_secs.map(duration),
             recent_errors: v
                 .recent_errors
                 .into_iter()
                 .map(|e| pb::RecentError {
-                    at: rfc3339(e.at_ms),
+                    time: Some(timestamp(e.at_ms)),
                     source_key: e.key,
                     message: e.message,
                 })
                 .collect(),
-            excluded: r.excluded,
+            excluded_objects: r.excluded,
             note: v.note.unwrap_or_default(),
         }
     }
@@ -125,9 +247,9 @@ impl From<JobView> for pb::Job {
 fn limits_to_pb(l: &JobLimits) -> pb::JobLimits {
     pb::JobLimits {
         concurrency: l.concurrency.unwrap_or(0),
-        objects_per_sec: l.objects_per_sec.unwrap_or(0),
-        bytes_per_sec: l.bytes_per_sec.unwrap_or(0),
-        kms_requests_per_sec: l.kms_requests_per_sec.unwrap_or(0),
+        objects_per_second: l.objects_per_sec.unwrap_or(0),
+        bytes_per_second: l.bytes_per_sec.unwrap_or(0),
+        kms_requests_per_second: l.kms_requests_per_sec.unwrap_or(0),
     }
 }
 
@@ -142,7 +264,7 @@ fn options_to_pb(o: &JobOptions) -> pb::JobOptions {
         } as i32,
         failure_threshold_percent: o.failure_threshold.map_or(100, |t| t.percent),
         failure_threshold_min_objects: o.failure_threshold.map_or(0, |t| t.min_objects),
-        after_job: o.after.unwrap_or(0),
+        after_job_id: o.after.unwrap_or(0),
         priority: o.priority,
         limits: Some(limits_to_pb(&o.limits)),
         inventory_manifest: o.inventory.clone().unwrap_or_default(),
@@ -157,9 +279,12 @@ pub fn options_from_pb(o: Option<pb::JobOptions>) -> Result<JobOptions, Status> 
     let Some(o) = o else {
         return Ok(JobOptions::default());
     };
-    let verify_mode = match pb::VerifyMode::try_from(o.verify_mode)
-        .map_err(|_| Status::invalid_argument(format!("unknown verify mode {}", o.verify_mode)))?
-    {
+    let verify_mode = match pb::VerifyMode::try_from(o.verify_mode).map_err(|_| {
+        invalid(
+            "options.verify_mode",
+            format!("unknown verify mode {}", o.verify_mode),
+        )
+    })? {
         pb::VerifyMode::Unspecified | pb::VerifyMode::Full => VerifyMode::Full,
         pb::VerifyMode::Checksum => VerifyMode::Checksum,
     };
@@ -170,9 +295,10 @@ pub fn options_from_pb(o: Option<pb::JobOptions>) -> Result<JobOptions, Status> 
             min_objects: u64::MAX,
         }),
         p if p > 100 => {
-            return Err(Status::invalid_argument(format!(
-                "failure threshold {p}% is above 100%"
-            )))
+            return Err(invalid(
+                "options.failure_threshold_percent",
+                format!("failure threshold {p}% is above 100%"),
+            ))
         }
         p => Some(FailureThreshold {
             percent: p,
@@ -187,13 +313,13 @@ pub fn options_from_pb(o: Option<pb::JobOptions>) -> Result<JobOptions, Status> 
         only_categories: o.only_categories,
         verify_mode,
         failure_threshold,
-        after: (o.after_job > 0).then_some(o.after_job),
+        after: (o.after_job_id > 0).then_some(o.after_job_id),
         priority: o.priority,
         limits: JobLimits {
             concurrency: nz32(l.concurrency),
-            objects_per_sec: nz32(l.objects_per_sec),
-            bytes_per_sec: (l.bytes_per_sec > 0).then_some(l.bytes_per_sec),
-            kms_requests_per_sec: nz32(l.kms_requests_per_sec),
+            objects_per_sec: nz32(l.objects_per_second),
+            bytes_per_sec: (l.bytes_per_second > 0).then_some(l.bytes_per_second),
+            kms_requests_per_sec: nz32(l.kms_requests_per_second),
         },
         inventory: (!o.inventory_manifest.is_empty()).then_some(o.inventory_manifest),
     })
@@ -207,7 +333,7 @@ pub fn object_status(key: String, r: ObjectRecord) -> pb::ObjectStatus {
         category: r.category.unwrap_or_default(),
         destination_bucket: r.dest_bucket.unwrap_or_default(),
         destination_key: r.dest_key.unwrap_or_default(),
-        size: r.size,
+        size_bytes: r.size,
         attempts: r.attempts,
         reason: r.reason.unwrap_or_default(),
         source_version: r.source_version.unwrap_or_default(),
@@ -232,7 +358,7 @@ impl From<PlanReport> for pb::PlanResponse {
                         .into_iter()
                         .map(|(key, bytes)| pb::SizedKey { key, bytes })
                         .collect(),
-                    rules: c.rules.into_iter().collect(),
+                    objects_by_rule: c.rules.into_iter().collect(),
                 })
                 .collect(),
             unclassified_objects: p.unclassified_objects,
@@ -251,21 +377,21 @@ impl From<PlanReport> for pb::PlanResponse {
                 s3_gets: p.estimate.s3_gets,
                 s3_puts: p.estimate.s3_puts,
                 s3_lists_and_heads: p.estimate.s3_lists_and_heads,
-                kms_dualseal: p.estimate.kms_dualseal,
-                kms_dsse: p.estimate.kms_dsse,
+                kms_dualseal_requests: p.estimate.kms_dualseal,
+                kms_dsse_requests: p.estimate.kms_dsse,
                 dsse_gb: p.estimate.dsse_gb,
                 cost_usd: p.estimate.cost_usd,
-                eta_seconds: p.estimate.eta_secs,
+                eta: p.estimate.eta_secs.map(duration),
                 basis: p.estimate.basis,
             }),
             content: p.content.map(|c| pb::ContentReport {
-                inspected: c.inspected,
-                by_kind: c.by_kind.into_iter().collect(),
-                agreements: c.agreements,
-                disagreements: c.disagreements,
-                unclaimed: c.unclaimed,
-                unrecognised: c.unrecognised,
-                unreadable: c.unreadable,
+                inspected_objects: c.inspected,
+                objects_by_kind: c.by_kind.into_iter().collect(),
+                agreement_objects: c.agreements,
+                disagreement_objects: c.disagreements,
+                unclaimed_objects: c.unclaimed,
+                unrecognised_objects: c.unrecognised,
+                unreadable_objects: c.unreadable,
                 first_error: c.first_error.unwrap_or_default(),
                 disagreements_sample: c.disagreements_sample.into_iter().map(verdict).collect(),
                 verdicts_sample: c.verdicts_sample.into_iter().map(verdict).collect(),
@@ -285,12 +411,12 @@ fn verdict(v: crate::engine::ContentVerdict) -> pb::ContentVerdict {
     }
 }
 
-impl From<VerifyReport> for pb::VerifyJobResponse {
+impl From<VerifyReport> for pb::VerifyReport {
     fn from(v: VerifyReport) -> Self {
         Self {
             job_id: v.job_id,
-            checked: v.checked,
-            ok: v.ok,
+            checked_objects: v.checked,
+            ok_objects: v.ok,
             mismatches: v
                 .mismatches
                 .into_iter()
@@ -301,9 +427,9 @@ impl From<VerifyReport> for pb::VerifyJobResponse {
                 .into_iter()
                 .map(|(category, t)| pb::CategoryVerify {
                     category,
-                    checked: t.checked,
-                    ok: t.ok,
-                    findings: t.findings.into_iter().collect(),
+                    checked_objects: t.checked,
+                    ok_objects: t.ok,
+                    objects_by_finding: t.findings.into_iter().collect(),
                 })
                 .collect(),
         }
@@ -314,7 +440,7 @@ impl From<crate::audit::AuditEvent> for pb::AuditEvent {
     fn from(e: crate::audit::AuditEvent) -> Self {
         Self {
             seq: e.seq,
-            at: e.at,
+            time: crate::audit::parse_time(&e.at).ok().map(timestamp),
             job_id: e.job_id,
             kind: e.kind,
             source_key: e.source_key,
@@ -330,31 +456,74 @@ impl From<crate::audit::AuditEvent> for pb::AuditEvent {
     }
 }
 
+/// The record form of an exported event (what its hash covers), for offline verification.
+pub fn audit_record(e: pb::AuditEvent) -> crate::audit::AuditEvent {
+    crate::audit::AuditEvent {
+        seq: e.seq,
+        at: e
+            .time
+            .as_ref()
+            .and_then(timestamp_ms)
+            .map(crate::audit::rfc3339)
+            .unwrap_or_default(),
+        job_id: e.job_id,
+        kind: e.kind,
+        actor: e.actor,
+        category: e.category,
+        outcome: e.outcome,
+        source_key: e.source_key,
+        destination_bucket: e.destination_bucket,
+        destination_key: e.destination_key,
+        detail: e.detail,
+        prev_hash: e.prev_hash,
+        hash: e.hash,
+    }
+}
+
 /// An export filter from a request.
 ///
 /// # Errors
-/// `InvalidArgument` naming a time that is not RFC 3339.
+/// `InvalidArgument` with a `BadRequest` violation per problem: a time before 1970, `since`
+/// after `until`, a kind or outcome the trail never records.
 pub fn audit_filter(r: pb::ExportAuditRequest) -> Result<crate::audit::Filter, Status> {
-    let time = |s: &str| {
-        if s.is_empty() {
-            Ok(None)
-        } else {
-            crate::audit::parse_time(s)
-                .map(Some)
-                .map_err(Status::invalid_argument)
-        }
+    let time = |field: &str, t: Option<&pbjson_types::Timestamp>| match t {
+        None => Ok(None),
+        Some(t) => timestamp_ms(t)
+            .map(Some)
+            .ok_or_else(|| invalid(field, format!("{field} is before 1970 or out of range"))),
     };
-    Ok(crate::audit::Filter {
+    let filter = crate::audit::Filter {
+        after_seq: r.after_seq,
         job: (r.job_id != 0).then_some(r.job_id),
-        since_ms: time(&r.since)?,
-        until_ms: time(&r.until)?,
+        since_ms: time("since", r.since.as_ref())?,
+        until_ms: time("until", r.until.as_ref())?,
         category: r.category,
         kind: r.kind,
         outcome: r.outcome,
         actor: r.actor,
         source_prefix: r.source_prefix,
         destination_prefix: r.destination_prefix,
-    })
+    };
+    let problems = filter.problems();
+    if problems.is_empty() {
+        return Ok(filter);
+    }
+    let message = problems
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(status(
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidArgument,
+        message,
+        HashMap::new(),
+        |d| {
+            for (field, m) in problems {
+                d.add_bad_request_violation(field, m);
+            }
+        },
+    ))
 }
 
 impl From<crate::audit::ChainReport> for pb::VerifyAuditResponse {
@@ -382,20 +551,43 @@ impl From<crate::audit::ChainReport> for pb::VerifyAuditResponse {
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
+        use pb::ErrorReason as R;
         let msg = e.to_string();
+        let plain = |code, reason| status(code, reason, msg.clone(), HashMap::new(), |_| {});
         match e {
-            EngineError::NoSuchJob(_) => Status::not_found(msg),
-            EngineError::FailedPrecondition(_) => Status::failed_precondition(msg),
-            EngineError::InvalidRequest(_) => Status::invalid_argument(msg),
-            EngineError::ShuttingDown => Status::unavailable(msg),
-            EngineError::Journal(_) => Status::internal(msg),
-            EngineError::Store(_) | EngineError::Kms(_) if e.is_retryable() => {
-                Status::unavailable(msg)
+            EngineError::NoSuchJob(id) => status(
+                Code::NotFound,
+                R::JobNotFound,
+                msg,
+                HashMap::from([("job_id".to_owned(), id.to_string())]),
+                |d| {
+                    d.set_resource_info(
+                        "dualseal.v1.Job",
+                        id.to_string(),
+                        "",
+                        "no job has this id",
+                    );
+                },
+            ),
+            EngineError::FailedPrecondition(_) => precondition("STATE", "", msg),
+            EngineError::InvalidRequest(_) => status(
+                Code::InvalidArgument,
+                R::InvalidArgument,
+                msg,
+                HashMap::new(),
+                |_| {},
+            ),
+            EngineError::ShuttingDown => plain(Code::Unavailable, R::ShuttingDown),
+            EngineError::Journal(_) => plain(Code::Internal, R::Journal),
+            EngineError::Store(_) | EngineError::Kms(_) | EngineError::Provision(_)
+                if e.is_retryable() =>
+            {
+                plain(Code::Unavailable, R::AwsUnavailable)
             }
-            EngineError::Store(_) | EngineError::Kms(_) => Status::failed_precondition(msg),
-            EngineError::Provision(_) if e.is_retryable() => Status::unavailable(msg),
-            EngineError::Provision(_) => Status::failed_precondition(msg),
-            EngineError::Inventory(_) => Status::failed_precondition(msg),
+            EngineError::Store(_) | EngineError::Kms(_) | EngineError::Provision(_) => {
+                plain(Code::FailedPrecondition, R::Aws)
+            }
+            EngineError::Inventory(_) => plain(Code::FailedPrecondition, R::Inventory),
         }
     }
 }
@@ -408,14 +600,14 @@ fn change_to_pb(c: crate::provision::Change) -> pb::ProvisionChange {
         live: c.live,
         desired: c.desired,
         action: match c.action {
-            crate::provision::Action::Create => "create".into(),
-            crate::provision::Action::Update => "update".into(),
-        },
+            crate::provision::Action::Create => pb::ProvisionAction::Create,
+            crate::provision::Action::Update => pb::ProvisionAction::Update,
+        } as i32,
         weakens: c.weakens,
     }
 }
 
-impl From<crate::provision::Report> for pb::ProvisionReport {
+impl From<crate::provision::Report> for pb::ProvisionResponse {
     fn from(r: crate::provision::Report) -> Self {
         Self {
             changes: r.changes.into_iter().map(change_to_pb).collect(),
@@ -425,7 +617,7 @@ impl From<crate::provision::Report> for pb::ProvisionReport {
                 .into_iter()
                 .map(|d| pb::PolicyDocument {
                     name: d.name,
-                    kind: d.kind.into(),
+                    kind: policy_kind(d.kind) as i32,
                     json: d.json,
                 })
                 .collect(),
@@ -450,7 +642,7 @@ impl From<crate::engine::MappingEntry> for pb::MappingEntry {
     }
 }
 
-impl From<crate::engine::CutoverReport> for pb::CutoverReport {
+impl From<crate::engine::CutoverReport> for pb::CutoverCheckResponse {
     fn from(r: crate::engine::CutoverReport) -> Self {
         Self {
             job_id: r.job_id,
@@ -465,9 +657,127 @@ impl From<crate::engine::CutoverReport> for pb::CutoverReport {
                     blocking: c.blocking,
                 })
                 .collect(),
-            new_in_source: r.new_in_source,
-            changed_in_source: r.changed_in_source,
-            deleted_in_source: r.deleted_in_source,
+            new_in_source_objects: r.new_in_source,
+            changed_in_source_objects: r.changed_in_source,
+            deleted_in_source_objects: r.deleted_in_source,
+            copies_checked: r.copies_checked,
+            copies_failed: r.copies_failed_count,
         }
+    }
+}
+
+fn policy_kind(kind: &str) -> pb::PolicyKind {
+    match kind {
+        "key-policy" => pb::PolicyKind::KeyPolicy,
+        "bucket-policy" => pb::PolicyKind::BucketPolicy,
+        "identity-policy" => pb::PolicyKind::IdentityPolicy,
+        _ => pb::PolicyKind::Unspecified,
+    }
+}
+
+/// The engine's decommission mode for a request's.
+///
+/// # Errors
+/// `InvalidArgument` naming `mode` for UNSPECIFIED or a number outside the enum.
+pub fn decommission_mode(raw: i32) -> Result<crate::engine::DecommissionMode, Status> {
+    use crate::engine::DecommissionMode as M;
+    match pb::DecommissionMode::try_from(raw) {
+        Ok(pb::DecommissionMode::Lockdown) => Ok(M::Lockdown),
+        Ok(pb::DecommissionMode::Rollback) => Ok(M::Rollback),
+        Ok(pb::DecommissionMode::Archive) => Ok(M::Archive),
+        Ok(pb::DecommissionMode::Delete) => Ok(M::Delete),
+        Ok(pb::DecommissionMode::Unspecified) | Err(_) => Err(invalid(
+            "mode",
+            "mode is required: DECOMMISSION_MODE_LOCKDOWN, _ROLLBACK, _ARCHIVE or _DELETE",
+        )),
+    }
+}
+
+/// The proto form of the engine's decommission mode.
+pub fn decommission_mode_to_pb(m: crate::engine::DecommissionMode) -> pb::DecommissionMode {
+    use crate::engine::DecommissionMode as M;
+    match m {
+        M::Lockdown => pb::DecommissionMode::Lockdown,
+        M::Rollback => pb::DecommissionMode::Rollback,
+        M::Archive => pb::DecommissionMode::Archive,
+        M::Delete => pb::DecommissionMode::Delete,
+    }
+}
+
+/// A plan's token expiry, `secs` from now.
+pub fn expire_time(secs: u64) -> pbjson_types::Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    timestamp(now.saturating_add(secs.saturating_mul(1000)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_to_the_audit_trail_text() {
+        for at in [
+            "2026-11-27T15:13:06.100Z",
+            "1970-01-01T00:00:00.000Z",
+            "2026-12-03T23:59:59.999Z",
+        ] {
+            let ms = crate::audit::parse_time(at).expect("valid");
+            let back = timestamp_ms(&timestamp(ms)).expect("in range");
+            assert_eq!(crate::audit::rfc3339(back), at);
+        }
+        assert_eq!(
+            timestamp_ms(&pbjson_types::Timestamp {
+                seconds: -1,
+                nanos: 0
+            }),
+            None
+        );
+        assert_eq!(
+            timestamp_ms(&pbjson_types::Timestamp {
+                seconds: 1,
+                nanos: 1_000_000_000
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn engine_errors_carry_a_stable_reason() {
+        let s = Status::from(EngineError::NoSuchJob(7));
+        assert_eq!(s.code(), Code::NotFound);
+        let info = s.get_details_error_info().expect("error info");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("JOB_NOT_FOUND", ERROR_DOMAIN)
+        );
+        assert_eq!(info.metadata.get("job_id").map(String::as_str), Some("7"));
+    }
+
+    #[test]
+    fn an_export_filter_that_can_match_nothing_is_refused_field_by_field() {
+        let req = pb::ExportAuditRequest {
+            kind: "object_verifed".into(),
+            outcome: "okay".into(),
+            since: Some(timestamp(2_000)),
+            until: Some(timestamp(1_000)),
+            ..Default::default()
+        };
+        let s = audit_filter(req).expect_err("refused");
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let fields: Vec<String> = s
+            .get_details_bad_request()
+            .expect("bad request")
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["kind", "outcome", "since"]);
+        assert!(audit_filter(pb::ExportAuditRequest {
+            kind: "object_verified".into(),
+            ..Default::default()
+        })
+        .is_ok());
     }
 }

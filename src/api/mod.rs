@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod client;
-mod convert;
+pub mod convert;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -22,6 +22,7 @@ use crate::engine::Engine;
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
 pub mod pb {
     tonic::include_proto!("dualseal.v1");
+    include!(concat!(env!("OUT_DIR"), "/dualseal.v1.serde.rs"));
 
     /// Encoded descriptors, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -134,23 +135,28 @@ async fn routes(
     let mut builder = builder;
     let (mut reporter, health) = tonic_health::server::health_reporter();
     reporter
-        .set_serving::<pb::control_server::ControlServer<ControlService>>()
+        .set_serving::<pb::control_service_server::ControlServiceServer<ControlService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ApiError::Bind {
-            path: "reflection".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    // Both reflection versions: grpcurl and grpcio-reflection's descriptor database still
+    // speak v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| ApiError::Bind {
+        path: "reflection".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let v1 = reflection().build_v1().map_err(reflection_error)?;
+    let v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
     Ok(builder
         .add_service(health)
-        .add_service(reflection)
-        .add_service(pb::control_server::ControlServer::new(ControlService {
-            engine,
-            access,
-        })))
+        .add_service(v1)
+        .add_service(v1alpha)
+        .add_service(pb::control_service_server::ControlServiceServer::new(
+            ControlService { engine, access },
+        )))
 }
 
 /// Serves the control API on `listener` until `shutdown` resolves, then stops accepting
@@ -317,9 +323,7 @@ impl ControlService {
             }
             _ => "use a client certificate whose common name [access] lists, or a valid bearer token with the right role",
         };
-        Err(Status::permission_denied(format!(
-            "{who} may not {what}: {fix}"
-        )))
+        Err(convert::denied(format!("{who} may not {what}: {fix}")))
     }
 }
 
@@ -327,15 +331,35 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 fn job_id(raw: u64) -> Result<u64, Status> {
     if raw == 0 {
-        return Err(Status::invalid_argument(
+        return Err(convert::invalid(
+            "job_id",
             "job_id is required (jobs are numbered from 1)",
         ));
     }
     Ok(raw)
 }
 
+/// Jobs per ListJobs page by default, and at most.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1_000;
+
+fn page_after(token: &str) -> Result<u64, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .strip_prefix("after:")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| {
+            convert::invalid(
+                "page_token",
+                "page_token is not one this daemon gave: pass next_page_token unchanged, or nothing for the first page",
+            )
+        })
+}
+
 #[tonic::async_trait]
-impl pb::control_server::Control for ControlService {
+impl pb::control_service_server::ControlService for ControlService {
     async fn plan(
         &self,
         req: Request<pb::PlanRequest>,
@@ -366,7 +390,7 @@ impl pb::control_server::Control for ControlService {
     async fn start_job(
         &self,
         req: Request<pb::StartJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
+    ) -> Result<Response<pb::StartJobResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "start a job")
             .await?;
@@ -377,16 +401,20 @@ impl pb::control_server::Control for ControlService {
             allow_conflicts: r.allow_conflicts,
             allow_weak_buckets: r.allow_weak_buckets,
         };
-        let view = self.engine.start_job(&who, req).await?;
-        Ok(Response::new(view.into()))
+        let job = Some(self.engine.start_job(&who, req).await?.into());
+        Ok(Response::new(pb::StartJobResponse { job }))
     }
 
-    async fn get_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
         let _who = self
             .authorize(&req, crate::access::Action::Read, "read a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.view(id)?.into()))
+        let job = Some(self.engine.view(id)?.into());
+        Ok(Response::new(pb::GetJobResponse { job }))
     }
 
     async fn list_jobs(
@@ -396,20 +424,30 @@ impl pb::control_server::Control for ControlService {
         let _who = self
             .authorize(&req, crate::access::Action::Read, "list jobs")
             .await?;
-        let jobs = self
-            .engine
-            .list_jobs()?
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        Ok(Response::new(pb::ListJobsResponse { jobs }))
+        let r = req.into_inner();
+        let after = page_after(&r.page_token)?;
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let states = r
+            .states
+            .iter()
+            .map(|s| convert::job_state("states", *s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kind = convert::kind_filter(r.kind)?;
+        let (page, next) = self.engine.jobs_page(after, size as usize, &states, kind)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page.into_iter().map(Into::into).collect(),
+            next_page_token: next.map(|id| format!("after:{id}")).unwrap_or_default(),
+        }))
     }
 
-    type WatchJobStream = BoxStream<pb::Job>;
+    type WatchJobStream = BoxStream<pb::WatchJobResponse>;
 
     async fn watch_job(
         &self,
-        req: Request<pb::JobRef>,
+        req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let _who = self
             .authorize(&req, crate::access::Action::Read, "watch a job")
@@ -429,7 +467,10 @@ impl pb::control_server::Control for ControlService {
                     }
                 };
                 let active = view.record.state.is_active();
-                if tx.send(Ok(view.into())).await.is_err() || !active {
+                let update = pb::WatchJobResponse {
+                    job: Some(view.into()),
+                };
+                if tx.send(Ok(update)).await.is_err() || !active {
                     return;
                 }
                 tokio::time::sleep(WATCH_MIN_INTERVAL).await;
@@ -441,34 +482,46 @@ impl pb::control_server::Control for ControlService {
         )))
     }
 
-    async fn pause_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+    async fn pause_job(
+        &self,
+        req: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::PauseJobResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "pause a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.pause(&who, id).await?.into()))
+        let job = Some(self.engine.pause(&who, id).await?.into());
+        Ok(Response::new(pb::PauseJobResponse { job }))
     }
 
-    async fn resume_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+    async fn resume_job(
+        &self,
+        req: Request<pb::ResumeJobRequest>,
+    ) -> Result<Response<pb::ResumeJobResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "resume a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.resume(&who, id).await?.into()))
+        let job = Some(self.engine.resume(&who, id).await?.into());
+        Ok(Response::new(pb::ResumeJobResponse { job }))
     }
 
-    async fn cancel_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "cancel a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.cancel(&who, id).await?.into()))
+        let job = Some(self.engine.cancel(&who, id).await?.into());
+        Ok(Response::new(pb::CancelJobResponse { job }))
     }
 
     async fn update_job(
         &self,
         req: Request<pb::UpdateJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
+    ) -> Result<Response<pb::UpdateJobResponse>, Status> {
         let who = self
             .authorize(
                 &req,
@@ -481,19 +534,18 @@ impl pb::control_server::Control for ControlService {
         let update = crate::engine::JobUpdate {
             priority: r.priority,
             concurrency: r.concurrency,
-            objects_per_sec: r.objects_per_sec,
-            bytes_per_sec: r.bytes_per_sec,
-            kms_requests_per_sec: r.kms_requests_per_sec,
+            objects_per_sec: r.objects_per_second,
+            bytes_per_sec: r.bytes_per_second,
+            kms_requests_per_sec: r.kms_requests_per_second,
         };
-        Ok(Response::new(
-            self.engine.update(&who, id, update).await?.into(),
-        ))
+        let job = Some(self.engine.update(&who, id, update).await?.into());
+        Ok(Response::new(pb::UpdateJobResponse { job }))
     }
 
     async fn provision(
         &self,
         req: Request<pb::ProvisionRequest>,
-    ) -> Result<Response<pb::ProvisionReport>, Status> {
+    ) -> Result<Response<pb::ProvisionResponse>, Status> {
         let apply = req.get_ref().apply;
         let (action, what) = if apply {
             (crate::access::Action::Control, "apply provisioning")
@@ -506,78 +558,82 @@ impl pb::control_server::Control for ControlService {
         ))
     }
 
-    async fn sync_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+    async fn sync_job(
+        &self,
+        req: Request<pb::SyncJobRequest>,
+    ) -> Result<Response<pb::SyncJobResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "catch up a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.sync(&who, id).await?.into()))
+        let job = Some(self.engine.sync(&who, id).await?.into());
+        Ok(Response::new(pb::SyncJobResponse { job }))
     }
 
     async fn plan_decommission(
         &self,
-        req: Request<pb::DecommissionPlanRequest>,
-    ) -> Result<Response<pb::DecommissionPlan>, Status> {
-        use crate::engine::DecommissionMode as M;
+        req: Request<pb::PlanDecommissionRequest>,
+    ) -> Result<Response<pb::PlanDecommissionResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "plan a decommission")
             .await?;
         let r = req.into_inner();
-        let mode = match r.mode.as_str() {
-            "lockdown" => M::Lockdown,
-            "rollback" => M::Rollback,
-            "archive" => M::Archive,
-            "delete" => M::Delete,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown decommission mode {other:?}; use lockdown, rollback, archive or delete"
-                )))
-            }
-        };
+        let id = job_id(r.job_id)?;
+        let mode = convert::decommission_mode(r.mode)?;
         let p = self
             .engine
-            .decommission_plan(&who, job_id(r.job_id)?, mode, r.destroy_uncopied_versions)
+            .decommission_plan(&who, id, mode, r.destroy_uncopied_versions)
             .await?;
-        Ok(Response::new(pb::DecommissionPlan {
+        Ok(Response::new(pb::PlanDecommissionResponse {
             token: p.token,
-            mode: p.mode.as_str().into(),
+            mode: convert::decommission_mode_to_pb(p.mode) as i32,
             summary: p.summary,
-            expires_in_secs: p.expires_in_secs,
+            expire_time: Some(convert::expire_time(p.expires_in_secs)),
         }))
     }
 
     async fn decommission(
         &self,
         req: Request<pb::DecommissionRequest>,
-    ) -> Result<Response<pb::DecommissionResult>, Status> {
+    ) -> Result<Response<pb::DecommissionResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "decommission")
             .await?;
         let token = req.into_inner().token;
-        let result = self.engine.decommission(&who, &token).await?;
-        Ok(Response::new(pb::DecommissionResult { result }))
+        if token.is_empty() {
+            return Err(convert::invalid(
+                "token",
+                "a token is required: PlanDecommission returns one",
+            ));
+        }
+        let summary = self.engine.decommission(&who, &token).await?;
+        Ok(Response::new(pb::DecommissionResponse { summary }))
     }
 
-    type ExportMappingStream = BoxStream<pb::MappingEntry>;
+    type ExportMappingStream = BoxStream<pb::ExportMappingResponse>;
 
     async fn export_mapping(
         &self,
-        req: Request<pb::JobRef>,
+        req: Request<pb::ExportMappingRequest>,
     ) -> Result<Response<Self::ExportMappingStream>, Status> {
         let _who = self
             .authorize(&req, crate::access::Action::Read, "export the location map")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
         let rx = self.engine.mapping(id).await?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(|item| item.map(Into::into).map_err(Status::from));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+            item.map(|e| pb::ExportMappingResponse {
+                entry: Some(e.into()),
+            })
+            .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn cutover_check(
         &self,
-        req: Request<pb::JobRef>,
-    ) -> Result<Response<pb::CutoverReport>, Status> {
+        req: Request<pb::CutoverCheckRequest>,
+    ) -> Result<Response<pb::CutoverCheckResponse>, Status> {
         let _who = self
             .authorize(&req, crate::access::Action::Read, "check a cutover")
             .await?;
@@ -585,26 +641,34 @@ impl pb::control_server::Control for ControlService {
         Ok(Response::new(self.engine.cutover_check(id).await?.into()))
     }
 
-    async fn retry_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+    async fn retry_job(
+        &self,
+        req: Request<pb::RetryJobRequest>,
+    ) -> Result<Response<pb::RetryJobResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "retry a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.retry(&who, id).await?.into()))
+        let job = Some(self.engine.retry(&who, id).await?.into());
+        Ok(Response::new(pb::RetryJobResponse { job }))
     }
 
-    async fn verify_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::Job>, Status> {
+    async fn verify_job(
+        &self,
+        req: Request<pb::VerifyJobRequest>,
+    ) -> Result<Response<pb::VerifyJobResponse>, Status> {
         let who = self
             .authorize(&req, crate::access::Action::Control, "start a verification")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.verify(&who, id).await?.into()))
+        let job = Some(self.engine.verify(&who, id).await?.into());
+        Ok(Response::new(pb::VerifyJobResponse { job }))
     }
 
     async fn get_verify_report(
         &self,
-        req: Request<pb::JobRef>,
-    ) -> Result<Response<pb::VerifyJobResponse>, Status> {
+        req: Request<pb::GetVerifyReportRequest>,
+    ) -> Result<Response<pb::GetVerifyReportResponse>, Status> {
         let _who = self
             .authorize(
                 &req,
@@ -613,10 +677,11 @@ impl pb::control_server::Control for ControlService {
             )
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        Ok(Response::new(self.engine.verify_report(id).await?.into()))
+        let report = Some(self.engine.verify_report(id).await?.into());
+        Ok(Response::new(pb::GetVerifyReportResponse { report }))
     }
 
-    type ListObjectsStream = BoxStream<pb::ObjectStatus>;
+    type ListObjectsStream = BoxStream<pb::ListObjectsResponse>;
 
     async fn list_objects(
         &self,
@@ -630,13 +695,15 @@ impl pb::control_server::Control for ControlService {
         let state = convert::state_filter(r.state)?;
         let rx = self.engine.objects_stream(id, state)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
-            item.map(|(k, rec)| convert::object_status(k, rec))
-                .map_err(Status::from)
+            item.map(|(k, rec)| pb::ListObjectsResponse {
+                object: Some(convert::object_status(k, rec)),
+            })
+            .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
     }
 
-    type ExportAuditStream = BoxStream<pb::AuditEvent>;
+    type ExportAuditStream = BoxStream<pb::ExportAuditResponse>;
 
     async fn export_audit(
         &self,
@@ -651,8 +718,12 @@ impl pb::control_server::Control for ControlService {
         }
         let filter = convert::audit_filter(r)?;
         let rx = self.engine.audit_stream(filter);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(|item| item.map(pb::AuditEvent::from).map_err(Status::from));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+            item.map(|e| pb::ExportAuditResponse {
+                event: Some(e.into()),
+            })
+            .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 

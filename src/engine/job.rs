@@ -1005,10 +1005,13 @@ async fn settle(
     event: AuditDraft,
 ) -> Result<(), JournalError> {
     let category = event.category.clone();
+    // Only a verification job settles objects with these events.
+    let id_is_verify = matches!(event.kind, "object_reverified" | "verify_problem");
     let rec = inner.journal.settle(id, key, update, event).await?;
     inner.notify();
     metrics::counter!(
         "dualseal_objects_total",
+        "kind" => if id_is_verify { "verify" } else { "migrate" },
         "category" => category.clone(),
         "state" => rec.state.as_str(),
     )

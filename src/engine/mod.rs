@@ -187,6 +187,15 @@ pub struct JobUpdate {
 /// A job's objects, streamed from the journal.
 pub type ObjectStream = tokio::sync::mpsc::Receiver<Result<(String, ObjectRecord), EngineError>>;
 
+/// Which kind of job a listing keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindFilter {
+    /// Migration jobs.
+    Migrate,
+    /// Verification jobs.
+    Verify,
+}
+
 /// A job with its live counts, as the API shows it.
 #[derive(Debug, Clone)]
 pub struct JobView {
@@ -802,6 +811,42 @@ impl Engine {
             .collect()
     }
 
+    /// One page of jobs, lowest id first: those with an id above `after` that are in one of
+    /// `states` (any, when empty) and of `kind` (any, when `None`), at most `limit`, and the
+    /// id to continue after when more follow.
+    ///
+    /// # Errors
+    /// `Journal`.
+    pub fn jobs_page(
+        &self,
+        after: JobId,
+        limit: usize,
+        states: &[JobState],
+        kind: Option<KindFilter>,
+    ) -> Result<(Vec<JobView>, Option<JobId>), EngineError> {
+        let mut records: Vec<JobRecord> = self
+            .inner
+            .journal
+            .list_jobs()?
+            .into_iter()
+            .filter(|r| r.id > after)
+            .filter(|r| states.is_empty() || states.contains(&r.state))
+            .filter(|r| {
+                kind.is_none_or(|k| match (k, &r.kind) {
+                    (KindFilter::Migrate, crate::journal::JobKind::Migrate)
+                    | (KindFilter::Verify, crate::journal::JobKind::Verify { .. }) => true,
+                    (KindFilter::Migrate | KindFilter::Verify, _) => false,
+                })
+            })
+            .collect();
+        records.sort_by_key(|r| r.id);
+        let limit = limit.max(1);
+        let next = (records.len() > limit).then(|| records[limit - 1].id);
+        records.truncate(limit);
+        let page = records.into_iter().map(|r| self.with_live(r)).collect();
+        Ok((page, next))
+    }
+
     /// Decides `action` against the job's state and applies the move in one journal update,
     /// so two concurrent calls cannot both act on the same old state (a resume racing a
     /// cancel must not revive the job). A move is audited as `kind` and made durable.
@@ -1163,7 +1208,7 @@ impl Engine {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let journal = Arc::clone(&self.inner.journal);
         tokio::task::spawn_blocking(move || {
-            for item in journal.iter_audit(filter.job) {
+            for item in journal.iter_audit_after(filter.job, filter.after_seq) {
                 let out = item.map_err(EngineError::from).map(|rec| {
                     let e = crate::audit::AuditEvent::from(&rec);
                     filter.matches(&e, rec.at_ms).then_some(e)

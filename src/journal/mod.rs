@@ -1143,6 +1143,20 @@ impl Journal {
     }
 
     fn chain_record(&self, head: &ChainHead, d: AuditDraft) -> AuditRecord {
+        // ExportAudit refuses filters outside these lists; an event they miss could never be
+        // selected by kind or outcome. The daemon's own tests (debug builds) catch one.
+        if cfg!(not(test)) {
+            debug_assert!(
+                crate::audit::KINDS.contains(&d.kind),
+                "audit kind {:?} is missing from audit::KINDS",
+                d.kind
+            );
+            debug_assert!(
+                d.outcome.is_empty() || crate::audit::OUTCOMES.contains(&d.outcome),
+                "audit outcome {:?} is missing from audit::OUTCOMES",
+                d.outcome
+            );
+        }
         let mut r = AuditRecord {
             seq: head.seq + 1,
             at_ms: now_ms(),
@@ -1191,8 +1205,18 @@ impl Journal {
         &self,
         job: Option<JobId>,
     ) -> impl Iterator<Item = Result<AuditRecord, JournalError>> + '_ {
+        self.iter_audit_after(job, 0)
+    }
+
+    /// The audit events after sequence number `after`, oldest first (optionally one job's):
+    /// a resumed export starts where the last one stopped without reading what came before.
+    pub fn iter_audit_after(
+        &self,
+        job: Option<JobId>,
+        after: u64,
+    ) -> impl Iterator<Item = Result<AuditRecord, JournalError>> + '_ {
         self.audit
-            .iter()
+            .range(after.saturating_add(1).to_be_bytes()..)
             .map(|item| {
                 let (k, v) = item?;
                 decode::<AuditRecord>(&v).map_err(|source| JournalError::Corrupt {

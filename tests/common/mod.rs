@@ -526,7 +526,7 @@ pub async fn wait_until_verified(
     let mut last = None;
     while let Some(j) = s.next().await {
         let j = j.expect("watch");
-        let done = j.verified >= n || j.state != pb::JobState::Running as i32;
+        let done = j.verified_objects >= n || j.state != pb::JobState::Running as i32;
         last = Some(j);
         if done {
             break;

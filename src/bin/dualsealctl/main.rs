@@ -276,6 +276,25 @@ struct ScopeArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Lockdown,
+    Rollback,
+    Archive,
+    Delete,
+}
+
+impl From<ModeArg> for pb::DecommissionMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Lockdown => Self::Lockdown,
+            ModeArg::Rollback => Self::Rollback,
+            ModeArg::Archive => Self::Archive,
+            ModeArg::Delete => Self::Delete,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum VerifyArg {
     /// Read back, open through KMS, compare with the source.
     Full,
@@ -325,9 +344,9 @@ impl LimitArgs {
     fn to_pb(&self) -> pb::JobLimits {
         pb::JobLimits {
             concurrency: self.concurrency.unwrap_or(0),
-            objects_per_sec: self.objects_per_sec.unwrap_or(0),
-            bytes_per_sec: self.bytes_per_sec.unwrap_or(0),
-            kms_requests_per_sec: self.kms_rps.unwrap_or(0),
+            objects_per_second: self.objects_per_sec.unwrap_or(0),
+            bytes_per_second: self.bytes_per_sec.unwrap_or(0),
+            kms_requests_per_second: self.kms_rps.unwrap_or(0),
         }
     }
 }
@@ -348,7 +367,7 @@ fn options(scope: ScopeArgs, run: Option<&RunArgs>, limits: Option<&LimitArgs>) 
         } as i32;
         o.failure_threshold_percent = r.failure_threshold.unwrap_or(0);
         o.failure_threshold_min_objects = r.failure_min_objects;
-        o.after_job = r.after.unwrap_or(0);
+        o.after_job_id = r.after.unwrap_or(0);
         o.priority = r.priority;
     }
     o
@@ -392,11 +411,11 @@ struct AuditFilter {
     #[arg(long)]
     job: Option<u64>,
     /// Events at or after this RFC 3339 time.
-    #[arg(long)]
-    since: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    since: Option<pbjson_types::Timestamp>,
     /// Events at or before this RFC 3339 time.
-    #[arg(long)]
-    until: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    until: Option<pbjson_types::Timestamp>,
     /// Only this category.
     #[arg(long)]
     category: Option<String>,
@@ -415,14 +434,23 @@ struct AuditFilter {
     /// Only destination keys under this prefix.
     #[arg(long)]
     dest_prefix: Option<String>,
+    /// Only events after this sequence number: resumes an interrupted export from the last
+    /// `seq` it wrote.
+    #[arg(long, default_value_t = 0)]
+    after_seq: u64,
+}
+
+fn parse_time(s: &str) -> Result<pbjson_types::Timestamp, String> {
+    dualseal::audit::parse_time(s).map(dualseal::api::convert::timestamp)
 }
 
 impl From<AuditFilter> for pb::ExportAuditRequest {
     fn from(f: AuditFilter) -> Self {
         Self {
             job_id: f.job.unwrap_or(0),
-            since: f.since.unwrap_or_default(),
-            until: f.until.unwrap_or_default(),
+            since: f.since,
+            until: f.until,
+            after_seq: f.after_seq,
             category: f.category.unwrap_or_default(),
             kind: f.kind.unwrap_or_default(),
             outcome: f.outcome.unwrap_or_default(),
@@ -449,8 +477,8 @@ enum DecommissionCmd {
         /// copy of every verified object in [decommission] archive_bucket, under Object Lock
         /// retention), delete (every version of the keys the job verified; never others, never
         /// under Object Lock).
-        #[arg(long)]
-        mode: String,
+        #[arg(long, value_enum)]
+        mode: ModeArg,
         /// delete only: acknowledge destroying exactly this many noncurrent versions of
         /// verified keys that were never copied (the plan names the count when it refuses).
         #[arg(long, default_value_t = 0)]
@@ -500,14 +528,66 @@ impl From<StateArg> for pb::ObjectState {
 async fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let args = Args::parse();
+    let json = args.json;
     match run(args).await {
         Ok(code) => code,
         Err(e) if closed_pipe(&e) => ExitCode::from(EXIT_CLOSED_PIPE),
+        Err(e) if json => {
+            eprintln!("{}", error_json(&e));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("dualsealctl: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as one JSON object for scripts: the daemon's status code and the stable reason
+/// of its `ErrorInfo` (what a gRPC client reads), and each invalid field it named.
+fn error_json(e: &anyhow::Error) -> serde_json::Value {
+    let client = e.downcast_ref::<dualseal::api::client::ClientError>();
+    let code = match client {
+        Some(dualseal::api::client::ClientError::Status(s)) => {
+            // gRPC's canonical code names, by number.
+            const NAMES: [&str; 17] = [
+                "OK",
+                "CANCELLED",
+                "UNKNOWN",
+                "INVALID_ARGUMENT",
+                "DEADLINE_EXCEEDED",
+                "NOT_FOUND",
+                "ALREADY_EXISTS",
+                "PERMISSION_DENIED",
+                "RESOURCE_EXHAUSTED",
+                "FAILED_PRECONDITION",
+                "ABORTED",
+                "OUT_OF_RANGE",
+                "UNIMPLEMENTED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS",
+                "UNAUTHENTICATED",
+            ];
+            usize::try_from(i32::from(s.code()))
+                .ok()
+                .and_then(|i| NAMES.get(i))
+                .map_or_else(String::new, |n| (*n).to_owned())
+        }
+        _ => String::new(),
+    };
+    let fields: Vec<serde_json::Value> = client
+        .map(|c| c.field_violations())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(field, description)| serde_json::json!({"field": field, "description": description}))
+        .collect();
+    serde_json::json!({"error": {
+        "code": code,
+        "reason": client.and_then(dualseal::api::client::ClientError::reason).unwrap_or_default(),
+        "message": format!("{e:#}"),
+        "field_violations": fields,
+    }})
 }
 
 /// The exit status of a tool killed by SIGPIPE (128 + 13), as shells report it.
@@ -545,17 +625,14 @@ fn object_state(s: i32) -> &'static str {
     })
 }
 
-/// A job as JSON, with states as words (`"running"`) rather than enum numbers.
+/// A job as JSON: proto3's canonical JSON mapping (enums by name, times in RFC 3339, 64-bit
+/// integers as strings), field names as in the proto; what grpcurl prints.
 pub(crate) fn job_json(j: &pb::Job) -> serde_json::Value {
-    let mut v = serde_json::to_value(j).unwrap_or_default();
-    v["state"] = serde_json::Value::from(view::state(j));
-    v
+    serde_json::to_value(j).unwrap_or_default()
 }
 
 fn object_json(o: &pb::ObjectStatus) -> serde_json::Value {
-    let mut v = serde_json::to_value(o).unwrap_or_default();
-    v["state"] = serde_json::Value::from(object_state(o.state));
-    v
+    serde_json::to_value(o).unwrap_or_default()
 }
 
 fn emit_job(json: bool, j: &pb::Job) {
@@ -721,9 +798,9 @@ async fn run(args: Args) -> Result<ExitCode> {
                     job_id: job,
                     priority,
                     concurrency: limits.concurrency,
-                    objects_per_sec: limits.objects_per_sec,
-                    bytes_per_sec: limits.bytes_per_sec,
-                    kms_requests_per_sec: limits.kms_rps,
+                    objects_per_second: limits.objects_per_sec,
+                    bytes_per_second: limits.bytes_per_sec,
+                    kms_requests_per_second: limits.kms_rps,
                 })
                 .await?;
             emit_job(args.json, &j);
@@ -773,19 +850,22 @@ async fn run(args: Args) -> Result<ExitCode> {
                     destroy_uncopied_versions,
                 } => {
                     let p = c
-                        .plan_decommission_with(pb::DecommissionPlanRequest {
+                        .plan_decommission_with(pb::PlanDecommissionRequest {
                             job_id: job,
-                            mode,
+                            mode: pb::DecommissionMode::from(mode) as i32,
                             destroy_uncopied_versions,
                         })
                         .await?;
                     if args.json {
                         println!("{}", serde_json::to_value(&p)?);
                     } else {
-                        println!("{} plan for job {job}: {}", p.mode, p.summary);
+                        let mode = pb::DecommissionMode::try_from(p.mode).map_or("unknown", |m| {
+                            m.as_str_name().trim_start_matches("DECOMMISSION_MODE_")
+                        });
+                        println!("{} plan for job {job}: {}", mode.to_lowercase(), p.summary);
                         println!(
-                            "to do it within {} minutes: dualsealctl decommission run {}",
-                            p.expires_in_secs / 60,
+                            "to do it before {}: dualsealctl decommission run {}",
+                            p.expire_time.as_ref().map_or_else(String::new, view::time),
                             p.token
                         );
                     }
@@ -921,7 +1001,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-fn write_documents(dir: &std::path::Path, r: &pb::ProvisionReport, terraform: bool) -> Result<()> {
+fn write_documents(
+    dir: &std::path::Path,
+    r: &pb::ProvisionResponse,
+    terraform: bool,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for d in &r.documents {
         let path = dir.join(format!("{}.json", d.name));
@@ -1145,12 +1229,12 @@ async fn shards_status(
             .sum()
     };
     let totals = serde_json::json!({
-        "discovered": sum(|j| j.discovered),
-        "verified": sum(|j| j.verified),
-        "failed": sum(|j| j.failed),
-        "unclassified": sum(|j| j.unclassified),
-        "conflicts": sum(|j| j.conflicts),
-        "in_progress": sum(|j| j.in_progress),
+        "discovered": sum(|j| j.discovered_objects),
+        "verified": sum(|j| j.verified_objects),
+        "failed": sum(|j| j.failed_objects),
+        "unclassified": sum(|j| j.unclassified_objects),
+        "conflicts": sum(|j| j.conflict_objects),
+        "pending": sum(|j| j.pending_objects),
         "verified_bytes": sum(|j| j.verified_bytes),
     });
     if args.json {
@@ -1238,7 +1322,7 @@ fn print_plan(p: &pb::PlanResponse, prefix: &str, json: bool) -> Result<ExitCode
                 cat.objects,
                 view::bytes(cat.bytes)
             );
-            let mut rules: Vec<_> = cat.rules.iter().collect();
+            let mut rules: Vec<_> = cat.objects_by_rule.iter().collect();
             rules.sort();
             for (rule, n) in rules {
                 println!("      {n:>8} by {rule}");
@@ -1250,13 +1334,17 @@ fn print_plan(p: &pb::PlanResponse, prefix: &str, json: bool) -> Result<ExitCode
         if let Some(e) = &p.estimate {
             println!(
                 "  estimate: {} GET, {} PUT, {} LIST/HEAD; KMS {} by dualseal + {} by S3 for DSSE; {:.3} GB under DSSE; about ${:.2} at list prices",
-                e.s3_gets, e.s3_puts, e.s3_lists_and_heads, e.kms_dualseal, e.kms_dsse, e.dsse_gb, e.cost_usd
+                e.s3_gets, e.s3_puts, e.s3_lists_and_heads, e.kms_dualseal_requests, e.kms_dsse_requests, e.dsse_gb, e.cost_usd
             );
             println!(
                 "  time: {}",
-                e.eta_seconds.map_or_else(
+                e.eta.as_ref().map_or_else(
                     || e.basis.clone(),
-                    |s| format!("at least {} ({})", view::duration(s), e.basis)
+                    |d| format!(
+                        "at least {} ({})",
+                        view::duration(u64::try_from(d.seconds).unwrap_or(0)),
+                        e.basis
+                    )
                 )
             );
         }
@@ -1279,7 +1367,10 @@ fn print_plan(p: &pb::PlanResponse, prefix: &str, json: bool) -> Result<ExitCode
             print_content(c);
         }
     }
-    let disagree = p.content.as_ref().is_some_and(|c| c.disagreements > 0);
+    let disagree = p
+        .content
+        .as_ref()
+        .is_some_and(|c| c.disagreement_objects > 0);
     Ok(if p.conflict_objects > 0 {
         ExitCode::from(3)
     } else if disagree {
@@ -1290,22 +1381,26 @@ fn print_plan(p: &pb::PlanResponse, prefix: &str, json: bool) -> Result<ExitCode
 }
 
 fn print_content(c: &pb::ContentReport) {
-    let mut kinds: Vec<String> = c.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let mut kinds: Vec<String> = c
+        .objects_by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     kinds.sort();
     println!(
         "  content of {} object(s): {}; {} agree with the key rules, {} disagree, {} of a kind no category claims, {} not recognised, {} unreadable",
-        c.inspected,
+        c.inspected_objects,
         if kinds.is_empty() { "nothing recognised".to_owned() } else { kinds.join(", ") },
-        c.agreements,
-        c.disagreements,
-        c.unclaimed,
-        c.unrecognised,
-        c.unreadable
+        c.agreement_objects,
+        c.disagreement_objects,
+        c.unclaimed_objects,
+        c.unrecognised_objects,
+        c.unreadable_objects
     );
     if !c.first_error.is_empty() {
         println!("    first read error: {}", c.first_error);
     }
-    if c.disagreements > 0 {
+    if c.disagreement_objects > 0 {
         println!("  disagreements (a migration leaves these in the source until the rules agree):");
         for v in &c.disagreements_sample {
             println!(
@@ -1376,7 +1471,7 @@ async fn report(
                     &o.destination_bucket,
                     &o.destination_key,
                     &object_state(o.state).to_ascii_lowercase(),
-                    &o.size.to_string(),
+                    &o.size_bytes.to_string(),
                     &o.attempts.to_string(),
                     &o.error_code,
                     &o.reason,
@@ -1480,8 +1575,11 @@ async fn audit(c: &mut Client, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
             let mut n = 0u64;
             match format {
                 Format::Jsonl => {
+                    // The record form (docs/audit.md): what each hash covers, so any copy of
+                    // the export verifies offline.
                     while let Some(e) = stream.next().await {
-                        writeln!(out, "{}", serde_json::to_string(&e?)?)?;
+                        let e = dualseal::api::convert::audit_record(e?);
+                        writeln!(out, "{}", serde_json::to_string(&e)?)?;
                         n += 1;
                     }
                     out.flush()?;
@@ -1489,7 +1587,7 @@ async fn audit(c: &mut Client, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
                 Format::Csv => {
                     let mut w = csv::Writer::from_writer(out);
                     while let Some(e) = stream.next().await {
-                        w.serialize(e?)?;
+                        w.serialize(dualseal::api::convert::audit_record(e?))?;
                         n += 1;
                     }
                     w.flush()?;
@@ -1560,7 +1658,12 @@ async fn audit(c: &mut Client, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
             while let Some(e) = stream.next().await {
                 let e = e?;
                 total += 1;
-                let day = e.at.get(..10).unwrap_or("").to_owned();
+                let day = e
+                    .time
+                    .as_ref()
+                    .map(view::time)
+                    .and_then(|t| t.get(..10).map(str::to_owned))
+                    .unwrap_or_default();
                 for (dim, v) in [
                     ("kind", e.kind),
                     ("outcome", e.outcome),
@@ -1588,7 +1691,7 @@ async fn audit(c: &mut Client, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
     }
 }
 
-fn print_verify_report(r: &pb::VerifyJobResponse, json: bool) -> Result<ExitCode> {
+fn print_verify_report(r: &pb::VerifyReport, json: bool) -> Result<ExitCode> {
     if json {
         let mut v = serde_json::to_value(r)?;
         v["mismatches"] = r.mismatches.iter().map(object_json).collect();
@@ -1597,19 +1700,19 @@ fn print_verify_report(r: &pb::VerifyJobResponse, json: bool) -> Result<ExitCode
         println!(
             "verification job {}: checked {}, ok {}, problems {}",
             r.job_id,
-            r.checked,
-            r.ok,
-            r.checked - r.ok
+            r.checked_objects,
+            r.ok_objects,
+            r.checked_objects - r.ok_objects
         );
         for cat in &r.categories {
-            let mut findings: Vec<_> = cat.findings.iter().collect();
+            let mut findings: Vec<_> = cat.objects_by_finding.iter().collect();
             findings.sort();
             let f: Vec<String> = findings.iter().map(|(k, n)| format!("{k}={n}")).collect();
             println!(
                 "  {:<16} checked {:>8} ok {:>8}  {}",
                 cat.category,
-                cat.checked,
-                cat.ok,
+                cat.checked_objects,
+                cat.ok_objects,
                 f.join(" ")
             );
         }
@@ -1617,7 +1720,7 @@ fn print_verify_report(r: &pb::VerifyJobResponse, json: bool) -> Result<ExitCode
             println!("  {}: {}", m.source_key, m.reason);
         }
     }
-    Ok(if r.ok == r.checked {
+    Ok(if r.ok_objects == r.checked_objects {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

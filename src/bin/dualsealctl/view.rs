@@ -30,32 +30,40 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
-/// The state as a word (`running`).
-pub fn state(j: &pb::Job) -> &str {
-    if j.state_name.is_empty() {
-        "unknown"
-    } else {
-        &j.state_name
-    }
+/// The state as a word (`running`, `completed_with_failures`).
+pub fn state(j: &pb::Job) -> String {
+    pb::JobState::try_from(j.state).map_or_else(
+        |_| "unknown".to_owned(),
+        |s| {
+            s.as_str_name()
+                .trim_start_matches("JOB_STATE_")
+                .to_lowercase()
+        },
+    )
+}
+
+/// A timestamp in RFC 3339 (UTC, milliseconds), as the audit trail writes times.
+pub fn time(t: &pbjson_types::Timestamp) -> String {
+    dualseal::api::convert::timestamp_ms(t).map_or_else(|| "?".to_owned(), dualseal::audit::rfc3339)
 }
 
 /// Objects the job will move (listed, minus what stays in place).
 pub fn to_move(j: &pb::Job) -> u64 {
-    j.discovered.saturating_sub(j.unclassified)
+    j.discovered_objects.saturating_sub(j.unclassified_objects)
 }
 
 /// `123.4 obj/s, 1.2 MiB/s, ETA 3m05s`, or empty when idle.
 pub fn speed(j: &pb::Job) -> String {
-    if j.objects_per_sec <= 0.0 {
+    if j.objects_per_second <= 0.0 {
         return String::new();
     }
-    let eta = j
-        .eta_seconds
-        .map_or_else(String::new, |e| format!(", ETA {}", duration(e)));
+    let eta = j.eta.as_ref().map_or_else(String::new, |e| {
+        format!(", ETA {}", duration(u64::try_from(e.seconds).unwrap_or(0)))
+    });
     format!(
         "{:.1} obj/s, {}/s{eta}",
-        j.objects_per_sec,
-        bytes(j.bytes_per_sec as u64)
+        j.objects_per_second,
+        bytes(j.bytes_per_second as u64)
     )
 }
 
@@ -83,9 +91,9 @@ pub fn table(jobs: &[pb::Job]) -> String {
             state(j),
             j.options.as_ref().map_or(0, |o| o.priority),
             truncate(prefix, 20),
-            j.verified,
+            j.verified_objects,
             of,
-            j.failed,
+            j.failed_objects,
             bytes(j.verified_bytes),
             speed(j)
         ));
@@ -112,7 +120,7 @@ pub fn detail(j: &pb::Job) -> String {
         j.kind,
         j.source_bucket,
         j.prefix,
-        j.discovered,
+        j.discovered_objects,
         if j.listing_complete {
             ""
         } else {
@@ -121,13 +129,13 @@ pub fn detail(j: &pb::Job) -> String {
     );
     out.push_str(&format!(
         "  verified {} ({})  in progress {}  failed {}  unclassified {}  conflicts {}  excluded {}\n",
-        j.verified,
+        j.verified_objects,
         bytes(j.verified_bytes),
-        j.in_progress,
-        j.failed,
-        j.unclassified,
-        j.conflicts,
-        j.excluded
+        j.pending_objects,
+        j.failed_objects,
+        j.unclassified_objects,
+        j.conflict_objects,
+        j.excluded_objects
     ));
     out.push_str(&categories(j));
     let sp = speed(j);
@@ -158,19 +166,21 @@ pub fn detail(j: &pb::Job) -> String {
             } else {
                 String::new()
             },
-            rate(u64::from(l.objects_per_sec), "/s"),
-            if l.bytes_per_sec == 0 {
+            rate(u64::from(l.objects_per_second), "/s"),
+            if l.bytes_per_second == 0 {
                 "unlimited".into()
             } else {
-                format!("{}/s", bytes(l.bytes_per_sec))
+                format!("{}/s", bytes(l.bytes_per_second))
             },
-            rate(u64::from(l.kms_requests_per_sec), " req/s"),
+            rate(u64::from(l.kms_requests_per_second), " req/s"),
         ));
     }
     for e in &j.recent_errors {
         out.push_str(&format!(
             "  error {} {}: {}\n",
-            e.at, e.source_key, e.message
+            e.time.as_ref().map_or_else(String::new, time),
+            e.source_key,
+            e.message
         ));
     }
     if !j.message.is_empty() {
@@ -206,7 +216,7 @@ pub fn categories(j: &pb::Job) -> String {
 }
 
 /// A provisioning plan or apply.
-pub fn provision(r: &pb::ProvisionReport, applied: bool) -> String {
+pub fn provision(r: &pb::ProvisionResponse, applied: bool) -> String {
     let mut out = String::new();
     let row = |c: &pb::ProvisionChange| {
         format!(

@@ -81,10 +81,10 @@ impl Bars {
             "job {} {}  verified {}/{}{}  failed {}  {}{}{}",
             j.job_id,
             view::state(j),
-            j.verified,
+            j.verified_objects,
             view::to_move(j),
             if j.listing_complete { "" } else { "+" },
-            j.failed,
+            j.failed_objects,
             view::bytes(j.verified_bytes),
             if sp.is_empty() {
                 String::new()
@@ -151,7 +151,9 @@ pub async fn follow(
             Mode::Bars => {
                 if let Some(b) = bars.as_mut() {
                     // Show each error once, not on every refresh.
-                    let newest = j.recent_errors.last().map(|e| e.at.clone() + &e.source_key);
+                    let newest = j.recent_errors.last().map(|e| {
+                        e.time.as_ref().map_or_else(String::new, crate::view::time) + &e.source_key
+                    });
                     let mut shown = j.clone();
                     if newest.as_deref() == Some(last_error_shown.as_str()) {
                         shown.recent_errors.clear();
@@ -167,13 +169,13 @@ pub async fn follow(
                         "job {} {}: verified {}/{}{} ({}) failed {} unclassified {} conflicts {}{}{}",
                         j.job_id,
                         view::state(&j),
-                        j.verified,
+                        j.verified_objects,
                         view::to_move(&j),
                         if j.listing_complete { "" } else { "+" },
                         view::bytes(j.verified_bytes),
-                        j.failed,
-                        j.unclassified,
-                        j.conflicts,
+                        j.failed_objects,
+                        j.unclassified_objects,
+                        j.conflict_objects,
                         {
                             let s = view::speed(&j);
                             if s.is_empty() { s } else { format!("  {s}") }
@@ -223,17 +225,17 @@ pub fn summary(j: &pb::Job, watched: Duration) -> String {
         "\njob {} ended {}: {} of {} objects verified ({}), {} failed, {} unclassified, {} conflicts, {} excluded; watched {}\n",
         j.job_id,
         view::state(j),
-        j.verified,
+        j.verified_objects,
         view::to_move(j),
         view::bytes(j.verified_bytes),
-        j.failed,
-        j.unclassified,
-        j.conflicts,
-        j.excluded,
+        j.failed_objects,
+        j.unclassified_objects,
+        j.conflict_objects,
+        j.excluded_objects,
         view::duration(watched.as_secs())
     );
     out.push_str(&view::categories(j));
-    if j.failed > 0 {
+    if j.failed_objects > 0 {
         out.push_str(&format!(
             "  `dualsealctl failures {}` lists the failed objects with reasons\n",
             j.job_id
