@@ -49,6 +49,17 @@ log "readers/typescript: npm ci, tsc"
 (cd readers/typescript && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json)
 export DUALSEAL_READERS_REQUIRED=1
 
+# Third-party API clients (tests/api_clients.rs, examples/python): stock grpcio and its
+# tools from PyPI; buf (lint, format, breaking) from the npm registry.
+GRPCIO_VERSION="1.76.0"
+if ! python3 -c "import grpc, grpc_tools, grpc_reflection, grpc_status, grpc_health" 2>/dev/null; then
+    log "installing grpcio $GRPCIO_VERSION and its tools from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check \
+        "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION" "grpcio-reflection==$GRPCIO_VERSION" \
+        "grpcio-status==$GRPCIO_VERSION" "grpcio-health-checking==$GRPCIO_VERSION"
+fi
+BUF=(npx --yes @bufbuild/buf@1.75.0)
+
 # The tests speak only to 127.0.0.1; keep any proxy settings of the host out of it.
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
@@ -56,6 +67,13 @@ export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 start=$(date +%s)
 log "cargo fmt --check"
 cargo fmt --all -- --check
+log "buf lint, buf format, buf breaking against proto/BREAKING_BASELINE"
+(cd proto && "${BUF[@]}" lint && "${BUF[@]}" format --diff --exit-code)
+# Breaking dualseal.v1 is a decision: whoever makes one moves the baseline to the commit that
+# carries it, and says why in that commit. A clone without that commit fails here.
+baseline="$(tr -d '[:space:]' <proto/BREAKING_BASELINE)"
+git cat-file -e "$baseline^{commit}" || { echo "proto/BREAKING_BASELINE names $baseline, which this clone lacks (shallow?)" >&2; exit 1; }
+"${BUF[@]}" breaking proto --against ".git#ref=$baseline,subdir=proto"
 log "cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --locked --all-targets --all-features -- -D warnings
 

@@ -114,6 +114,7 @@ pub const OUTCOMES: &[&str] = &[
     "conflict",
     "unclassified",
     "paused",
+    "threshold",
     "override",
     "requeued",
     "mismatched",

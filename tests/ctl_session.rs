@@ -70,7 +70,7 @@ async fn an_operator_session_with_dualsealctl() {
 
     let json = ok(ctl(&sock, &["--json", "status"]), "status --json");
     let jobs: serde_json::Value = serde_json::from_str(&json).expect("status --json is JSON");
-    assert_eq!(jobs[0]["state"], "paused", "{json}");
+    assert_eq!(jobs[0]["state"], "JOB_STATE_PAUSED", "{json}");
     assert_eq!(jobs[0]["options"]["priority"], 5, "{json}");
     let table = ok(ctl(&sock, &["status"]), "status");
     assert!(table.starts_with(" JOB  KIND"), "{table}");
@@ -136,7 +136,9 @@ async fn an_operator_session_with_dualsealctl() {
     let m = scrape(metrics_port);
     assert!(m.starts_with("HTTP/1.") && m.contains(" 200 "), "{m}");
     assert!(
-        m.contains("dualseal_objects_total{category=\"db\",state=\"verified\"} 30"),
+        m.contains(
+            "dualseal_objects_total{kind=\"migrate\",category=\"db\",state=\"verified\"} 30"
+        ),
         "{m}"
     );
     assert!(m.contains("dualseal_aws_requests_total{service=\"s3\",operation=\"PutObject\",outcome=\"ok\"} 120"), "{m}");
