@@ -339,6 +339,27 @@ pub fn verify_chain(
 mod tests {
 
     #[test]
+    fn the_golden_chain_verifies_forever() {
+        // Written by an independent implementation of the documented hash (Python's json with
+        // sorted keys, compact, UTF-8 unescaped): if serde_json's encoding ever changes (say a
+        // dependency turns on `preserve_order`), every stored chain would break; this fails
+        // first. Never regenerate it to make it pass.
+        let text = include_str!("../tests/fixtures/audit-chain-golden.jsonl");
+        let events: Vec<AuditEvent> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("fixture line"))
+            .collect();
+        assert_eq!(events.len(), 5);
+        for e in &events {
+            assert_eq!(event_hash(&e.prev_hash, e), e.hash, "event {}", e.seq);
+        }
+        let head = "e60d09eaee20fc86ddbc8b523493b8de3dee88cebba948982fc7c5621c1abf04";
+        let report = verify_chain(events, Some((5, head)));
+        assert!(report.broken.is_none(), "{:?}", report.broken);
+        assert_eq!(report.head, Some((5, head.to_owned())));
+    }
+
+    #[test]
     fn every_kind_and_outcome_an_export_accepts_is_documented() {
         let doc = include_str!("../docs/audit.md");
         for word in KINDS.iter().chain(OUTCOMES) {

@@ -36,6 +36,28 @@ fn bench_server_without_sse() -> bool {
     false
 }
 
+/// The longest key S3 accepts (UTF-8 bytes). Longer keys and prefixes are refused before a
+/// request is built: the SDK panics on a URI too long to build.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Refuses a key or prefix S3 could never hold, as the error of operation `op`.
+fn check_key(op: &'static str, bucket: &str, key: &str) -> Result<(), StoreError> {
+    if key.len() <= MAX_KEY_BYTES && bucket.len() <= 63 {
+        return Ok(());
+    }
+    Err(StoreError {
+        op,
+        bucket: bucket.chars().take(63).collect(),
+        key: key.chars().take(100).collect::<String>() + "…",
+        kind: AwsErrorKind::Invalid,
+        message: format!(
+            "a key or prefix of {} bytes (S3's limit is {MAX_KEY_BYTES}) or a bucket name of {} bytes (limit 63)",
+            key.len(),
+            bucket.len()
+        ),
+    })
+}
+
 /// What went wrong talking to the object store. The message is the service's code and text,
 /// which never carries object bytes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -387,6 +409,7 @@ impl ObjectStore for S3Store {
         prefix: &str,
         token: Option<String>,
     ) -> Result<ListPage, StoreError> {
+        check_key("ListObjectsV2", bucket, prefix)?;
         let mut req = self.client.list_objects_v2().bucket(bucket);
         if !prefix.is_empty() {
             req = req.prefix(prefix);
@@ -443,6 +466,7 @@ impl ObjectStore for S3Store {
         key: &str,
         max_bytes: usize,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        check_key("GetObject", bucket, key)?;
         let out = self
             .client
             .get_object()
@@ -457,6 +481,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_stream(&self, bucket: &str, key: &str) -> Result<Streamed, StoreError> {
+        check_key("GetObject", bucket, key)?;
         let out = self
             .client
             .get_object()
@@ -712,6 +737,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn list_uploads(&self, bucket: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        check_key("ListMultipartUploads", bucket, key)?;
         let (mut ids, mut key_marker, mut id_marker) = (Vec::new(), None, None);
         loop {
             let out = self
@@ -749,6 +775,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError> {
+        check_key("HeadObject", bucket, key)?;
         match self
             .client
             .head_object()

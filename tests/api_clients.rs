@@ -179,7 +179,11 @@ async fn metrics_say_their_format_version_and_count_objects_by_job_kind() {
     let mut client = daemon.client().await;
     let job = client.start("", false).await.expect("start");
     wait_job(&mut client, job.job_id).await;
-    client.verify_and_wait(job.job_id).await.expect("verify");
+    let report = client.verify_and_wait(job.job_id).await.expect("verify");
+    // The migration job's id names its latest verification's report.
+    let by_migration = client.verify_report(job.job_id).await.expect("report");
+    assert_eq!(by_migration, report);
+    assert_eq!(by_migration.ok_objects, 8);
 
     let response = http_get(port);
     let (head, body) = response.split_once("\r\n\r\n").expect("http response");

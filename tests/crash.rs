@@ -44,7 +44,7 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_via(&proxy.endpoint, dir.path(), 8, 5);
 
-    let mut rng = rand::thread_rng();
+    let mut rng = seeded_rng("sigkill_at_random_instants");
     let mut job_id = 0;
     let mut survived = 0;
     for round in 0..kills {
@@ -143,7 +143,7 @@ async fn sigkill_with_large_objects_leaves_no_upload_open_and_no_second_version(
             format!("small {i};").repeat(i % 30 + 1).into_bytes(),
         );
     }
-    let mut rng = rand::thread_rng();
+    let mut rng = seeded_rng("sigkill_with_large_objects");
     for i in 0..large {
         let (_, prefix) = CATEGORY_PREFIXES[i % 4];
         let mut body = vec![0u8; 5 * 1024 * 1024 + rng.gen_range(1..3 * 1024 * 1024)];

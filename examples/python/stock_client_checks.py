@@ -68,7 +68,23 @@ def main(target: str) -> int:
         assert "dualseal.v1.ControlService" in services, services
         fd = db.FindFileContainingSymbol("dualseal.v1.ControlService")
         assert fd.name == "dualseal/v1/control.proto", fd.name
-        print("ok reflection v1alpha:", sorted(services))
+        # Every message, field, enum, value and RPC carries its documentation to clients.
+        names = {}
+        for i, m in enumerate(fd.message_type):
+            names[(4, i)] = m.name
+            for j, f in enumerate(m.field):
+                names[(4, i, 2, j)] = f"{m.name}.{f.name}"
+        for i, e in enumerate(fd.enum_type):
+            names[(5, i)] = e.name
+            for j, v in enumerate(e.value):
+                names[(5, i, 2, j)] = v.name
+        for j, rpc_ in enumerate(fd.service[0].method):
+            names[(6, 0, 2, j)] = rpc_.name
+        documented = {tuple(loc.path) for loc in fd.source_code_info.location
+                      if loc.leading_comments.strip()}
+        undocumented = sorted(n for path, n in names.items() if path not in documented)
+        assert not undocumented, f"undocumented through reflection: {undocumented}"
+        print("ok reflection v1alpha:", sorted(services), f"({len(names)} elements documented)")
 
         stub = rpc.ControlServiceStub(channel)
         first = stub.ListJobs(pb.ListJobsRequest(page_size=1))
@@ -108,6 +124,21 @@ def main(target: str) -> int:
                 grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", ["page_token"])
         refused(lambda: stub.ResumeJob(pb.ResumeJobRequest(job_id=job.job_id)),
                 grpc.StatusCode.FAILED_PRECONDITION, "PRECONDITION")
+        # Less than a millisecond apart is as empty a range as a day.
+        refused(lambda: list(stub.ExportAudit(pb.ExportAuditRequest(
+                    since=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=1),
+                    until=timestamp_pb2.Timestamp(seconds=1_700_000_000)))),
+                grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", ["since"])
+        # Keys S3 could never hold are refused, and the daemon keeps serving.
+        long = "p" * 70_000
+        refused(lambda: stub.Plan(pb.PlanRequest(prefix=long)),
+                grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        refused(lambda: stub.StartJob(pb.StartJobRequest(prefix=long)),
+                grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        manifest = "s3://inventory/" + "k" * 70_000 + "/manifest.json"
+        refused(lambda: stub.Plan(pb.PlanRequest(options=pb.JobOptions(inventory_manifest=manifest))),
+                grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
         print("ok errors carry ErrorInfo reasons and BadRequest fields")
     return 0
 

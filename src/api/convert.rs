@@ -504,7 +504,18 @@ pub fn audit_filter(r: pb::ExportAuditRequest) -> Result<crate::audit::Filter, S
         source_prefix: r.source_prefix,
         destination_prefix: r.destination_prefix,
     };
-    let problems = filter.problems();
+    let mut problems = filter.problems();
+    // Compared exactly: a range inverted by less than a millisecond is as empty.
+    let inverted = match (&r.since, &r.until) {
+        (Some(a), Some(b)) => (a.seconds, a.nanos) > (b.seconds, b.nanos),
+        _ => false,
+    };
+    if inverted && !problems.iter().any(|(field, _)| *field == "since") {
+        problems.push((
+            "since",
+            "since is after until: the range is empty".to_owned(),
+        ));
+    }
     if problems.is_empty() {
         return Ok(filter);
     }

@@ -484,6 +484,13 @@ impl Engine {
     }
 
     fn job_prefix(&self, prefix: &str) -> Result<String, EngineError> {
+        if prefix.len() > crate::store::MAX_KEY_BYTES {
+            return Err(EngineError::InvalidRequest(format!(
+                "prefix is {} bytes; S3 keys, and so prefixes, are at most {} bytes",
+                prefix.len(),
+                crate::store::MAX_KEY_BYTES
+            )));
+        }
         let base = &self.inner.settings.source_prefix;
         if prefix.is_empty() {
             return Ok(base.clone());
@@ -1187,11 +1194,21 @@ impl Engine {
     /// # Errors
     /// `NoSuchJob`, `FailedPrecondition` when the job is not a verification, `Journal`.
     pub async fn verify_report(&self, id: JobId) -> Result<VerifyReport, EngineError> {
-        let job = self.view(id)?.record;
-        if !matches!(job.kind, JobKind::Verify { .. }) {
-            return Err(EngineError::FailedPrecondition(format!(
-                "job {id} is not a verification job; start one with VerifyJob"
-            )));
+        let mut job = self.view(id)?.record;
+        if matches!(job.kind, JobKind::Migrate) {
+            // A migration job's report is that of its latest verification.
+            job = self
+                .inner
+                .journal
+                .list_jobs()?
+                .into_iter()
+                .filter(|j| matches!(j.kind, JobKind::Verify { of } if of == id))
+                .max_by_key(|j| j.id)
+                .ok_or_else(|| {
+                    EngineError::FailedPrecondition(format!(
+                        "migration job {id} has not been verified; start a verification with VerifyJob"
+                    ))
+                })?;
         }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || plan::verify_report(&inner, &job))

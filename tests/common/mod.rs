@@ -545,13 +545,32 @@ pub fn ctl(socket: &Path, args: &[&str]) -> std::process::Output {
         .expect("run dualsealctl")
 }
 
-/// A free loopback port for a daemon listener (the metrics endpoint).
+/// A free loopback port for a daemon listener (the metrics endpoint, TCP control). Drawn
+/// below Linux's ephemeral range (32768-60999): a port the kernel hands out for `bind(0)`
+/// or for an outgoing connection (to moto, from any test running in parallel) could be taken
+/// again between this check and the daemon's bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-32000");
+}
+
+/// A random generator for a test's random choices, seeded from `DUALSEAL_TEST_SEED` or at
+/// random; the seed is printed so that a failure's choices can be replayed.
+pub fn seeded_rng(test: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = std::env::var("DUALSEAL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: seed {seed} (replay its random choices with DUALSEAL_TEST_SEED={seed})");
+    rand::rngs::StdRng::seed_from_u64(seed)
 }
 
 /// The daemon's Prometheus exposition.

@@ -42,6 +42,18 @@ pub fn state(j: &pb::Job) -> String {
     )
 }
 
+/// The kind as a word (`migrate`, `verify`).
+pub fn kind(j: &pb::Job) -> String {
+    pb::JobKind::try_from(j.kind).map_or_else(
+        |_| "unknown".to_owned(),
+        |k| {
+            k.as_str_name()
+                .trim_start_matches("JOB_KIND_")
+                .to_lowercase()
+        },
+    )
+}
+
 /// A timestamp in RFC 3339 (UTC, milliseconds), as the audit trail writes times.
 pub fn time(t: &pbjson_types::Timestamp) -> String {
     dualseal::api::convert::timestamp_ms(t).map_or_else(|| "?".to_owned(), dualseal::audit::rfc3339)
@@ -87,7 +99,7 @@ pub fn table(jobs: &[pb::Job]) -> String {
         out.push_str(&format!(
             "{:>4}  {:<8} {:<23} {:>4} {:<20} {:>9} {:>9} {:>7} {:>10}  {}\n",
             j.job_id,
-            j.kind,
+            kind(j),
             state(j),
             j.options.as_ref().map_or(0, |o| o.priority),
             truncate(prefix, 20),
@@ -117,7 +129,7 @@ pub fn detail(j: &pb::Job) -> String {
         "job {}  {} ({})  s3://{}/{}  listed {}{}\n",
         j.job_id,
         state(j),
-        j.kind,
+        kind(j),
         j.source_bucket,
         j.prefix,
         j.discovered_objects,
