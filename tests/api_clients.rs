@@ -185,7 +185,7 @@ async fn metrics_say_their_format_version_and_count_objects_by_job_kind() {
     assert_eq!(by_migration, report);
     assert_eq!(by_migration.ok_objects, 8);
 
-    let response = http_get(port);
+    let response = scrape(port);
     let (head, body) = response.split_once("\r\n\r\n").expect("http response");
     assert!(
         head.to_ascii_lowercase()
@@ -203,15 +203,4 @@ async fn metrics_say_their_format_version_and_count_objects_by_job_kind() {
             .sum::<f64>() as u64
     };
     assert_eq!((count("migrate"), count("verify")), (8, 8), "{body}");
-}
-
-/// One plain HTTP/1.1 GET of /metrics, headers included.
-fn http_get(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
 }
