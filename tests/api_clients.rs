@@ -168,7 +168,7 @@ async fn stock_grpcio_and_the_python_example_drive_a_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_say_their_format_version_and_count_objects_by_job_kind() {
+async fn metrics_by_job_kind_reports_by_migration_id_and_racing_verifications_join_one() {
     let moto = Moto::start();
     provision(&moto).await;
     let objects = spread(8, |prefix, i| (format!("{prefix}m/{i}"), vec![b'm'; 64]));
@@ -203,4 +203,20 @@ async fn metrics_say_their_format_version_and_count_objects_by_job_kind() {
             .sum::<f64>() as u64
     };
     assert_eq!((count("migrate"), count("verify")), (8, 8), "{body}");
+
+    // Racing (or retried) VerifyJob calls join one verification instead of starting several.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = client.clone();
+            let id = job.job_id;
+            tokio::spawn(async move { c.verify(id).await.expect("verify").job_id })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for call in calls {
+        ids.push(call.await.expect("task"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "racing VerifyJob calls started {ids:?}");
+    wait_job(&mut client, ids[0]).await;
 }

@@ -29,7 +29,22 @@ async fn audit_write_failure_parks_the_job_and_refuses_control_actions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), &config_toml(&moto, dir.path(), 2));
     let mut client = daemon.client().await;
-    let job = client.start("", false).await.expect("start").job_id;
+    // Slow enough that the job cannot finish between the watch seeing 20 objects and the
+    // trigger taking effect, however loaded the machine.
+    let job = client
+        .start_with(pb::StartJobRequest {
+            options: Some(pb::JobOptions {
+                limits: Some(pb::JobLimits {
+                    objects_per_second: 20,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .job_id;
     let trigger = dir
         .path()
         .join("journal")

@@ -259,6 +259,9 @@ pub(crate) struct Inner {
     fatal_token: CancellationToken,
     provisioner: Option<Arc<Provisioner>>,
     decommissions: Mutex<HashMap<String, decommission::Planned>>,
+    /// Held from a start's checks to its journal record, so that two racing starts cannot
+    /// both pass the overlap check, nor two racing verifications both create a job.
+    starts: tokio::sync::Mutex<()>,
 }
 
 /// The engine. Clone to share.
@@ -315,6 +318,7 @@ impl Engine {
                 fatal_token: CancellationToken::new(),
                 provisioner,
                 decommissions: Mutex::new(HashMap::new()),
+                starts: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -535,6 +539,7 @@ impl Engine {
             allow_weak_buckets,
         } = req;
         self.check_open()?;
+        let _serial = self.inner.starts.lock().await;
         let prefix = self.job_prefix(&prefix)?;
         Self::check_limits(&options.limits)?;
         if options.failure_threshold.is_none() {
@@ -1149,6 +1154,7 @@ impl Engine {
 
     async fn verify_inner(&self, id: JobId) -> Result<JobView, EngineError> {
         self.check_open()?;
+        let _serial = self.inner.starts.lock().await;
         let target = self.view(id)?.record;
         if target.kind != JobKind::Migrate {
             return Err(EngineError::FailedPrecondition(format!(
@@ -1160,6 +1166,23 @@ impl Engine {
                 "job {id} is still {}; verify it after it finishes",
                 target.state
             )));
+        }
+        // A retried or repeated call joins the verification already under way.
+        if let Some(running) = self
+            .inner
+            .journal
+            .list_jobs()?
+            .into_iter()
+            .filter(|j| matches!(j.kind, JobKind::Verify { of } if of == id))
+            .filter(|j| j.state.is_active())
+            .max_by_key(|j| j.id)
+        {
+            let mut view = self.view(running.id)?;
+            view.note = Some(format!(
+                "job {id} is already being verified by job {}",
+                running.id
+            ));
+            return Ok(view);
         }
         // A verification of nothing would pass, and read as if it proved something.
         if self.inner.journal.counts(id).get(ObjectState::Verified) == 0 {
