@@ -113,7 +113,7 @@ impl Default for Pricing {
 }
 
 /// Decommissioning the source bucket after cutover.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DecommissionConfig {
     /// Principals (role ARNs) a lockdown still lets in: the break-glass path back.
@@ -160,7 +160,7 @@ pub enum RetentionMode {
 /// The control API over TCP: off unless `listen` is set. TLS is required except on loopback;
 /// callers authenticate by client certificate (`client_ca`, roles by common name in
 /// `[access]`) or bearer token (`tokens_file`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
     /// Address to listen on (`0.0.0.0:7443`).
@@ -193,7 +193,7 @@ pub fn secret_path(reference: &str) -> Result<PathBuf, String> {
 }
 
 /// Prometheus metrics over HTTP: off unless `listen` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address to serve `/metrics` on, e.g. `127.0.0.1:9464`. Loopback only unless
@@ -216,7 +216,7 @@ pub enum LogFormat {
 }
 
 /// AWS connection settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     /// AWS region; unset uses the SDK's default chain (env, profile, IMDS).
@@ -278,7 +278,7 @@ impl Default for AwsConfig {
 }
 
 /// The source ("master") bucket.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Bucket name.
@@ -289,7 +289,7 @@ pub struct SourceConfig {
 }
 
 /// Daemon settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Directory of the sled journal.
@@ -475,7 +475,7 @@ impl Default for DaemonConfig {
 }
 
 /// One category of secrets and where it goes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryConfig {
     /// Short name, used in metadata, context and reports.
@@ -516,7 +516,7 @@ impl CategoryConfig {
 }
 
 /// Provisioning of buckets, keys and policies (`dualsealctl provision`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionConfig {
     /// The daemon's role ARN: the only writer of the destination buckets.

@@ -174,7 +174,7 @@ pub async fn run(
 
     let api_stop = CancellationToken::new();
     let api_stop_rx = api_stop.clone();
-    let server = tokio::spawn(api::serve(
+    let mut server = tokio::spawn(api::serve(
         engine.clone(),
         std::sync::Arc::clone(&access),
         listener,
@@ -184,6 +184,7 @@ pub async fn run(
         },
     ));
     tracing::info!(socket = %config.daemon.control_socket.display(), "control API listening");
+    let mut tcp_server = None;
     if let Some(addr) = config.tcp.listen {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
@@ -193,13 +194,16 @@ pub async fn run(
             })?;
         let mutual = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
         let encrypted = tls.is_some();
-        tokio::spawn(api::serve_tcp(
+        // Built (and its TLS settings checked) before READY: a bad key refuses the start.
+        let serving = api::tcp_server(
             engine.clone(),
             std::sync::Arc::clone(&access),
             tcp,
             tls,
             async move { api_stop_rx.cancelled().await },
-        ));
+        )
+        .await?;
+        tcp_server = Some(tokio::spawn(serving));
         tracing::info!(%addr, tls = encrypted, mutual_tls = mutual, "control API listening on TCP");
     }
     spawn_reloader(
@@ -212,19 +216,34 @@ pub async fn run(
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog(engine.clone(), shutdown.clone());
 
+    // A listener that stops on its own (its task failed or ended) stops the daemon with the
+    // reason: a daemon nobody can reach must not keep running as if it were serving.
+    let mut unix_ended = false;
     let fatal = tokio::select! {
         _ = shutdown.cancelled() => None,
         msg = engine.fatal() => Some(msg),
+        r = &mut server => {
+            unix_ended = true;
+            Some(format!("the control API on {} stopped: {}", config.daemon.control_socket.display(), ended(r)))
+        }
+        r = async {
+            match tcp_server.as_mut() {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        } => Some(format!("the control API on TCP stopped: {}", ended(r))),
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: stopping the control API");
     shutdown.cancel();
     api_stop.cancel();
-    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap_or(Ok(Ok(())))
-    {
-        tracing::warn!(error = %e, "control API stopped with an error");
+    if !unix_ended {
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap_or(Ok(Ok(())))
+        {
+            tracing::warn!(error = %e, "control API stopped with an error");
+        }
     }
     tracing::info!(deadline = ?EXIT_DEADLINE, "waiting for workers");
     if tokio::time::timeout(EXIT_DEADLINE, engine.drain())
@@ -243,6 +262,15 @@ pub async fn run(
             config.daemon.journal_path.display()
         ))),
         None => Ok(()),
+    }
+}
+
+/// How a server task ended, in words.
+fn ended(r: Result<Result<(), api::ApiError>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "it ended without an error".to_owned(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("its task failed: {e}"),
     }
 }
 
@@ -308,31 +336,23 @@ fn reload(
         Err(p) => *p.into_inner() = std::sync::Arc::new(new_access),
     }
     let mut restart = Vec::new();
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut daemon_old = running.daemon.clone();
     daemon_old.log_filter.clone_from(&new.daemon.log_filter);
     for (name, changed) in [
-        ("[aws]", differs(&running.aws, &new.aws)),
-        ("[source]", differs(&running.source, &new.source)),
-        ("[daemon]", differs(&daemon_old, &new.daemon)),
-        (
-            "[[category]]",
-            differs(&running.categories, &new.categories),
-        ),
-        ("[metrics]", differs(&running.metrics, &new.metrics)),
-        ("[provision]", differs(&running.provision, &new.provision)),
-        (
-            "[decommission]",
-            differs(&running.decommission, &new.decommission),
-        ),
-        ("[pricing]", differs(&running.pricing, &new.pricing)),
+        ("[aws]", running.aws != new.aws),
+        ("[source]", running.source != new.source),
+        ("[daemon]", daemon_old != new.daemon),
+        ("[[category]]", running.categories != new.categories),
+        ("[metrics]", running.metrics != new.metrics),
+        ("[provision]", running.provision != new.provision),
+        ("[decommission]", running.decommission != new.decommission),
+        ("[pricing]", running.pricing != new.pricing),
         (
             "[tcp] listener and TLS",
-            differs(&running.tcp.listen, &new.tcp.listen)
-                || differs(&running.tcp.tls_cert, &new.tcp.tls_cert)
-                || differs(&running.tcp.tls_key, &new.tcp.tls_key)
-                || differs(&running.tcp.client_ca, &new.tcp.client_ca),
+            running.tcp.listen != new.tcp.listen
+                || running.tcp.tls_cert != new.tcp.tls_cert
+                || running.tcp.tls_key != new.tcp.tls_key
+                || running.tcp.client_ca != new.tcp.client_ca,
         ),
     ] {
         if changed {

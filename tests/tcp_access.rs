@@ -241,3 +241,35 @@ fn plaintext_tcp_on_a_public_address_is_refused_at_start() {
         "it must not start serving"
     );
 }
+
+#[test]
+fn an_unusable_tls_key_refuses_the_start_before_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_ca = ca("dualseal test server CA");
+    let (server_cert, _) = leaf(&server_ca, "dualseald");
+    let port = free_port();
+    let tcp = format!(
+        "\n[tcp]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        write(dir.path(), "server.crt", &server_cert),
+        write(
+            dir.path(),
+            "server.key",
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"
+        ),
+    ) + &format!(
+        "client_ca = \"{}\"\n",
+        write(dir.path(), "clients-ca.crt", &server_ca.pem)
+    );
+    // No S3 is needed: the daemon must refuse before it serves anything.
+    let config = config_via("http://127.0.0.1:9", dir.path(), 2, 3) + &tcp;
+    let out = run_dualseald(dir.path(), &config, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the daemon ran with an unusable key: {stderr}"
+    );
+    assert!(
+        stderr.contains("TLS settings of [tcp] are unusable"),
+        "{stderr}"
+    );
+}

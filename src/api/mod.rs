@@ -51,6 +51,9 @@ pub enum ApiError {
     /// The server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TCP listener's certificate, key or client CA cannot be used.
+    #[error("the TLS settings of [tcp] are unusable ({0}); check tls_cert, tls_key and client_ca")]
+    Tls(String),
 }
 
 /// Binds the control socket, replacing a stale socket file left by a crash, and restricts it
@@ -177,19 +180,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves the control API over TCP (TLS unless `tls` is `None`, which config validation
-/// allows only on loopback) until `shutdown` resolves.
+/// Prepares the control API over TCP (TLS unless `tls` is `None`, which config validation
+/// allows only on loopback): the TLS settings are checked here, before the daemon says it is
+/// ready; the returned future serves until `shutdown` resolves.
 ///
 /// # Errors
-/// `Bind` when the address cannot be bound, `Transport` when TLS settings are invalid or the
-/// server fails.
-pub async fn serve_tcp(
+/// `Transport` when the TLS settings are invalid (a key that is not a key, a certificate
+/// that does not parse).
+pub async fn tcp_server(
     engine: Engine,
     access: SharedAccess,
     listener: tokio::net::TcpListener,
     tls: Option<TcpTls>,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), ApiError> {
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<impl std::future::Future<Output = Result<(), ApiError>> + Send, ApiError> {
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls {
         install_tls_provider();
@@ -201,14 +205,24 @@ pub async fn serve_tcp(
                 .client_ca_root(Certificate::from_pem(ca))
                 .client_auth_optional(t.client_cert_optional);
         }
-        builder = builder.tls_config(cfg)?;
+        builder = builder.tls_config(cfg).map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            ApiError::Tls(text)
+        })?;
     }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    routes(builder, engine, access)
-        .await?
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
+    let router = routes(builder, engine, access).await?;
+    Ok(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(ApiError::from)
+    })
 }
 
 /// The `dualseal.v1.Control` service.
