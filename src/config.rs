@@ -986,7 +986,7 @@ impl Config {
 
 /// Why a bucket name breaks S3's naming rules, if it does.
 fn bucket_name_problem(name: &str) -> Option<&'static str> {
-    if name.len() < 3 || name.len() > 63 {
+    if name.len() < 3 || name.len() > crate::store::MAX_BUCKET_BYTES {
         return Some("bucket names are 3 to 63 characters");
     }
     if !name

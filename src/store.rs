@@ -40,18 +40,28 @@ fn bench_server_without_sse() -> bool {
 /// request is built: the SDK panics on a URI too long to build.
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// The longest bucket name S3 accepts.
+pub const MAX_BUCKET_BYTES: usize = 63;
+
 /// Refuses a key or prefix S3 could never hold, as the error of operation `op`.
 fn check_key(op: &'static str, bucket: &str, key: &str) -> Result<(), StoreError> {
-    if key.len() <= MAX_KEY_BYTES && bucket.len() <= 63 {
+    if key.len() <= MAX_KEY_BYTES && bucket.len() <= MAX_BUCKET_BYTES {
         return Ok(());
     }
+    let shown = |s: &str, n: usize| {
+        if s.chars().count() > n {
+            s.chars().take(n).collect::<String>() + "…"
+        } else {
+            s.to_owned()
+        }
+    };
     Err(StoreError {
         op,
-        bucket: bucket.chars().take(63).collect(),
-        key: key.chars().take(100).collect::<String>() + "…",
+        bucket: shown(bucket, MAX_BUCKET_BYTES),
+        key: shown(key, 100),
         kind: AwsErrorKind::Invalid,
         message: format!(
-            "a key or prefix of {} bytes (S3's limit is {MAX_KEY_BYTES}) or a bucket name of {} bytes (limit 63)",
+            "a key or prefix of {} bytes (S3's limit is {MAX_KEY_BYTES}) or a bucket name of {} bytes (limit {MAX_BUCKET_BYTES})",
             key.len(),
             bucket.len()
         ),

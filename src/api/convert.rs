@@ -436,23 +436,22 @@ impl From<VerifyReport> for pb::VerifyReport {
     }
 }
 
-impl From<crate::audit::AuditEvent> for pb::AuditEvent {
-    fn from(e: crate::audit::AuditEvent) -> Self {
-        Self {
-            seq: e.seq,
-            time: crate::audit::parse_time(&e.at).ok().map(timestamp),
-            job_id: e.job_id,
-            kind: e.kind,
-            source_key: e.source_key,
-            destination_bucket: e.destination_bucket,
-            destination_key: e.destination_key,
-            detail: e.detail,
-            prev_hash: e.prev_hash,
-            hash: e.hash,
-            actor: e.actor,
-            category: e.category,
-            outcome: e.outcome,
-        }
+/// The proto form of an audit event recorded at `at_ms` (the time its `at` text renders).
+pub fn audit_event(e: crate::audit::AuditEvent, at_ms: u64) -> pb::AuditEvent {
+    pb::AuditEvent {
+        seq: e.seq,
+        time: Some(timestamp(at_ms)),
+        job_id: e.job_id,
+        kind: e.kind,
+        source_key: e.source_key,
+        destination_bucket: e.destination_bucket,
+        destination_key: e.destination_key,
+        detail: e.detail,
+        prev_hash: e.prev_hash,
+        hash: e.hash,
+        actor: e.actor,
+        category: e.category,
+        outcome: e.outcome,
     }
 }
 

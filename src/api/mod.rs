@@ -733,8 +733,8 @@ impl pb::control_service_server::ControlService for ControlService {
         let filter = convert::audit_filter(r)?;
         let rx = self.engine.audit_stream(filter);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
-            item.map(|e| pb::ExportAuditResponse {
-                event: Some(e.into()),
+            item.map(|(e, at_ms)| pb::ExportAuditResponse {
+                event: Some(convert::audit_event(e, at_ms)),
             })
             .map_err(Status::from)
         });

@@ -213,6 +213,7 @@ async fn recheck(
     settle(
         inner,
         id,
+        Settler::Verification,
         key,
         {
             let reason = reason.clone();
@@ -969,6 +970,7 @@ async fn conflict(
     settle(
         inner,
         id,
+        Settler::Migration,
         key,
         {
             let reason = reason.clone();
@@ -997,21 +999,30 @@ async fn conflict(
 
 /// Records an object's final state with its audit event (group-committed with the other
 /// objects finishing meanwhile, durable when it returns) and tells watchers.
+/// Which kind of job settles an object, as the objects metric labels it.
+#[derive(Clone, Copy)]
+enum Settler {
+    Migration,
+    Verification,
+}
+
 async fn settle(
     inner: &Inner,
     id: JobId,
+    by: Settler,
     key: &str,
     update: impl FnOnce(&mut ObjectRecord) + Send + 'static,
     event: AuditDraft,
 ) -> Result<(), JournalError> {
     let category = event.category.clone();
-    // Only a verification job settles objects with these events.
-    let id_is_verify = matches!(event.kind, "object_reverified" | "verify_problem");
     let rec = inner.journal.settle(id, key, update, event).await?;
     inner.notify();
     metrics::counter!(
         "dualseal_objects_total",
-        "kind" => if id_is_verify { "verify" } else { "migrate" },
+        "kind" => match by {
+            Settler::Migration => "migrate",
+            Settler::Verification => "verify",
+        },
         "category" => category.clone(),
         "state" => rec.state.as_str(),
     )
@@ -1057,6 +1068,7 @@ async fn verified(
     settle(
         inner,
         id,
+        Settler::Migration,
         key,
         move |r| {
             r.state = ObjectState::Verified;
@@ -1103,6 +1115,7 @@ async fn fail(
     settle(
         inner,
         id,
+        Settler::Migration,
         key,
         {
             let (reason, code) = (reason.clone(), code.to_owned());

@@ -93,11 +93,14 @@ impl InventoryLister {
         prefix: &str,
     ) -> Result<Self, EngineError> {
         let (bucket, key) = parse_url(url)
-            .filter(|(b, k)| b.len() <= 63 && k.len() <= crate::store::MAX_KEY_BYTES)
+            .filter(|(b, k)| {
+                b.len() <= crate::store::MAX_BUCKET_BYTES && k.len() <= crate::store::MAX_KEY_BYTES
+            })
             .ok_or_else(|| {
                 EngineError::InvalidRequest(format!(
-                    "inventory {:?}: give the manifest as s3://BUCKET/KEY/manifest.json (a bucket name of at most 63 bytes, a key of at most {} bytes)",
+                    "inventory {:?}: give the manifest as s3://BUCKET/KEY/manifest.json (a bucket name of at most {} bytes, a key of at most {} bytes)",
                     url.chars().take(200).collect::<String>(),
+                    crate::store::MAX_BUCKET_BYTES,
                     crate::store::MAX_KEY_BYTES
                 ))
             })?;

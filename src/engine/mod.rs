@@ -1239,19 +1239,19 @@ impl Engine {
             .map_err(|e| EngineError::FailedPrecondition(format!("report failed: {e}")))?
     }
 
-    /// Streams the audit events that pass `filter`, oldest first, from the journal: memory
-    /// stays flat whatever the trail's length.
+    /// Streams the audit events that pass `filter`, oldest first, from the journal, each with
+    /// its time in ms since the Unix epoch: memory stays flat whatever the trail's length.
     pub fn audit_stream(
         &self,
         filter: crate::audit::Filter,
-    ) -> tokio::sync::mpsc::Receiver<Result<crate::audit::AuditEvent, EngineError>> {
+    ) -> tokio::sync::mpsc::Receiver<Result<(crate::audit::AuditEvent, u64), EngineError>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let journal = Arc::clone(&self.inner.journal);
         tokio::task::spawn_blocking(move || {
             for item in journal.iter_audit_after(filter.job, filter.after_seq) {
                 let out = item.map_err(EngineError::from).map(|rec| {
                     let e = crate::audit::AuditEvent::from(&rec);
-                    filter.matches(&e, rec.at_ms).then_some(e)
+                    filter.matches(&e, rec.at_ms).then_some((e, rec.at_ms))
                 });
                 let send = match out {
                     Ok(None) => continue,
