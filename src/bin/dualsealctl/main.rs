@@ -859,10 +859,11 @@ async fn run(args: Args) -> Result<ExitCode> {
                     if args.json {
                         println!("{}", serde_json::to_value(&p)?);
                     } else {
-                        let mode = pb::DecommissionMode::try_from(p.mode).map_or("unknown", |m| {
-                            m.as_str_name().trim_start_matches("DECOMMISSION_MODE_")
-                        });
-                        println!("{} plan for job {job}: {}", mode.to_lowercase(), p.summary);
+                        let mode = pb::DecommissionMode::try_from(p.mode)
+                            .ok()
+                            .map(|m| m.as_str_name());
+                        let mode = view::word(mode, "DECOMMISSION_MODE_");
+                        println!("{mode} plan for job {job}: {}", p.summary);
                         println!(
                             "to do it before {}: dualsealctl decommission run {}",
                             p.expire_time.as_ref().map_or_else(String::new, view::time),

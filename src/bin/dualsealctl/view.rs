@@ -30,28 +30,27 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// An enum value's proto name as a lower-case word without its prefix
+/// (`JOB_STATE_RUNNING` → `running`); `unknown` for a number the enum lacks.
+pub fn word(name: Option<&str>, prefix: &str) -> String {
+    name.map_or_else(
+        || "unknown".to_owned(),
+        |n| n.trim_start_matches(prefix).to_lowercase(),
+    )
+}
+
 /// The state as a word (`running`, `completed_with_failures`).
 pub fn state(j: &pb::Job) -> String {
-    pb::JobState::try_from(j.state).map_or_else(
-        |_| "unknown".to_owned(),
-        |s| {
-            s.as_str_name()
-                .trim_start_matches("JOB_STATE_")
-                .to_lowercase()
-        },
-    )
+    let name = pb::JobState::try_from(j.state)
+        .ok()
+        .map(|s| s.as_str_name());
+    word(name, "JOB_STATE_")
 }
 
 /// The kind as a word (`migrate`, `verify`).
 pub fn kind(j: &pb::Job) -> String {
-    pb::JobKind::try_from(j.kind).map_or_else(
-        |_| "unknown".to_owned(),
-        |k| {
-            k.as_str_name()
-                .trim_start_matches("JOB_KIND_")
-                .to_lowercase()
-        },
-    )
+    let name = pb::JobKind::try_from(j.kind).ok().map(|k| k.as_str_name());
+    word(name, "JOB_KIND_")
 }
 
 /// A timestamp in RFC 3339 (UTC, milliseconds), as the audit trail writes times.
