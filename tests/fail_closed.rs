@@ -31,20 +31,7 @@ async fn audit_write_failure_parks_the_job_and_refuses_control_actions() {
     let mut client = daemon.client().await;
     // Slow enough that the job cannot finish between the watch seeing 20 objects and the
     // trigger taking effect, however loaded the machine.
-    let job = client
-        .start_with(pb::StartJobRequest {
-            options: Some(pb::JobOptions {
-                limits: Some(pb::JobLimits {
-                    objects_per_second: 20,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("start")
-        .job_id;
+    let job = start_throttled(&mut client, 20).await;
     let trigger = dir
         .path()
         .join("journal")

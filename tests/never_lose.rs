@@ -620,20 +620,7 @@ async fn a_key_disabled_mid_job_stops_sealing_under_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), &config_via(&proxy.endpoint, dir.path(), 2, 2));
     let mut client = daemon.client().await;
-    let job = client
-        .start_with(pb::StartJobRequest {
-            options: Some(pb::JobOptions {
-                limits: Some(pb::JobLimits {
-                    objects_per_second: 20,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("start")
-        .job_id;
+    let job = start_throttled(&mut client, 20).await;
     wait_until_verified(&mut client, job, 12).await;
     let db = cats.iter().find(|c| c.name == "db").unwrap();
     proxy.disable_kms_key(&db.key_arn);

@@ -378,6 +378,25 @@ pub fn assert_succeeded(done: &pb::Job, daemon: &Daemon) {
     );
 }
 
+/// Starts a job over the whole source at `objects_per_second`: slow enough that a test can
+/// act while it runs, however fast the machine. Returns its id.
+pub async fn start_throttled(client: &mut Client, objects_per_second: u32) -> u64 {
+    client
+        .start_with(pb::StartJobRequest {
+            options: Some(pb::JobOptions {
+                limits: Some(pb::JobLimits {
+                    objects_per_second,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .job_id
+}
+
 /// Watches a job until it ends and returns its final state.
 pub async fn wait_job(client: &mut Client, job: u64) -> pb::Job {
     let mut stream = Box::pin(client.watch(job).await.expect("watch"));
