@@ -17,7 +17,8 @@
 
 use std::time::Instant;
 
-use dualseal::journal::{AuditDraft, Journal, ObjectRecord, ObjectState, OpenOptions};
+use dualseal::journal::{AuditDraft, Journal, OpenOptions};
+use dualseal::model::{ObjectEvent, ObjectRecord, ObjectState};
 
 const PAGE: usize = 1000;
 /// Workers settling objects at once, as the daemon's default concurrency runs them.
@@ -109,7 +110,7 @@ async fn main() {
         j.flush().await.expect("flush");
         let listed = t.elapsed();
         // A job the daemon resumes at boot, as after a crash.
-        j.update_job(job, |r| r.state = dualseal::journal::JobState::Running)
+        j.update_job(job, |r| r.state = dualseal::model::JobState::Running)
             .expect("running");
         let t = Instant::now();
         // Each worker records its objects uploaded, then settles them verified with their
@@ -122,7 +123,18 @@ async fn main() {
                 tokio::spawn(async move {
                     for i in (w..moving).step_by(WORKERS) {
                         let k = key(i);
-                        j.transition(job, &k, |r| r.state = ObjectState::Uploaded, None)
+                        j.transition(
+                            job,
+                            &k,
+                            ObjectEvent::Uploaded {
+                                attempts: 1,
+                                source_etag: "\"e\"".into(),
+                                source_version: None,
+                                ciphertext_sha256: format!("{i:064x}"),
+                                dest_etag: format!("\"{i:032x}\""),
+                            },
+                            None,
+                        )
                             .expect("uploaded");
                         let audit = AuditDraft {
                             job_id: job,
@@ -138,10 +150,14 @@ async fn main() {
                         j.settle(
                             job,
                             &k,
-                            move |r| {
-                                r.state = ObjectState::Verified;
-                                r.ciphertext_sha256 = Some(format!("{i:064x}"));
-                                r.dest_etag = Some(format!("\"{i:032x}\""));
+                            ObjectEvent::Verified {
+                                attempts: 1,
+                                size: 1234,
+                                source_etag: "\"e\"".into(),
+                                source_version: None,
+                                ciphertext_sha256: Some(format!("{i:064x}")),
+                                dest_etag: format!("\"{i:032x}\""),
+                                envelope_version: Some(1),
                             },
                             audit,
                         )

@@ -75,6 +75,8 @@ log "buf lint, buf format, buf breaking against proto/breaking-baseline.binpb"
 "${BUF[@]}" breaking proto --against proto/breaking-baseline.binpb
 log "cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --locked --all-targets --all-features -- -D warnings
+log "no import circles between modules (scripts/module-cycles.py)"
+python3 scripts/module-cycles.py
 
 # --- tests -----------------------------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then

@@ -11,7 +11,69 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::config::AwsConfig;
+use serde::Deserialize;
+
+/// AWS connection settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// AWS region; unset uses the SDK's default chain (env, profile, IMDS).
+    pub region: Option<String>,
+    /// Custom endpoint for both S3 and KMS (an emulator); unset means real AWS.
+    pub endpoint_url: Option<String>,
+    /// Endpoint for S3 only (overrides `endpoint_url` for S3): an S3-compatible store, a VPC
+    /// endpoint, or a benchmark server.
+    #[serde(default)]
+    pub s3_endpoint_url: Option<String>,
+    /// Endpoint for KMS only (overrides `endpoint_url` for KMS).
+    #[serde(default)]
+    pub kms_endpoint_url: Option<String>,
+    /// Path-style S3 addressing; emulators need it. Defaults to true when an S3 endpoint is
+    /// set.
+    pub force_path_style: Option<bool>,
+    /// Per-operation timeout in seconds (includes the SDK's own retries).
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_secs: u64,
+}
+
+fn default_operation_timeout() -> u64 {
+    120
+}
+
+impl AwsConfig {
+    /// The S3 endpoint, when not AWS's own.
+    pub fn s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
+    }
+
+    /// The KMS endpoint, when not AWS's own.
+    pub fn kms_endpoint(&self) -> Option<&str> {
+        self.kms_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
+    }
+
+    /// Whether S3 is addressed path-style.
+    pub fn path_style(&self) -> bool {
+        self.force_path_style
+            .unwrap_or(self.s3_endpoint().is_some())
+    }
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            s3_endpoint_url: None,
+            kms_endpoint_url: None,
+            force_path_style: None,
+            operation_timeout_secs: default_operation_timeout(),
+        }
+    }
+}
 
 /// Attempts the SDK itself makes per request (standard mode) before an error reaches us.
 pub const SDK_ATTEMPTS_PER_REQUEST: u32 = 3;

@@ -6,7 +6,6 @@ use serde::Deserialize;
 
 use std::collections::HashMap;
 
-use crate::config::CategoryConfig;
 use crate::content::{ContentKind, Verdict};
 
 /// How a destination key is formed from the source key.
@@ -19,6 +18,21 @@ pub enum DestKeyMode {
     /// When a prefix rule matched, the destination key is the source key without that prefix
     /// (glob matches keep the whole key).
     StripPrefix,
+}
+
+/// What the classifier needs of one category: its name and its match rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// Category name.
+    pub name: &'a str,
+    /// Key prefixes that belong to the category.
+    pub prefixes: &'a [String],
+    /// Glob patterns that belong to the category.
+    pub globs: &'a [String],
+    /// How the destination key is formed.
+    pub dest_key: DestKeyMode,
+    /// Content kinds the category claims.
+    pub contents: &'a [ContentKind],
 }
 
 /// The verdict for one key.
@@ -93,16 +107,16 @@ impl Classifier {
     ///
     /// # Errors
     /// One message per glob that does not compile.
-    pub fn new(categories: &[CategoryConfig]) -> Result<Self, Vec<String>> {
+    pub fn new<'a>(categories: impl IntoIterator<Item = Rules<'a>>) -> Result<Self, Vec<String>> {
         let mut errs = Vec::new();
-        let mut out = Vec::with_capacity(categories.len());
+        let mut out = Vec::new();
         let mut content = HashMap::new();
-        for (i, c) in categories.iter().enumerate() {
-            for kind in &c.contents {
+        for (i, c) in categories.into_iter().enumerate() {
+            for kind in c.contents {
                 content.entry(*kind).or_insert(i);
             }
             let mut rules: Vec<Rule> = c.prefixes.iter().cloned().map(Rule::Prefix).collect();
-            for g in &c.globs {
+            for g in c.globs {
                 // `*` stays within one path segment, `**` crosses them, as in .gitignore.
                 match GlobBuilder::new(g).literal_separator(true).build() {
                     Ok(glob) => rules.push(Rule::Glob(glob.compile_matcher())),
@@ -112,7 +126,7 @@ impl Classifier {
                 }
             }
             out.push(CategoryRules {
-                name: c.name.clone(),
+                name: c.name.to_owned(),
                 rules,
                 mode: c.dest_key,
             });
@@ -231,6 +245,11 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CategoryConfig;
+
+    fn compile(categories: &[CategoryConfig]) -> Result<Classifier, Vec<String>> {
+        Classifier::new(categories.iter().map(CategoryConfig::rules))
+    }
 
     fn cat(name: &str, prefixes: &[&str], globs: &[&str], mode: DestKeyMode) -> CategoryConfig {
         CategoryConfig {
@@ -246,7 +265,7 @@ mod tests {
     }
 
     fn classifier() -> Classifier {
-        Classifier::new(&[
+        compile(&[
             cat("db", &["db/"], &[], DestKeyMode::StripPrefix),
             cat("tls", &["tls/"], &["**/*.pem"], DestKeyMode::StripPrefix),
             cat("api", &["api/"], &["*.token"], DestKeyMode::Same),
@@ -256,11 +275,8 @@ mod tests {
 
     #[test]
     fn disjoint_categories_are_proved_from_their_literal_prefixes() {
-        let disjoint = |cats: &[CategoryConfig]| {
-            Classifier::new(cats)
-                .expect("compiles")
-                .categories_are_disjoint()
-        };
+        let disjoint =
+            |cats: &[CategoryConfig]| compile(cats).expect("compiles").categories_are_disjoint();
         let same = DestKeyMode::Same;
         assert!(disjoint(&[
             cat("db", &["db/"], &["db/**/*.json"], same),
@@ -296,7 +312,7 @@ mod tests {
             assert!(!disjoint(&[b, a]));
         }
         // What the listing would find agrees: a key both match is a conflict.
-        let overlapping = Classifier::new(&[
+        let overlapping = compile(&[
             cat("db", &["db/"], &[], same),
             cat("d", &[], &["d*/x"], same),
         ])
@@ -313,7 +329,7 @@ mod tests {
         tls.contents = vec![ContentKind::PemPrivateKey, ContentKind::Certificate];
         let mut db = cat("db", &["db/"], &[], DestKeyMode::Same);
         db.contents = vec![ContentKind::DatabaseUrl];
-        let c = Classifier::new(&[db, tls]).unwrap();
+        let c = compile(&[db, tls]).unwrap();
         assert!(c.has_content_rules());
         let m = c
             .classify_content(b"-----BEGIN EC PRIVATE KEY-----\nMHc\n")
@@ -421,7 +437,7 @@ mod tests {
 
     #[test]
     fn bad_glob_is_reported_with_its_category() {
-        let errs = Classifier::new(&[cat("x", &[], &["a[b"], DestKeyMode::Same)]).unwrap_err();
+        let errs = compile(&[cat("x", &[], &["a[b"], DestKeyMode::Same)]).unwrap_err();
         assert!(
             errs[0].contains("\"x\"") && errs[0].contains("a[b"),
             "{errs:?}"

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::aws::AwsConfig;
 use crate::classify::{Classifier, DestKeyMode};
+pub use crate::store::RetentionMode;
 
 /// Default number of objects migrated at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -145,18 +147,6 @@ impl Default for DecommissionConfig {
     }
 }
 
-/// Object Lock retention modes (S3's names, lower case).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RetentionMode {
-    /// Users with `s3:BypassGovernanceRetention` can still shorten or remove it: the default,
-    /// so a mistaken archive can be cleaned up by a deliberate, audited act.
-    #[default]
-    Governance,
-    /// Nobody, the root user included, can delete before the date.
-    Compliance,
-}
-
 /// The control API over TCP: off unless `listen` is set. TLS is required except on loopback;
 /// callers authenticate by client certificate (`client_ca`, roles by common name in
 /// `[access]`) or bearer token (`tokens_file`).
@@ -213,68 +203,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, fields included, for log pipelines.
     Json,
-}
-
-/// AWS connection settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AwsConfig {
-    /// AWS region; unset uses the SDK's default chain (env, profile, IMDS).
-    pub region: Option<String>,
-    /// Custom endpoint for both S3 and KMS (an emulator); unset means real AWS.
-    pub endpoint_url: Option<String>,
-    /// Endpoint for S3 only (overrides `endpoint_url` for S3): an S3-compatible store, a VPC
-    /// endpoint, or a benchmark server.
-    #[serde(default)]
-    pub s3_endpoint_url: Option<String>,
-    /// Endpoint for KMS only (overrides `endpoint_url` for KMS).
-    #[serde(default)]
-    pub kms_endpoint_url: Option<String>,
-    /// Path-style S3 addressing; emulators need it. Defaults to true when an S3 endpoint is
-    /// set.
-    pub force_path_style: Option<bool>,
-    /// Per-operation timeout in seconds (includes the SDK's own retries).
-    #[serde(default = "default_operation_timeout")]
-    pub operation_timeout_secs: u64,
-}
-
-fn default_operation_timeout() -> u64 {
-    120
-}
-
-impl AwsConfig {
-    /// The S3 endpoint, when not AWS's own.
-    pub fn s3_endpoint(&self) -> Option<&str> {
-        self.s3_endpoint_url
-            .as_deref()
-            .or(self.endpoint_url.as_deref())
-    }
-
-    /// The KMS endpoint, when not AWS's own.
-    pub fn kms_endpoint(&self) -> Option<&str> {
-        self.kms_endpoint_url
-            .as_deref()
-            .or(self.endpoint_url.as_deref())
-    }
-
-    /// Whether S3 is addressed path-style.
-    pub fn path_style(&self) -> bool {
-        self.force_path_style
-            .unwrap_or(self.s3_endpoint().is_some())
-    }
-}
-
-impl Default for AwsConfig {
-    fn default() -> Self {
-        Self {
-            region: None,
-            endpoint_url: None,
-            s3_endpoint_url: None,
-            kms_endpoint_url: None,
-            force_path_style: None,
-            operation_timeout_secs: default_operation_timeout(),
-        }
-    }
 }
 
 /// The source ("master") bucket.
@@ -507,6 +435,17 @@ pub struct CategoryConfig {
 }
 
 impl CategoryConfig {
+    /// The category's match rules, as the classifier takes them.
+    pub fn rules(&self) -> crate::classify::Rules<'_> {
+        crate::classify::Rules {
+            name: &self.name,
+            prefixes: &self.prefixes,
+            globs: &self.globs,
+            dest_key: self.dest_key,
+            contents: &self.contents,
+        }
+    }
+
     /// The KMS key to use: as configured, or `alias/dualseal/<name>`.
     pub fn key_ref(&self) -> String {
         self.kms_key
@@ -922,7 +861,7 @@ impl Config {
                 ));
             }
         }
-        if let Err(errs) = Classifier::new(&self.categories) {
+        if let Err(errs) = Classifier::new(self.categories.iter().map(CategoryConfig::rules)) {
             p.extend(errs);
         }
         let arn = |what: String, v: &str, p: &mut Vec<String>| {

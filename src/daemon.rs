@@ -2,8 +2,9 @@
 //!
 //! Boot: journal (logging whether it recovered) → AWS clients → engine (resuming interrupted
 //! jobs) → control API → `READY=1` to systemd. Shutdown (the `shutdown` token): stop
-//! accepting RPCs → jobs finish or abandon their current object within [`EXIT_DEADLINE`] →
-//! journal flush.
+//! accepting RPCs → every job drains: it starts no new object, and the objects in flight get
+//! [`EXIT_DEADLINE`] to finish, after which they are abandoned (redone or adopted on the next
+//! boot) → journal flush.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ use crate::store::{ObjectStore, S3Store};
 /// How long workers get to finish their current object after a shutdown request. An object
 /// abandoned mid-way is simply redone on the next boot.
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long abandoned attempts get to notice and end before the daemon exits without them.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the daemon stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +254,14 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!("workers did not finish in time; their objects will be redone on restart");
+        tracing::warn!("workers did not finish in time; abandoning their objects, which will be redone on restart");
+        engine.abandon();
+        if tokio::time::timeout(ABANDON_GRACE, engine.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!("workers did not stop after abandoning; exiting anyway");
+        }
     }
     journal.flush().await?;
     journal.write_high_water_mark()?;

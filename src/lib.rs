@@ -13,6 +13,7 @@
 //! - [`provision`] category keys and buckets with least-privilege policies: plan, apply, drift,
 //!   and the gate that keeps migrations out of weak buckets.
 //! - [`reader`]   how an application reads a migrated secret (DSSE check, location check, KMS, open).
+//! - [`model`]    jobs and objects: the domain types engine, API and journal share (pure).
 //! - [`journal`]  the only sled user: jobs, per-object state, hash-chained audit trail.
 //! - [`audit`]    audit event schema and hash chain (pure; verifies exports offline too).
 //! - [`envelope`] pure, versioned, key-committing XChaCha20-Poly1305 STREAM envelope.
@@ -40,6 +41,7 @@ pub mod inventory;
 pub mod journal;
 pub mod kms;
 pub mod metrics;
+pub mod model;
 pub mod provision;
 pub mod reader;
 pub mod shard;

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::MetricsConfig;
 use crate::engine::Engine;
 use crate::envelope::{DataKey, EncryptionContext};
-use crate::journal::ObjectState;
 use crate::kms::{GeneratedKey, KeyService, KmsError};
+use crate::model::ObjectState;
 use crate::store::{
     Fetched, HeadInfo, ListPage, ObjectStore, Precondition, PutResult, SealedPut, SealedUpload,
     StoreError, Streamed, UploadedPart,

@@ -9,6 +9,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ObjectLockMode, ServerSideEncryption};
+use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::aws::{classify_sdk_error, AwsErrorKind};
@@ -34,6 +35,18 @@ fn bench_server_without_sse() -> bool {
 #[cfg(not(feature = "bench"))]
 fn bench_server_without_sse() -> bool {
     false
+}
+
+/// Object Lock retention modes (S3's names, lower case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    /// Users with `s3:BypassGovernanceRetention` can still shorten or remove it: the default,
+    /// so a mistaken archive can be cleaned up by a deliberate, audited act.
+    #[default]
+    Governance,
+    /// Nobody, the root user included, can delete before the date.
+    Compliance,
 }
 
 /// The longest key S3 accepts (UTF-8 bytes). Longer keys and prefixes are refused before a
@@ -222,7 +235,7 @@ impl std::fmt::Debug for Streamed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Governance or compliance.
-    pub mode: crate::config::RetentionMode,
+    pub mode: RetentionMode,
     /// Retained until then.
     pub until: std::time::SystemTime,
 }
@@ -388,10 +401,10 @@ fn context_b64(json: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(json.as_bytes())
 }
 
-fn lock_mode(mode: crate::config::RetentionMode) -> ObjectLockMode {
+fn lock_mode(mode: RetentionMode) -> ObjectLockMode {
     match mode {
-        crate::config::RetentionMode::Governance => ObjectLockMode::Governance,
-        crate::config::RetentionMode::Compliance => ObjectLockMode::Compliance,
+        RetentionMode::Governance => ObjectLockMode::Governance,
+        RetentionMode::Compliance => ObjectLockMode::Compliance,
     }
 }
 

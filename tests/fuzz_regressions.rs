@@ -9,7 +9,8 @@
 use std::path::Path;
 
 use dualseal::envelope::{self, DataKey, EncryptionContext};
-use dualseal::journal::records::{self, AuditRecord, JobRecord, ObjectRecord};
+use dualseal::journal::records::{self, AuditRecord};
+use dualseal::model::{JobRecord, ObjectRecord};
 
 fn saved(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

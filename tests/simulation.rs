@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dualseal::config::Config;
-use dualseal::engine::{DecommissionMode, Engine, EngineSettings, StartRequest};
+use dualseal::engine::{Command, DecommissionMode, Engine, EngineSettings, StartRequest};
 use dualseal::envelope::{self, EncryptionContext};
-use dualseal::journal::{JobId, JobOptions, JobState, Journal, ObjectState, VerifyMode};
+use dualseal::journal::Journal;
+use dualseal::model::{JobId, JobOptions, JobState, ObjectState, VerifyMode};
 use dualseal::testing::{FaultPlan, FaultRates, MemKms, MemS3};
 use md5::{Digest as _, Md5};
 use rand::rngs::StdRng;
@@ -389,54 +390,60 @@ fn step(
                     ..JobOptions::default()
                 };
                 engine
-                    .start_job(
+                    .execute(
                         actor,
-                        StartRequest {
+                        Command::Start(StartRequest {
                             prefix: String::new(),
                             options,
                             allow_conflicts: true,
                             allow_weak_buckets: true,
-                        },
+                        }),
                     )
                     .await
                     .map(|_| ())
             }
             Op::Pause(j) => match id(j) {
-                Some(i) => engine.pause(actor, i).await.map(|_| ()),
+                Some(i) => engine.execute(actor, Command::Pause(i)).await.map(|_| ()),
                 None => Ok(()),
             },
             Op::Resume(j) => match id(j) {
-                Some(i) => engine.resume(actor, i).await.map(|_| ()),
+                Some(i) => engine.execute(actor, Command::Resume(i)).await.map(|_| ()),
                 None => Ok(()),
             },
             Op::ResumeTwice(j) => match id(j) {
                 Some(i) => {
-                    let (a, b) = tokio::join!(engine.resume(actor, i), engine.resume(actor, i));
+                    let (a, b) = tokio::join!(
+                        engine.execute(actor, Command::Resume(i)),
+                        engine.execute(actor, Command::Resume(i))
+                    );
                     a.and(b).map(|_| ())
                 }
                 None => Ok(()),
             },
             Op::PauseRacingResume(j) => match id(j) {
                 Some(i) => {
-                    let (a, b) = tokio::join!(engine.pause(actor, i), engine.resume(actor, i));
+                    let (a, b) = tokio::join!(
+                        engine.execute(actor, Command::Pause(i)),
+                        engine.execute(actor, Command::Resume(i))
+                    );
                     a.and(b).map(|_| ())
                 }
                 None => Ok(()),
             },
             Op::Cancel(j) => match id(j) {
-                Some(i) => engine.cancel(actor, i).await.map(|_| ()),
+                Some(i) => engine.execute(actor, Command::Cancel(i)).await.map(|_| ()),
                 None => Ok(()),
             },
             Op::Retry(j) => match id(j) {
-                Some(i) => engine.retry(actor, i).await.map(|_| ()),
+                Some(i) => engine.execute(actor, Command::Retry(i)).await.map(|_| ()),
                 None => Ok(()),
             },
             Op::Sync(j) => match id(j) {
-                Some(i) => engine.sync(actor, i).await.map(|_| ()),
+                Some(i) => engine.execute(actor, Command::Sync(i)).await.map(|_| ()),
                 None => Ok(()),
             },
             Op::Verify(j) => match id(j) {
-                Some(i) => engine.verify(actor, i).await.map(|_| ()),
+                Some(i) => engine.execute(actor, Command::Verify(i)).await.map(|_| ()),
                 None => Ok(()),
             },
             Op::Decommission(j) => match id(j) {
@@ -611,7 +618,7 @@ fn check(world: &World, life: &Life) -> Result<(), String> {
                 ));
             }
         }
-        if !matches!(view.record.kind, dualseal::journal::JobKind::Migrate) {
+        if !matches!(view.record.kind, dualseal::model::JobKind::Migrate) {
             continue;
         }
         // Safety: every verified copy is in place, sealed under its category's key on both
@@ -758,7 +765,7 @@ fn run_seed(seed: u64, verbose: bool) -> Result<(), String> {
         .map(|j| j.record.id)
         .collect();
     for id in paused {
-        let _ = l.rt.block_on(l.engine.resume("sim", id));
+        let _ = l.rt.block_on(l.engine.execute("sim", Command::Resume(id)));
     }
     let t = std::time::Instant::now();
     settle(&l, Duration::from_secs(20))?;

@@ -1,6 +1,7 @@
 //! Journal record decoding of arbitrary bytes (a damaged journal): an error, never a panic.
 #![no_main]
-use dualseal::journal::records::{self, AuditRecord, JobRecord, ObjectRecord};
+use dualseal::journal::records::{self, AuditRecord};
+use dualseal::model::{JobRecord, ObjectRecord};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

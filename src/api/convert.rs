@@ -8,7 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::pb;
 use crate::engine::{EngineError, JobView, PlanReport, VerifyReport};
-use crate::journal::{
+use crate::model::{
     FailureThreshold, JobLimits, JobOptions, JobState, ObjectRecord, ObjectState, VerifyMode,
 };
 
@@ -217,12 +217,12 @@ impl From<JobView> for pb::Job {
                 .map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
             throttled: v.throttled,
             kind: match r.kind {
-                crate::journal::JobKind::Migrate => pb::JobKind::Migrate,
-                crate::journal::JobKind::Verify { .. } => pb::JobKind::Verify,
+                crate::model::JobKind::Migrate => pb::JobKind::Migrate,
+                crate::model::JobKind::Verify { .. } => pb::JobKind::Verify,
             } as i32,
             verify_of_job_id: match r.kind {
-                crate::journal::JobKind::Verify { of } => of,
-                crate::journal::JobKind::Migrate => 0,
+                crate::model::JobKind::Verify { of } => of,
+                crate::model::JobKind::Migrate => 0,
             },
             options: Some(options_to_pb(&r.options)),
             limits: Some(limits_to_pb(&v.limits)),

@@ -16,7 +16,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
+use crate::engine::{Command, Engine};
 
 /// Generated protobuf and gRPC types of `dualseal.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
@@ -415,7 +415,7 @@ impl pb::control_service_server::ControlService for ControlService {
             allow_conflicts: r.allow_conflicts,
             allow_weak_buckets: r.allow_weak_buckets,
         };
-        let job = Some(self.engine.start_job(&who, req).await?.into());
+        let job = Some(self.engine.execute(&who, Command::Start(req)).await?.into());
         Ok(Response::new(pb::StartJobResponse { job }))
     }
 
@@ -504,7 +504,7 @@ impl pb::control_service_server::ControlService for ControlService {
             .authorize(&req, crate::access::Action::Control, "pause a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        let job = Some(self.engine.pause(&who, id).await?.into());
+        let job = Some(self.engine.execute(&who, Command::Pause(id)).await?.into());
         Ok(Response::new(pb::PauseJobResponse { job }))
     }
 
@@ -516,7 +516,7 @@ impl pb::control_service_server::ControlService for ControlService {
             .authorize(&req, crate::access::Action::Control, "resume a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        let job = Some(self.engine.resume(&who, id).await?.into());
+        let job = Some(self.engine.execute(&who, Command::Resume(id)).await?.into());
         Ok(Response::new(pb::ResumeJobResponse { job }))
     }
 
@@ -528,7 +528,7 @@ impl pb::control_service_server::ControlService for ControlService {
             .authorize(&req, crate::access::Action::Control, "cancel a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        let job = Some(self.engine.cancel(&who, id).await?.into());
+        let job = Some(self.engine.execute(&who, Command::Cancel(id)).await?.into());
         Ok(Response::new(pb::CancelJobResponse { job }))
     }
 
@@ -552,7 +552,12 @@ impl pb::control_service_server::ControlService for ControlService {
             bytes_per_sec: r.bytes_per_second,
             kms_requests_per_sec: r.kms_requests_per_second,
         };
-        let job = Some(self.engine.update(&who, id, update).await?.into());
+        let job = Some(
+            self.engine
+                .execute(&who, Command::Update(id, update))
+                .await?
+                .into(),
+        );
         Ok(Response::new(pb::UpdateJobResponse { job }))
     }
 
@@ -580,7 +585,7 @@ impl pb::control_service_server::ControlService for ControlService {
             .authorize(&req, crate::access::Action::Control, "catch up a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        let job = Some(self.engine.sync(&who, id).await?.into());
+        let job = Some(self.engine.execute(&who, Command::Sync(id)).await?.into());
         Ok(Response::new(pb::SyncJobResponse { job }))
     }
 
@@ -663,7 +668,7 @@ impl pb::control_service_server::ControlService for ControlService {
             .authorize(&req, crate::access::Action::Control, "retry a job")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        let job = Some(self.engine.retry(&who, id).await?.into());
+        let job = Some(self.engine.execute(&who, Command::Retry(id)).await?.into());
         Ok(Response::new(pb::RetryJobResponse { job }))
     }
 
@@ -675,7 +680,7 @@ impl pb::control_service_server::ControlService for ControlService {
             .authorize(&req, crate::access::Action::Control, "start a verification")
             .await?;
         let id = job_id(req.into_inner().job_id)?;
-        let job = Some(self.engine.verify(&who, id).await?.into());
+        let job = Some(self.engine.execute(&who, Command::Verify(id)).await?.into());
         Ok(Response::new(pb::VerifyJobResponse { job }))
     }
 

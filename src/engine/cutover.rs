@@ -7,10 +7,9 @@ use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
 use super::error::EngineError;
-use super::job::{list_with_retries, resolve_targets};
 use super::migrate::{check_server_side, meta_value, META_PREFIX};
 use super::{Engine, Inner, Scope, Target};
-use crate::journal::{JobId, JobKind, JobState, ObjectRecord, ObjectState};
+use crate::model::{JobId, JobKind, JobState, ObjectRecord, ObjectState};
 
 /// How many copies a re-check names in a report or an error; the count covers the rest.
 const NAMED_COPIES: usize = 10;
@@ -192,7 +191,7 @@ pub(super) async fn recheck_keys(
 }
 
 impl Engine {
-    fn migration_job(&self, id: JobId) -> Result<crate::journal::JobRecord, EngineError> {
+    fn migration_job(&self, id: JobId) -> Result<crate::model::JobRecord, EngineError> {
         let job = self.view(id)?.record;
         if job.kind != JobKind::Migrate {
             return Err(EngineError::FailedPrecondition(format!(
@@ -212,7 +211,7 @@ impl Engine {
         id: JobId,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<MappingEntry, EngineError>>, EngineError> {
         let job = self.migration_job(id)?;
-        let targets = resolve_targets(&self.inner, false).await?;
+        let targets = self.inner.resolve_targets(false).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let journal = std::sync::Arc::clone(&self.inner.journal);
         tokio::task::spawn_blocking(move || {
@@ -395,7 +394,7 @@ impl Engine {
     /// HEADs every copy the job verified and compares it with what was verified.
     async fn check_copies(&self, id: JobId, r: &mut CutoverReport) -> Result<(), EngineError> {
         let inner = self.inner.as_ref();
-        let targets = resolve_targets(inner, false).await?;
+        let targets = inner.resolve_targets(false).await?;
         let targets = &targets;
         let mut fingerprint = Sha256::new();
         let mut checks =
@@ -435,7 +434,7 @@ impl Engine {
     /// journal: new keys, changed ETags, deleted keys.
     async fn diff_source(
         &self,
-        job: &crate::journal::JobRecord,
+        job: &crate::model::JobRecord,
         r: &mut CutoverReport,
     ) -> Result<(), EngineError> {
         let inner = &self.inner;
@@ -452,14 +451,16 @@ impl Engine {
             .peekable();
         let mut token = None;
         loop {
-            let page = list_with_retries(
-                inner,
-                "list source",
-                &job.source_bucket,
-                &job.prefix,
-                token.clone(),
-            )
-            .await?;
+            let page = inner
+                .retry
+                .list_page(
+                    &*inner.store,
+                    "list source",
+                    &job.source_bucket,
+                    &job.prefix,
+                    token.clone(),
+                )
+                .await?;
             for o in &page.objects {
                 while let Some(item) = verified.next_if(|item| {
                     item.as_ref()

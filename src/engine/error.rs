@@ -1,8 +1,9 @@
 //! Engine errors: what a control request or a job can fail with, and what one object can.
 
 use crate::envelope::EnvelopeError;
-use crate::journal::{JobId, JournalError};
+use crate::journal::JournalError;
 use crate::kms::KmsError;
+use crate::model::JobId;
 use crate::store::StoreError;
 
 /// Errors of engine operations (control requests and job runs).

@@ -3,7 +3,7 @@
 //! DSSE-KMS storage charge, and the time the configured limits allow. Pure arithmetic.
 
 use crate::config::Pricing;
-use crate::journal::{JobLimits, VerifyMode};
+use crate::model::{JobLimits, VerifyMode};
 
 /// Keys per ListObjectsV2 page.
 const LIST_PAGE: u64 = 1000;

@@ -10,7 +10,7 @@
 //!   └─ (the job ends) ─▶ succeeded | completed_with_failures | failed ─ retry ─▶ running
 //! ```
 
-use crate::journal::{JobId, JobState};
+use crate::model::{JobId, JobState};
 
 /// What an operator asks of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

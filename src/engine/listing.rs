@@ -4,7 +4,7 @@
 //! after the last page recorded.
 
 use super::error::EngineError;
-use super::job::{list_with_retries, with_retries, JOB_CALL_ATTEMPTS};
+use super::retry::JOB_CALL_ATTEMPTS;
 use super::Inner;
 use crate::inventory::{self, Manifest, Position, Rows};
 use crate::store::ListPage;
@@ -58,7 +58,10 @@ impl Lister {
     ) -> Result<ListPage, EngineError> {
         match self {
             Self::Bucket { bucket, prefix } => {
-                list_with_retries(inner, "list source", bucket, prefix, token).await
+                inner
+                    .retry
+                    .list_page(&*inner.store, "list source", bucket, prefix, token)
+                    .await
             }
             Self::Inventory(inv) => inv.page(inner, token.as_deref()).await,
         }
@@ -104,13 +107,12 @@ impl InventoryLister {
                     crate::store::MAX_KEY_BYTES
                 ))
             })?;
-        let body = with_retries(
-            inner,
-            "read inventory manifest",
-            JOB_CALL_ATTEMPTS,
-            || async { Ok::<_, EngineError>(inner.store.get(bucket, key).await?) },
-        )
-        .await?;
+        let body = inner
+            .retry
+            .run("read inventory manifest", JOB_CALL_ATTEMPTS, || async {
+                Ok::<_, EngineError>(inner.store.get(bucket, key).await?)
+            })
+            .await?;
         let manifest = inventory::parse_manifest(&body.body, url)
             .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
         if manifest.source_bucket != source_bucket {
@@ -147,10 +149,12 @@ impl InventoryLister {
         let reusable =
             matches!(&self.open, Some((i, rows)) if *i == at.file && rows.position() == at.row);
         if !reusable {
-            let mut got = with_retries(inner, "read inventory file", JOB_CALL_ATTEMPTS, || async {
-                Ok::<_, EngineError>(inner.store.get(&self.files_bucket, &file.key).await?)
-            })
-            .await?;
+            let mut got = inner
+                .retry
+                .run("read inventory file", JOB_CALL_ATTEMPTS, || async {
+                    Ok::<_, EngineError>(inner.store.get(&self.files_bucket, &file.key).await?)
+                })
+                .await?;
             let bytes = std::mem::take(&mut *got.body);
             let mut rows = Rows::open(bytes, &file, self.manifest.columns)?;
             rows.skip(at.row)?;

@@ -12,8 +12,8 @@ use super::error::ObjectError;
 use super::Target;
 use crate::aws::AwsErrorKind;
 use crate::envelope::{self, EncryptionContext};
-use crate::journal::{JobId, ObjectRecord, ObjectState, VerifyMode};
 use crate::kms::KeyService;
+use crate::model::{JobId, ObjectRecord, ObjectState, VerifyMode};
 use crate::store::{
     is_dsse, Fetched, HeadInfo, ObjectStore, Precondition, SealedPut, SSE_DSSE_KMS,
 };

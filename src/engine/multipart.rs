@@ -26,8 +26,9 @@ use super::migrate::{
 use super::Target;
 use crate::aws::AwsErrorKind;
 use crate::envelope::{self, StreamOpener, StreamSealer};
-use crate::journal::{JournalError, ObjectState};
+use crate::journal::JournalError;
 use crate::kms::KeyService;
+use crate::model::ObjectState;
 use crate::store::{BodyStream, ObjectStore, Precondition, SealedUpload, UploadedPart};
 
 /// S3's limit on parts per upload.
@@ -662,7 +663,7 @@ async fn abort_with_retries(
 pub(super) async fn abort_open_uploads(
     journal: std::sync::Arc<crate::journal::Journal>,
     store: &dyn ObjectStore,
-    job: crate::journal::JobId,
+    job: crate::model::JobId,
     settings: &Settings,
 ) -> Result<usize, JournalError> {
     let scan = std::sync::Arc::clone(&journal);
@@ -710,7 +711,7 @@ pub(super) async fn abort_open_uploads(
             }
         }
         if all && rec.upload_id.is_some() {
-            journal.transition(job, &key, |r| r.upload_id = None, None)?;
+            journal.transition(job, &key, crate::model::ObjectEvent::UploadClosed, None)?;
         }
     }
     Ok(aborted)

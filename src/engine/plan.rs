@@ -7,7 +7,7 @@ use super::migrate::prove_destination;
 use super::{Inner, Scope};
 use crate::aws::AwsErrorKind;
 use crate::classify::Classification;
-use crate::journal::{JobRecord, ObjectRecord, ObjectState};
+use crate::model::{JobRecord, ObjectRecord, ObjectState};
 
 /// Totals of one category in a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,10 +4,12 @@
 //! compare) without writing it again, and migrates whatever is missing.
 
 use super::error::EngineError;
-use super::job::{list_with_retries, listed_record, with_retries, JOB_CALL_ATTEMPTS};
+use super::job::listed_record;
 use super::migrate::META_PREFIX;
+use super::retry::JOB_CALL_ATTEMPTS;
 use super::{EngineSettings, Inner};
-use crate::journal::{AuditDraft, JobId, ObjectState};
+use crate::journal::AuditDraft;
+use crate::model::{JobId, ObjectState};
 use crate::store::ListedObject;
 
 /// What a rebuild found.
@@ -42,18 +44,28 @@ pub(super) async fn rebuild(
     for c in &inner.categories {
         let mut token = None;
         loop {
-            let page =
-                list_with_retries(inner, "list destination", &c.bucket, "", token.clone()).await?;
+            let page = inner
+                .retry
+                .list_page(
+                    &*inner.store,
+                    "list destination",
+                    &c.bucket,
+                    "",
+                    token.clone(),
+                )
+                .await?;
             let mut records = Vec::new();
             for o in &page.objects {
-                let head = with_retries(inner, "head destination", JOB_CALL_ATTEMPTS, || async {
-                    inner
-                        .store
-                        .head(&c.bucket, &o.key)
-                        .await
-                        .map_err(EngineError::from)
-                })
-                .await?;
+                let head = inner
+                    .retry
+                    .run("head destination", JOB_CALL_ATTEMPTS, || async {
+                        inner
+                            .store
+                            .head(&c.bucket, &o.key)
+                            .await
+                            .map_err(EngineError::from)
+                    })
+                    .await?;
                 let Some(head) = head else { continue };
                 let meta = |k: &str| {
                     head.metadata

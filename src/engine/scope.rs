@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::journal::JobOptions;
+use crate::model::JobOptions;
 
 /// A job's compiled filters.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::FailureThreshold;
+    use crate::model::FailureThreshold;
 
     fn scope(include: &[&str], exclude: &[&str], only: &[&str]) -> Scope {
         let o = JobOptions {

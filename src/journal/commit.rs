@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::records::{encode, object_key};
 use super::{lock, tx_error, AuditDraft, JobId, Journal, JournalError, ObjectRecord};
 use super::{DecodeError, TREE_OBJECTS};
+use crate::model::ObjectEvent;
 
 type Answer = oneshot::Sender<Result<ObjectRecord, JournalError>>;
 
@@ -25,7 +26,7 @@ type Answer = oneshot::Sender<Result<ObjectRecord, JournalError>>;
 pub(super) struct Settlement {
     job: JobId,
     key: String,
-    update: Box<dyn FnOnce(&mut ObjectRecord) + Send>,
+    event: ObjectEvent,
     audit: AuditDraft,
     answer: Answer,
 }
@@ -65,14 +66,14 @@ impl Journal {
         &self,
         job: JobId,
         key: &str,
-        update: impl FnOnce(&mut ObjectRecord) + Send + 'static,
+        event: ObjectEvent,
         audit: AuditDraft,
     ) -> Result<ObjectRecord, JournalError> {
         let (answer, mut mine) = oneshot::channel();
         lock(&self.settling).push(Settlement {
             job,
             key: key.to_owned(),
-            update: Box::new(update),
+            event,
             audit,
             answer,
         });
@@ -118,7 +119,7 @@ impl Journal {
         let mut out = Vec::with_capacity(batch.len());
         let mut changes: Vec<Change> = Vec::with_capacity(batch.len());
         let mut answers = Vec::with_capacity(batch.len());
-        // The same object twice in one batch: the second update applies to the first's result.
+        // The same object twice in one batch: the second event applies to the first's result.
         let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         for s in batch {
             // Its worker was aborted before a committer took it (a job stopped after a journal
@@ -143,9 +144,13 @@ impl Journal {
                     }
                 },
             };
-            let mut new = old.clone();
-            (s.update)(&mut new);
-            new.updated_at_ms = super::now_ms();
+            let new = match super::apply(s.job, &s.key, &old, s.event) {
+                Ok(new) => new,
+                Err(e) => {
+                    out.push((s.answer, Err(e)));
+                    continue;
+                }
+            };
             seen.insert(k.clone(), changes.len());
             changes.push(Change {
                 job: s.job,

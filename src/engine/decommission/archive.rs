@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::super::job::{resolve_targets, with_retries, JOB_CALL_ATTEMPTS};
 use super::super::migrate::{Attempt, Outcome, Proof, WriteKind};
+use super::super::retry::JOB_CALL_ATTEMPTS;
 use super::super::{Engine, EngineError, Target};
-use crate::config::RetentionMode;
-use crate::journal::{AuditDraft, JobId, JobRecord, ObjectState, VerifyMode};
+use crate::journal::AuditDraft;
+use crate::model::{JobId, JobRecord, ObjectState, VerifyMode};
 use crate::store::Retention;
+use crate::store::RetentionMode;
 
 /// One object the archive copies.
 #[derive(Debug, Clone)]
@@ -128,7 +129,7 @@ impl Engine {
             until: SystemTime::now()
                 + Duration::from_secs(u64::from(dc.archive_retention_days) * 86_400),
         };
-        let targets = resolve_targets(&self.inner, true).await?;
+        let targets = self.inner.resolve_targets(true).await?;
         self.inner.journal.append_audit(AuditDraft {
             job_id: id,
             kind: "decommission_archive",
@@ -277,7 +278,12 @@ impl Engine {
                 attempt.run(|_| Ok(())).await
             }
         };
-        match with_retries(&self.inner, "archive object", JOB_CALL_ATTEMPTS, run).await {
+        match self
+            .inner
+            .retry
+            .run("archive object", JOB_CALL_ATTEMPTS, run)
+            .await
+        {
             Ok(Outcome::Verified(proof)) => Ok(proof),
             Ok(Outcome::Conflict(why)) => Err(why),
             Err(e) => Err(e.to_string()),

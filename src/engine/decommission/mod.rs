@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::EngineError;
 use super::Engine;
-use crate::journal::{AuditDraft, JobId};
+use crate::journal::AuditDraft;
+use crate::model::JobId;
 
 /// A token is good for this long after its plan.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -162,7 +163,7 @@ impl Engine {
     /// Every version and delete marker of the keys job `job` verified; the rest is kept.
     async fn plan_deletes(
         &self,
-        job: &crate::journal::JobRecord,
+        job: &crate::model::JobRecord,
         deletes: &mut Vec<(String, String)>,
         acknowledged: u64,
     ) -> Result<(String, String), EngineError> {
@@ -184,7 +185,7 @@ impl Engine {
                     .inner
                     .journal
                     .get_object(job.id, &v.key)?
-                    .filter(|r| r.state == crate::journal::ObjectState::Verified);
+                    .filter(|r| r.state == crate::model::ObjectState::Verified);
                 let Some(record) = record else {
                     kept += 1;
                     continue;
@@ -280,7 +281,7 @@ impl Engine {
         token_id: &str,
     ) -> Result<String, EngineError> {
         let admin = self.source_admin()?;
-        let targets = super::job::resolve_targets(&self.inner, false).await?;
+        let targets = self.inner.resolve_targets(false).await?;
         let mut failed = Vec::new();
         let mut deleted = 0usize;
         for chunk in deletes.chunks(DELETE_BATCH) {
@@ -472,7 +473,7 @@ impl Engine {
                     .inner
                     .journal
                     .counts(id)
-                    .get(crate::journal::ObjectState::Verified);
+                    .get(crate::model::ObjectState::Verified);
                 let summary = format!(
                     "{summary}; every copy was checked against S3 for this plan, and the copies of each batch are checked again (one HEAD per key, {heads} in all) immediately before it is deleted: a batch with a copy that no longer holds is refused"
                 );
@@ -507,7 +508,7 @@ impl Engine {
                     .inner
                     .journal
                     .counts(id)
-                    .get(crate::journal::ObjectState::Verified);
+                    .get(crate::model::ObjectState::Verified);
                 let summary = format!(
                     "replace the policy of s3://{bucket} with deny-all except {} (dualseald's role {daemon_role} keeps only reading, putting and deleting the bucket policy, for rollback); its {verified} migrated object(s) live on, sealed, in the category buckets; the current policy ({}) is kept in the audit trail for rollback",
                     glass.join(", "),

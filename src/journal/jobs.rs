@@ -1,0 +1,116 @@
+//! Job records: created in id order, updated under the write lock, listed.
+
+use super::error::JournalError;
+use super::records::{decode, encode, job_key};
+use super::{lock, now_ms, JobCounts, Journal, TREE_JOBS};
+use crate::model::{JobId, JobKind, JobOptions, JobRecord, JobState};
+
+impl Journal {
+    /// Creates a job in state `Running`.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub fn create_job(&self, source_bucket: &str, prefix: &str) -> Result<JobRecord, JournalError> {
+        self.create_job_of_kind(
+            source_bucket,
+            prefix,
+            JobKind::Migrate,
+            JobOptions::default(),
+        )
+    }
+
+    /// Creates a job of a given kind: `Pending` when queued behind another job, else `Running`.
+    ///
+    /// # Errors
+    /// `Storage`.
+    pub fn create_job_of_kind(
+        &self,
+        source_bucket: &str,
+        prefix: &str,
+        kind: JobKind,
+        options: JobOptions,
+    ) -> Result<JobRecord, JournalError> {
+        let id = self.db.generate_id()? + 1;
+        let now = now_ms();
+        let job = JobRecord {
+            id,
+            state: if options.after.is_some() {
+                JobState::Pending
+            } else {
+                JobState::Running
+            },
+            source_bucket: source_bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            listing_token: None,
+            listing_complete: false,
+            message: None,
+            kind,
+            options,
+            excluded: 0,
+            syncing: false,
+        };
+        self.jobs.insert(job_key(id), encode(&job))?;
+        lock(&self.counts).insert(id, JobCounts::default());
+        self.touch();
+        Ok(job)
+    }
+
+    /// One job.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `Storage` or `Corrupt`.
+    pub fn get_job(&self, id: JobId) -> Result<JobRecord, JournalError> {
+        let v = self
+            .jobs
+            .get(job_key(id))?
+            .ok_or(JournalError::NoSuchJob(id))?;
+        decode(&v).map_err(|source| JournalError::Corrupt {
+            tree: TREE_JOBS,
+            key: id.to_string(),
+            source,
+        })
+    }
+
+    /// Every job, oldest first.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`.
+    pub fn list_jobs(&self) -> Result<Vec<JobRecord>, JournalError> {
+        self.jobs
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&v).map_err(|source| JournalError::Corrupt {
+                    tree: TREE_JOBS,
+                    key: hex::encode(&k),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Changes a job record in place and returns the new record.
+    ///
+    /// # Errors
+    /// `NoSuchJob`, `Storage` or `Corrupt`.
+    pub fn update_job(
+        &self,
+        id: JobId,
+        f: impl FnOnce(&mut JobRecord),
+    ) -> Result<JobRecord, JournalError> {
+        let _w = lock(&self.write_lock);
+        let mut job = self.get_job(id)?;
+        f(&mut job);
+        job.updated_at_ms = now_ms();
+        self.jobs.insert(job_key(id), encode(&job))?;
+        self.touch();
+        Ok(job)
+    }
+
+    /// Counts of a job's objects.
+    pub fn counts(&self, id: JobId) -> JobCounts {
+        lock(&self.counts).get(&id).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,10 @@
+//! The domain model: jobs and the objects they move, as the engine, the API and the journal
+//! share them. Pure data and the rules on it; no storage, no I/O.
+
+mod job;
+mod object;
+
+pub use job::{
+    FailureThreshold, JobId, JobKind, JobLimits, JobOptions, JobRecord, JobState, VerifyMode,
+};
+pub use object::{IllegalTransition, ObjectEvent, ObjectRecord, ObjectState};
