@@ -9,6 +9,7 @@
 mod chain;
 mod commit;
 mod counts;
+mod decommission;
 mod error;
 mod integrity;
 mod jobs;
@@ -42,6 +43,8 @@ const TREE_PENDING: &str = "pending";
 /// Counts of each job's settled objects (every state but the pending two), written in the same
 /// transactions as the records (`counts.rs`).
 const TREE_COUNTS: &str = "counts";
+/// Each job's decommission state (`decommission.rs`).
+const TREE_DECOMMISSION: &str = "decommission";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FLUSH_GEN: &[u8] = b"flush_generation";
 const META_SHARD: &[u8] = b"shard";
@@ -56,8 +59,9 @@ pub const FAIL_AUDIT_TRIGGER: &str = "FAIL-AUDIT-WRITES";
 /// The high-water mark file is rewritten at most this often (it costs an fsync).
 const HWM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Layout version of the whole database (trees and key shapes). 2 added the `counts` tree; a
-/// version-1 journal is upgraded at open (one scan of its records).
-pub const SCHEMA_VERSION: u64 = 2;
+/// version-1 journal is upgraded at open (one scan of its records). 3 added the `decommission`
+/// tree; an older journal's is derived from its audit trail at open.
+pub const SCHEMA_VERSION: u64 = 3;
 use crate::audit::GENESIS_HASH;
 
 /// Counts of one job's objects by state, kept in memory; the settled part is also stored.
@@ -148,6 +152,7 @@ pub struct Journal {
     /// What the `counts` tree holds (settled counts, number pending), per job.
     settled: Mutex<HashMap<JobId, counts::Stored>>,
     counts_tree: sled::Tree,
+    decommissions: sled::Tree,
     chain: Mutex<ChainHead>,
     /// Serializes object transitions so counts follow the records exactly.
     write_lock: Mutex<()>,
@@ -283,10 +288,10 @@ impl Journal {
                 other => JournalError::Storage(other),
             })?;
         let meta = db.open_tree(TREE_META)?;
-        let upgrade = match meta.get(META_SCHEMA)? {
+        let upgrade_from = match meta.get(META_SCHEMA)? {
             None => {
                 meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                false
+                None
             }
             Some(v) => {
                 let found = v
@@ -295,8 +300,8 @@ impl Journal {
                     .map(u64::from_be_bytes)
                     .unwrap_or(u64::MAX);
                 match found {
-                    SCHEMA_VERSION => false,
-                    1 => true,
+                    SCHEMA_VERSION => None,
+                    1 | 2 => Some(found),
                     _ => return Err(JournalError::Schema { found }),
                 }
             }
@@ -333,6 +338,7 @@ impl Journal {
             audit: db.open_tree(TREE_AUDIT)?,
             pending: db.open_tree(TREE_PENDING)?,
             counts_tree: db.open_tree(TREE_COUNTS)?,
+            decommissions: db.open_tree(TREE_DECOMMISSION)?,
             meta,
             db,
             counts: Mutex::new(HashMap::new()),
@@ -352,7 +358,17 @@ impl Journal {
             durable_gen: AtomicU64::new(generation),
             hwm_written: Mutex::new(std::time::Instant::now()),
         };
-        j.rebuild(upgrade)?;
+        j.rebuild(upgrade_from == Some(1))?;
+        if upgrade_from.is_some() {
+            tracing::info!(
+                from = upgrade_from,
+                to = SCHEMA_VERSION,
+                "upgrading the journal's layout"
+            );
+            j.derive_decommissions()?;
+            j.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+            j.db.flush()?;
+        }
         j.bind_shard(opts.shard.map(|s| s.to_string()).as_deref())?;
         Ok(j)
     }
@@ -382,10 +398,6 @@ impl Journal {
                 let (settled, counts) = self.scan_counts()?;
                 self.check_pending_index(&counts)?;
                 self.store_counts(&settled)?;
-                if upgrade {
-                    self.meta
-                        .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                }
                 self.db.flush()?;
                 (settled, counts)
             }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::records::{job_key, object_key};
 use super::*;
-use crate::model::{JobId, ObjectEvent, ObjectRecord, ObjectState};
+use crate::model::{DecommissionState, JobId, Lockdown, ObjectEvent, ObjectRecord, ObjectState};
 
 #[test]
 fn storage_errors_give_the_remedy_of_their_cause() {
@@ -475,4 +475,79 @@ fn corrupt_record_is_named_not_ignored() {
         let err = j.iter_objects(id, None).find_map(Result::err).unwrap();
         assert!(err.to_string().contains("/bad"), "{err}");
     }
+}
+
+#[test]
+fn decommission_state_is_typed_and_a_schema_2_journal_derives_it_from_its_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let j = Journal::open(dir.path()).unwrap();
+        id = j.create_job("src", "").unwrap().id;
+        assert_eq!(j.decommission(id).unwrap(), DecommissionState::default());
+        let lockdown = |policy: Option<&str>| {
+            let detail = format!(
+                "token_id=t bucket=src previous_policy={}",
+                policy.unwrap_or("none")
+            );
+            let previous = policy.map(str::to_owned);
+            j.record_decommission(
+                id,
+                move |s| {
+                    s.lockdown = Some(Lockdown {
+                        previous_policy: previous,
+                    })
+                },
+                AuditDraft {
+                    job_id: id,
+                    kind: "decommission_lockdown",
+                    outcome: "requested",
+                    detail,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let s = lockdown(Some("{\"Statement\":[]}"));
+        assert_eq!(
+            s.lockdown.unwrap().previous_policy.as_deref(),
+            Some("{\"Statement\":[]}")
+        );
+        // The state and its audit event are one write: the event is in the chain.
+        let last = j.iter_audit(Some(id)).last().unwrap().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.outcome.as_str()),
+            ("decommission_lockdown", "requested")
+        );
+        j.record_decommission(
+            id,
+            |s| s.archived = true,
+            AuditDraft {
+                job_id: id,
+                kind: "decommission_archive",
+                outcome: "ok",
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(j.verify_audit_chain().unwrap().broken.is_none());
+        // A journal of today's layout minus the tree: version 2, state only in the audit text.
+        j.decommissions.clear().unwrap();
+        j.meta.insert(META_SCHEMA, &2u64.to_be_bytes()).unwrap();
+        j.db.flush().unwrap();
+    }
+    let j = reopen(dir.path()).unwrap();
+    let s = j.decommission(id).unwrap();
+    assert_eq!(
+        s,
+        DecommissionState {
+            lockdown: Some(Lockdown {
+                previous_policy: Some("{\"Statement\":[]}".into())
+            }),
+            archived: true,
+        },
+        "derived from the audit trail by the upgrade"
+    );
+    let schema = j.meta.get(META_SCHEMA).unwrap().unwrap();
+    assert_eq!(schema.as_ref(), SCHEMA_VERSION.to_be_bytes());
 }

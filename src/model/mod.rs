@@ -1,9 +1,11 @@
 //! The domain model: jobs and the objects they move, as the engine, the API and the journal
 //! share them. Pure data and the rules on it; no storage, no I/O.
 
+mod decommission;
 mod job;
 mod object;
 
+pub use decommission::{DecommissionState, Lockdown};
 pub use job::{
     FailureThreshold, JobId, JobKind, JobLimits, JobOptions, JobRecord, JobState, VerifyMode,
 };

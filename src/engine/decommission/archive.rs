@@ -212,13 +212,18 @@ impl Engine {
                 .first()
                 .map_or(String::new(), |f| format!(" (first: {f}); plan and run the archive again to retry them"))
         );
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: id,
-            kind: "decommission_archive",
-            outcome: if failed.is_empty() { "ok" } else { "failed" },
-            detail: format!("token_id={token_id} {summary}"),
-            ..Default::default()
-        })?;
+        let complete = failed.is_empty();
+        self.inner.journal.record_decommission(
+            id,
+            |s| s.archived |= complete,
+            AuditDraft {
+                job_id: id,
+                kind: "decommission_archive",
+                outcome: if complete { "ok" } else { "failed" },
+                detail: format!("token_id={token_id} {summary}"),
+                ..Default::default()
+            },
+        )?;
         self.inner.journal.flush().await?;
         tracing::warn!(job = id, %bucket, written, kept, failed = failed.len(), "source archived at decommission");
         Ok(summary)

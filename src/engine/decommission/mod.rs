@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use super::error::EngineError;
 use super::Engine;
 use crate::journal::AuditDraft;
-use crate::model::JobId;
+use crate::model::{JobId, Lockdown};
 
 /// A token is good for this long after its plan.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -255,11 +255,7 @@ impl Engine {
                 "{summary}; {history} noncurrent version(s) without a current copy are destroyed, as acknowledged"
             )
         };
-        let archived = self
-            .inner
-            .journal
-            .iter_audit(Some(job.id))
-            .any(|r| r.is_ok_and(|r| r.kind == "decommission_archive" && r.outcome == "ok"));
+        let archived = self.inner.journal.decommission(job.id)?.archived;
         let summary = if archived {
             format!("{summary}; an archive of this job's verified objects was made")
         } else {
@@ -394,20 +390,15 @@ impl Engine {
             })
     }
 
-    /// The source policy before the most recent lockdown of job `id`'s source, from the audit
-    /// trail (`None` inside: the source had no policy). `None`: never locked down.
+    /// The source policy before the lockdown of job `id`'s source in force (`None` inside:
+    /// the source had no policy). `None`: not locked down.
     fn last_lockdown(&self, id: JobId) -> Result<Option<Option<String>>, EngineError> {
-        let mut last = None;
-        for rec in self.inner.journal.iter_audit(Some(id)) {
-            let rec = rec?;
-            if rec.kind == "decommission_lockdown" && rec.outcome == "requested" {
-                let prev = rec.detail.split_once("previous_policy=").map(|(_, p)| p);
-                last = Some(prev.filter(|p| *p != "none").map(str::to_owned));
-            } else if rec.kind == "decommission_rollback" && rec.outcome == "ok" {
-                last = None;
-            }
-        }
-        Ok(last)
+        Ok(self
+            .inner
+            .journal
+            .decommission(id)?
+            .lockdown
+            .map(|l| l.previous_policy))
     }
 
     /// What `mode` would do to job `id`'s source bucket now, and a token to do it.
@@ -638,28 +629,48 @@ impl Engine {
             _ => "decommission_rollback",
         };
         // Recorded (with the policy to restore) before S3 is touched: fail closed.
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: p.job,
-            kind,
-            outcome: "requested",
-            detail: format!(
-                "token_id={token_id} bucket={bucket} previous_policy={}",
-                current.as_deref().unwrap_or("none")
-            ),
-            ..Default::default()
-        })?;
+        let lockdown = p.mode == DecommissionMode::Lockdown;
+        let detail = format!(
+            "token_id={token_id} bucket={bucket} previous_policy={}",
+            current.as_deref().unwrap_or("none")
+        );
+        self.inner.journal.record_decommission(
+            p.job,
+            |s| {
+                if lockdown {
+                    s.lockdown = Some(Lockdown {
+                        previous_policy: current,
+                    });
+                }
+            },
+            AuditDraft {
+                job_id: p.job,
+                kind,
+                outcome: "requested",
+                detail,
+                ..Default::default()
+            },
+        )?;
         self.inner.journal.flush().await?;
         match &p.new_policy {
             Some(policy) => admin.put_policy(&bucket, policy).await?,
             None => admin.delete_policy(&bucket).await?,
         }
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: p.job,
-            kind,
-            outcome: "ok",
-            detail: format!("token_id={token_id} bucket={bucket}"),
-            ..Default::default()
-        })?;
+        self.inner.journal.record_decommission(
+            p.job,
+            |s| {
+                if !lockdown {
+                    s.lockdown = None;
+                }
+            },
+            AuditDraft {
+                job_id: p.job,
+                kind,
+                outcome: "ok",
+                detail: format!("token_id={token_id} bucket={bucket}"),
+                ..Default::default()
+            },
+        )?;
         self.inner.journal.flush().await?;
         tracing::warn!(job = p.job, %bucket, mode = p.mode.as_str(), "source bucket decommission step done");
         Ok(format!("{} of s3://{bucket} done", p.mode.as_str()))
