@@ -136,7 +136,7 @@ async fn routes(
     access: SharedAccess,
 ) -> Result<tonic::transport::server::Router, ApiError> {
     let mut builder = builder;
-    let (mut reporter, health) = tonic_health::server::health_reporter();
+    let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<pb::control_service_server::ControlServiceServer<ControlService>>()
         .await;
