@@ -9,13 +9,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = out.join("dualseal_descriptor.bin");
     let mut prost = prost_build::Config::new();
     prost.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_build::configure()
+    tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
-        .compile_protos_with_config(
+        .compile_with_config(
             prost,
-            &["proto/dualseal/v1/control.proto"],
+            &[PathBuf::from("proto/dualseal/v1/control.proto")],
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
         )?;
     pbjson_build::Builder::new()

@@ -156,7 +156,6 @@ impl Client {
                 .map_err(|_| ClientError::Address(addr.to_owned()))?;
             if let Some(ca) = &auth.ca_pem {
                 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-                super::install_tls_provider();
                 let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
                 if let Some((cert, key)) = &auth.identity_pem {
                     tls = tls.identity(Identity::from_pem(cert, key.as_slice()));

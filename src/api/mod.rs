@@ -86,13 +86,6 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ApiError>
     Ok(listener)
 }
 
-/// Selects rustls's process-wide crypto provider (aws-lc-rs, the one the AWS SDK already uses)
-/// before any TLS configuration is built; the dependency tree enables more than one, so rustls
-/// cannot pick by itself. Idempotent.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 /// Who may call what, swappable at run time (SIGHUP).
 pub type SharedAccess = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Access>>>;
 
@@ -136,7 +129,7 @@ async fn routes(
     access: SharedAccess,
 ) -> Result<tonic::transport::server::Router, ApiError> {
     let mut builder = builder;
-    let (mut reporter, health) = tonic_health::server::health_reporter();
+    let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<pb::control_service_server::ControlServiceServer<ControlService>>()
         .await;
@@ -196,7 +189,6 @@ pub async fn tcp_server(
 ) -> Result<impl std::future::Future<Output = Result<(), ApiError>> + Send, ApiError> {
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls {
-        install_tls_provider();
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
         let mut cfg =
             ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, t.key_pem.as_slice()));

@@ -57,6 +57,7 @@ enum Cmd {
 
 /// jemalloc, one arena, freed pages returned at once (`.cargo/config.toml`): against glibc's
 /// malloc, ~15 % less CPU per object and no slow creep of RSS over a long run (docs/scaling.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -81,7 +81,7 @@ pub(super) fn fresh_mac_key() -> Zeroizing<[u8; 32]> {
 
 pub(super) fn mac_with(key: &[u8; 32]) -> PlainMac {
     // HMAC accepts keys of any length: this cannot fail.
-    <PlainMac as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+    <PlainMac as hmac::KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
 /// Feeds what is left of `body` into `mac`.
