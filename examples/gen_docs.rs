@@ -118,7 +118,7 @@ fn config_man_page(example: &str) -> Result<String> {
         if trimmed.is_empty() {
             // A comment standing before a blank line and a table introduces that table.
             let next = lines[i + 1..].iter().find(|l| !l.trim().is_empty());
-            if table.is_none() || !next.is_some_and(|l| table_name(l.trim_start()).is_some()) {
+            if table.is_none() || next.is_none_or(|l| table_name(l.trim_start()).is_none()) {
                 flush(&mut page, &mut comment);
             }
             after_key = false;
