@@ -80,6 +80,7 @@ for previous in "" 0.0.1-1; do
 done
 grep -q '^deb-systemd-invoke try-restart .*dualseald.service' "$TMP/calls" \
     || fail "an upgrade does not restart a running dualseald: $(cat "$TMP/calls")"
+echo "postinst: a first install and an upgrade enable and start nothing; an upgrade try-restarts"
 
 # --- lintian --------------------------------------------------------------------------------------
 # Overrides live in contrib/debian/lintian-overrides, each with its reason; they are shown here
@@ -107,6 +108,10 @@ out="$(DUALSEAL_SHARD_ORDINAL=3 DUALSEAL_SHARD_COUNT=4 "$SCRATCH/usr/bin/dualsea
 rc=0
 DUALSEAL_SHARD_ORDINAL=4 DUALSEAL_SHARD_COUNT=4 "$SCRATCH/usr/bin/dualseald" validate --config "$TMP/k8s.toml" 2>"$TMP/err" || rc=$?
 [[ $rc == 78 ]] || fail "an ordinal beyond the count should exit 78, got $rc: $(cat "$TMP/err")"
+
+# The group the units name, as systemd-sysusers creates it from the packaged sysusers.d file.
+systemd-sysusers --root="$SCRATCH" "$SCRATCH/usr/lib/sysusers.d/dualseal.conf"
+grep -q '^dualseal:' "$SCRATCH/etc/group" || fail "systemd-sysusers did not create the dualseal group"
 
 # A man page for every subcommand `dualsealctl --help` lists, and every page renders cleanly.
 subcommands="$(sed -n '/^Commands:/,/^$/p' "$TMP/help" | awk 'NR>1 && NF {print $1}' | grep -vx help)"
