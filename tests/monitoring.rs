@@ -111,7 +111,9 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported_by_the_daemon() {
     let mut client = daemon.client().await;
     let mut scrapes = vec![scrape(port)];
 
-    let job = start_throttled(&mut client, 15).await;
+    // Slow enough to be seen running by a refresh (every 5 s) and to be mid-job when its audit
+    // writes start failing.
+    let job = start_throttled(&mut client, 5).await;
     let running = format!("dualseal_job_running{{job=\"{job}\"}}");
     scrapes.push(scrape_until(port, &running, 1.0, Duration::from_secs(30)));
     wait_until_verified(&mut client, job, 10).await;
