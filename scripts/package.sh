@@ -33,7 +33,7 @@ fi
 ASSETS="$ROOT/target/debian-assets"
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS/systemd"
-"$OUT/examples/gen_docs" "$ASSETS"
+"$OUT/examples/gen_docs" "$ASSETS" >&2
 # The units in systemd/ are for installing by hand into /usr/local/bin; the package's run
 # /usr/bin. Their install notes give way to a line saying where they come from. cargo-deb
 # installs dualseald.service and, from dualseal@.dualseald.service, dualseald@.service.
