@@ -60,6 +60,30 @@ if ! python3 -c "import grpc, grpc_tools, grpc_reflection, grpc_status, grpc_hea
 fi
 BUF=(npx --yes @bufbuild/buf@1.75.0)
 
+# Packaging, monitoring and Kubernetes checks: lintian, promtool (Debian's prometheus package),
+# systemd-analyze and man (Debian); kubernetes-validate (PyPI); cargo-deb (crates.io). The
+# scripts that use them install them too when run alone.
+need=()
+command -v lintian >/dev/null || need+=(lintian)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v man >/dev/null || need+=(man-db)
+if ((${#need[@]})); then
+    log "installing ${need[*]} (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+if [[ "$(kubernetes-validate --version 2>/dev/null)" != *"$KUBERNETES_VALIDATE_VERSION"* ]]; then
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
+CARGO_DEB_VERSION="3.8.0"
+if [[ "$(cargo deb --version 2>/dev/null)" != *"$CARGO_DEB_VERSION"* ]]; then
+    log "installing cargo-deb $CARGO_DEB_VERSION (crates.io)"
+    cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION"
+fi
+
 # The tests speak only to 127.0.0.1; keep any proxy settings of the host out of it.
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
@@ -67,6 +91,8 @@ export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 start=$(date +%s)
 log "cargo fmt --check"
 cargo fmt --all -- --check
+# The clap definitions are include!d (examples/gen_docs.rs renders them), which cargo fmt skips.
+rustfmt --check --edition 2021 src/bin/dualsealctl/cli.rs src/bin/dualseald/cli.rs
 log "buf lint, buf format, buf breaking against proto/breaking-baseline.binpb"
 (cd proto && "${BUF[@]}" lint && "${BUF[@]}" format --diff --exit-code)
 # Breaking dualseal.v1 is a decision: whoever makes one rebuilds the baseline image
@@ -94,6 +120,17 @@ PYTHONPATH=readers/python/src:readers/python/tests python3 -m unittest discover 
 (cd readers/typescript && npm test --silent)
 log "systemd units: systemd-analyze verify, and security exposure <= 1.5"
 scripts/check-systemd.sh
+log "monitoring: promtool check and test rules, every alert tested, the dashboard's queries"
+scripts/check-monitoring.sh
+log "kubernetes manifests: kubernetes-validate --strict, Kubernetes 1.28 and 1.37 schemas"
+kubernetes-validate --strict --quiet -k 1.28.0 contrib/kubernetes/*.yaml
+kubernetes-validate --strict --quiet -k 1.37.0 contrib/kubernetes/*.yaml
+# The package is made of the dev-profile binaries, built here without the test-only features
+# the test run enabled (only this crate is compiled again), not of a second, release build.
+log "Debian package: cargo deb of the dev binaries, then its files, lintian, scripts, man pages, units"
+cargo build --locked --bins --example gen_docs
+deb="$(PROFILE=dev NO_BUILD=1 scripts/package.sh)"
+scripts/check-package.sh "$deb"
 # Licenses, duplicate/wildcard bans and crate sources need no network; advisories need the
 # RustSec database from GitHub, which this CI cannot reach (see deny.toml).
 if ! cargo deny --version >/dev/null 2>&1; then

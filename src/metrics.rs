@@ -41,6 +41,12 @@ pub const METRICS: &[(&str, &str)] = &[
     ("dualseal_jobs", "Jobs by state"),
     ("dualseal_workers_busy", "Worker slots in use across all jobs"),
     ("dualseal_journal_disk_bytes", "Size of the journal directory on disk"),
+    ("dualseal_journal_filesystem_size_bytes", "Size of the filesystem holding the journal"),
+    ("dualseal_journal_filesystem_avail_bytes", "Bytes free for the daemon on the filesystem holding the journal"),
+    ("dualseal_job_running", "1 while a job runs, 0 otherwise (paused, pending, ended), by job"),
+    ("dualseal_jobs_parked", "Jobs the daemon paused itself, by reason: journal (an audit or journal write failed) or other (no credentials, an unreachable endpoint)"),
+    ("dualseal_start_time_seconds", "When this daemon process started, seconds since the Unix epoch: a change is a restart"),
+    ("dualseal_resident_memory_bytes", "The daemon's resident memory (VmRSS)"),
 ];
 
 /// The metrics endpoint could not start.
@@ -74,6 +80,10 @@ pub fn install(cfg: &MetricsConfig) -> Result<bool, MetricsError> {
     for (name, help) in METRICS {
         metrics::describe_counter!(*name, *help);
     }
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!("dualseal_start_time_seconds").set(started);
     tracing::info!(%addr, "metrics endpoint listening");
     Ok(true)
 }
@@ -143,14 +153,32 @@ pub async fn refresh(engine: Engine, journal_dir: PathBuf, stop: CancellationTok
 
 fn refresh_once(engine: &Engine, journal_dir: &Path) {
     gauge!("dualseal_journal_disk_bytes").set(dir_size(journal_dir) as f64);
+    if let Ok(fs) = nix::sys::statvfs::statvfs(journal_dir) {
+        let block = fs.fragment_size() as f64;
+        gauge!("dualseal_journal_filesystem_size_bytes").set(fs.blocks() as f64 * block);
+        gauge!("dualseal_journal_filesystem_avail_bytes").set(fs.blocks_available() as f64 * block);
+    }
+    if let Some(rss) = resident_bytes() {
+        gauge!("dualseal_resident_memory_bytes").set(rss as f64);
+    }
     gauge!("dualseal_workers_busy").set(engine.workers_busy() as f64);
     let Ok(jobs) = engine.list_jobs() else {
         return;
     };
     let mut by_state = std::collections::BTreeMap::<&str, u64>::new();
+    let mut parked = [0u64; 2];
     for j in &jobs {
         *by_state.entry(j.record.state.as_str()).or_default() += 1;
+        if let Some(reason) = parked_reason(&j.record) {
+            parked[usize::from(reason == "other")] += 1;
+        }
+        // Every job, ended ones included: a gauge left at 1 by a job that ended would page.
+        let running = j.record.state == crate::journal::JobState::Running;
+        gauge!("dualseal_job_running", "job" => j.record.id.to_string())
+            .set(f64::from(u8::from(running)));
     }
+    gauge!("dualseal_jobs_parked", "reason" => "journal").set(parked[0] as f64);
+    gauge!("dualseal_jobs_parked", "reason" => "other").set(parked[1] as f64);
     for s in [
         "pending",
         "running",
@@ -178,6 +206,36 @@ fn refresh_once(engine: &Engine, journal_dir: &Path) {
             .set(j.concurrency.unwrap_or(0) as f64);
         gauge!("dualseal_job_objects_per_second", "job" => job).set(j.speed.objects_per_sec);
     }
+}
+
+/// Why the daemon paused a job itself, if it did: `journal` when the journal (the audit
+/// trail) could not record, `other` for a problem of the daemon's such as missing credentials.
+/// An operator's pause leaves no message; the daemon's always says why, and the journal case
+/// names the journal.
+fn parked_reason(job: &crate::journal::JobRecord) -> Option<&'static str> {
+    if job.state != crate::journal::JobState::Paused {
+        return None;
+    }
+    let message = job.message.as_deref()?;
+    Some(if message.contains("the journal could not record") {
+        "journal"
+    } else {
+        "other"
+    })
+}
+
+/// The process's resident set (`VmRSS` of /proc/self/status), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -73,6 +73,34 @@ impl FromStr for Shard {
     }
 }
 
+impl Shard {
+    /// The shard of a daemon numbered from 0, as Kubernetes numbers a StatefulSet's pods:
+    /// `ordinal` I of `count` N is share I+1 of N. Both come from the environment
+    /// (`DUALSEAL_SHARD_ORDINAL`, `DUALSEAL_SHARD_COUNT`), hence text.
+    ///
+    /// # Errors
+    /// A message naming both settings when either is not a number or the ordinal is not
+    /// below the count.
+    pub fn from_ordinal(ordinal: &str, count: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "shard ordinal {ordinal:?} of count {count:?} (DUALSEAL_SHARD_ORDINAL, DUALSEAL_SHARD_COUNT): \
+                 the ordinal counts from 0 and must be below the count (1 <= count <= {MAX_SHARDS}); \
+                 a StatefulSet's replicas must equal DUALSEAL_SHARD_COUNT"
+            )
+        };
+        let i = ordinal.trim().parse::<u32>().map_err(|_| bad())?;
+        let n = count.trim().parse::<u32>().map_err(|_| bad())?;
+        if n == 0 || n > MAX_SHARDS || i >= n {
+            return Err(bad());
+        }
+        Ok(Self {
+            index: i + 1,
+            count: n,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -111,6 +139,24 @@ mod tests {
         for bad in ["0/4", "5/4", "4", "a/b", "1/0", "1/2000", ""] {
             let e = bad.parse::<Shard>().unwrap_err();
             assert!(e.contains("I/N"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_pod_ordinal_is_the_share_after_it() {
+        assert_eq!(Shard::from_ordinal("0", "4").unwrap().to_string(), "1/4");
+        assert_eq!(Shard::from_ordinal("3", "4").unwrap().to_string(), "4/4");
+        assert_eq!(Shard::from_ordinal(" 0 ", "1").unwrap().to_string(), "1/1");
+        for (i, n) in [
+            ("4", "4"),
+            ("0", "0"),
+            ("-1", "4"),
+            ("x", "4"),
+            ("", "4"),
+            ("0", "1025"),
+        ] {
+            let e = Shard::from_ordinal(i, n).unwrap_err();
+            assert!(e.contains("DUALSEAL_SHARD_ORDINAL"), "{i}/{n}: {e}");
         }
     }
 }

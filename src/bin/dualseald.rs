@@ -1,9 +1,7 @@
 //! `dualseald`: the migration daemon.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use dualseal::config::{Config, ConfigError, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -15,45 +13,8 @@ const EX_IOERR: u8 = 74;
 /// sysexits: service unavailable (cannot listen).
 const EX_UNAVAILABLE: u8 = 69;
 
-#[derive(Parser)]
-#[command(
-    version,
-    about = "dualseal daemon: migrates a master S3 bucket into per-category buckets, sealed twice"
-)]
-struct Args {
-    /// Config file.
-    #[arg(
-        long,
-        short,
-        env = "DUALSEAL_CONFIG",
-        default_value = "/etc/dualseal/dualseal.toml",
-        global = true
-    )]
-    config: PathBuf,
-    /// Open a journal that is behind its high-water mark (an older copy restored on purpose).
-    #[arg(long, global = true)]
-    accept_journal_rollback: bool,
-    /// This daemon's share I/N of the source when several split one bucket, overriding
-    /// `daemon.shard` (each shard needs its own journal).
-    #[arg(long, env = "DUALSEAL_SHARD", global = true)]
-    shard: Option<String>,
-    /// Log format, overriding `daemon.log_format`: text or json.
-    #[arg(long, env = "DUALSEAL_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
-    log_format: Option<String>,
-    #[command(subcommand)]
-    cmd: Option<Cmd>,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the daemon (the default).
-    Run,
-    /// Check the config file and report every problem; touches no AWS service.
-    Validate,
-    /// Rebuild a lost or damaged journal from the destination buckets' metadata. The old
-    /// journal directory is moved aside, never deleted. Run with the daemon stopped.
-    RebuildJournal,
-}
+// The clap definitions, shared with examples/gen_docs.rs (man page, completions).
+include!("dualseald/cli.rs");
 
 /// jemalloc, one arena, freed pages returned at once (`.cargo/config.toml`): against glibc's
 /// malloc, ~15 % less CPU per object and no slow creep of RSS over a long run (docs/scaling.md).
@@ -74,7 +35,15 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Some(shard) = &args.shard {
+    if let (Some(ordinal), Some(count)) = (&args.shard_ordinal, &args.shard_count) {
+        match dualseal::shard::Shard::from_ordinal(ordinal, count) {
+            Ok(shard) => config.daemon.shard = Some(shard.to_string()),
+            Err(e) => {
+                eprintln!("dualseald: {e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        }
+    } else if let Some(shard) = &args.shard {
         if let Err(e) = shard.parse::<dualseal::shard::Shard>() {
             eprintln!("dualseald: --{e}");
             return ExitCode::from(EX_CONFIG);
@@ -87,8 +56,13 @@ fn main() -> ExitCode {
     };
     let set_log_filter = init_logging(json, config.daemon.log_filter.as_deref());
     if matches!(args.cmd, Some(Cmd::Validate)) {
+        let shard = config
+            .daemon
+            .shard()
+            .map(|s| format!(", shard {s}"))
+            .unwrap_or_default();
         println!(
-            "{}: OK ({} categories, source s3://{}/{})",
+            "{}: OK ({} categories, source s3://{}/{}{shard})",
             args.config.display(),
             config.categories.len(),
             config.source.bucket,
