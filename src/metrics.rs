@@ -173,7 +173,7 @@ fn refresh_once(engine: &Engine, journal_dir: &Path) {
             parked[usize::from(reason == "other")] += 1;
         }
         // Every job, ended ones included: a gauge left at 1 by a job that ended would page.
-        let running = j.record.state == crate::journal::JobState::Running;
+        let running = j.record.state == crate::model::JobState::Running;
         gauge!("dualseal_job_running", "job" => j.record.id.to_string())
             .set(f64::from(u8::from(running)));
     }
@@ -212,8 +212,8 @@ fn refresh_once(engine: &Engine, journal_dir: &Path) {
 /// trail) could not record, `other` for a problem of the daemon's such as missing credentials.
 /// An operator's pause leaves no message; the daemon's always says why, and the journal case
 /// names the journal.
-fn parked_reason(job: &crate::journal::JobRecord) -> Option<&'static str> {
-    if job.state != crate::journal::JobState::Paused {
+fn parked_reason(job: &crate::model::JobRecord) -> Option<&'static str> {
+    if job.state != crate::model::JobState::Paused {
         return None;
     }
     let message = job.message.as_deref()?;

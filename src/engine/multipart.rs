@@ -666,23 +666,16 @@ pub(super) async fn abort_open_uploads(
     job: crate::model::JobId,
     settings: &Settings,
 ) -> Result<usize, JournalError> {
-    let scan = std::sync::Arc::clone(&journal);
     let threshold = settings.threshold;
-    // The scan reads every record of the job: off the async workers. A journaled upload is
-    // open for sure; any large object may have one whose id a crash, or a lost answer to a
-    // CreateMultipartUpload, kept out of the journal, which only a listing of its key finds
-    // (one LIST per large object: they are few, and each is megabytes of parts at stake).
-    let open = tokio::task::spawn_blocking(move || {
-        scan.iter_objects(job, None)
-            .filter(|r| {
-                r.as_ref().map_or(true, |(_, rec)| {
-                    rec.upload_id.is_some() || rec.size >= threshold
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| JournalError::Storage(sled::Error::Io(std::io::Error::other(e.to_string()))))??;
+    // A journaled upload is open for sure; any large object may have one whose id a crash,
+    // or a lost answer to a CreateMultipartUpload, kept out of the journal, which only a
+    // listing of its key finds (one LIST per large object: they are few, and each is
+    // megabytes of parts at stake).
+    let open = journal
+        .select_objects(job, move |rec| {
+            rec.upload_id.is_some() || rec.size >= threshold
+        })
+        .await?;
     let mut aborted = 0;
     for (key, rec) in open {
         let Some(bucket) = &rec.dest_bucket else {

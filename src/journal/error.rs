@@ -16,7 +16,7 @@ pub enum JournalError {
         /// Journal directory.
         path: PathBuf,
         /// The underlying error.
-        source: sled::Error,
+        source: StorageError,
     },
     /// A maintenance command found the journal open in a running daemon.
     #[error("journal {path} is in use by a running dualseald; stop it first (systemctl stop dualseald), then run this again")]
@@ -24,9 +24,9 @@ pub enum JournalError {
         /// Journal directory.
         path: PathBuf,
     },
-    /// sled reported an I/O error or corruption.
-    #[error("journal storage error: {}", storage_advice(.0))]
-    Storage(#[from] sled::Error),
+    /// The database reported an I/O error or corruption.
+    #[error("journal storage error: {}", .0.advice())]
+    Storage(#[from] StorageError),
     /// A stored record could not be decoded.
     #[error("journal record {tree}/{key} is unreadable: {source}")]
     Corrupt {
@@ -113,14 +113,46 @@ impl JournalError {
     pub(super) fn shared(&self) -> Self {
         match self {
             Self::Storage(e) => Self::Storage(e.clone()),
-            other => Self::Storage(sled::Error::Io(std::io::Error::other(other.to_string()))),
+            other => Self::Storage(StorageError::other(other.to_string())),
         }
+    }
+}
+
+impl From<sled::Error> for JournalError {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(StorageError(e))
+    }
+}
+
+/// A failure of the database under the journal. Opaque: which database that is stays inside
+/// `journal/`, and callers only need its message and remedy.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StorageError(sled::Error);
+
+impl StorageError {
+    pub(super) fn new(e: sled::Error) -> Self {
+        Self(e)
+    }
+
+    /// A failure around the database rather than in it (a background scan that died).
+    pub(super) fn other(message: String) -> Self {
+        Self(sled::Error::Io(std::io::Error::other(message)))
+    }
+
+    /// Whether the database found its files corrupt.
+    pub(super) fn is_corruption(&self) -> bool {
+        matches!(self.0, sled::Error::Corruption { .. })
+    }
+
+    fn advice(&self) -> String {
+        storage_advice(&self.0)
     }
 }
 
 /// What a storage error means and the remedy that fits its cause: a full disk or a permission
 /// needs no restore, damage does.
-pub(super) fn storage_advice(e: &sled::Error) -> String {
+fn storage_advice(e: &sled::Error) -> String {
     const ENOSPC: i32 = 28;
     const EDQUOT: i32 = 122;
     match e {
@@ -140,9 +172,9 @@ pub(super) fn storage_advice(e: &sled::Error) -> String {
 /// Our transactions never abort on purpose, so both outcomes are storage failures.
 pub(super) fn tx_error(e: sled::transaction::TransactionError<()>) -> JournalError {
     match e {
-        sled::transaction::TransactionError::Storage(s) => JournalError::Storage(s),
+        sled::transaction::TransactionError::Storage(s) => JournalError::from(s),
         sled::transaction::TransactionError::Abort(()) => {
-            JournalError::Storage(sled::Error::Unsupported("transaction aborted".into()))
+            JournalError::from(sled::Error::Unsupported("transaction aborted".into()))
         }
     }
 }

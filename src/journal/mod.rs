@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use chain::AuditDraft;
 use chain::ChainHead;
 use error::tx_error;
-pub use error::JournalError;
+pub use error::{JournalError, StorageError};
 pub use integrity::{is_guarded, record_panic, HWM_FILE};
 use objects::apply;
 pub use objects::PagePass;
@@ -260,7 +260,7 @@ impl Journal {
         integrity::guarded(|| Self::open_inner(path, opts))
             .map_err(damaged)?
             .map_err(|e| match e {
-                JournalError::Storage(s @ sled::Error::Corruption { .. }) => damaged(s.to_string()),
+                JournalError::Storage(s) if s.is_corruption() => damaged(s.to_string()),
                 other => other,
             })
     }
@@ -278,14 +278,14 @@ impl Journal {
                 {
                     JournalError::Locked {
                         path: path.to_owned(),
-                        source: e,
+                        source: StorageError::new(e),
                     }
                 }
                 sled::Error::Corruption { .. } => JournalError::Damaged {
                     path: path.to_owned(),
                     message: e.to_string(),
                 },
-                other => JournalError::Storage(other),
+                other => JournalError::from(other),
             })?;
         let meta = db.open_tree(TREE_META)?;
         let upgrade_from = match meta.get(META_SCHEMA)? {

@@ -4,7 +4,7 @@
 use sled::Transactional;
 
 use super::chain::AuditDraft;
-use super::error::{tx_error, JournalError};
+use super::error::{tx_error, JournalError, StorageError};
 use super::records::{decode, encode, job_key, object_key, split_object_key};
 use super::{commit, counts};
 use super::{lock, now_ms, Journal, TREE_OBJECTS};
@@ -254,6 +254,27 @@ impl Journal {
                 (Ok((_, rec)), Some(s)) => rec.state == s,
                 _ => true,
             })
+    }
+
+    /// A job's objects that `keep` selects, read on a blocking thread: a scan of every record
+    /// of a job must not hold an async worker.
+    ///
+    /// # Errors
+    /// `Storage` or `Corrupt`; `Storage` when the scan's thread died.
+    pub async fn select_objects(
+        self: &std::sync::Arc<Self>,
+        job: JobId,
+        keep: impl Fn(&ObjectRecord) -> bool + Send + 'static,
+    ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
+        let journal = std::sync::Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            journal
+                .iter_objects(job, None)
+                .filter(|r| r.as_ref().map_or(true, |(_, rec)| keep(rec)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| JournalError::Storage(StorageError::other(e.to_string())))?
     }
 
     /// Up to `limit` of a job's objects in `state`, in key order, strictly after `after`.

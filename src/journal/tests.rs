@@ -10,16 +10,16 @@ use crate::model::{DecommissionState, JobId, Lockdown, ObjectEvent, ObjectRecord
 #[test]
 fn storage_errors_give_the_remedy_of_their_cause() {
     let full =
-        JournalError::Storage(sled::Error::Io(std::io::Error::from_raw_os_error(28))).to_string();
+        JournalError::from(sled::Error::Io(std::io::Error::from_raw_os_error(28))).to_string();
     assert!(full.contains("disk holding the journal is full"), "{full}");
     assert!(full.contains("no restore or rebuild is needed"), "{full}");
     assert!(!full.contains("rebuild-journal"), "{full}");
-    let denied = JournalError::Storage(sled::Error::Io(std::io::Error::from(
+    let denied = JournalError::from(sled::Error::Io(std::io::Error::from(
         std::io::ErrorKind::PermissionDenied,
     )))
     .to_string();
     assert!(denied.contains("writable by the user"), "{denied}");
-    let damaged = JournalError::Storage(sled::Error::Corruption { at: None, bt: () }).to_string();
+    let damaged = JournalError::from(sled::Error::Corruption { at: None, bt: () }).to_string();
     assert!(damaged.contains("rebuild-journal"), "{damaged}");
 }
 
