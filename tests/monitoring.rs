@@ -94,11 +94,19 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported_by_the_daemon() {
         .collect();
     put_all(&moto, &objects).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    // Throttling on both services; one object denied for good (a failed object); one whose
-    // first read is cut short (a retried object).
-    proxy.set_faults(Faults {
+    // Throttling on both services, heavy at first: the SDK retries each request three times
+    // itself, so only a run of throttles reaches the daemon's counters, and a light rate
+    // alone may never make one (the counters of events that never happened are not
+    // exported). One object denied for good (a failed object); one whose first read is cut
+    // short (a retried object).
+    let light = Faults {
         kms_throttle: 0.2,
         s3_slowdown: 0.2,
+        ..Default::default()
+    };
+    proxy.set_faults(Faults {
+        kms_throttle: 0.4,
+        s3_slowdown: 0.4,
         ..Default::default()
     });
     let denied = objects.keys().next().unwrap().clone();
@@ -114,6 +122,24 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported_by_the_daemon() {
     // Slow enough to be seen running by a refresh (every 5 s) and to be mid-job when its audit
     // writes start failing.
     let job = start_throttled(&mut client, 5).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = scrape(port);
+        let seen = exported(&m);
+        if ["dualseal_throttled_total", "dualseal_object_retries_total"]
+            .iter()
+            .all(|name| seen.contains(*name))
+        {
+            scrapes.push(m);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no throttled request or retried object under heavy throttling; last scrape:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    proxy.set_faults(light);
     let running = format!("dualseal_job_running{{job=\"{job}\"}}");
     scrapes.push(scrape_until(port, &running, 1.0, Duration::from_secs(30)));
     wait_until_verified(&mut client, job, 10).await;
