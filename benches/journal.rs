@@ -98,19 +98,20 @@ async fn main() {
     let job;
     {
         let j = Journal::open_with(&path, opts).expect("open");
-        job = j.create_job("master-secrets", "").expect("job").id;
+        job = j.create_job("master-secrets", "").await.expect("job").id;
         let t = Instant::now();
         for start in (0..n).step_by(PAGE) {
             let page = (start..(start + PAGE).min(n))
                 .map(|i| (key(i), record(i)))
                 .collect();
             let next = (start + PAGE < n).then(|| format!("token-{start}"));
-            j.record_page(job, page, next).expect("page");
+            j.record_page(job, page, next).await.expect("page");
         }
         j.flush().await.expect("flush");
         let listed = t.elapsed();
         // A job the daemon resumes at boot, as after a crash.
         j.update_job(job, |r| r.state = dualseal::model::JobState::Running)
+            .await
             .expect("running");
         let t = Instant::now();
         // Each worker records its objects uploaded, then settles them verified with their
@@ -134,7 +135,7 @@ async fn main() {
                                 dest_etag: format!("\"{i:032x}\""),
                             },
                             None,
-                        )
+                        ).await
                             .expect("uploaded");
                         let audit = AuditDraft {
                             job_id: job,

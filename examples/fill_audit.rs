@@ -28,10 +28,10 @@ async fn main() -> anyhow::Result<()> {
                 "size=812 rule=prefix \"db/\" write=written source_etag=\"{i:032x}\" ciphertext_sha256={i:064x} kms_key=arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000001 sse=aws:kms:dsse envelope=v1"
             ),
             ..Default::default()
-        })?;
+        }).await?;
     }
     journal.flush().await?;
-    journal.write_high_water_mark()?;
+    journal.write_high_water_mark().await?;
     println!("{n} events in {dir}");
     Ok(())
 }

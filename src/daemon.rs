@@ -264,7 +264,7 @@ pub async fn run(
         }
     }
     journal.flush().await?;
-    journal.write_high_water_mark()?;
+    journal.write_high_water_mark().await?;
     let _ = std::fs::remove_file(&config.daemon.control_socket);
     tracing::info!("journal flushed; bye");
     match fatal {

@@ -264,3 +264,51 @@ async fn a_failed_read_back_is_retried_without_a_second_write() {
         assert_eq!(count("HEAD"), None, "{path}: {requests:?}");
     }
 }
+
+/// An object waiting out a retry's delay holds no worker: with one worker, the objects after
+/// it migrate while it waits, and it is migrated once due (the backlog, not a sleeping slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_waiting_for_its_retry_leaves_its_worker_to_the_others() {
+    let (_moto, _cats, objs, proxy) = setup(12).await;
+    // An early key in listing order (the proxy cuts bodies of more than 8 bytes): its first
+    // three attempts each read a cut-short body (more than the SDK retries within one
+    // request), so it waits out three delays.
+    let (place, slow) = objs
+        .iter()
+        .enumerate()
+        .find(|(_, (_, body))| body.len() > 8)
+        .map(|(i, (k, _))| (i, k.clone()))
+        .unwrap();
+    proxy.truncate_next_gets(&format!("master-secrets/{slow}"), 3 * SDK_ATTEMPTS);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = daemon_via(&proxy, dir.path(), 1);
+    let mut client = daemon.client().await;
+    let job = client.start("", false).await.expect("start");
+    let done = wait_job(&mut client, job.job_id).await;
+    assert_succeeded(&done, &daemon);
+    assert_eq!(done.verified_objects, objs.len() as u64);
+    let verified: Vec<String> = client
+        .audit(job.job_id)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "object_verified")
+        .map(|e| e.source_key)
+        .collect();
+    assert_verified_once_each(&verified, objs.len());
+    let before = verified
+        .iter()
+        .position(|k| *k == slow)
+        .expect("slow verified");
+    // A worker sleeping on it would have kept the only slot: only the keys listed before it
+    // would have been migrated first.
+    assert!(
+        before >= place + 3,
+        "only {before} object(s) migrated while {slow} waited for its retries: {verified:?}"
+    );
+}
+
+fn assert_verified_once_each(verified: &[String], n: usize) {
+    let unique: std::collections::BTreeSet<&String> = verified.iter().collect();
+    assert_eq!((verified.len(), unique.len()), (n, n), "{verified:?}");
+}

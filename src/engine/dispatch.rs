@@ -51,7 +51,8 @@ pub(super) fn reap(
     }
 }
 
-/// Hands objects to workers under the job's limits and the daemon's shared pool; returns
+/// Hands objects to workers under the job's limits and the daemon's shared pool, each object
+/// due in the job's backlog before the next of `objects`; returns
 /// true once the job is draining (paused, cancelled, over its failure threshold) or the daemon
 /// stops.
 pub(super) async fn dispatch(
@@ -63,7 +64,13 @@ pub(super) async fn dispatch(
 ) -> Result<bool, EngineError> {
     let drain = &ctx.ctl.drain;
     let live = &ctx.ctl.live;
-    for (key, rec) in objects {
+    let mut fresh = objects.into_iter();
+    // What is due in the backlog goes before anything new.
+    while let Some((key, rec)) = ctx
+        .backlog
+        .pop_due(crate::journal::now_ms())
+        .or_else(|| fresh.next())
+    {
         if drain.is_cancelled() {
             return Ok(true);
         }

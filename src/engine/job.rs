@@ -95,10 +95,16 @@ pub(super) async fn run(inner: Arc<Inner>, id: JobId, ctl: Control) {
                 "paused: the journal could not record progress ({e}); fix the cause, then `dualsealctl resume {id}`"
             );
             tracing::error!(job = id, %message);
-            let parked = inner.journal.update_job(id, |j| {
-                j.state = JobState::Paused;
-                j.message = Some(message.clone());
-            });
+            let parked = inner
+                .journal
+                .update_job(id, {
+                    let message = message.clone();
+                    move |j| {
+                        j.state = JobState::Paused;
+                        j.message = Some(message);
+                    }
+                })
+                .await;
             match parked {
                 Ok(_) => {
                     if let Err(e) = inner.journal.flush().await {
@@ -155,12 +161,12 @@ pub(super) async fn record_end(
     inner: &Inner,
     id: JobId,
     draft: AuditDraft,
-    update: impl FnOnce(&mut crate::model::JobRecord),
+    update: impl FnOnce(&mut crate::model::JobRecord) + Send + 'static,
 ) {
-    let res = inner
-        .journal
-        .update_job(id, update)
-        .and_then(|_| inner.journal.append_audit(draft));
+    let res = match inner.journal.update_job(id, update).await {
+        Ok(_) => inner.journal.append_audit(draft).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
     if let Err(e) = res {
         inner.fail_fatally(e.to_string());
     } else if let Err(e) = inner.journal.flush().await {
@@ -199,6 +205,7 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
             rates: Arc::clone(&ctl.live.rates),
         },
         ctl,
+        backlog: super::backlog::Backlog::default(),
     });
 
     // Resume: whatever was recorded but not finished goes first, then listing continues
@@ -237,7 +244,15 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
     } else {
         leftover.iter().map(|(k, _)| k.clone()).collect()
     };
-    let mut stopped = dispatch(&ctx, job.kind, leftover, &targets, &mut workers).await?;
+    // Objects that were waiting out a retry's delay wait on, in the backlog, and go first
+    // once due; the others go in key order.
+    let (waiting, fresh): (Vec<_>, Vec<_>) = leftover
+        .into_iter()
+        .partition(|(_, rec)| rec.retry_at_ms.is_some());
+    for (key, rec) in waiting {
+        ctx.backlog.push(key, rec);
+    }
+    let mut stopped = dispatch(&ctx, job.kind, fresh, &targets, &mut workers).await?;
 
     let mut token = job.listing_token.clone();
     let mut listing_complete = job.listing_complete;
@@ -297,25 +312,28 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
             }
         };
         let listed = records.len();
-        let pending = inner.journal.record_page_audited(
-            id,
-            records,
-            next_token.clone(),
-            crate::journal::PagePass {
-                excluded,
-                requeue_changed: job.syncing,
-            },
-            |key, rec| listing_event(id, key, rec),
-            Some(AuditDraft {
-                job_id: id,
-                kind: "page_listed",
-                detail: format!(
-                    "objects={listed} excluded={excluded} more={}",
-                    next_token.is_some()
-                ),
-                ..Default::default()
-            }),
-        )?;
+        let pending = inner
+            .journal
+            .record_page_audited(
+                id,
+                records,
+                next_token.clone(),
+                crate::journal::PagePass {
+                    excluded,
+                    requeue_changed: job.syncing,
+                },
+                Box::new(move |key, rec| listing_event(id, key, rec)),
+                Some(AuditDraft {
+                    job_id: id,
+                    kind: "page_listed",
+                    detail: format!(
+                        "objects={listed} excluded={excluded} more={}",
+                        next_token.is_some()
+                    ),
+                    ..Default::default()
+                }),
+            )
+            .await?;
         inner.journal.flush().await?;
         inner.notify();
         listing_complete = next_token.is_none();
@@ -338,6 +356,9 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
             None => stopped = dispatched.await?,
         }
     }
+    if !stopped {
+        stopped = work_off_backlog(&ctx, job.kind, &targets, &mut workers).await?;
+    }
     // Nothing more to start: slots freed from now on go back to the pool.
     let spare = std::mem::take(&mut ctx.lock_spare().permits);
     ctx.lock_spare().open = false;
@@ -353,6 +374,41 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
         return Ok(());
     }
     finish(inner, id).await
+}
+
+/// After the last page: dispatches the objects waiting for a retry as they fall due, until
+/// none waits and no worker runs (a worker may put its object back). Returns true when the
+/// job was stopped meanwhile.
+async fn work_off_backlog(
+    ctx: &Arc<Ctx>,
+    kind: JobKind,
+    targets: &Arc<Vec<super::Target>>,
+    workers: &mut JoinSet<Result<(), JournalError>>,
+) -> Result<bool, EngineError> {
+    loop {
+        if dispatch(ctx, kind, Vec::new(), targets, workers).await? {
+            return Ok(true);
+        }
+        if ctx.backlog.is_empty() && workers.is_empty() {
+            return Ok(false);
+        }
+        let wait = ctx.backlog.next_due().map(|due| {
+            std::time::Duration::from_millis(due.saturating_sub(crate::journal::now_ms()))
+        });
+        tokio::select! {
+            _ = ctx.ctl.drain.cancelled() => return Ok(true),
+            Some(res) = workers.join_next(), if !workers.is_empty() => reap(res)?,
+            () = sleep_or_forever(wait) => {}
+            () = ctx.backlog.changed() => {}
+        }
+    }
+}
+
+async fn sleep_or_forever(wait: Option<std::time::Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A job queued with `after` waits (as `Pending`) until that job has ended, then becomes
@@ -380,21 +436,27 @@ async fn wait_for_predecessor(
             r = changes.changed() => if r.is_err() { return Ok(false) },
         }
     }
-    let updated = inner.journal.update_job(job.id, |j| {
-        if j.state == JobState::Pending {
-            j.state = JobState::Running;
-        }
-    })?;
+    let updated = inner
+        .journal
+        .update_job(job.id, |j| {
+            if j.state == JobState::Pending {
+                j.state = JobState::Running;
+            }
+        })
+        .await?;
     if updated.state != JobState::Running {
         return Ok(false);
     }
     if job.state == JobState::Pending {
-        inner.journal.append_audit(AuditDraft {
-            job_id: job.id,
-            kind: "job_dequeued",
-            detail: format!("job {after} has ended; starting"),
-            ..Default::default()
-        })?;
+        inner
+            .journal
+            .append_audit(AuditDraft {
+                job_id: job.id,
+                kind: "job_dequeued",
+                detail: format!("job {after} has ended; starting"),
+                ..Default::default()
+            })
+            .await?;
         inner.journal.flush().await?;
         tracing::info!(job = job.id, after, "queued job starting");
         inner.notify();
@@ -414,12 +476,15 @@ pub(super) async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> 
         )
         .await?;
         if aborted > 0 {
-            inner.journal.append_audit(AuditDraft {
-                job_id: id,
-                kind: "multipart_uploads_aborted",
-                detail: format!("count={aborted}"),
-                ..Default::default()
-            })?;
+            inner
+                .journal
+                .append_audit(AuditDraft {
+                    job_id: id,
+                    kind: "multipart_uploads_aborted",
+                    detail: format!("count={aborted}"),
+                    ..Default::default()
+                })
+                .await?;
         }
     }
     let counts = inner.journal.counts(id);
@@ -429,7 +494,7 @@ pub(super) async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> 
     } else {
         JobState::CompletedWithFailures
     };
-    let job = inner.journal.update_job(id, |j| {
+    let job = inner.journal.update_job(id, move |j| {
         j.syncing = false;
         // A cancel or pause that raced with the last object wins.
         if j.state == JobState::Running {
@@ -440,24 +505,27 @@ pub(super) async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> 
                 ));
             }
         }
-    })?;
-    inner.journal.append_audit(AuditDraft {
-        job_id: id,
-        kind: match job.kind {
-            JobKind::Migrate => "job_finished",
-            JobKind::Verify { .. } => "job_verified",
-        },
-        detail: format!(
-            "state={:?} verified={} verified_bytes={} failed={} unclassified={} conflicts={}",
-            job.state,
-            counts.get(ObjectState::Verified),
-            counts.verified_bytes,
-            failed,
-            counts.get(ObjectState::Unclassified),
-            counts.get(ObjectState::Conflict),
-        ),
-        ..Default::default()
-    })?;
+    }).await?;
+    inner
+        .journal
+        .append_audit(AuditDraft {
+            job_id: id,
+            kind: match job.kind {
+                JobKind::Migrate => "job_finished",
+                JobKind::Verify { .. } => "job_verified",
+            },
+            detail: format!(
+                "state={:?} verified={} verified_bytes={} failed={} unclassified={} conflicts={}",
+                job.state,
+                counts.get(ObjectState::Verified),
+                counts.verified_bytes,
+                failed,
+                counts.get(ObjectState::Unclassified),
+                counts.get(ObjectState::Conflict),
+            ),
+            ..Default::default()
+        })
+        .await?;
     inner.journal.flush().await?;
     tracing::info!(job = id, state = ?job.state, "job finished");
     Ok(())

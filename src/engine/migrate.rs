@@ -169,7 +169,7 @@ impl Attempt<'_> {
     /// Any [`ObjectError`]; the caller decides on retry from `is_retryable`.
     pub async fn run(
         &self,
-        on_uploaded: impl FnOnce(&Proof) -> Result<(), crate::journal::JournalError>,
+        on_uploaded: impl AsyncFnOnce(&Proof) -> Result<(), crate::journal::JournalError>,
     ) -> Result<Outcome, ObjectError> {
         let src = self.store.get(self.source_bucket, self.source_key).await?;
         if let Some(held) = self.content_disagreement(&src.body) {
@@ -301,7 +301,7 @@ impl Attempt<'_> {
         // When S3 echoed the digest it checked the body against, the proof is complete and
         // the final record follows at once: nothing is left for a retry to skip.
         if !(self.verify == VerifyMode::Checksum && answered.is_some()) {
-            on_uploaded(&proof)?;
+            on_uploaded(&proof).await?;
         }
         match self.verify {
             VerifyMode::Full => {

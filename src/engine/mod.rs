@@ -2,6 +2,7 @@
 //! plan (dry run) and re-verification. It depends on the journal, the envelope, the key
 //! service, the object store and the classifier, and on nothing above it.
 
+mod backlog;
 mod control;
 mod cutover;
 pub mod datakey;

@@ -203,7 +203,7 @@ impl Attempt<'_> {
         &self,
         settings: &Settings,
         on_upload: &OnUpload<'_>,
-        on_uploaded: impl FnOnce(&Proof) -> Result<(), JournalError>,
+        on_uploaded: impl AsyncFnOnce(&Proof) -> Result<(), JournalError>,
     ) -> Result<Outcome, ObjectError> {
         // Every upload open on this destination key is a leftover of an earlier attempt (one
         // worker per key): the journaled one, and one whose id a crash took before its record
@@ -395,7 +395,7 @@ impl Attempt<'_> {
             server_side: Default::default(),
         };
         // Recording the write also records that no upload is open any more.
-        on_uploaded(&proof)?;
+        on_uploaded(&proof).await?;
         proof.server_side = prove_streamed(
             self.store,
             self.keys,
@@ -704,7 +704,9 @@ pub(super) async fn abort_open_uploads(
             }
         }
         if all && rec.upload_id.is_some() {
-            journal.transition(job, &key, crate::model::ObjectEvent::UploadClosed, None)?;
+            journal
+                .transition(job, &key, crate::model::ObjectEvent::UploadClosed, None)
+                .await?;
         }
     }
     Ok(aborted)

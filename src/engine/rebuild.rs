@@ -39,7 +39,8 @@ pub(super) async fn rebuild(
     let mut report = RebuildReport::default();
     let job = inner
         .journal
-        .create_job(&settings.source_bucket, &settings.source_prefix)?;
+        .create_job(&settings.source_bucket, &settings.source_prefix)
+        .await?;
     report.job_id = job.id;
     for c in &inner.categories {
         let mut token = None;
@@ -117,17 +118,21 @@ pub(super) async fn rebuild(
             }
             inner
                 .journal
-                .record_page(job.id, records, Some(String::new()))?;
+                .record_page(job.id, records, Some(String::new()))
+                .await?;
             match page.next_token {
                 Some(t) => token = Some(t),
                 None => break,
             }
         }
     }
-    inner.journal.update_job(job.id, |j| {
-        j.listing_token = None;
-        j.listing_complete = false;
-    })?;
+    inner
+        .journal
+        .update_job(job.id, |j| {
+            j.listing_token = None;
+            j.listing_complete = false;
+        })
+        .await?;
     report.original_jobs.sort_unstable();
     inner.journal.append_audit(AuditDraft {
         job_id: job.id,
@@ -137,8 +142,8 @@ pub(super) async fn rebuild(
             report.recovered, report.foreign, report.original_jobs
         ),
         ..Default::default()
-    })?;
+    }).await?;
     inner.journal.flush().await?;
-    inner.journal.write_high_water_mark()?;
+    inner.journal.write_high_water_mark().await?;
     Ok(report)
 }

@@ -30,6 +30,8 @@ pub(super) struct Ctx {
     pub(super) ctl: Control,
     /// The key service behind this job's KMS rate.
     pub(super) keys: RateLimitedKeys,
+    /// Objects waiting out a retry's delay, without a worker.
+    pub(super) backlog: super::backlog::Backlog,
 }
 
 /// Stops the job (state `Failed`) once its failures pass the threshold: more than `percent`%
@@ -73,23 +75,31 @@ pub(super) async fn stop_running(
     outcome: &'static str,
     message: String,
 ) -> Result<(), JournalError> {
-    let mut first = false;
-    ctx.inner.journal.update_job(ctx.id, |j| {
-        if j.state == JobState::Running {
-            first = true;
-            j.state = state;
-            j.message = Some(message.clone());
-        }
-    })?;
+    let recorded = message.clone();
+    let (_, first) = ctx
+        .inner
+        .journal
+        .update_job_with(ctx.id, move |j| {
+            let first = j.state == JobState::Running;
+            if first {
+                j.state = state;
+                j.message = Some(recorded);
+            }
+            first
+        })
+        .await?;
     if first {
         tracing::error!(job = ctx.id, %message);
-        ctx.inner.journal.append_audit(AuditDraft {
-            job_id: ctx.id,
-            kind,
-            outcome,
-            detail: message,
-            ..Default::default()
-        })?;
+        ctx.inner
+            .journal
+            .append_audit(AuditDraft {
+                job_id: ctx.id,
+                kind,
+                outcome,
+                detail: message,
+                ..Default::default()
+            })
+            .await?;
         ctx.inner.journal.flush().await?;
         ctx.inner.notify();
     }

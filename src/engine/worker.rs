@@ -1,5 +1,6 @@
-//! One worker's object: attempts within the budget, retries with a persisted backoff, and
-//! settlement of the final state with its audit event.
+//! One worker's object: an attempt, and either the settlement of its final state with its
+//! audit event, or a retry recorded with its persisted backoff and handed to the job's backlog
+//! (`backlog.rs`), which brings it back to a worker when it is due.
 
 use backoff::backoff::Backoff;
 
@@ -11,10 +12,12 @@ use super::{Inner, Target};
 use crate::journal::{AuditDraft, JournalError};
 use crate::model::{JobId, ObjectEvent, ObjectRecord, ObjectState};
 
-/// Migrates one object, retrying retryable failures with a jittered, growing delay that is
-/// persisted, so a restart honours it. Only journal failures escape; everything else ends as
-/// verified, conflict or failed. A draining job starts no new attempt; a stopped one abandons
-/// the attempt in flight (the next run redoes or adopts it).
+/// Migrates one object. A retryable failure within the attempt budget is recorded with a
+/// jittered, growing delay that is persisted, so a restart honours it, and the object goes to
+/// the job's backlog until then; the budget spent, it ends as failed. Only journal failures
+/// escape; everything else ends as verified, conflict, failed or waiting in the backlog. A
+/// draining job starts no new attempt; a stopped one abandons the attempt in flight (the next
+/// run redoes or adopts it).
 pub(super) async fn migrate_with_retries(
     ctx: &Ctx,
     key: &str,
@@ -54,126 +57,129 @@ pub(super) async fn migrate_with_retries(
         let _ = policy.next_backoff();
     }
     let uploaded = std::sync::Mutex::new(None::<Proof>);
-    loop {
-        if let Some(at) = rec.retry_at_ms {
-            let wait = at.saturating_sub(crate::journal::now_ms());
-            tokio::select! {
-                _ = drain.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
-            }
-        }
-        if drain.is_cancelled() {
-            return Ok(());
-        }
-        let attempts = rec.attempts + 1;
-        let attempt = Attempt {
-            store: inner.store.as_ref(),
-            keys: &ctx.keys,
-            job: id,
-            source_bucket: &inner.settings.source_bucket,
-            source_key: key,
-            target,
-            dest_key: &dest_key,
-            segment_size: inner.settings.segment_size,
-            verify: ctx.options.verify_mode,
-            prior: &rec,
-            retention: None,
-            content_rules: inner
-                .classifier
-                .has_content_rules()
-                .then_some(&inner.classifier),
-            data_keys: &inner.data_keys,
-            head_first: false,
-        };
-        // A streamed object's write is recorded without a flush: it only saves work on resume
-        // (its read-back is long), it proves nothing.
-        let record_upload = |p: &Proof| {
-            inner
-                .journal
-                .transition(id, key, upload_event(p, attempts), None)
-                .map(|_| ())
-        };
-        // A single PUT's write is only remembered for this worker's next attempt, which then
-        // proves it rather than writing again; the retry's own record carries it. Journaled
-        // (unflushed) it cost a write per object and rarely outlived a crash, after which the
-        // next attempt's conditional PUT finds the object and proves it anyway.
-        let remember_upload = |p: &Proof| {
-            *uploaded
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p.clone());
-            Ok(())
-        };
-        // An open upload is durable before its first part is sent, so a crash cannot lose its
-        // id; that none is open needs no flush (a lost record makes the next attempt abort an
-        // upload S3 no longer knows, which is harmless).
-        let record_multipart =
-            |upload: Option<String>| -> futures::future::BoxFuture<'_, Result<(), JournalError>> {
-                Box::pin(async move {
-                    let durable = upload.is_some();
-                    let event = match upload {
-                        Some(upload_id) => ObjectEvent::UploadOpened { upload_id },
-                        None => ObjectEvent::UploadClosed,
-                    };
-                    inner.journal.transition(id, key, event, None)?;
-                    if durable {
-                        inner.journal.flush().await?;
-                    }
-                    Ok(())
-                })
-            };
-        let room = async {
-            if streamed {
-                let bytes = multipart.memory_for(rec.size, inner.settings.segment_size);
-                inner.memory.reserve_bytes(bytes).await
-            } else {
-                inner.memory.reserve(rec.size).await
-            }
-        };
-        // Waiting for room is not having started: a pause takes the object back too.
-        let _room = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+    if let Some(at) = rec.retry_at_ms {
+        let wait = at.saturating_sub(crate::journal::now_ms());
+        tokio::select! {
             _ = drain.cancelled() => return Ok(()),
-            r = room => r,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+        }
+    }
+    if drain.is_cancelled() {
+        return Ok(());
+    }
+    let attempts = rec.attempts + 1;
+    let attempt = Attempt {
+        store: inner.store.as_ref(),
+        keys: &ctx.keys,
+        job: id,
+        source_bucket: &inner.settings.source_bucket,
+        source_key: key,
+        target,
+        dest_key: &dest_key,
+        segment_size: inner.settings.segment_size,
+        verify: ctx.options.verify_mode,
+        prior: &rec,
+        retention: None,
+        content_rules: inner
+            .classifier
+            .has_content_rules()
+            .then_some(&inner.classifier),
+        data_keys: &inner.data_keys,
+        head_first: false,
+    };
+    // A streamed object's write is recorded without a flush: it only saves work on resume
+    // (its read-back is long), it proves nothing.
+    let record_upload = async |p: &Proof| {
+        inner
+            .journal
+            .transition(id, key, upload_event(p, attempts), None)
+            .await
+            .map(|_| ())
+    };
+    // A single PUT's write is only remembered for this worker's next attempt, which then
+    // proves it rather than writing again; the retry's own record carries it. Journaled
+    // (unflushed) it cost a write per object and rarely outlived a crash, after which the
+    // next attempt's conditional PUT finds the object and proves it anyway.
+    let remember_upload = async |p: &Proof| {
+        *uploaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p.clone());
+        Ok(())
+    };
+    // An open upload is durable before its first part is sent, so a crash cannot lose its
+    // id; that none is open needs no flush (a lost record makes the next attempt abort an
+    // upload S3 no longer knows, which is harmless).
+    let record_multipart =
+        |upload: Option<String>| -> futures::future::BoxFuture<'_, Result<(), JournalError>> {
+            Box::pin(async move {
+                let durable = upload.is_some();
+                let event = match upload {
+                    Some(upload_id) => ObjectEvent::UploadOpened { upload_id },
+                    None => ObjectEvent::UploadClosed,
+                };
+                inner.journal.transition(id, key, event, None).await?;
+                if durable {
+                    inner.journal.flush().await?;
+                }
+                Ok(())
+            })
         };
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            o = async {
-                if streamed {
-                    attempt.run_streamed(&multipart, &record_multipart, record_upload).await
-                } else {
-                    attempt.run(remember_upload).await
-                }
-            } => o,
-        };
-        match outcome {
-            Ok(Outcome::Verified(proof)) => {
-                ctx.ctl.live.limiter.on_success();
-                let rule = rec.rule.as_deref();
-                return verified(ctx, key, target, &dest_key, attempts, rule, proof).await;
+    let room = async {
+        if streamed {
+            let bytes = multipart.memory_for(rec.size, inner.settings.segment_size);
+            inner.memory.reserve_bytes(bytes).await
+        } else {
+            inner.memory.reserve(rec.size).await
+        }
+    };
+    // Waiting for room is not having started: a pause takes the object back too.
+    let _room = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        _ = drain.cancelled() => return Ok(()),
+        r = room => r,
+    };
+    let outcome = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        o = async {
+            if streamed {
+                attempt.run_streamed(&multipart, &record_multipart, record_upload).await
+            } else {
+                attempt.run(remember_upload).await
             }
-            Ok(Outcome::Conflict(reason)) => {
-                return conflict(inner, id, key, target, &dest_key, attempts, reason).await;
+        } => o,
+    };
+    match outcome {
+        Ok(Outcome::Verified(proof)) => {
+            ctx.ctl.live.limiter.on_success();
+            let rule = rec.rule.as_deref();
+            verified(ctx, key, target, &dest_key, attempts, rule, proof).await
+        }
+        Ok(Outcome::Conflict(reason)) => {
+            conflict(inner, id, key, target, &dest_key, attempts, reason).await
+        }
+        Err(ObjectError::Journal(e)) => Err(e),
+        Err(e) if e.is_retryable() && attempts < inner.settings.max_attempts => {
+            if e.is_throttle() {
+                ctx.ctl.live.limiter.on_throttle();
             }
-            Err(ObjectError::Journal(e)) => return Err(e),
-            Err(e) if e.is_retryable() && attempts < inner.settings.max_attempts => {
-                if e.is_throttle() {
-                    ctx.ctl.live.limiter.on_throttle();
-                }
-                let delay = policy.next_backoff().unwrap_or(inner.retry.max());
-                tracing::warn!(job = id, key, attempts, error = %e, ?delay, "retrying object");
-                remember_error(ctx, key, format!("attempt {attempts}: {e}"));
-                metrics::counter!("dualseal_object_retries_total", "code" => e.code()).increment(1);
-                let retry_at = crate::journal::now_ms() + delay.as_millis() as u64;
-                let upload = uploaded
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                if let Some(p) = &upload {
-                    inner
-                        .journal
-                        .transition(id, key, upload_event(p, attempts), None)?;
-                }
-                rec = inner.journal.transition(
+            let delay = policy.next_backoff().unwrap_or(inner.retry.max());
+            tracing::warn!(job = id, key, attempts, error = %e, ?delay, "retrying object");
+            remember_error(ctx, key, format!("attempt {attempts}: {e}"));
+            metrics::counter!("dualseal_object_retries_total", "code" => e.code()).increment(1);
+            let retry_at = crate::journal::now_ms() + delay.as_millis() as u64;
+            let upload = uploaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(p) = &upload {
+                inner
+                    .journal
+                    .transition(id, key, upload_event(p, attempts), None)
+                    .await?;
+            }
+            let waiting = inner
+                .journal
+                .transition(
                     id,
                     key,
                     ObjectEvent::RetryScheduled {
@@ -182,21 +188,26 @@ pub(super) async fn migrate_with_retries(
                         retry_at_ms: retry_at,
                     },
                     None,
-                )?;
-            }
-            Err(e) if e.is_systemic() => {
-                // Not this object's fault: it stays pending for the resume.
-                return park(ctx, &e.to_string()).await;
-            }
-            Err(e) => {
-                let why = if e.is_retryable() {
-                    format!("gave up after {attempts} attempts: {e}")
-                } else {
-                    e.to_string()
-                };
-                rec.attempts = attempts;
-                return fail(ctx, key, &rec, &e.code(), why).await;
-            }
+                )
+                .await?;
+            // The delay is waited out without this worker: the slot, the pool permit and
+            // the memory go to other objects, and the dispatcher brings this one back
+            // when it is due.
+            ctx.backlog.push(key.to_owned(), waiting);
+            Ok(())
+        }
+        Err(e) if e.is_systemic() => {
+            // Not this object's fault: it stays pending for the resume.
+            park(ctx, &e.to_string()).await
+        }
+        Err(e) => {
+            let why = if e.is_retryable() {
+                format!("gave up after {attempts} attempts: {e}")
+            } else {
+                e.to_string()
+            };
+            rec.attempts = attempts;
+            fail(ctx, key, &rec, &e.code(), why).await
         }
     }
 }

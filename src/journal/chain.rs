@@ -2,10 +2,10 @@
 
 use super::error::JournalError;
 use super::records::{decode, encode, AuditRecord};
-use super::{lock, now_ms, EncodedEvent, Journal, FAIL_AUDIT_TRIGGER, TREE_AUDIT};
+use super::{lock, now_ms, EncodedEvent, State, FAIL_AUDIT_TRIGGER, TREE_AUDIT};
 use crate::model::JobId;
 
-impl Journal {
+impl State {
     /// Test hook (feature `fault-injection` only): while a file named
     /// [`FAIL_AUDIT_TRIGGER`] exists in the journal directory, every audit write fails, so tests
     /// can show that dualseal fails closed.
@@ -93,7 +93,7 @@ impl Journal {
     ///
     /// # Errors
     /// `Storage`.
-    pub fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, JournalError> {
+    pub(super) fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, JournalError> {
         self.audit_writable()?;
         let mut chain = lock(&self.chain);
         let rec = self.chain_record(&chain, draft);
@@ -105,7 +105,7 @@ impl Journal {
     }
 
     /// Audit events in order, optionally only one job's.
-    pub fn iter_audit(
+    pub(super) fn iter_audit(
         &self,
         job: Option<JobId>,
     ) -> impl Iterator<Item = Result<AuditRecord, JournalError>> + '_ {
@@ -114,7 +114,7 @@ impl Journal {
 
     /// The audit events after sequence number `after`, oldest first (optionally one job's):
     /// a resumed export starts where the last one stopped without reading what came before.
-    pub fn iter_audit_after(
+    pub(super) fn iter_audit_after(
         &self,
         job: Option<JobId>,
         after: u64,
@@ -139,7 +139,7 @@ impl Journal {
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn verify_audit_chain(&self) -> Result<crate::audit::ChainReport, JournalError> {
+    pub(super) fn verify_audit_chain(&self) -> Result<crate::audit::ChainReport, JournalError> {
         // Streamed: the walk holds one event at a time, whatever the trail's length.
         let mut failure = None;
         let events = self.iter_audit(None).map_while(|r| match r {

@@ -2,33 +2,33 @@
 //!
 //! Every sled transaction spanning trees makes sled write and sync its log buffer (twice), on
 //! its I/O threads. One transaction per finished object cost a quarter of the daemon's CPU on
-//! small objects. Workers therefore queue their final state here; whichever of them holds the
-//! committer writes everything queued in one transaction and one flush, then answers everyone
-//! it covered. An object is still answered only once its record is on disk.
+//! small objects. Workers therefore send their final state to the writer thread
+//! (`writer.rs`), which writes every settlement it finds queued in one transaction and one
+//! flush, then answers everyone it covered. An object is still answered only once its record
+//! is on disk.
 //!
 //! `write_changes` here is also the one transactional write of a single record change
-//! (`Journal::transition`): records, audit events, pending index and stored counts together.
+//! (`State::transition`, on the writer thread): records, audit events, pending index and stored counts together.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use sled::Transactional;
 use tokio::sync::oneshot;
 
 use super::records::{encode, object_key};
-use super::{lock, tx_error, AuditDraft, JobId, Journal, JournalError, ObjectRecord};
+use super::{lock, tx_error, AuditDraft, JobId, JournalError, ObjectRecord, State};
 use super::{DecodeError, TREE_OBJECTS};
 use crate::model::ObjectEvent;
 
-type Answer = oneshot::Sender<Result<ObjectRecord, JournalError>>;
+pub(super) type Answer = oneshot::Sender<Result<ObjectRecord, JournalError>>;
 
 /// A final state waiting for the next group commit.
 pub(super) struct Settlement {
-    job: JobId,
-    key: String,
-    event: ObjectEvent,
-    audit: AuditDraft,
-    answer: Answer,
+    pub(super) job: JobId,
+    pub(super) key: String,
+    pub(super) event: ObjectEvent,
+    pub(super) audit: AuditDraft,
+    pub(super) answer: Answer,
 }
 
 /// One record's change, read and updated, ready to write (with its audit event, if any).
@@ -40,82 +40,13 @@ pub(super) struct Change {
     pub(super) audit: Option<AuditDraft>,
 }
 
-/// The committer's state: when its last commit went out.
-#[derive(Debug)]
-pub(super) struct Committer {
-    last: Instant,
-}
-
-impl Committer {
-    pub(super) fn new() -> Self {
-        Self {
-            last: Instant::now(),
-        }
-    }
-}
-
-impl Journal {
-    /// Records an object's final state with its audit event and makes both durable, sharing
-    /// the transaction and the flush with the other objects finishing meanwhile. Returns the
-    /// new record.
-    ///
-    /// # Errors
-    /// `Storage`, `Corrupt` (a missing record: settlements follow `record_page`), or the
-    /// error of the flush that should have covered it.
-    pub async fn settle(
-        &self,
-        job: JobId,
-        key: &str,
-        event: ObjectEvent,
-        audit: AuditDraft,
-    ) -> Result<ObjectRecord, JournalError> {
-        let (answer, mut mine) = oneshot::channel();
-        lock(&self.settling).push(Settlement {
-            job,
-            key: key.to_owned(),
-            event,
-            audit,
-            answer,
-        });
-        let mut committer = self.committer.lock().await;
-        match mine.try_recv() {
-            Ok(answer) => return answer,
-            Err(oneshot::error::TryRecvError::Closed) => {
-                // A committer wrote ours and was dropped (its task aborted) before answering:
-                // the write happened, only its flush may not have.
-                self.flush().await?;
-                return self.get_object(job, key)?.ok_or_else(|| missing(job, key));
-            }
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        // Ours is still queued: this task commits. Under load, wait out the window so the
-        // workers finishing meanwhile join this commit.
-        if let Some(wait) = self.commit_window.checked_sub(committer.last.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
-        let batch = std::mem::take(&mut *lock(&self.settling));
-        let written = self.commit_settlements(batch);
-        let flushed = self.flush().await;
-        committer.last = Instant::now();
-        for (answer, result) in written {
-            let result = match (&flushed, result) {
-                (Err(e), Ok(_)) => Err(e.shared()),
-                (_, r) => r,
-            };
-            // A receiver dropped after its settlement was written: the record stands.
-            let _ = answer.send(result);
-        }
-        drop(committer);
-        mine.await.unwrap_or_else(|_| Err(missing(job, key)))
-    }
-
+impl State {
     /// Writes a batch of settlements in one transaction; when that fails, each on its own, so
     /// one bad record fails only its own object.
-    fn commit_settlements(
+    pub(super) fn commit_settlements(
         &self,
         batch: Vec<Settlement>,
     ) -> Vec<(Answer, Result<ObjectRecord, JournalError>)> {
-        let _w = lock(&self.write_lock);
         let mut out = Vec::with_capacity(batch.len());
         let mut changes: Vec<Change> = Vec::with_capacity(batch.len());
         let mut answers = Vec::with_capacity(batch.len());
@@ -183,7 +114,7 @@ impl Journal {
 
     /// One transaction: the records, their chained audit events, the pending index and the
     /// stored counts; then the chain head and the counts in memory. Nothing in memory changes
-    /// when it fails. The caller holds the write lock.
+    /// when it fails.
     pub(super) fn write_changes(&self, items: &[Change]) -> Result<(), JournalError> {
         if items.is_empty() {
             return Ok(());

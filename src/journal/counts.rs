@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::records::{decode, encode, job_key, split_object_key};
-use super::{lock, JobCounts, JobId, Journal, JournalError, ObjectRecord, TREE_COUNTS};
+use super::{lock, JobCounts, JobId, JournalError, ObjectRecord, State, TREE_COUNTS};
 
 /// Counts at open: what the `counts` tree holds, and the whole counts (pending ones included).
 pub(super) type Loaded = (HashMap<JobId, Stored>, HashMap<JobId, JobCounts>);
@@ -37,7 +37,7 @@ impl StoredChange {
     /// Accounts for one record going from `old` (absent: newly recorded) to `new`.
     pub(super) fn record(
         &mut self,
-        journal: &Journal,
+        journal: &State,
         job: JobId,
         old: Option<&ObjectRecord>,
         new: &ObjectRecord,
@@ -73,12 +73,12 @@ impl StoredChange {
     }
 
     /// After the transaction committed: memory follows the tree.
-    pub(super) fn commit(self, journal: &Journal) {
+    pub(super) fn commit(self, journal: &State) {
         lock(&journal.settled).extend(self.next);
     }
 }
 
-impl Journal {
+impl State {
     /// The counts from the `counts` tree plus the pending records the index lists. `None` when
     /// the index does not match the records (a damaged journal): the caller then rebuilds both
     /// by reading every record.

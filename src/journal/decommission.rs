@@ -9,15 +9,15 @@ use sled::Transactional;
 use super::chain::AuditDraft;
 use super::error::{tx_error, JournalError};
 use super::records::{decode, encode, job_key, AuditRecord};
-use super::{lock, Journal, TREE_AUDIT, TREE_DECOMMISSION};
+use super::{lock, State, TREE_AUDIT, TREE_DECOMMISSION};
 use crate::model::{DecommissionState, JobId, Lockdown};
 
-impl Journal {
+impl State {
     /// Job `job`'s decommission state (the default when nothing was done).
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn decommission(&self, job: JobId) -> Result<DecommissionState, JournalError> {
+    pub(super) fn decommission(&self, job: JobId) -> Result<DecommissionState, JournalError> {
         match self.decommissions.get(job_key(job))? {
             None => Ok(DecommissionState::default()),
             Some(v) => decode(&v).map_err(|source| JournalError::Corrupt {
@@ -33,14 +33,13 @@ impl Journal {
     ///
     /// # Errors
     /// `Storage`, `Corrupt`, or the audit trail being unwritable.
-    pub fn record_decommission(
+    pub(super) fn record_decommission(
         &self,
         job: JobId,
         change: impl FnOnce(&mut DecommissionState),
         audit: AuditDraft,
     ) -> Result<DecommissionState, JournalError> {
         self.audit_writable()?;
-        let _w = lock(&self.write_lock);
         let mut state = self.decommission(job)?;
         change(&mut state);
         let value = encode(&state);

@@ -2,28 +2,15 @@
 
 use super::error::JournalError;
 use super::records::{decode, encode, job_key};
-use super::{lock, now_ms, JobCounts, Journal, TREE_JOBS};
+use super::{lock, now_ms, JobCounts, State, TREE_JOBS};
 use crate::model::{JobId, JobKind, JobOptions, JobRecord, JobState};
 
-impl Journal {
-    /// Creates a job in state `Running`.
-    ///
-    /// # Errors
-    /// `Storage`.
-    pub fn create_job(&self, source_bucket: &str, prefix: &str) -> Result<JobRecord, JournalError> {
-        self.create_job_of_kind(
-            source_bucket,
-            prefix,
-            JobKind::Migrate,
-            JobOptions::default(),
-        )
-    }
-
+impl State {
     /// Creates a job of a given kind: `Pending` when queued behind another job, else `Running`.
     ///
     /// # Errors
     /// `Storage`.
-    pub fn create_job_of_kind(
+    pub(super) fn create_job_of_kind(
         &self,
         source_bucket: &str,
         prefix: &str,
@@ -61,7 +48,7 @@ impl Journal {
     ///
     /// # Errors
     /// `NoSuchJob`, `Storage` or `Corrupt`.
-    pub fn get_job(&self, id: JobId) -> Result<JobRecord, JournalError> {
+    pub(super) fn get_job(&self, id: JobId) -> Result<JobRecord, JournalError> {
         let v = self
             .jobs
             .get(job_key(id))?
@@ -77,7 +64,7 @@ impl Journal {
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn list_jobs(&self) -> Result<Vec<JobRecord>, JournalError> {
+    pub(super) fn list_jobs(&self) -> Result<Vec<JobRecord>, JournalError> {
         self.jobs
             .iter()
             .map(|item| {
@@ -95,22 +82,21 @@ impl Journal {
     ///
     /// # Errors
     /// `NoSuchJob`, `Storage` or `Corrupt`.
-    pub fn update_job(
+    pub(super) fn update_job<R>(
         &self,
         id: JobId,
-        f: impl FnOnce(&mut JobRecord),
-    ) -> Result<JobRecord, JournalError> {
-        let _w = lock(&self.write_lock);
+        f: impl FnOnce(&mut JobRecord) -> R,
+    ) -> Result<(JobRecord, R), JournalError> {
         let mut job = self.get_job(id)?;
-        f(&mut job);
+        let out = f(&mut job);
         job.updated_at_ms = now_ms();
         self.jobs.insert(job_key(id), encode(&job))?;
         self.touch();
-        Ok(job)
+        Ok((job, out))
     }
 
     /// Counts of a job's objects.
-    pub fn counts(&self, id: JobId) -> JobCounts {
+    pub(super) fn counts(&self, id: JobId) -> JobCounts {
         lock(&self.counts).get(&id).cloned().unwrap_or_default()
     }
 }

@@ -3,28 +3,34 @@
 //!
 //! The journal is intent plus proof, not the source of truth for what S3 holds: an object is
 //! `verified` only after the engine read it back and decrypted it. Writes that an external
-//! effect depends on are followed by [`Journal::flush`], which coalesces concurrent callers
-//! into one sled flush (group commit).
+//! effect depends on are followed by [`Journal::flush`].
+//!
+//! One thread writes (`writer.rs`): every change and flush is a request it runs in order, and
+//! concurrent flushes and objects' final states share one transaction and one sled flush
+//! (group commit). Reads run on the caller's thread.
 
 mod chain;
 mod commit;
 mod counts;
 mod decommission;
 mod error;
+mod handle;
 mod integrity;
 mod jobs;
 mod objects;
 pub mod records;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use chain::AuditDraft;
 use chain::ChainHead;
 use error::tx_error;
 pub use error::{JournalError, StorageError};
+pub use handle::AuditNew;
 pub use integrity::{is_guarded, record_panic, HWM_FILE};
 use objects::apply;
 pub use objects::PagePass;
@@ -142,6 +148,13 @@ type EncodedEvent = ([u8; 8], Vec<u8>);
 
 /// The journal. Cheap to share behind an `Arc`.
 pub struct Journal {
+    state: Arc<State>,
+    writer: writer::Writer,
+}
+
+/// The database and what the journal keeps in memory beside it. The writer thread is the only
+/// one that changes it; any thread reads it.
+struct State {
     db: sled::Db,
     jobs: sled::Tree,
     objects: sled::Tree,
@@ -154,14 +167,8 @@ pub struct Journal {
     counts_tree: sled::Tree,
     decommissions: sled::Tree,
     chain: Mutex<ChainHead>,
-    /// Serializes object transitions so counts follow the records exactly.
-    write_lock: Mutex<()>,
     write_gen: AtomicU64,
-    flushed_gen: tokio::sync::Mutex<u64>,
-    commit_window: std::time::Duration,
-    /// Final states waiting for the next group commit, and who commits them (`commit.rs`).
-    settling: Mutex<Vec<commit::Settlement>>,
-    committer: tokio::sync::Mutex<commit::Committer>,
+    flushed_gen: AtomicU64,
     recovered: bool,
     dir: PathBuf,
     durable_gen: AtomicU64,
@@ -187,7 +194,7 @@ pub struct OpenOptions {
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
-            .field("recovered", &self.recovered)
+            .field("recovered", &self.state.recovered)
             .finish_non_exhaustive()
     }
 }
@@ -257,15 +264,20 @@ impl Journal {
         };
         // Corruption met by any read while opening (sled reports some as errors rather than
         // panics) is the same damage, found before anything reached S3 or KMS.
-        integrity::guarded(|| Self::open_inner(path, opts))
+        let state = integrity::guarded(|| State::open(path, opts))
             .map_err(damaged)?
             .map_err(|e| match e {
                 JournalError::Storage(s) if s.is_corruption() => damaged(s.to_string()),
                 other => other,
-            })
+            })?;
+        let state = Arc::new(state);
+        let writer = writer::Writer::start(Arc::clone(&state), opts.commit_window)?;
+        Ok(Self { state, writer })
     }
+}
 
-    fn open_inner(path: &Path, opts: OpenOptions) -> Result<Self, JournalError> {
+impl State {
+    fn open(path: &Path, opts: OpenOptions) -> Result<Self, JournalError> {
         let existed = path.join("conf").exists() || path.join("db").exists();
         let db = sled::Config::new()
             .path(path)
@@ -347,12 +359,8 @@ impl Journal {
                 seq: 0,
                 hash: GENESIS_HASH.to_owned(),
             }),
-            write_lock: Mutex::new(()),
             write_gen: AtomicU64::new(0),
-            flushed_gen: tokio::sync::Mutex::new(0),
-            commit_window: opts.commit_window,
-            settling: Mutex::new(Vec::new()),
-            committer: tokio::sync::Mutex::new(commit::Committer::new()),
+            flushed_gen: AtomicU64::new(0),
             recovered: existed,
             dir: path.to_owned(),
             durable_gen: AtomicU64::new(generation),
@@ -371,11 +379,6 @@ impl Journal {
         }
         j.bind_shard(opts.shard.map(|s| s.to_string()).as_deref())?;
         Ok(j)
-    }
-
-    /// Whether the journal already existed when opened (a restart rather than a first boot).
-    pub fn recovered(&self) -> bool {
-        self.recovered
     }
 
     /// Counts from the `counts` tree and the pending index; a full scan of the records only for
@@ -487,25 +490,22 @@ impl Journal {
         }
     }
 
-    /// Makes every write so far durable. Concurrent callers share one sled flush: whoever
-    /// gets the lock flushes for everyone who wrote before it. (Objects' final states wait
-    /// out the commit window in `commit.rs`, before their shared transaction.)
+    /// Makes every write so far durable (on the writer thread: one sled flush for everyone
+    /// who asked in the same round).
     ///
     /// # Errors
     /// `Storage` when sled cannot flush.
-    pub async fn flush(&self) -> Result<(), JournalError> {
-        let wanted = self.write_gen.load(Ordering::SeqCst);
-        let mut flushed = self.flushed_gen.lock().await;
-        if *flushed >= wanted {
+    fn flush(&self) -> Result<(), JournalError> {
+        let upto = self.write_gen.load(Ordering::SeqCst);
+        if self.flushed_gen.load(Ordering::SeqCst) >= upto {
             return Ok(());
         }
-        let upto = self.write_gen.load(Ordering::SeqCst);
         let generation = self.durable_gen.load(Ordering::SeqCst) + 1;
         self.meta
             .insert(META_FLUSH_GEN, &generation.to_be_bytes())?;
-        self.db.flush_async().await?;
+        self.db.flush()?;
         self.durable_gen.store(generation, Ordering::SeqCst);
-        *flushed = upto;
+        self.flushed_gen.store(upto, Ordering::SeqCst);
         let due = lock(&self.hwm_written).elapsed() >= HWM_INTERVAL;
         if due {
             self.write_high_water_mark()?;
@@ -513,12 +513,9 @@ impl Journal {
         Ok(())
     }
 
-    /// Records the durable generation beside the database (fsynced). Called by `flush` at
-    /// most once per [`HWM_INTERVAL`], and by the daemon at shutdown.
-    ///
-    /// # Errors
-    /// `HighWaterMark`.
-    pub fn write_high_water_mark(&self) -> Result<(), JournalError> {
+    /// Records the durable generation beside the database (fsynced), at most once per
+    /// [`HWM_INTERVAL`] after a flush, and at shutdown.
+    fn write_high_water_mark(&self) -> Result<(), JournalError> {
         let generation = self.durable_gen.load(Ordering::SeqCst);
         integrity::write_hwm(&self.dir, generation).map_err(|source| {
             JournalError::HighWaterMark {
@@ -529,12 +526,6 @@ impl Journal {
         *lock(&self.hwm_written) = std::time::Instant::now();
         Ok(())
     }
-
-    // ---------------------------------------------------------------- jobs
-
-    // ---------------------------------------------------------------- objects
-
-    // ---------------------------------------------------------------- audit
 }
 
 #[cfg(test)]

@@ -4,20 +4,20 @@
 use sled::Transactional;
 
 use super::chain::AuditDraft;
-use super::error::{tx_error, JournalError, StorageError};
+use super::error::{tx_error, JournalError};
 use super::records::{decode, encode, job_key, object_key, split_object_key};
 use super::{commit, counts};
-use super::{lock, now_ms, Journal, TREE_OBJECTS};
+use super::{lock, now_ms, State, TREE_OBJECTS};
 use crate::model::{JobId, ObjectEvent, ObjectRecord, ObjectState};
 
-impl Journal {
+impl State {
     /// Records one listing page atomically with the continuation point after it. Objects
     /// already recorded keep their state (a page re-listed after a crash changes nothing).
     /// Returns the page's objects that still need work.
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn record_page(
+    pub(super) fn record_page(
         &self,
         job: JobId,
         page: Vec<(String, ObjectRecord)>,
@@ -38,7 +38,7 @@ impl Journal {
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn record_page_audited(
+    pub(super) fn record_page_audited(
         &self,
         job: JobId,
         page: Vec<(String, ObjectRecord)>,
@@ -47,7 +47,6 @@ impl Journal {
         audit_new: impl Fn(&str, &ObjectRecord) -> Option<AuditDraft>,
         page_event: Option<AuditDraft>,
     ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
-        let _w = lock(&self.write_lock);
         let mut drafts = Vec::new();
         let mut jobrec = self.get_job(job)?;
         let mut batch = sled::Batch::default();
@@ -190,7 +189,11 @@ impl Journal {
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn get_object(&self, job: JobId, key: &str) -> Result<Option<ObjectRecord>, JournalError> {
+    pub(super) fn get_object(
+        &self,
+        job: JobId,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, JournalError> {
         self.objects
             .get(object_key(job, key))?
             .map(|v| self.decode_object(job, key, &v))
@@ -203,14 +206,13 @@ impl Journal {
     /// # Errors
     /// `Storage` or `Corrupt`; a missing record is `Corrupt` (transitions follow `record_page`);
     /// `IllegalTransition` when the record's state does not accept the event.
-    pub fn transition(
+    pub(super) fn transition(
         &self,
         job: JobId,
         key: &str,
         event: ObjectEvent,
         audit: Option<AuditDraft>,
     ) -> Result<ObjectRecord, JournalError> {
-        let _w = lock(&self.write_lock);
         let k = object_key(job, key);
         let old = self
             .get_object(job, key)?
@@ -239,7 +241,7 @@ impl Journal {
     }
 
     /// A job's objects in key order, optionally only those in `state`.
-    pub fn iter_objects(
+    pub(super) fn iter_objects(
         &self,
         job: JobId,
         state: Option<ObjectState>,
@@ -256,32 +258,11 @@ impl Journal {
             })
     }
 
-    /// A job's objects that `keep` selects, read on a blocking thread: a scan of every record
-    /// of a job must not hold an async worker.
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`; `Storage` when the scan's thread died.
-    pub async fn select_objects(
-        self: &std::sync::Arc<Self>,
-        job: JobId,
-        keep: impl Fn(&ObjectRecord) -> bool + Send + 'static,
-    ) -> Result<Vec<(String, ObjectRecord)>, JournalError> {
-        let journal = std::sync::Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            journal
-                .iter_objects(job, None)
-                .filter(|r| r.as_ref().map_or(true, |(_, rec)| keep(rec)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| JournalError::Storage(StorageError::other(e.to_string())))?
-    }
-
     /// Up to `limit` of a job's objects in `state`, in key order, strictly after `after`.
     ///
     /// # Errors
     /// `Storage` or `Corrupt`.
-    pub fn objects_page(
+    pub(super) fn objects_page(
         &self,
         job: JobId,
         after: Option<&str>,
@@ -313,7 +294,7 @@ impl Journal {
 
     /// A job's objects that a worker still has to handle, in key order, read through the
     /// pending index (a handful of records on resume, not every record of the job).
-    pub fn pending_objects(
+    pub(super) fn pending_objects(
         &self,
         job: JobId,
     ) -> impl Iterator<Item = Result<(String, ObjectRecord), JournalError>> + '_ {

@@ -23,8 +23,8 @@ fn storage_errors_give_the_remedy_of_their_cause() {
     assert!(damaged.contains("rebuild-journal"), "{damaged}");
 }
 
-#[test]
-fn maintenance_lock_refuses_a_journal_in_use() {
+#[tokio::test]
+async fn maintenance_lock_refuses_a_journal_in_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = Journal::open(dir.path()).expect("open");
     let err = lock_for_maintenance(dir.path()).expect_err("a daemon holds it");
@@ -131,7 +131,7 @@ fn verified_draft(id: JobId, key: &str) -> AuditDraft {
 async fn a_settlement_abandoned_before_its_commit_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
     let j = std::sync::Arc::new(Journal::open(dir.path()).unwrap());
-    let id = j.create_job("src", "").unwrap().id;
+    let id = j.create_job("src", "").await.unwrap().id;
     j.record_page(
         id,
         vec![
@@ -140,9 +140,22 @@ async fn a_settlement_abandoned_before_its_commit_is_not_written() {
         ],
         None,
     )
+    .await
     .unwrap();
-    // Its worker queues "left" and waits for the committer, then is aborted.
-    let held = j.committer.lock().await;
+    // The writer is busy; a worker queues "left" behind it and is aborted while it waits.
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let busy = {
+        let j = j.clone();
+        tokio::spawn(async move {
+            j.writer
+                .write(move |_| {
+                    let _ = gate.recv();
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
     let worker = {
         let j = j.clone();
         tokio::spawn(async move {
@@ -150,12 +163,12 @@ async fn a_settlement_abandoned_before_its_commit_is_not_written() {
                 .await
         })
     };
-    while lock(&j.settling).is_empty() {
-        tokio::task::yield_now().await;
-    }
+    // Current-thread runtime: one yield runs the worker up to its wait for the answer.
+    tokio::task::yield_now().await;
     worker.abort();
     assert!(worker.await.unwrap_err().is_cancelled());
-    drop(held);
+    release.send(()).unwrap();
+    busy.await.unwrap().unwrap();
     // The next commit drains the queue: only the live settlement is written.
     let kept = j
         .settle(id, "kept", verified(), verified_draft(id, "kept"))
@@ -186,7 +199,7 @@ async fn settlements_that_arrive_together_share_one_group_commit() {
         ..OpenOptions::default()
     };
     let j = std::sync::Arc::new(Journal::open_with(dir.path(), opts).unwrap());
-    let id = j.create_job("src", "").unwrap().id;
+    let id = j.create_job("src", "").await.unwrap().id;
     let keys: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
     j.record_page(
         id,
@@ -195,9 +208,10 @@ async fn settlements_that_arrive_together_share_one_group_commit() {
             .collect(),
         None,
     )
+    .await
     .unwrap();
     j.flush().await.unwrap();
-    let before = j.durable_gen.load(Ordering::SeqCst);
+    let before = j.state.durable_gen.load(Ordering::SeqCst);
     // Each worker settles its own key; "k00" twice (the second sees the first's result,
     // in the same batch or a later one, and is refused); "gone" has no record.
     let mut work: Vec<String> = keys.clone();
@@ -232,7 +246,7 @@ async fn settlements_that_arrive_together_share_one_group_commit() {
         }
     }
     assert_eq!((ok, twice), (40, 1));
-    let flushes = j.durable_gen.load(Ordering::SeqCst) - before;
+    let flushes = j.state.durable_gen.load(Ordering::SeqCst) - before;
     assert!(flushes <= 2, "{flushes} flushes for 42 settlements");
     assert_eq!(j.get_object(id, "k00").unwrap().unwrap().attempts, 1);
     assert_eq!(j.get_object(id, "k01").unwrap().unwrap().attempts, 1);
@@ -260,8 +274,8 @@ async fn stored_counts_equal_a_full_recount_after_reopen_and_upgrade() {
     };
     let (id, before) = {
         let j = Journal::open(dir.path()).unwrap();
-        let id = j.create_job("src", "").unwrap().id;
-        j.create_job("src", "").unwrap();
+        let id = j.create_job("src", "").await.unwrap().id;
+        j.create_job("src", "").await.unwrap();
         j.record_page(
             id,
             vec![
@@ -272,8 +286,9 @@ async fn stored_counts_equal_a_full_recount_after_reopen_and_upgrade() {
             ],
             None,
         )
+        .await
         .unwrap();
-        j.transition(id, "a", uploaded(), None).unwrap();
+        j.transition(id, "a", uploaded(), None).await.unwrap();
         j.settle(id, "a", verified(), AuditDraft::default())
             .await
             .unwrap();
@@ -281,7 +296,9 @@ async fn stored_counts_equal_a_full_recount_after_reopen_and_upgrade() {
             .await
             .unwrap();
         // A retry of a failed object, and a verified one whose source changed.
-        j.transition(id, "b", ObjectEvent::Requeued, None).unwrap();
+        j.transition(id, "b", ObjectEvent::Requeued, None)
+            .await
+            .unwrap();
         j.settle(id, "d", verified_etag("old"), AuditDraft::default())
             .await
             .unwrap();
@@ -300,12 +317,13 @@ async fn stored_counts_equal_a_full_recount_after_reopen_and_upgrade() {
                 requeue_changed: true,
                 ..PagePass::default()
             },
-            |_, _| None,
+            Box::new(|_, _| None),
             None,
         )
+        .await
         .unwrap();
         j.flush().await.unwrap();
-        let (_, recount) = j.scan_counts().unwrap();
+        let (_, recount) = j.state.scan_counts().unwrap();
         assert_eq!(j.counts(id), recount[&id]);
         (id, j.counts(id))
     };
@@ -314,15 +332,18 @@ async fn stored_counts_equal_a_full_recount_after_reopen_and_upgrade() {
     let j = reopen(dir.path()).unwrap();
     assert_eq!(j.counts(id), before, "reopened from the stored counts");
     // A journal from before the counts tree (schema 1) is recounted once and upgraded.
-    j.counts_tree.clear().unwrap();
-    j.meta.insert(META_SCHEMA, &1u64.to_be_bytes()).unwrap();
-    j.db.flush().unwrap();
+    j.state.counts_tree.clear().unwrap();
+    j.state
+        .meta
+        .insert(META_SCHEMA, &1u64.to_be_bytes())
+        .unwrap();
+    j.state.db.flush().unwrap();
     drop(j);
     let j = reopen(dir.path()).unwrap();
     assert_eq!(j.counts(id), before, "recounted by the upgrade");
-    let schema = j.meta.get(META_SCHEMA).unwrap().unwrap();
+    let schema = j.state.meta.get(META_SCHEMA).unwrap().unwrap();
     assert_eq!(schema.as_ref(), SCHEMA_VERSION.to_be_bytes());
-    assert!(j.counts_tree.get(job_key(id)).unwrap().is_some());
+    assert!(j.state.counts_tree.get(job_key(id)).unwrap().is_some());
 }
 
 #[tokio::test]
@@ -333,8 +354,8 @@ async fn the_pending_index_follows_every_transition_and_is_rebuilt_when_missing(
         |j: &Journal, id| -> Vec<String> { j.pending_objects(id).map(|r| r.unwrap().0).collect() };
     {
         let j = Journal::open(dir.path()).unwrap();
-        id = j.create_job("src", "").unwrap().id;
-        let other = j.create_job("src", "").unwrap().id;
+        id = j.create_job("src", "").await.unwrap().id;
+        let other = j.create_job("src", "").await.unwrap().id;
         j.record_page(
             id,
             vec![
@@ -344,25 +365,29 @@ async fn the_pending_index_follows_every_transition_and_is_rebuilt_when_missing(
             ],
             None,
         )
+        .await
         .unwrap();
         j.record_page(
             other,
             vec![("a".into(), rec(ObjectState::Discovered))],
             None,
         )
+        .await
         .unwrap();
         assert_eq!(keys(&j, id), ["a", "b"]);
         // Uploaded is still pending; verified and failed are not; a retry brings it back.
-        j.transition(id, "a", uploaded(), None).unwrap();
+        j.transition(id, "a", uploaded(), None).await.unwrap();
         assert_eq!(keys(&j, id), ["a", "b"]);
-        j.transition(id, "a", verified(), None).unwrap();
-        j.transition(id, "b", failed(), None).unwrap();
+        j.transition(id, "a", verified(), None).await.unwrap();
+        j.transition(id, "b", failed(), None).await.unwrap();
         assert!(keys(&j, id).is_empty());
-        j.transition(id, "b", ObjectEvent::Requeued, None).unwrap();
+        j.transition(id, "b", ObjectEvent::Requeued, None)
+            .await
+            .unwrap();
         assert_eq!(keys(&j, id), ["b"]);
         assert_eq!(keys(&j, other), ["a"]);
         // A journal written before the index existed has none.
-        j.pending.clear().unwrap();
+        j.state.pending.clear().unwrap();
         j.flush().await.unwrap();
     }
     let j = reopen(dir.path()).unwrap();
@@ -377,7 +402,7 @@ async fn counts_and_chain_survive_reopen() {
     {
         let j = Journal::open(dir.path()).unwrap();
         assert!(!j.recovered());
-        id = j.create_job("src", "").unwrap().id;
+        id = j.create_job("src", "").await.unwrap().id;
         let pending = j
             .record_page(
                 id,
@@ -387,11 +412,13 @@ async fn counts_and_chain_survive_reopen() {
                 ],
                 Some("tok".into()),
             )
+            .await
             .unwrap();
         assert_eq!(pending.len(), 1);
         // Re-listing the same page changes nothing.
         let again = j
             .record_page(id, vec![("a".into(), rec(ObjectState::Discovered))], None)
+            .await
             .unwrap();
         assert_eq!(again.len(), 1);
         j.transition(
@@ -404,12 +431,14 @@ async fn counts_and_chain_survive_reopen() {
                 ..Default::default()
             }),
         )
+        .await
         .unwrap();
         j.append_audit(AuditDraft {
             job_id: id,
             kind: "job_done",
             ..Default::default()
         })
+        .await
         .unwrap();
         j.flush().await.unwrap();
     }
@@ -430,6 +459,7 @@ async fn counts_and_chain_survive_reopen() {
             kind: "x",
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(next.seq, 3);
     let r = j.verify_audit_chain().unwrap();
@@ -444,22 +474,23 @@ fn second_open_names_the_lock() {
     assert!(err.to_string().contains("locked"), "{err}");
 }
 
-#[test]
-fn corrupt_record_is_named_not_ignored() {
+#[tokio::test]
+async fn corrupt_record_is_named_not_ignored() {
     // (damaged record, also listed as pending?)
     for pending in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let id;
         {
             let j = Journal::open(dir.path()).unwrap();
-            id = j.create_job("src", "").unwrap().id;
-            j.objects
+            id = j.create_job("src", "").await.unwrap().id;
+            j.state
+                .objects
                 .insert(object_key(id, "bad"), vec![1u8, b'x'])
                 .unwrap();
             if pending {
-                j.pending.insert(object_key(id, "bad"), &[]).unwrap();
+                j.state.pending.insert(object_key(id, "bad"), &[]).unwrap();
             }
-            j.db.flush().unwrap();
+            j.state.db.flush().unwrap();
         }
         if pending {
             // A pending record is read at open (a resume needs it): the open stops.
@@ -477,15 +508,15 @@ fn corrupt_record_is_named_not_ignored() {
     }
 }
 
-#[test]
-fn decommission_state_is_typed_and_a_schema_2_journal_derives_it_from_its_audit_trail() {
+#[tokio::test]
+async fn decommission_state_is_typed_and_a_schema_2_journal_derives_it_from_its_audit_trail() {
     let dir = tempfile::tempdir().unwrap();
     let id;
     {
         let j = Journal::open(dir.path()).unwrap();
-        id = j.create_job("src", "").unwrap().id;
+        id = j.create_job("src", "").await.unwrap().id;
         assert_eq!(j.decommission(id).unwrap(), DecommissionState::default());
-        let lockdown = |policy: Option<&str>| {
+        let lockdown = async |policy: Option<&str>| {
             let detail = format!(
                 "token_id=t bucket=src previous_policy={}",
                 policy.unwrap_or("none")
@@ -506,9 +537,10 @@ fn decommission_state_is_typed_and_a_schema_2_journal_derives_it_from_its_audit_
                     ..Default::default()
                 },
             )
+            .await
             .unwrap()
         };
-        let s = lockdown(Some("{\"Statement\":[]}"));
+        let s = lockdown(Some("{\"Statement\":[]}")).await;
         assert_eq!(
             s.lockdown.unwrap().previous_policy.as_deref(),
             Some("{\"Statement\":[]}")
@@ -529,12 +561,16 @@ fn decommission_state_is_typed_and_a_schema_2_journal_derives_it_from_its_audit_
                 ..Default::default()
             },
         )
+        .await
         .unwrap();
         assert!(j.verify_audit_chain().unwrap().broken.is_none());
         // A journal of today's layout minus the tree: version 2, state only in the audit text.
-        j.decommissions.clear().unwrap();
-        j.meta.insert(META_SCHEMA, &2u64.to_be_bytes()).unwrap();
-        j.db.flush().unwrap();
+        j.state.decommissions.clear().unwrap();
+        j.state
+            .meta
+            .insert(META_SCHEMA, &2u64.to_be_bytes())
+            .unwrap();
+        j.state.db.flush().unwrap();
     }
     let j = reopen(dir.path()).unwrap();
     let s = j.decommission(id).unwrap();
@@ -548,6 +584,6 @@ fn decommission_state_is_typed_and_a_schema_2_journal_derives_it_from_its_audit_
         },
         "derived from the audit trail by the upgrade"
     );
-    let schema = j.meta.get(META_SCHEMA).unwrap().unwrap();
+    let schema = j.state.meta.get(META_SCHEMA).unwrap().unwrap();
     assert_eq!(schema.as_ref(), SCHEMA_VERSION.to_be_bytes());
 }

@@ -25,13 +25,16 @@ impl Engine {
         outcome: &'static str,
         detail: String,
     ) -> Result<(), EngineError> {
-        self.inner.journal.append_audit(AuditDraft {
-            kind,
-            actor: "daemon".into(),
-            outcome,
-            detail,
-            ..Default::default()
-        })?;
+        self.inner
+            .journal
+            .append_audit(AuditDraft {
+                kind,
+                actor: "daemon".into(),
+                outcome,
+                detail,
+                ..Default::default()
+            })
+            .await?;
         self.inner.journal.flush().await?;
         Ok(())
     }
@@ -47,7 +50,7 @@ impl Engine {
             ..Default::default()
         };
         tracing::warn!(actor, action = what, "call denied");
-        let res = match self.inner.journal.append_audit(draft) {
+        let res = match self.inner.journal.append_audit(draft).await {
             Ok(_) => self.inner.journal.flush().await,
             Err(e) => Err(e),
         };
@@ -73,22 +76,24 @@ impl Engine {
             detail,
             ..Default::default()
         };
-        self.inner.journal.append_audit(draft(
-            "control",
-            "requested",
-            format!("action={action} {params}").trim().to_owned(),
-        ))?;
+        self.inner
+            .journal
+            .append_audit(draft(
+                "control",
+                "requested",
+                format!("action={action} {params}").trim().to_owned(),
+            ))
+            .await?;
         self.inner.journal.flush().await?;
         let result = run.await;
         let (outcome, detail) = match &result {
             Ok(v) => ("ok", format!("action={action} {params} {}", outcome_of(v))),
             Err(e) => ("failed", format!("action={action} {params} error={e}")),
         };
-        self.inner.journal.append_audit(draft(
-            "control_result",
-            outcome,
-            detail.trim().to_owned(),
-        ))?;
+        self.inner
+            .journal
+            .append_audit(draft("control_result", outcome, detail.trim().to_owned()))
+            .await?;
         self.inner.journal.flush().await?;
         result
     }
@@ -114,22 +119,25 @@ impl Engine {
                 p.plan().await?
             };
             for c in &report.applied {
-                self.inner.journal.append_audit(AuditDraft {
-                    kind: "provisioned",
-                    actor: actor.to_owned(),
-                    category: c.category.clone(),
-                    outcome: "ok",
-                    dest_bucket: c
-                        .resource
-                        .strip_prefix("s3://")
-                        .unwrap_or_default()
-                        .to_owned(),
-                    detail: format!(
-                        "{} {}: was {:?}, now {:?}",
-                        c.resource, c.setting, c.live, c.desired
-                    ),
-                    ..Default::default()
-                })?;
+                self.inner
+                    .journal
+                    .append_audit(AuditDraft {
+                        kind: "provisioned",
+                        actor: actor.to_owned(),
+                        category: c.category.clone(),
+                        outcome: "ok",
+                        dest_bucket: c
+                            .resource
+                            .strip_prefix("s3://")
+                            .unwrap_or_default()
+                            .to_owned(),
+                        detail: format!(
+                            "{} {}: was {:?}, now {:?}",
+                            c.resource, c.setting, c.live, c.desired
+                        ),
+                        ..Default::default()
+                    })
+                    .await?;
             }
             Ok(report)
         };
@@ -152,23 +160,24 @@ impl Engine {
         id: JobId,
         action: Action,
         kind: &'static str,
-        arrive: impl Fn(JobState, &JobRecord) -> JobState,
+        arrive: impl FnOnce(JobState, &JobRecord) -> JobState + Send + 'static,
     ) -> Result<(Verdict, JobRecord), EngineError> {
-        let mut verdict = Verdict::Stay;
-        let record = self
+        let (record, verdict) = self
             .inner
             .journal
-            .update_job(id, |j| {
-                verdict = lifecycle::decide(id, j.state, action);
-                if let Verdict::Move(to) = verdict {
-                    j.state = arrive(to, j);
+            .update_job_with(id, move |j| {
+                let verdict = lifecycle::decide(id, j.state, action);
+                if let Verdict::Move(to) = &verdict {
+                    j.state = arrive(*to, j);
                     match j.state {
                         JobState::Cancelled => j.message = Some("cancelled by the operator".into()),
                         JobState::Running | JobState::Pending => j.message = None,
                         _ => {}
                     }
                 }
+                verdict
             })
+            .await
             .map_err(|e| match e {
                 crate::journal::JournalError::NoSuchJob(id) => EngineError::NoSuchJob(id),
                 other => EngineError::Journal(other),
@@ -176,12 +185,15 @@ impl Engine {
         match &verdict {
             Verdict::Refuse(why) => return Err(EngineError::FailedPrecondition(why.clone())),
             Verdict::Move(_) => {
-                self.inner.journal.append_audit(AuditDraft {
-                    job_id: id,
-                    kind,
-                    detail: format!("state={}", record.state),
-                    ..Default::default()
-                })?;
+                self.inner
+                    .journal
+                    .append_audit(AuditDraft {
+                        job_id: id,
+                        kind,
+                        detail: format!("state={}", record.state),
+                        ..Default::default()
+                    })
+                    .await?;
                 self.inner.journal.flush().await?;
                 self.inner.notify();
             }

@@ -52,7 +52,7 @@ impl Engine {
                 .is_ok_and(|j| j.state.is_active())
         });
         let (verdict, _) = self
-            .act(id, Action::Resume, "job_resumed", |to, _| {
+            .act(id, Action::Resume, "job_resumed", move |to, _| {
                 if predecessor_active {
                     JobState::Pending
                 } else {
@@ -93,12 +93,15 @@ impl Engine {
             )
             .await?;
             if aborted > 0 {
-                self.inner.journal.append_audit(AuditDraft {
-                    job_id: id,
-                    kind: "multipart_uploads_aborted",
-                    detail: format!("count={aborted}"),
-                    ..Default::default()
-                })?;
+                self.inner
+                    .journal
+                    .append_audit(AuditDraft {
+                        job_id: id,
+                        kind: "multipart_uploads_aborted",
+                        detail: format!("count={aborted}"),
+                        ..Default::default()
+                    })
+                    .await?;
             }
         }
         self.answer(id, verdict)
@@ -137,22 +140,32 @@ impl Engine {
         limits.objects_per_sec = narrow(o);
         limits.kms_requests_per_sec = narrow(k);
         Self::check_limits(&limits)?;
-        let record = self.inner.journal.update_job(id, |j| {
-            j.options.limits = limits.clone();
-            if let Some(p) = update.priority {
-                j.options.priority = p;
-            }
-        })?;
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: id,
-            kind: "job_updated",
-            detail: format!(
-                "priority={} limits={}",
-                record.options.priority,
-                serde_json::to_string(&record.options.limits).unwrap_or_default()
-            ),
-            ..Default::default()
-        })?;
+        let record = self
+            .inner
+            .journal
+            .update_job(id, {
+                let (limits, priority) = (limits.clone(), update.priority);
+                move |j| {
+                    j.options.limits = limits;
+                    if let Some(p) = priority {
+                        j.options.priority = p;
+                    }
+                }
+            })
+            .await?;
+        self.inner
+            .journal
+            .append_audit(AuditDraft {
+                job_id: id,
+                kind: "job_updated",
+                detail: format!(
+                    "priority={} limits={}",
+                    record.options.priority,
+                    serde_json::to_string(&record.options.limits).unwrap_or_default()
+                ),
+                ..Default::default()
+            })
+            .await?;
         self.inner.journal.flush().await?;
         let live = self.live(&record);
         self.apply_limits(&live, &record.options);
@@ -189,7 +202,8 @@ impl Engine {
         for key in &failed {
             self.inner
                 .journal
-                .transition(id, key, ObjectEvent::Requeued, None)?;
+                .transition(id, key, ObjectEvent::Requeued, None)
+                .await?;
         }
         // Requeued first (harmless if the move below is refused): the job's task picks up
         // pending objects when it starts.
@@ -223,12 +237,15 @@ impl Engine {
         let (verdict, _) = self.act(id, Action::Sync, "job_sync", |to, _| to).await?;
         // List from the start again; existing records keep their state unless the source
         // changed (see Journal::record_page_audited).
-        self.inner.journal.update_job(id, |j| {
-            j.listing_token = None;
-            j.listing_complete = false;
-            j.excluded = 0;
-            j.syncing = true;
-        })?;
+        self.inner
+            .journal
+            .update_job(id, |j| {
+                j.listing_token = None;
+                j.listing_complete = false;
+                j.excluded = 0;
+                j.syncing = true;
+            })
+            .await?;
         self.inner.journal.flush().await?;
         if matches!(verdict, Verdict::Move(_)) {
             self.spawn_job(id);

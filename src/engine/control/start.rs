@@ -69,38 +69,48 @@ impl Engine {
                 )));
             }
         }
-        let job = self.inner.journal.create_job_of_kind(
-            &self.inner.settings.source_bucket,
-            &prefix,
-            JobKind::Migrate,
-            options,
-        )?;
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: job.id,
-            kind: "job_started",
-            detail: format!(
-                "source s3://{}/{}; categories: {}; options: {}",
-                job.source_bucket,
-                job.prefix,
-                self.inner
-                    .categories
-                    .iter()
-                    .map(|c| format!("{}->{} ({})", c.name, c.bucket, c.key_ref()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                serde_json::to_string(&job.options).unwrap_or_default()
-            ),
-            ..Default::default()
-        })?;
+        let job = self
+            .inner
+            .journal
+            .create_job_of_kind(
+                &self.inner.settings.source_bucket,
+                &prefix,
+                JobKind::Migrate,
+                options,
+            )
+            .await?;
+        self.inner
+            .journal
+            .append_audit(AuditDraft {
+                job_id: job.id,
+                kind: "job_started",
+                detail: format!(
+                    "source s3://{}/{}; categories: {}; options: {}",
+                    job.source_bucket,
+                    job.prefix,
+                    self.inner
+                        .categories
+                        .iter()
+                        .map(|c| format!("{}->{} ({})", c.name, c.bucket, c.key_ref()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    serde_json::to_string(&job.options).unwrap_or_default()
+                ),
+                ..Default::default()
+            })
+            .await?;
         if !weak.is_empty() {
             tracing::warn!(job = job.id, weak = %describe_weak(&weak), "started into weak buckets on the operator's override");
-            self.inner.journal.append_audit(AuditDraft {
-                job_id: job.id,
-                kind: "weak_buckets_accepted",
-                outcome: "override",
-                detail: describe_weak(&weak),
-                ..Default::default()
-            })?;
+            self.inner
+                .journal
+                .append_audit(AuditDraft {
+                    job_id: job.id,
+                    kind: "weak_buckets_accepted",
+                    outcome: "override",
+                    detail: describe_weak(&weak),
+                    ..Default::default()
+                })
+                .await?;
         }
         self.inner.journal.flush().await?;
         tracing::info!(job = job.id, prefix = %job.prefix, state = %job.state, "job started");
@@ -238,22 +248,29 @@ impl Engine {
                 "job {id} has no verified object: there is nothing to re-verify (`dualsealctl failures {id}` says why its objects failed)"
             )));
         }
-        let job = self.inner.journal.create_job_of_kind(
-            &target.source_bucket,
-            &target.prefix,
-            JobKind::Verify { of: id },
-            JobOptions {
-                limits: target.options.limits.clone(),
-                priority: target.options.priority,
+        let job = self
+            .inner
+            .journal
+            .create_job_of_kind(
+                &target.source_bucket,
+                &target.prefix,
+                JobKind::Verify { of: id },
+                JobOptions {
+                    limits: target.options.limits.clone(),
+                    priority: target.options.priority,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        self.inner
+            .journal
+            .append_audit(AuditDraft {
+                job_id: job.id,
+                kind: "job_started",
+                detail: format!("verification of job {id}"),
                 ..Default::default()
-            },
-        )?;
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: job.id,
-            kind: "job_started",
-            detail: format!("verification of job {id}"),
-            ..Default::default()
-        })?;
+            })
+            .await?;
         self.inner.journal.flush().await?;
         tracing::info!(job = job.id, of = id, "verification job started");
         self.spawn_job(job.id);

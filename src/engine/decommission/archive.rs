@@ -130,18 +130,21 @@ impl Engine {
                 + Duration::from_secs(u64::from(dc.archive_retention_days) * 86_400),
         };
         let targets = self.inner.resolve_targets(true).await?;
-        self.inner.journal.append_audit(AuditDraft {
-            job_id: id,
-            kind: "decommission_archive",
-            outcome: "requested",
-            detail: format!(
+        self.inner
+            .journal
+            .append_audit(AuditDraft {
+                job_id: id,
+                kind: "decommission_archive",
+                outcome: "requested",
+                detail: format!(
                 "token_id={token_id} archive_bucket={bucket} objects={} mode={} retain_until={}",
                 items.len(),
                 mode_name(retention.mode),
                 humantime::format_rfc3339_seconds(retention.until)
             ),
-            ..Default::default()
-        })?;
+                ..Default::default()
+            })
+            .await?;
         self.inner.journal.flush().await?;
         let (targets, bucket_ref) = (&targets, &bucket);
         let results = futures::stream::iter(items.iter().cloned())
@@ -193,17 +196,20 @@ impl Engine {
                 Ok(_) => kept += 1,
                 Err(why) => failed.push(format!("{}: {why}", item.key)),
             }
-            self.inner.journal.append_audit(AuditDraft {
-                job_id: id,
-                kind: "archived_at_decommission",
-                outcome,
-                source_key: item.key.clone(),
-                category: item.category.clone(),
-                dest_bucket: bucket.clone(),
-                dest_key: dest,
-                detail,
-                ..Default::default()
-            })?;
+            self.inner
+                .journal
+                .append_audit(AuditDraft {
+                    job_id: id,
+                    kind: "archived_at_decommission",
+                    outcome,
+                    source_key: item.key.clone(),
+                    category: item.category.clone(),
+                    dest_bucket: bucket.clone(),
+                    dest_key: dest,
+                    detail,
+                    ..Default::default()
+                })
+                .await?;
         }
         let summary = format!(
             "archive to s3://{bucket} done: {written} object(s) archived, {kept} already archived and proved, {} failed{}",
@@ -213,17 +219,20 @@ impl Engine {
                 .map_or(String::new(), |f| format!(" (first: {f}); plan and run the archive again to retry them"))
         );
         let complete = failed.is_empty();
-        self.inner.journal.record_decommission(
-            id,
-            |s| s.archived |= complete,
-            AuditDraft {
-                job_id: id,
-                kind: "decommission_archive",
-                outcome: if complete { "ok" } else { "failed" },
-                detail: format!("token_id={token_id} {summary}"),
-                ..Default::default()
-            },
-        )?;
+        self.inner
+            .journal
+            .record_decommission(
+                id,
+                move |s| s.archived |= complete,
+                AuditDraft {
+                    job_id: id,
+                    kind: "decommission_archive",
+                    outcome: if complete { "ok" } else { "failed" },
+                    detail: format!("token_id={token_id} {summary}"),
+                    ..Default::default()
+                },
+            )
+            .await?;
         self.inner.journal.flush().await?;
         tracing::warn!(job = id, %bucket, written, kept, failed = failed.len(), "source archived at decommission");
         Ok(summary)
@@ -277,10 +286,14 @@ impl Engine {
         let run = || async {
             if multipart.streams(prior.size) {
                 attempt
-                    .run_streamed(&multipart, &|_| Box::pin(async { Ok(()) }), |_| Ok(()))
+                    .run_streamed(
+                        &multipart,
+                        &|_| Box::pin(async { Ok(()) }),
+                        async |_| Ok(()),
+                    )
                     .await
             } else {
-                attempt.run(|_| Ok(())).await
+                attempt.run(async |_| Ok(())).await
             }
         };
         match self

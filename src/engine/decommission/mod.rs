@@ -304,7 +304,7 @@ impl Engine {
                         chunk.len()
                     ),
                     ..Default::default()
-                })?;
+                }).await?;
                 self.inner.journal.flush().await?;
                 tracing::error!(
                     job = id,
@@ -322,43 +322,52 @@ impl Engine {
             // Each version is recorded, with the copy S3 showed just now, before S3 is asked
             // to delete it: fail closed.
             for (key, version) in chunk {
-                self.inner.journal.append_audit(AuditDraft {
-                    job_id: id,
-                    kind: "deleted_at_decommission",
-                    outcome: "requested",
-                    source_key: key.clone(),
-                    detail: format!(
-                        "token_id={token_id} bucket={bucket} version={version} copy_etag={}",
-                        copy_etag.get(key.as_str()).copied().unwrap_or("-")
-                    ),
-                    ..Default::default()
-                })?;
+                self.inner
+                    .journal
+                    .append_audit(AuditDraft {
+                        job_id: id,
+                        kind: "deleted_at_decommission",
+                        outcome: "requested",
+                        source_key: key.clone(),
+                        detail: format!(
+                            "token_id={token_id} bucket={bucket} version={version} copy_etag={}",
+                            copy_etag.get(key.as_str()).copied().unwrap_or("-")
+                        ),
+                        ..Default::default()
+                    })
+                    .await?;
             }
             self.inner.journal.flush().await?;
             let refused = admin.delete_versions(bucket, chunk).await?;
             for (key, version, why) in &refused {
-                self.inner.journal.append_audit(AuditDraft {
-                    job_id: id,
-                    kind: "deleted_at_decommission",
-                    outcome: "failed",
-                    source_key: key.clone(),
-                    detail: format!("token_id={token_id} version={version} error={why}"),
-                    ..Default::default()
-                })?;
+                self.inner
+                    .journal
+                    .append_audit(AuditDraft {
+                        job_id: id,
+                        kind: "deleted_at_decommission",
+                        outcome: "failed",
+                        source_key: key.clone(),
+                        detail: format!("token_id={token_id} version={version} error={why}"),
+                        ..Default::default()
+                    })
+                    .await?;
             }
             deleted += chunk.len() - refused.len();
             failed.extend(refused);
-            self.inner.journal.append_audit(AuditDraft {
-                job_id: id,
-                kind: "decommission_delete",
-                outcome: "ok",
-                detail: format!(
-                    "token_id={token_id} bucket={bucket} batch={} refused={}",
-                    chunk.len(),
-                    failed.len()
-                ),
-                ..Default::default()
-            })?;
+            self.inner
+                .journal
+                .append_audit(AuditDraft {
+                    job_id: id,
+                    kind: "decommission_delete",
+                    outcome: "ok",
+                    detail: format!(
+                        "token_id={token_id} bucket={bucket} batch={} refused={}",
+                        chunk.len(),
+                        failed.len()
+                    ),
+                    ..Default::default()
+                })
+                .await?;
             self.inner.journal.flush().await?;
         }
         tracing::warn!(
@@ -634,43 +643,49 @@ impl Engine {
             "token_id={token_id} bucket={bucket} previous_policy={}",
             current.as_deref().unwrap_or("none")
         );
-        self.inner.journal.record_decommission(
-            p.job,
-            |s| {
-                if lockdown {
-                    s.lockdown = Some(Lockdown {
-                        previous_policy: current,
-                    });
-                }
-            },
-            AuditDraft {
-                job_id: p.job,
-                kind,
-                outcome: "requested",
-                detail,
-                ..Default::default()
-            },
-        )?;
+        self.inner
+            .journal
+            .record_decommission(
+                p.job,
+                move |s| {
+                    if lockdown {
+                        s.lockdown = Some(Lockdown {
+                            previous_policy: current,
+                        });
+                    }
+                },
+                AuditDraft {
+                    job_id: p.job,
+                    kind,
+                    outcome: "requested",
+                    detail,
+                    ..Default::default()
+                },
+            )
+            .await?;
         self.inner.journal.flush().await?;
         match &p.new_policy {
             Some(policy) => admin.put_policy(&bucket, policy).await?,
             None => admin.delete_policy(&bucket).await?,
         }
-        self.inner.journal.record_decommission(
-            p.job,
-            |s| {
-                if !lockdown {
-                    s.lockdown = None;
-                }
-            },
-            AuditDraft {
-                job_id: p.job,
-                kind,
-                outcome: "ok",
-                detail: format!("token_id={token_id} bucket={bucket}"),
-                ..Default::default()
-            },
-        )?;
+        self.inner
+            .journal
+            .record_decommission(
+                p.job,
+                move |s| {
+                    if !lockdown {
+                        s.lockdown = None;
+                    }
+                },
+                AuditDraft {
+                    job_id: p.job,
+                    kind,
+                    outcome: "ok",
+                    detail: format!("token_id={token_id} bucket={bucket}"),
+                    ..Default::default()
+                },
+            )
+            .await?;
         self.inner.journal.flush().await?;
         tracing::warn!(job = p.job, %bucket, mode = p.mode.as_str(), "source bucket decommission step done");
         Ok(format!("{} of s3://{bucket} done", p.mode.as_str()))
