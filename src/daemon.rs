@@ -165,6 +165,10 @@ pub async fn run(
     let tls = tcp_tls(&config)?;
     let journal = Arc::new(open_journal(&config, opts)?);
     let metered = crate::metrics::install(&config.metrics)?;
+    if metered {
+        let categories: Vec<&str> = config.categories.iter().map(|c| c.name.as_str()).collect();
+        crate::metrics::zero_counters(&categories);
+    }
     let engine = build_engine(&config, Arc::clone(&journal), shutdown.clone(), metered).await?;
     let resumed = engine.resume_unfinished()?;
     tracing::info!(resumed, "engine ready");

@@ -88,6 +88,30 @@ pub fn install(cfg: &MetricsConfig) -> Result<bool, MetricsError> {
     Ok(true)
 }
 
+/// Registers, at zero, the counters the alerting rules take rates of. A counter otherwise
+/// appears at its first increment, and Prometheus takes a new series' first sample as its
+/// baseline: a job whose objects all fail at once would show no increase, and no alert.
+pub fn zero_counters(categories: &[&str]) {
+    for category in categories {
+        for kind in ["migrate", "verify"] {
+            for state in ["verified", "failed", "conflict"] {
+                counter!(
+                    "dualseal_objects_total",
+                    "kind" => kind,
+                    "category" => (*category).to_owned(),
+                    "state" => state,
+                )
+                .increment(0);
+            }
+        }
+        counter!("dualseal_bytes_migrated_total", "category" => (*category).to_owned())
+            .increment(0);
+    }
+    for service in ["s3", "kms"] {
+        counter!("dualseal_throttled_total", "service" => service).increment(0);
+    }
+}
+
 /// The text exposition format's content type, with the version scrapers negotiate on
 /// (the exporter's own listener omits it).
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -118,6 +118,20 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported_by_the_daemon() {
     let daemon = Daemon::start(dir.path(), &config);
     let mut client = daemon.client().await;
     let mut scrapes = vec![scrape(port)];
+    // Before any object: the counters the failure and throttle alerts take rates of exist at
+    // zero, so a burst of failures is an increase Prometheus can see.
+    for (name, label) in [
+        ("dualseal_objects_total", r#"state="failed""#),
+        ("dualseal_throttled_total", r#"service="kms""#),
+    ] {
+        assert!(
+            scrapes[0]
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains(label) && l.ends_with(" 0")),
+            "{name}{{{label}}} is not exported at zero before the first object:\n{}",
+            scrapes[0]
+        );
+    }
 
     // Slow enough to be seen running by a refresh (every 5 s) and to be mid-job when its audit
     // writes start failing.

@@ -2,18 +2,18 @@
 
 use super::error::JournalError;
 use super::records::{decode, encode, AuditRecord};
-use super::{lock, now_ms, EncodedEvent, State, FAIL_AUDIT_TRIGGER, TREE_AUDIT};
+use super::{lock, now_ms, EncodedEvent, State, TREE_AUDIT};
 use crate::model::JobId;
 
 impl State {
     /// Test hook (feature `fault-injection` only): while a file named
-    /// [`FAIL_AUDIT_TRIGGER`] exists in the journal directory, every audit write fails, so tests
+    /// [`FAIL_AUDIT_TRIGGER`](super::FAIL_AUDIT_TRIGGER) exists in the journal directory, every audit write fails, so tests
     /// can show that dualseal fails closed.
     pub(super) fn audit_writable(&self) -> Result<(), JournalError> {
         #[cfg(feature = "fault-injection")]
-        if self.dir.join(FAIL_AUDIT_TRIGGER).exists() {
+        if self.dir.join(super::FAIL_AUDIT_TRIGGER).exists() {
             return Err(JournalError::Io {
-                path: self.dir.join(FAIL_AUDIT_TRIGGER),
+                path: self.dir.join(super::FAIL_AUDIT_TRIGGER),
                 source: std::io::Error::other("audit writes disabled by the fault-injection hook"),
             });
         }
