@@ -89,10 +89,7 @@ impl State {
         r
     }
 
-    /// Appends one audit event to the chain.
-    ///
-    /// # Errors
-    /// `Storage`.
+    /// [`Journal::append_audit`](super::Journal::append_audit), run on the writer thread.
     pub(super) fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord, JournalError> {
         self.audit_writable()?;
         let mut chain = lock(&self.chain);
@@ -104,7 +101,7 @@ impl State {
         Ok(rec)
     }
 
-    /// Audit events in order, optionally only one job's.
+    /// [`Journal::iter_audit`](super::Journal::iter_audit).
     pub(super) fn iter_audit(
         &self,
         job: Option<JobId>,
@@ -112,8 +109,7 @@ impl State {
         self.iter_audit_after(job, 0)
     }
 
-    /// The audit events after sequence number `after`, oldest first (optionally one job's):
-    /// a resumed export starts where the last one stopped without reading what came before.
+    /// [`Journal::iter_audit_after`](super::Journal::iter_audit_after).
     pub(super) fn iter_audit_after(
         &self,
         job: Option<JobId>,
@@ -135,10 +131,7 @@ impl State {
             })
     }
 
-    /// Walks the whole audit chain (see [`crate::audit::verify_chain`]).
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`.
+    /// [`Journal::verify_audit_chain`](super::Journal::verify_audit_chain).
     pub(super) fn verify_audit_chain(&self) -> Result<crate::audit::ChainReport, JournalError> {
         // Streamed: the walk holds one event at a time, whatever the trail's length.
         let mut failure = None;

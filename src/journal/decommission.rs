@@ -13,10 +13,7 @@ use super::{lock, State, TREE_AUDIT, TREE_DECOMMISSION};
 use crate::model::{DecommissionState, JobId, Lockdown};
 
 impl State {
-    /// Job `job`'s decommission state (the default when nothing was done).
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`.
+    /// [`Journal::decommission`](super::Journal::decommission).
     pub(super) fn decommission(&self, job: JobId) -> Result<DecommissionState, JournalError> {
         match self.decommissions.get(job_key(job))? {
             None => Ok(DecommissionState::default()),
@@ -28,11 +25,7 @@ impl State {
         }
     }
 
-    /// Changes job `job`'s decommission state and appends `audit`, in one transaction. Not
-    /// flushed: the caller flushes before it acts on S3.
-    ///
-    /// # Errors
-    /// `Storage`, `Corrupt`, or the audit trail being unwritable.
+    /// [`Journal::record_decommission`](super::Journal::record_decommission), run on the writer thread.
     pub(super) fn record_decommission(
         &self,
         job: JobId,

@@ -6,10 +6,7 @@ use super::{lock, now_ms, JobCounts, State, TREE_JOBS};
 use crate::model::{JobId, JobKind, JobOptions, JobRecord, JobState};
 
 impl State {
-    /// Creates a job of a given kind: `Pending` when queued behind another job, else `Running`.
-    ///
-    /// # Errors
-    /// `Storage`.
+    /// [`Journal::create_job_of_kind`](super::Journal::create_job_of_kind), run on the writer thread.
     pub(super) fn create_job_of_kind(
         &self,
         source_bucket: &str,
@@ -44,10 +41,7 @@ impl State {
         Ok(job)
     }
 
-    /// One job.
-    ///
-    /// # Errors
-    /// `NoSuchJob`, `Storage` or `Corrupt`.
+    /// [`Journal::get_job`](super::Journal::get_job).
     pub(super) fn get_job(&self, id: JobId) -> Result<JobRecord, JournalError> {
         let v = self
             .jobs
@@ -60,10 +54,7 @@ impl State {
         })
     }
 
-    /// Every job, oldest first.
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`.
+    /// [`Journal::list_jobs`](super::Journal::list_jobs).
     pub(super) fn list_jobs(&self) -> Result<Vec<JobRecord>, JournalError> {
         self.jobs
             .iter()
@@ -78,10 +69,7 @@ impl State {
             .collect()
     }
 
-    /// Changes a job record in place and returns the new record.
-    ///
-    /// # Errors
-    /// `NoSuchJob`, `Storage` or `Corrupt`.
+    /// [`Journal::update_job`](super::Journal::update_job), run on the writer thread.
     pub(super) fn update_job<R>(
         &self,
         id: JobId,
@@ -95,7 +83,7 @@ impl State {
         Ok((job, out))
     }
 
-    /// Counts of a job's objects.
+    /// [`Journal::counts`](super::Journal::counts).
     pub(super) fn counts(&self, id: JobId) -> JobCounts {
         lock(&self.counts).get(&id).cloned().unwrap_or_default()
     }

@@ -11,12 +11,7 @@ use super::{lock, now_ms, State, TREE_OBJECTS};
 use crate::model::{JobId, ObjectEvent, ObjectRecord, ObjectState};
 
 impl State {
-    /// Records one listing page atomically with the continuation point after it. Objects
-    /// already recorded keep their state (a page re-listed after a crash changes nothing).
-    /// Returns the page's objects that still need work.
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`.
+    /// [`Journal::record_page`](super::Journal::record_page), run on the writer thread.
     pub(super) fn record_page(
         &self,
         job: JobId,
@@ -33,11 +28,7 @@ impl State {
         )
     }
 
-    /// [`record_page`](Self::record_page) that also appends, in the same transaction, the
-    /// audit event `audit_new` makes for each newly recorded object and `page_event`.
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`.
+    /// [`Journal::record_page_audited`](super::Journal::record_page_audited), run on the writer thread.
     pub(super) fn record_page_audited(
         &self,
         job: JobId,
@@ -185,10 +176,7 @@ impl State {
         })
     }
 
-    /// One object record.
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`.
+    /// [`Journal::get_object`](super::Journal::get_object).
     pub(super) fn get_object(
         &self,
         job: JobId,
@@ -200,12 +188,7 @@ impl State {
             .transpose()
     }
 
-    /// Applies `event` to an object's record (and appends an audit event, when given) atomically
-    /// with respect to counts. Returns the new record.
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`; a missing record is `Corrupt` (transitions follow `record_page`);
-    /// `IllegalTransition` when the record's state does not accept the event.
+    /// [`Journal::transition`](super::Journal::transition), run on the writer thread.
     pub(super) fn transition(
         &self,
         job: JobId,
@@ -240,7 +223,7 @@ impl State {
         Ok(new)
     }
 
-    /// A job's objects in key order, optionally only those in `state`.
+    /// [`Journal::iter_objects`](super::Journal::iter_objects).
     pub(super) fn iter_objects(
         &self,
         job: JobId,
@@ -258,10 +241,7 @@ impl State {
             })
     }
 
-    /// Up to `limit` of a job's objects in `state`, in key order, strictly after `after`.
-    ///
-    /// # Errors
-    /// `Storage` or `Corrupt`.
+    /// [`Journal::objects_page`](super::Journal::objects_page).
     pub(super) fn objects_page(
         &self,
         job: JobId,
@@ -292,8 +272,7 @@ impl State {
         Ok(out)
     }
 
-    /// A job's objects that a worker still has to handle, in key order, read through the
-    /// pending index (a handful of records on resume, not every record of the job).
+    /// [`Journal::pending_objects`](super::Journal::pending_objects).
     pub(super) fn pending_objects(
         &self,
         job: JobId,
