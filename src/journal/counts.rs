@@ -12,7 +12,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{decode, encode, job_key, split_object_key};
+use super::records::{
+    decode, encode, job_key, read_json_v1, split_object_key, write_json, DecodeError, Record,
+};
 use super::{lock, JobCounts, JobId, JournalError, ObjectRecord, State, TREE_COUNTS};
 
 /// Counts at open: what the `counts` tree holds, and the whole counts (pending ones included).
@@ -25,6 +27,16 @@ pub(super) struct Stored {
     settled: JobCounts,
     /// How many records are pending (the pending index lists exactly these).
     pending: u64,
+}
+
+impl Record for Stored {
+    fn write_body(&self, out: &mut Vec<u8>) {
+        write_json(self, out);
+    }
+
+    fn read_body(version: u8, body: &[u8]) -> Result<Self, DecodeError> {
+        read_json_v1(version, body)
+    }
 }
 
 /// The stored counts of the jobs one write touches, as they will be once it commits.

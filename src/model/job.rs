@@ -1,13 +1,15 @@
 //! Jobs as the operator sees them: what a job covers, how it runs, its limits and its state.
+//!
+//! Stored by the journal in its own versioned form (`journal/records`); the options serialize
+//! only for the audit trail, which records them as given.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Identifies a job; allocated in increasing order.
 pub type JobId = u64;
 
 /// Lifecycle of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     /// Created, waiting for the job it was queued behind to end.
     Pending,
@@ -52,7 +54,7 @@ impl std::fmt::Display for JobState {
 }
 
 /// How a migrated object is proved before it is recorded as verified.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerifyMode {
     /// Read the destination back, open it through KMS and compare with the source bytes.
@@ -75,24 +77,20 @@ impl VerifyMode {
 }
 
 /// Live limits of one job; `None` means the daemon's default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobLimits {
     /// Objects in flight at most (the adaptive limit stays at or below it).
-    #[serde(default)]
     pub concurrency: Option<u32>,
     /// Objects started per second.
-    #[serde(default)]
     pub objects_per_sec: Option<u32>,
     /// Source bytes read per second.
-    #[serde(default)]
     pub bytes_per_sec: Option<u64>,
     /// KMS requests per second.
-    #[serde(default)]
     pub kms_requests_per_sec: Option<u32>,
 }
 
 /// Stop the job when more than `percent`% of at least `min_objects` finished objects failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct FailureThreshold {
     /// Largest tolerated share of failures, in percent (1..=100).
     pub percent: u32,
@@ -101,40 +99,31 @@ pub struct FailureThreshold {
 }
 
 /// What a job covers and how it runs, fixed at start except for `priority` and `limits`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobOptions {
     /// Keys must match one of these globs (empty: every key).
-    #[serde(default)]
     pub include: Vec<String>,
     /// Keys matching one of these globs are left out.
-    #[serde(default)]
     pub exclude: Vec<String>,
     /// Only objects of these categories (empty: every category).
-    #[serde(default)]
     pub only_categories: Vec<String>,
     /// How objects are proved.
-    #[serde(default)]
     pub verify_mode: VerifyMode,
     /// When to give up on the whole job.
-    #[serde(default)]
     pub failure_threshold: Option<FailureThreshold>,
     /// Start only after this job has ended.
-    #[serde(default)]
     pub after: Option<JobId>,
     /// Higher gets workers first when jobs compete.
-    #[serde(default)]
     pub priority: i32,
     /// Live limits.
-    #[serde(default)]
     pub limits: JobLimits,
     /// List from this S3 Inventory manifest (`s3://bucket/key/manifest.json`) instead of
     /// ListObjectsV2.
-    #[serde(default)]
     pub inventory: Option<String>,
 }
 
 /// A migration job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     /// Job id.
     pub id: JobId,
@@ -155,22 +144,17 @@ pub struct JobRecord {
     /// Why the job failed or was cancelled.
     pub message: Option<String>,
     /// What the job does.
-    #[serde(default)]
     pub kind: JobKind,
     /// Scope, priority and limits.
-    #[serde(default)]
     pub options: JobOptions,
     /// Objects the listing left out because of the job's filters.
-    #[serde(default)]
     pub excluded: u64,
     /// A catch-up pass is listing the source again: changed objects are migrated anew.
-    #[serde(default)]
     pub syncing: bool,
 }
 
 /// What a job does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JobKind {
     /// Migrates the source into the category buckets.
     #[default]

@@ -1,10 +1,7 @@
 //! One object within a job: its record and the states it moves through.
 
-use serde::{Deserialize, Serialize};
-
 /// Lifecycle of one object within a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectState {
     /// Listed and classified; not yet written.
     Discovered,
@@ -55,7 +52,7 @@ impl ObjectState {
 }
 
 /// Per-object migration state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRecord {
     /// Current state.
     pub state: ObjectState,
@@ -83,21 +80,16 @@ pub struct ObjectRecord {
     pub updated_at_ms: u64,
     /// Earliest time of the next attempt after a retryable failure, ms since the Unix epoch;
     /// kept across restarts so a crash does not turn a backoff into a burst.
-    #[serde(default)]
     pub retry_at_ms: Option<u64>,
     /// The classification rule that matched (`prefix "db/"`), for the audit trail.
-    #[serde(default)]
     pub rule: Option<String>,
     /// Short cause of a failure or conflict (`S3.AccessDenied`, `Verify`), for reports.
-    #[serde(default)]
     pub code: Option<String>,
     /// Envelope format version of the copy (absent: version 1, or adopted as found).
-    #[serde(default)]
     pub envelope_version: Option<u8>,
     /// A multipart upload an attempt started and neither completed nor aborted (a crash or a
     /// pause cut it short): the next attempt aborts it first, since S3 keeps, and bills, the
     /// parts of an open upload.
-    #[serde(default)]
     pub upload_id: Option<String>,
 }
 

@@ -1,13 +1,19 @@
-//! On-disk records of the journal: versioned encodings and big-endian ordered keys.
+//! On-disk records of the journal: the journal's own versioned encodings of the domain model,
+//! and big-endian ordered keys.
 //!
 //! Every value is one format-version byte followed by JSON. JSON keeps records readable with
-//! standard tools during an incident; the version byte lets a later build migrate or refuse
-//! records it does not understand instead of misreading them.
+//! standard tools during an incident; the version byte says which of the journal's stored
+//! shapes (`v1.rs`, ...) the body is. The model (`crate::model`) may change freely: what a
+//! journal holds changes only by adding a version here, with its upgrade to the model, so a
+//! journal written by any earlier build still opens (`tests.rs` holds the bytes of each
+//! version as written, which must decode forever).
+
+mod v1;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::model::JobId;
+use crate::model::{DecommissionState, JobId, JobRecord, ObjectRecord};
 
 /// Version byte of every record this build writes.
 pub const RECORD_VERSION: u8 = 1;
@@ -29,11 +35,23 @@ pub enum DecodeError {
     Key,
 }
 
+/// A value the journal stores: how it is written in the current version and read from each
+/// version a journal may hold.
+pub trait Record: Sized {
+    /// Appends the body of the current version ([`RECORD_VERSION`]).
+    fn write_body(&self, out: &mut Vec<u8>);
+    /// Reads a body written as `version`.
+    ///
+    /// # Errors
+    /// `Version` for a version this build does not read, `Body` for a body that does not parse.
+    fn read_body(version: u8, body: &[u8]) -> Result<Self, DecodeError>;
+}
+
 /// Encodes a record value.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_VERSION];
-    // Our record types are plain structs of strings and numbers: serialization cannot fail.
-    let _ = serde_json::to_writer(&mut out, value);
+pub fn encode<T: Record>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(RECORD_VERSION);
+    value.write_body(&mut out);
     out
 }
 
@@ -41,12 +59,80 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 ///
 /// # Errors
 /// `Empty`, `Version` or `Body`.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&v, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if v != RECORD_VERSION {
-        return Err(DecodeError::Version(v));
+    T::read_body(v, body)
+}
+
+/// Writes a value's JSON. The stored shapes are structs of strings, numbers and options:
+/// serializing them cannot fail.
+pub(super) fn write_json<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// Reads the JSON of a value stored as version 1 only: the journal's own bookkeeping types,
+/// which have had one shape so far.
+pub(super) fn read_json_v1<T: DeserializeOwned>(
+    version: u8,
+    body: &[u8],
+) -> Result<T, DecodeError> {
+    if version != 1 {
+        return Err(DecodeError::Version(version));
     }
+    json(body)
+}
+
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     serde_json::from_slice(body).map_err(|e| DecodeError::Body(e.to_string()))
+}
+
+impl Record for ObjectRecord {
+    fn write_body(&self, out: &mut Vec<u8>) {
+        write_json(&v1::Object::from(self), out);
+    }
+
+    fn read_body(version: u8, body: &[u8]) -> Result<Self, DecodeError> {
+        match version {
+            1 => Ok(json::<v1::Object<'static>>(body)?.into()),
+            v => Err(DecodeError::Version(v)),
+        }
+    }
+}
+
+impl Record for JobRecord {
+    fn write_body(&self, out: &mut Vec<u8>) {
+        write_json(&v1::Job::from(self), out);
+    }
+
+    fn read_body(version: u8, body: &[u8]) -> Result<Self, DecodeError> {
+        match version {
+            1 => Ok(json::<v1::Job>(body)?.into()),
+            v => Err(DecodeError::Version(v)),
+        }
+    }
+}
+
+impl Record for DecommissionState {
+    fn write_body(&self, out: &mut Vec<u8>) {
+        write_json(&v1::Decommission::from(self), out);
+    }
+
+    fn read_body(version: u8, body: &[u8]) -> Result<Self, DecodeError> {
+        match version {
+            1 => Ok(json::<v1::Decommission>(body)?.into()),
+            v => Err(DecodeError::Version(v)),
+        }
+    }
+}
+
+impl Record for AuditRecord {
+    fn write_body(&self, out: &mut Vec<u8>) {
+        write_json(self, out);
+    }
+
+    fn read_body(version: u8, body: &[u8]) -> Result<Self, DecodeError> {
+        read_json_v1(version, body)
+    }
 }
 
 /// Key of a job record: the id, big-endian so iteration is in id order.
@@ -132,60 +218,4 @@ impl From<&AuditRecord> for crate::audit::AuditEvent {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{ObjectRecord, ObjectState};
-
-    fn sample() -> ObjectRecord {
-        ObjectRecord {
-            state: ObjectState::Uploaded,
-            size: 42,
-            source_etag: "\"abc\"".into(),
-            source_version: None,
-            category: Some("db".into()),
-            dest_bucket: Some("secrets-db".into()),
-            dest_key: Some("k é".into()),
-            attempts: 2,
-            reason: None,
-            ciphertext_sha256: Some("00".into()),
-            dest_etag: None,
-            updated_at_ms: 7,
-            retry_at_ms: Some(9),
-            rule: Some("prefix \"db/\"".into()),
-            code: None,
-            envelope_version: None,
-            upload_id: None,
-        }
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let r = sample();
-        assert_eq!(decode::<ObjectRecord>(&encode(&r)).unwrap(), r);
-    }
-
-    #[test]
-    fn unknown_version_and_garbage_are_named() {
-        let mut b = encode(&sample());
-        b[0] = 9;
-        assert_eq!(decode::<ObjectRecord>(&b), Err(DecodeError::Version(9)));
-        assert_eq!(decode::<ObjectRecord>(&[]), Err(DecodeError::Empty));
-        assert!(matches!(
-            decode::<ObjectRecord>(&[1, b'{']),
-            Err(DecodeError::Body(_))
-        ));
-    }
-
-    #[test]
-    fn object_keys_sort_by_job_then_key() {
-        let a = object_key(1, "zzz");
-        let b = object_key(2, "aaa");
-        let c = object_key(256, "");
-        assert!(a < b && b < c);
-        assert_eq!(
-            split_object_key(&object_key(5, "é x")).unwrap(),
-            (5, "é x".into())
-        );
-        assert_eq!(split_object_key(&[1, 2]), Err(DecodeError::Key));
-    }
-}
+mod tests;
