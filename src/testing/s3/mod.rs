@@ -18,10 +18,12 @@ use zeroize::Zeroizing;
 use super::faults::{lock, Fault, FaultPlan};
 use crate::aws::AwsErrorKind;
 use crate::store::{
-    BodyStream, BucketAdmin, BucketSecurity, Fetched, HeadInfo, ListPage, ListedObject,
-    ObjectStore, ObjectVersion, Precondition, PutResult, SealedPut, SealedUpload, StoreError,
-    Streamed, UploadedPart, VersionPage,
+    BodyStream, Fetched, HeadInfo, ListPage, ListedObject, ObjectStore, Precondition, PutResult,
+    SealedPut, SealedUpload, StoreError, Streamed, UploadedPart,
 };
+
+mod admin;
+mod multipart;
 
 /// Keys per listing page: small, so that every history pages.
 const PAGE: usize = 7;
@@ -491,39 +493,7 @@ impl ObjectStore for MemS3 {
     }
 
     async fn create_multipart(&self, upload: &SealedUpload) -> Result<String, StoreError> {
-        const OP: &str = "CreateMultipartUpload";
-        let fault = self.enter(OP, &upload.bucket, &upload.key, true)?;
-        let id = hex::encode(self.faults.bytes::<12>());
-        {
-            let mut s = lock(&self.state);
-            if !s.buckets.contains_key(&upload.bucket) {
-                return Err(error(
-                    OP,
-                    &upload.bucket,
-                    &upload.key,
-                    AwsErrorKind::NotFound,
-                    "NoSuchBucket",
-                ));
-            }
-            s.upload_log.push(format!(
-                "create {} {} {id} ({fault:?})",
-                upload.bucket, upload.key
-            ));
-            s.uploads.insert(
-                id.clone(),
-                Upload {
-                    bucket: upload.bucket.clone(),
-                    key: upload.key.clone(),
-                    kms_key: upload.kms_key_id.clone(),
-                    metadata: upload.metadata.clone(),
-                    parts: BTreeMap::new(),
-                },
-            );
-        }
-        if fault == Fault::LostAnswer {
-            return Err(Self::lost(OP, &upload.bucket, &upload.key));
-        }
-        Ok(id)
+        self.start_upload(upload)
     }
 
     async fn upload_part(
@@ -534,35 +504,7 @@ impl ObjectStore for MemS3 {
         number: i32,
         body: bytes::Bytes,
     ) -> Result<UploadedPart, StoreError> {
-        const OP: &str = "UploadPart";
-        let fault = self.enter(OP, bucket, key, true)?;
-        let sha = sha256_b64(&body);
-        let etag = quoted_md5(&body);
-        {
-            let mut s = lock(&self.state);
-            let u = s
-                .uploads
-                .get_mut(upload_id)
-                .filter(|u| u.bucket == bucket && u.key == key)
-                .ok_or_else(|| {
-                    error(
-                        OP,
-                        bucket,
-                        key,
-                        AwsErrorKind::NotFound,
-                        "NoSuchUpload (HTTP 404)",
-                    )
-                })?;
-            u.parts.insert(number, (body, sha.clone()));
-        }
-        if fault == Fault::LostAnswer {
-            return Err(Self::lost(OP, bucket, key));
-        }
-        Ok(UploadedPart {
-            number,
-            etag,
-            sha256_b64: sha,
-        })
+        self.put_part(bucket, key, upload_id, number, body)
     }
 
     async fn complete_multipart(
@@ -573,85 +515,7 @@ impl ObjectStore for MemS3 {
         parts: &[UploadedPart],
         precondition: &Precondition,
     ) -> Result<PutResult, StoreError> {
-        const OP: &str = "CompleteMultipartUpload";
-        let fault = self.enter(OP, bucket, key, true)?;
-        let applied = {
-            let mut s = lock(&self.state);
-            let u = s
-                .uploads
-                .get(upload_id)
-                .filter(|u| u.bucket == bucket && u.key == key)
-                .ok_or_else(|| {
-                    error(
-                        OP,
-                        bucket,
-                        key,
-                        AwsErrorKind::NotFound,
-                        "NoSuchUpload (HTTP 404)",
-                    )
-                })?;
-            let mut body = Vec::new();
-            let (mut md5s, mut shas) = (Vec::new(), Vec::new());
-            for p in parts {
-                let Some((bytes, sha)) = u.parts.get(&p.number) else {
-                    return Err(error(
-                        OP,
-                        bucket,
-                        key,
-                        AwsErrorKind::Invalid,
-                        "InvalidPart (HTTP 400)",
-                    ));
-                };
-                if *sha != p.sha256_b64 || quoted_md5(bytes) != p.etag {
-                    return Err(error(
-                        OP,
-                        bucket,
-                        key,
-                        AwsErrorKind::Invalid,
-                        "InvalidPart: checksum or ETag differs (HTTP 400)",
-                    ));
-                }
-                body.extend_from_slice(bytes);
-                md5s.extend_from_slice(&Md5::digest(bytes));
-                shas.extend(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(sha)
-                        .unwrap_or_default(),
-                );
-            }
-            let stored = Stored {
-                version_id: String::new(),
-                etag: format!("\"{}-{}\"", hex::encode(Md5::digest(&md5s)), parts.len()),
-                body: Some(body.into()),
-                sse: Some(crate::store::SSE_DSSE_KMS.to_owned()),
-                kms_key: Some(u.kms_key.clone()),
-                checksum: Some(format!("{}-{}", sha256_b64(&shas), parts.len())),
-                metadata: u.metadata.clone(),
-            };
-            // On 412 the upload stays open, as on AWS: complete again or abort it.
-            let applied = Self::apply(&mut s, OP, bucket, key, precondition, stored);
-            s.upload_log.push(format!(
-                "complete {bucket} {key} {upload_id} ({fault:?}): {}",
-                applied
-                    .as_ref()
-                    .map_or_else(|e| e.message.clone(), |_| "applied".into())
-            ));
-            let applied = applied?;
-            s.uploads.remove(upload_id);
-            applied
-        };
-        if fault == Fault::LostAnswer {
-            return Err(Self::lost(OP, bucket, key));
-        }
-        let (sse, sse_kms_key_id) = Self::answer(&applied, fault);
-        Ok(PutResult {
-            etag: applied.etag.clone(),
-            request_id: Some(format!("sim-{}", applied.version_id)),
-            version_id: Some(applied.version_id).filter(|v| v != "null"),
-            sse,
-            sse_kms_key_id,
-            checksum_sha256_b64: None,
-        })
+        self.finish_upload(bucket, key, upload_id, parts, precondition)
     }
 
     async fn abort_multipart(
@@ -660,28 +524,11 @@ impl ObjectStore for MemS3 {
         key: &str,
         upload_id: &str,
     ) -> Result<(), StoreError> {
-        const OP: &str = "AbortMultipartUpload";
-        let fault = self.enter(OP, bucket, key, true)?;
-        let mut s = lock(&self.state);
-        let known = s.uploads.remove(upload_id).is_some();
-        s.upload_log.push(format!(
-            "abort {bucket} {key} {upload_id} ({fault:?}) known={known}"
-        ));
-        drop(s);
-        if fault == Fault::LostAnswer {
-            return Err(Self::lost(OP, bucket, key));
-        }
-        Ok(())
+        self.abort_upload(bucket, key, upload_id)
     }
 
     async fn list_uploads(&self, bucket: &str, key: &str) -> Result<Vec<String>, StoreError> {
-        self.enter("ListMultipartUploads", bucket, key, false)?;
-        Ok(lock(&self.state)
-            .uploads
-            .iter()
-            .filter(|(_, u)| u.bucket == bucket && u.key == key)
-            .map(|(id, _)| id.clone())
-            .collect())
+        self.uploads_of(bucket, key)
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<HeadInfo>, StoreError> {
@@ -714,160 +561,5 @@ impl ObjectStore for MemS3 {
                 "NoSuchBucket",
             ))
         }
-    }
-}
-
-#[async_trait]
-impl BucketAdmin for MemS3 {
-    async fn bucket_exists(&self, bucket: &str) -> Result<bool, StoreError> {
-        Ok(lock(&self.state).buckets.contains_key(bucket))
-    }
-
-    async fn bucket_security(&self, bucket: &str) -> Result<BucketSecurity, StoreError> {
-        let s = lock(&self.state);
-        let b = s.buckets.get(bucket).ok_or_else(|| {
-            error(
-                "GetBucket",
-                bucket,
-                "",
-                AwsErrorKind::NotFound,
-                "NoSuchBucket",
-            )
-        })?;
-        Ok(BucketSecurity {
-            versioning: b.versioned.then(|| "Enabled".to_owned()),
-            policy: b.policy.clone(),
-            ..BucketSecurity::default()
-        })
-    }
-
-    async fn create_bucket(&self, bucket: &str) -> Result<(), StoreError> {
-        self.create(bucket, false);
-        Ok(())
-    }
-
-    async fn put_default_encryption(
-        &self,
-        _bucket: &str,
-        _key_arn: &str,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn put_public_access_block(&self, _bucket: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn put_versioning(&self, bucket: &str) -> Result<(), StoreError> {
-        if let Some(b) = lock(&self.state).buckets.get_mut(bucket) {
-            b.versioned = true;
-        }
-        Ok(())
-    }
-
-    async fn put_ownership(&self, _bucket: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn put_policy(&self, bucket: &str, policy_json: &str) -> Result<(), StoreError> {
-        if let Some(b) = lock(&self.state).buckets.get_mut(bucket) {
-            b.policy = Some(policy_json.to_owned());
-        }
-        Ok(())
-    }
-
-    async fn put_logging(
-        &self,
-        _bucket: &str,
-        _target: &str,
-        _prefix: &str,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn put_abort_incomplete_uploads(
-        &self,
-        _bucket: &str,
-        _days: i32,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn delete_policy(&self, bucket: &str) -> Result<(), StoreError> {
-        if let Some(b) = lock(&self.state).buckets.get_mut(bucket) {
-            b.policy = None;
-        }
-        Ok(())
-    }
-
-    async fn list_versions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        marker: Option<(String, String)>,
-    ) -> Result<VersionPage, StoreError> {
-        const OP: &str = "ListObjectVersions";
-        self.enter(OP, bucket, prefix, false)?;
-        let s = lock(&self.state);
-        let b = s
-            .buckets
-            .get(bucket)
-            .ok_or_else(|| error(OP, bucket, prefix, AwsErrorKind::NotFound, "NoSuchBucket"))?;
-        let mut versions = Vec::new();
-        let start = marker.map(|(k, _)| k);
-        for (k, vs) in &b.objects {
-            if !k.starts_with(prefix) || start.as_ref().is_some_and(|m| k <= m) {
-                continue;
-            }
-            let last = vs.len().saturating_sub(1);
-            for (i, v) in vs.iter().enumerate() {
-                versions.push(ObjectVersion {
-                    key: k.clone(),
-                    version_id: v.version_id.clone(),
-                    delete_marker: v.body.is_none(),
-                    is_latest: i == last,
-                });
-            }
-        }
-        Ok(VersionPage {
-            versions,
-            next: None,
-        })
-    }
-
-    async fn object_lock_enabled(&self, _bucket: &str) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-
-    async fn lock_state(
-        &self,
-        _bucket: &str,
-        _key: &str,
-        _version: &str,
-    ) -> Result<(Option<String>, bool), StoreError> {
-        Ok((None, false))
-    }
-
-    async fn delete_versions(
-        &self,
-        bucket: &str,
-        versions: &[(String, String)],
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
-        const OP: &str = "DeleteObjects";
-        self.enter(OP, bucket, "", false)?;
-        let mut s = lock(&self.state);
-        let b = s
-            .buckets
-            .get_mut(bucket)
-            .ok_or_else(|| error(OP, bucket, "", AwsErrorKind::NotFound, "NoSuchBucket"))?;
-        for (k, v) in versions {
-            if let Some(vs) = b.objects.get_mut(k) {
-                vs.retain(|x| x.version_id != *v);
-                if vs.is_empty() {
-                    b.objects.remove(k);
-                }
-            }
-        }
-        Ok(Vec::new())
     }
 }
