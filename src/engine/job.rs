@@ -467,26 +467,13 @@ async fn wait_for_predecessor(
 pub(super) async fn finish(inner: &Inner, id: JobId) -> Result<(), EngineError> {
     // Nothing of a finished job is left open in S3 (it is billed, and invisible): an upload
     // whose abort failed, or whose id never reached the journal, is found and aborted here.
-    {
-        let aborted = super::multipart::abort_open_uploads(
-            Arc::clone(&inner.journal),
-            inner.store.as_ref(),
-            id,
-            &inner.settings.multipart,
-        )
-        .await?;
-        if aborted > 0 {
-            inner
-                .journal
-                .append_audit(AuditDraft {
-                    job_id: id,
-                    kind: "multipart_uploads_aborted",
-                    detail: format!("count={aborted}"),
-                    ..Default::default()
-                })
-                .await?;
-        }
-    }
+    super::multipart::abort_open_uploads(
+        Arc::clone(&inner.journal),
+        inner.store.as_ref(),
+        id,
+        &inner.settings.multipart,
+    )
+    .await?;
     let counts = inner.journal.counts(id);
     let failed = counts.get(ObjectState::Failed);
     let state = if failed == 0 {

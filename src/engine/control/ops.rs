@@ -85,24 +85,13 @@ impl Engine {
         // the clean-up the first one may not have.
         if matches!(verdict, Verdict::Move(_) | Verdict::Already(_)) {
             let journal = Arc::clone(&self.inner.journal);
-            let aborted = multipart::abort_open_uploads(
+            multipart::abort_open_uploads(
                 journal,
                 self.inner.store.as_ref(),
                 id,
                 &self.inner.settings.multipart,
             )
             .await?;
-            if aborted > 0 {
-                self.inner
-                    .journal
-                    .append_audit(AuditDraft {
-                        job_id: id,
-                        kind: "multipart_uploads_aborted",
-                        detail: format!("count={aborted}"),
-                        ..Default::default()
-                    })
-                    .await?;
-            }
         }
         self.answer(id, verdict)
     }

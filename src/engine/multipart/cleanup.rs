@@ -29,11 +29,12 @@ async fn abort_with_retries(
 
 /// Aborts the multipart uploads a job's attempts left open. A cancel abandons attempts in
 /// flight and nothing attempts those objects again, so their parts would stay (and be billed)
-/// until a lifecycle rule removes them. Returns how many were aborted; one S3 refuses is
+/// until a lifecycle rule removes them. Records how many were aborted in the audit trail
+/// (`multipart_uploads_aborted`, nothing when none was) and returns it; one S3 refuses is
 /// logged and stays recorded.
 ///
 /// # Errors
-/// `Journal` (the scan or a record update).
+/// `Journal` (the scan, a record update or the audit event).
 pub(in crate::engine) async fn abort_open_uploads(
     journal: std::sync::Arc<crate::journal::Journal>,
     store: &dyn ObjectStore,
@@ -82,6 +83,16 @@ pub(in crate::engine) async fn abort_open_uploads(
                 .transition(job, &key, crate::model::ObjectEvent::UploadClosed, None)
                 .await?;
         }
+    }
+    if aborted > 0 {
+        journal
+            .append_audit(crate::journal::AuditDraft {
+                job_id: job,
+                kind: "multipart_uploads_aborted",
+                detail: format!("count={aborted}"),
+                ..Default::default()
+            })
+            .await?;
     }
     Ok(aborted)
 }
