@@ -56,7 +56,7 @@ pub(super) async fn migrate_with_retries(
     for _ in 0..rec.attempts {
         let _ = policy.next_backoff();
     }
-    let uploaded = std::sync::Mutex::new(None::<Proof>);
+    let mut uploaded: Option<Proof> = None;
     if let Some(at) = rec.retry_at_ms {
         let wait = at.saturating_sub(crate::journal::now_ms());
         tokio::select! {
@@ -101,9 +101,7 @@ pub(super) async fn migrate_with_retries(
     // (unflushed) it cost a write per object and rarely outlived a crash, after which the
     // next attempt's conditional PUT finds the object and proves it anyway.
     let remember_upload = async |p: &Proof| {
-        *uploaded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p.clone());
+        uploaded = Some(p.clone());
         Ok(())
     };
     // An open upload is durable before its first part is sent, so a crash cannot lose its
@@ -167,10 +165,7 @@ pub(super) async fn migrate_with_retries(
             remember_error(ctx, key, format!("attempt {attempts}: {e}"));
             metrics::counter!("dualseal_object_retries_total", "code" => e.code()).increment(1);
             let retry_at = crate::journal::now_ms() + delay.as_millis() as u64;
-            let upload = uploaded
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            let upload = uploaded.take();
             if let Some(p) = &upload {
                 inner
                     .journal
