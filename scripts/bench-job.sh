@@ -36,6 +36,9 @@ done
     tail -20 "$work/watch.log" >&2
     exit 1
 }
+# The daemon's own CPU, user and kernel (ticks, from /proc before it exits): bench.sh reports
+# the kernel's share of it.
+awk '{sub(/.*\) /, ""); print $12, $13}' "/proc/$daemon/stat" >"${counters%.txt}.cpu" 2>/dev/null || true
 # Requests actually sent, by service and operation (counted by the daemon, not assumed).
 curl -s "http://127.0.0.1:$port/metrics" \
     | awk '/^dualseal_aws_requests_total/ {print}' >"$counters" || true

@@ -47,7 +47,7 @@ export BENCH_STATE="${BENCH_STATE:-/tmp/dualseal-bench}"
 RESULTS="$BENCH_STATE/results.jsonl"
 mkdir -p "$BENCH_STATE/logs"
 : >"$RESULTS"
-rm -f "$BENCH_STATE"/counters-*.txt
+rm -f "$BENCH_STATE"/counters-*.txt "$BENCH_STATE"/counters-*.cpu
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
@@ -214,8 +214,8 @@ python3 - "$BENCH_STATE" <<'EOF'
 import glob, json, os, re, sys
 state = sys.argv[1]
 print("\nRequests per object dualseal sent (counted by its metrics), by run:")
-print("| N | verify | concurrency | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDataKey | KMS Decrypt | KMS other |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| N | verify | concurrency | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDataKey | KMS Decrypt | KMS other | daemon CPU in the kernel |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 rx = re.compile(r'dualseal_aws_requests_total\{(.*)\} (\d+)')
 for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
     n, mode, conc, rep = os.path.basename(path)[len("counters-"):-4].split("-", 3)
@@ -229,9 +229,15 @@ for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
         by[key] = by.get(key, 0) + int(m.group(2))
     per = lambda s, o: by.get((s, o), 0) / int(n)
     other = sum(v for (s, o), v in by.items() if s == "kms" and o not in ("GenerateDataKey", "Decrypt")) / int(n)
+    kernel = "?"
+    try:
+        user, system = (int(x) for x in open(path[:-4] + ".cpu").read().split())
+        kernel = f"{100 * system / (user + system):.0f} %"
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
     print(f"| {n} | {mode} | {conc[1:]} | {rep} | {per('s3','GetObject'):.2f} | {per('s3','PutObject'):.2f} | "
           f"{per('s3','HeadObject'):.2f} | {per('s3','ListObjectsV2'):.3f} | "
-          f"{per('kms','GenerateDataKey'):.2f} | {per('kms','Decrypt'):.2f} | {other:.3f} |")
+          f"{per('kms','GenerateDataKey'):.2f} | {per('kms','Decrypt'):.2f} | {other:.3f} | {kernel} |")
 EOF
 python3 - "$RESULTS" <<'EOF'
 import json, statistics, sys

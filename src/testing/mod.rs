@@ -5,8 +5,10 @@
 
 pub mod faults;
 pub mod kms;
+pub mod latency;
 pub mod s3;
 
 pub use faults::{Fault, FaultPlan, FaultRates};
 pub use kms::MemKms;
+pub use latency::{Call, CallLog, Delayed};
 pub use s3::{AppliedWrite, MemS3, Stored};

@@ -169,6 +169,8 @@ impl Attempt<'_> {
     /// Runs one attempt: GET the source; if the journal says an upload of this very version is
     /// already there, prove it; otherwise seal, write conditionally (never over an object
     /// dualseal did not write), `on_uploaded` (to record the write), read back and prove.
+    /// A fresh object waits for three round trips with verify=full (the source GET with the
+    /// data key, the PUT, the read-back GET with the Decrypt) and two with verify=checksum.
     ///
     /// # Errors
     /// Any [`ObjectError`]; the caller decides on retry from `is_retryable`.
@@ -176,7 +178,24 @@ impl Attempt<'_> {
         &self,
         on_uploaded: impl AsyncFnOnce(&Proof) -> Result<(), crate::journal::JournalError>,
     ) -> Result<Outcome, ObjectError> {
-        let src = self.store.get(self.source_bucket, self.source_key).await?;
+        let ctx = context_for(&self.target.category, &self.target.bucket, self.dest_key);
+        // An object no earlier attempt wrote needs a data key whatever the source holds: KMS is
+        // asked while the GET is on its way, so the two round trips overlap. (A source that
+        // changed, a conflict or a GET that fails leaves the key unused, dropped and zeroized.)
+        let fresh = self.prior.state != ObjectState::Uploaded && !self.head_first;
+        let (src, early_key) = if fresh {
+            let (src, key) = tokio::join!(
+                self.store.get(self.source_bucket, self.source_key),
+                self.data_keys
+                    .for_object(self.keys, &self.target.kms_key_arn, &ctx),
+            );
+            (src?, Some(key))
+        } else {
+            (
+                self.store.get(self.source_bucket, self.source_key).await?,
+                None,
+            )
+        };
         if let Some(held) = self.content_disagreement(&src.body) {
             return Ok(Outcome::Conflict(held));
         }
@@ -205,11 +224,14 @@ impl Attempt<'_> {
                 }
             }
         }
-        let ctx = context_for(&self.target.category, &self.target.bucket, self.dest_key);
-        let sealing = self
-            .data_keys
-            .for_object(self.keys, &self.target.kms_key_arn, &ctx)
-            .await?;
+        let sealing = match early_key {
+            Some(key) => key?,
+            None => {
+                self.data_keys
+                    .for_object(self.keys, &self.target.kms_key_arn, &ctx)
+                    .await?
+            }
+        };
         let sealed = envelope::seal(
             &sealing.key,
             sealing.header_params(&ctx, self.segment_size),

@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{context_for, Proved, ServerSide};
-use crate::engine::datakey::SealingKey;
+use crate::engine::datakey::{shared_context, SealingKey};
 use crate::engine::error::ObjectError;
 use crate::engine::Target;
 use crate::envelope::{self, EncryptionContext};
@@ -38,7 +38,36 @@ pub async fn prove_destination(
     sealed_with: Option<&SealingKey>,
 ) -> Result<Proved, ObjectError> {
     let ctx = context_for(&target.category, &target.bucket, dest_key);
-    let dst = store.get(&target.bucket, dest_key).await?;
+    // The Decrypt a proof needs is known before the read-back (the wrapped key, KMS key and
+    // context we wrote), so it is asked alongside the GET and used only if the stored header
+    // carries exactly that request. A shared key is proved once: the object holding its
+    // `proving` lock asks early; the others then find it proven and ask nothing.
+    let mut prover = match sealed_with {
+        Some(k) if !k.proves(&k.wrapped) => k.proving(&k.wrapped).await,
+        _ => None,
+    };
+    let early = sealed_with.filter(|k| !k.proves(&k.wrapped));
+    if early.is_none() {
+        // Proven while this object waited: no read-back of the key needs holding up.
+        prover = None;
+    }
+    let early_ctx = early.map(|k| {
+        if k.shared {
+            shared_context(&ctx)
+        } else {
+            ctx.clone()
+        }
+    });
+    let (dst, early_unwrap) = match (early, &early_ctx) {
+        (Some(k), Some(kms_ctx)) => {
+            let (dst, unwrapped) = tokio::join!(
+                store.get(&target.bucket, dest_key),
+                keys.decrypt_data_key(&k.key_arn, &k.wrapped, kms_ctx),
+            );
+            (dst?, Some(unwrapped))
+        }
+        _ => (store.get(&target.bucket, dest_key).await?, None),
+    };
     let answered = check_server_side(
         dst.sse.as_deref(),
         dst.sse_kms_key_id.as_deref(),
@@ -48,7 +77,30 @@ pub async fn prove_destination(
     let server_side = confirm_by_head(store, target, dest_key, answered).await?;
     check_destination_bytes(&dst, &ctx, expected_sha)?;
     let (header, _) = envelope::parse_header(&dst.body)?;
-    let key = data_key_for_proof(keys, &header, sealed_with).await?;
+    let asked_early = early.zip(early_ctx).filter(|(k, kms_ctx)| {
+        header.wrapped_key == k.wrapped
+            && header.kms_key_id == k.key_arn
+            && header.kms_context() == *kms_ctx
+    });
+    let key = match (asked_early, early_unwrap) {
+        (Some((k, _)), Some(unwrapped)) => {
+            let unwrapped = unwrapped?;
+            if !k.record_unwrap(&header.wrapped_key, &unwrapped) {
+                return Err(ObjectError::Verify(
+                    "KMS unwrapped the stored data key to a different key than it generated"
+                        .into(),
+                ));
+            }
+            drop(prover);
+            ProofKey::Unwrapped(unwrapped)
+        }
+        _ => {
+            // Another envelope than the one we wrote: ask KMS about what it says (the lock is
+            // let go first, since `data_key_for_proof` takes it itself).
+            drop(prover);
+            data_key_for_proof(keys, &header, sealed_with).await?
+        }
+    };
     if !envelope::opens_to(&key, &dst.body, Some(&ctx), source)? {
         return Err(ObjectError::Verify(
             "the destination decrypts to different bytes than the source".into(),
