@@ -1,10 +1,18 @@
-//! Adaptive concurrency: additive increase, multiplicative decrease (AIMD), as TCP does.
-//! Sustained throttling from S3 (503 SlowDown) or KMS (ThrottlingException) halves the number
-//! of objects in flight; every `limit` successes in a row add one back, up to the configured
-//! maximum. The SDK's own retry budget handles short bursts; this handles sustained pressure.
+//! Adaptive concurrency: the number of objects a job has in flight finds its own level.
+//!
+//! Against real S3 and KMS a migration is latency-bound: objects/s is about the objects in
+//! flight over the time each one waits, so the right number depends on the account, the
+//! network and the objects, and no default suits them all. The limit starts at [`START`] and
+//! climbs while objects/s climbs with it: every [`WINDOW_MS`] in which the limit held objects
+//! back, it steps up (by half while every step has paid, an eighth after one did not); a step
+//! after which objects/s did not rise by [`GAIN`] is taken back, and the limit holds for
+//! [`HOLD_MS`] before probing again. Sustained throttling from S3 (503 SlowDown) or KMS
+//! (ThrottlingException) halves it, as TCP does, and stops the climb for a while. The
+//! configured `concurrency` (or an operator's `limit --concurrency`) is the ceiling; memory
+//! (`max_bytes_in_flight`) and the KMS rate bound it on their own.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -13,6 +21,15 @@ use tokio::sync::Notify;
 pub const THROTTLED_WINDOW: Duration = Duration::from_secs(10);
 /// Minimum time between two decreases: one burst of throttled in-flight requests is one signal.
 const DECREASE_COOLDOWN_MS: u64 = 1000;
+/// Where the limit starts (or the ceiling, if lower): what a throttled or quota-tight account
+/// copes with.
+pub const START: usize = 16;
+/// How often the limit is judged.
+pub const WINDOW_MS: u64 = 1000;
+/// A step up pays when objects/s rises by this share.
+pub const GAIN: f64 = 0.05;
+/// After a step that did not pay (or a throttle), the limit holds this long before it probes.
+pub const HOLD_MS: u64 = 30_000;
 
 /// Shared concurrency limit of one job.
 #[derive(Debug)]
@@ -20,9 +37,84 @@ pub struct Limiter {
     max: AtomicUsize,
     limit: AtomicUsize,
     in_flight: AtomicUsize,
-    successes: AtomicUsize,
+    /// Objects finished in the current window.
+    done: AtomicU64,
+    /// Some object waited for a slot in the current window: the limit was what held it back.
+    waited: AtomicBool,
     last_throttle_ms: AtomicU64,
+    climb: Mutex<Climb>,
     freed: Notify,
+}
+
+/// The state of the climb between windows.
+#[derive(Debug, Clone)]
+pub struct Climb {
+    window_start_ms: u64,
+    /// Objects/s before the step being judged.
+    base_rate: f64,
+    /// The limit before the last step up, until that step is judged.
+    step_from: Option<usize>,
+    hold_until_ms: u64,
+    /// Every step so far paid: steps are large.
+    eager: bool,
+}
+
+/// What one window measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// When it ended, ms.
+    pub now_ms: u64,
+    /// Objects finished in it.
+    pub done: u64,
+    /// Whether the limit held some object back in it.
+    pub waited: bool,
+    /// Whether a throttle was seen within [`THROTTLED_WINDOW`].
+    pub throttled: bool,
+}
+
+impl Climb {
+    /// A climb whose first window starts at `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        Self {
+            window_start_ms: now_ms,
+            base_rate: 0.0,
+            step_from: None,
+            hold_until_ms: 0,
+            eager: true,
+        }
+    }
+
+    /// The limit after window `w`, from `limit` under the ceiling `max`; `None` while the window
+    /// is still open.
+    pub fn judge(&mut self, w: Window, limit: usize, max: usize) -> Option<usize> {
+        let elapsed = w.now_ms.checked_sub(self.window_start_ms)?;
+        if elapsed < WINDOW_MS {
+            return None;
+        }
+        self.window_start_ms = w.now_ms;
+        let rate = w.done as f64 * 1000.0 / elapsed as f64;
+        if w.throttled {
+            self.step_from = None;
+            self.eager = false;
+            self.base_rate = rate;
+            self.hold_until_ms = w.now_ms + HOLD_MS.min(THROTTLED_WINDOW.as_millis() as u64);
+            return Some(limit);
+        }
+        if let Some(from) = self.step_from.take() {
+            if rate < self.base_rate * (1.0 + GAIN) {
+                self.eager = false;
+                self.hold_until_ms = w.now_ms + HOLD_MS;
+                return Some(from.min(max));
+            }
+        }
+        self.base_rate = rate;
+        if !w.waited || limit >= max || w.now_ms < self.hold_until_ms {
+            return Some(limit.min(max));
+        }
+        let step = if self.eager { limit / 2 } else { limit / 8 }.max(1);
+        self.step_from = Some(limit);
+        Some((limit + step).min(max))
+    }
 }
 
 /// A slot in the limit; frees itself on drop.
@@ -43,15 +135,17 @@ fn now_ms() -> u64 {
 }
 
 impl Limiter {
-    /// A limiter starting at (and capped by) `max`.
+    /// A limiter under the ceiling `max`, starting at [`START`] (or `max`, if lower).
     pub fn new(max: usize) -> Arc<Self> {
         let max = max.max(1);
         Arc::new(Self {
             max: AtomicUsize::new(max),
-            limit: AtomicUsize::new(max),
+            limit: AtomicUsize::new(max.min(START)),
             in_flight: AtomicUsize::new(0),
-            successes: AtomicUsize::new(0),
+            done: AtomicU64::new(0),
+            waited: AtomicBool::new(false),
             last_throttle_ms: AtomicU64::new(0),
+            climb: Mutex::new(Climb::new(now_ms())),
             freed: Notify::new(),
         })
     }
@@ -61,16 +155,19 @@ impl Limiter {
         loop {
             let notified = self.freed.notified();
             let n = self.in_flight.load(Ordering::SeqCst);
-            if n < self.limit.load(Ordering::SeqCst)
-                && self
+            if n < self.limit.load(Ordering::SeqCst) {
+                if self
                     .in_flight
                     .compare_exchange(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
-            {
-                return Slot {
-                    limiter: Arc::clone(self),
-                };
+                {
+                    return Slot {
+                        limiter: Arc::clone(self),
+                    };
+                }
+                continue;
             }
+            self.waited.store(true, Ordering::Relaxed);
             notified.await;
         }
     }
@@ -79,7 +176,6 @@ impl Limiter {
     pub fn on_throttle(&self) {
         let now = now_ms();
         let last = self.last_throttle_ms.swap(now, Ordering::SeqCst);
-        self.successes.store(0, Ordering::SeqCst);
         if now.saturating_sub(last) < DECREASE_COOLDOWN_MS {
             return;
         }
@@ -91,31 +187,50 @@ impl Limiter {
         }
     }
 
-    /// An object succeeded: after `limit` successes in a row, allow one more in flight.
+    /// An object succeeded; once a window is over, the limit is judged.
     pub fn on_success(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        // One judge per window; a success that finds it busy has been counted all the same.
+        let Ok(mut climb) = self.climb.try_lock() else {
+            return;
+        };
+        let now = now_ms();
+        if now.saturating_sub(climb.window_start_ms) < WINDOW_MS {
+            return;
+        }
+        let window = Window {
+            now_ms: now,
+            done: self.done.swap(0, Ordering::Relaxed),
+            waited: self.waited.swap(false, Ordering::Relaxed),
+            throttled: self.throttled(),
+        };
         let cur = self.limit.load(Ordering::SeqCst);
-        if self.successes.fetch_add(1, Ordering::SeqCst) + 1 >= cur
-            && cur < self.max.load(Ordering::SeqCst)
-        {
-            self.successes.store(0, Ordering::SeqCst);
-            self.limit.store(cur + 1, Ordering::SeqCst);
-            self.freed.notify_one();
+        if let Some(new) = climb.judge(window, cur, self.max()) {
+            if new != cur {
+                self.limit.store(new, Ordering::SeqCst);
+                tracing::debug!(from = cur, to = new, "concurrency adjusted");
+                if new > cur {
+                    self.freed.notify_waiters();
+                }
+            }
         }
     }
 
-    /// The cap the adaptive limit grows back to.
+    /// The ceiling the adaptive limit climbs to at most.
     pub fn max(&self) -> usize {
         self.max.load(Ordering::SeqCst)
     }
 
-    /// Changes the cap (an operator's decision): the limit moves to it at once, up or down.
-    /// Objects already in flight above a lowered cap finish; no new one starts until the
-    /// count is under it.
+    /// Changes the ceiling (an operator's decision): the limit moves to it at once, up or
+    /// down, and climbs from there. Objects already in flight above a lowered cap finish; no
+    /// new one starts until the count is under it.
     pub fn set_max(&self, max: usize) {
         let max = max.max(1);
         self.max.store(max, Ordering::SeqCst);
         self.limit.store(max, Ordering::SeqCst);
-        self.successes.store(0, Ordering::SeqCst);
+        if let Ok(mut climb) = self.climb.lock() {
+            *climb = Climb::new(now_ms());
+        }
         self.freed.notify_waiters();
         self.freed.notify_one();
     }
@@ -136,23 +251,118 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    fn window(now_ms: u64, done: u64) -> Window {
+        Window {
+            now_ms,
+            done,
+            waited: true,
+            throttled: false,
+        }
+    }
+
+    /// Runs windows of one second in which objects/s is `rate(limit)`; returns the limits.
+    fn climb(rate: impl Fn(usize) -> u64, start: usize, max: usize, seconds: u64) -> Vec<usize> {
+        let mut c = Climb::new(0);
+        let mut limit = start;
+        let mut seen = vec![limit];
+        for s in 1..=seconds {
+            limit = c.judge(window(s * 1000, rate(limit)), limit, max).unwrap();
+            seen.push(limit);
+        }
+        seen
+    }
+
+    #[test]
+    fn the_limit_climbs_while_objects_per_second_climb_with_it() {
+        // Latency-bound: objects/s grows with objects in flight up to 400 at once.
+        let seen = climb(|l| 10 * l.min(400) as u64, 16, 1024, 40);
+        let last = *seen.last().unwrap();
+        assert!((400..=600).contains(&last), "settled at {last}: {seen:?}");
+        assert!(
+            seen[..8].contains(&81),
+            "did not climb by half a step: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_step_that_does_not_pay_is_taken_back_and_the_limit_holds() {
+        // Bound elsewhere (a saturated server): more in flight changes nothing.
+        let seen = climb(|_| 1000, 16, 1024, 20);
+        assert_eq!(seen[1], 24, "first probe");
+        assert_eq!(seen[2], 16, "taken back");
+        assert!(seen[2..].iter().all(|&l| l == 16), "held: {seen:?}");
+        // And it probes again, gently, once the hold is over.
+        let later = climb(|_| 1000, 16, 1024, 35);
+        assert_eq!((later[32], later[33]), (18, 16), "{later:?}");
+    }
+
+    #[test]
+    fn never_above_the_ceiling_and_no_climb_when_the_limit_holds_nothing_back() {
+        let seen = climb(|l| 10 * l as u64, 16, 40, 20);
+        assert!(
+            seen.iter().all(|&l| l <= 40) && seen.contains(&40),
+            "{seen:?}"
+        );
+        let mut c = Climb::new(0);
+        let idle = Window {
+            waited: false,
+            ..window(1000, 500)
+        };
+        assert_eq!(c.judge(idle, 16, 1024), Some(16));
+        assert_eq!(
+            c.judge(window(1500, 500), 16, 1024),
+            None,
+            "window still open"
+        );
+    }
+
+    #[test]
+    fn throttling_stops_the_climb() {
+        let mut c = Climb::new(0);
+        assert_eq!(c.judge(window(1000, 100), 16, 1024), Some(24));
+        let throttled = Window {
+            throttled: true,
+            ..window(2000, 300)
+        };
+        assert_eq!(
+            c.judge(throttled, 12, 1024),
+            Some(12),
+            "halved elsewhere, held here"
+        );
+        for s in 3..=11 {
+            assert_eq!(
+                c.judge(window(s * 1000, 300), 12, 1024),
+                Some(12),
+                "second {s}"
+            );
+        }
+        assert_eq!(
+            c.judge(window(12_000, 300), 12, 1024),
+            Some(13),
+            "then gently"
+        );
+    }
+
     #[tokio::test]
-    async fn halves_on_throttle_and_grows_back_one_per_window() {
+    async fn halves_on_throttle_once_per_burst() {
         let l = Limiter::new(16);
+        assert_eq!(l.current(), 16);
         l.on_throttle();
         assert_eq!(l.current(), 8);
         assert!(l.throttled());
-        // A second signal within the cooldown is the same burst.
         l.on_throttle();
-        assert_eq!(l.current(), 8);
-        for _ in 0..8 {
-            l.on_success();
-        }
-        assert_eq!(l.current(), 9);
-        for _ in 0..1000 {
-            l.on_success();
-        }
-        assert_eq!(l.current(), 16, "never above the configured maximum");
+        assert_eq!(
+            l.current(),
+            8,
+            "a second signal within the cooldown is the same burst"
+        );
+    }
+
+    #[tokio::test]
+    async fn starts_low_under_a_high_ceiling() {
+        let l = Limiter::new(256);
+        assert_eq!((l.max(), l.current()), (256, START));
+        assert_eq!(Limiter::new(4).current(), 4);
     }
 
     #[tokio::test]
