@@ -4,7 +4,7 @@
 # scrape the daemon's request counters, stop the daemon. The daemon is a waited-for child, so
 # its CPU time and peak RSS are in the figures.
 #
-#   bench-job.sh CONFIG_TEMPLATE VERIFY_MODE COUNTERS_OUT
+#   bench-job.sh CONFIG_TEMPLATE VERIFY_MODE|default COUNTERS_OUT
 set -euo pipefail
 template="$1" verify="$2" counters="$3"
 bin="${DUALSEAL_BIN:?set DUALSEAL_BIN to the release build directory}"
@@ -32,7 +32,10 @@ for _ in $(seq 1 200); do
 done
 # DUALSEAL_START_ARGS: more `dualsealctl start` arguments (bench.sh's "+inv" modes).
 # shellcheck disable=SC2086
-"${ctl[@]}" start --verify-mode "$verify" ${DUALSEAL_START_ARGS:-} --watch >"$work/watch.log" 2>&1 || {
+# VERIFY_MODE "default": no --verify-mode at all (the daemon's default, as shipped).
+verify_args=()
+[[ "$verify" != default ]] && verify_args=(--verify-mode "$verify")
+"${ctl[@]}" start "${verify_args[@]}" ${DUALSEAL_START_ARGS:-} --watch >"$work/watch.log" 2>&1 || {
     tail -20 "$work/watch.log" >&2
     exit 1
 }

@@ -7,6 +7,7 @@
 #   ./scripts/bench.sh                       # N=2000 and N=10000, 3 repetitions
 #   SIZES=2000 REPS=1 ./scripts/bench.sh     # quick look
 #   BENCH_100K=1 ./scripts/bench.sh          # adds N=100000 (long)
+#   LATENCY=20ms/8ms ./scripts/bench.sh      # S3 and KMS answering as slowly as AWS's do
 #
 # Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64; a list such as
 # "64 128" runs every mode at each), MODES (dualseal
@@ -20,6 +21,16 @@
 # dualsealctl, used as they are; default: this checkout, built), DUALSEAL_DAEMON_WRAPPER (a
 # profiler command to run the daemon under; see bench-job.sh).
 #
+# LATENCY=S3/KMS (e.g. 20ms/8ms) puts a delay proxy (examples/latency_proxy.rs) in front of
+# s3s-fs and moto's KMS: every answer is held that long, plus a jitter of up to a tenth of it
+# (LATENCY_JITTER=S3/KMS to choose), and both dualseal and rclone talk to the proxies, while
+# seeding and the harness's checks go direct. Real S3 and KMS answer in milliseconds; the
+# emulators in microseconds, which makes a migration CPU-bound where AWS makes it
+# latency-bound. With LATENCY the defaults change to what that question needs: MODES "shipped
+# full+reuse checksum+reuse" ("shipped": dualseal's own defaults, no setting but endpoints and
+# categories), CONCURRENCY "64 256", ANCHOR_CONFIGS "rcdef rc64 rc256" (rclone copy at its
+# default --transfers and at 64 and 256; "rcN" for any N).
+#
 # s3s-fs ignores SSE headers, so dualseal is built with the `bench` feature and run with
 # DUALSEAL_BENCH_SERVER_WITHOUT_SSE=1: it accepts a destination that reports no server-side
 # encryption (a wrong one is still refused). Everything else is the shipped code path: real
@@ -32,6 +43,17 @@ ANCHORS="$(cd "$ANCHORS" && pwd)"
 SIZES="${SIZES:-2000 10000}"
 [[ "${BENCH_100K:-0}" == 1 ]] && SIZES="$SIZES 100000"
 REPS="${REPS:-3}"
+LATENCY="${LATENCY:-}"
+if [[ -n "$LATENCY" ]]; then
+    [[ "$LATENCY" =~ ^([0-9]+)ms/([0-9]+)ms$ ]] || { echo "LATENCY must look like 20ms/8ms (S3/KMS)" >&2; exit 2; }
+    S3_DELAY_MS="${BASH_REMATCH[1]}" KMS_DELAY_MS="${BASH_REMATCH[2]}"
+    LATENCY_JITTER="${LATENCY_JITTER:-$((S3_DELAY_MS / 10))ms/$((KMS_DELAY_MS / 10))ms}"
+    [[ "$LATENCY_JITTER" =~ ^([0-9]+)ms/([0-9]+)ms$ ]] || { echo "LATENCY_JITTER must look like 2ms/1ms" >&2; exit 2; }
+    S3_JITTER_MS="${BASH_REMATCH[1]}" KMS_JITTER_MS="${BASH_REMATCH[2]}"
+    CONCURRENCY="${CONCURRENCY:-64 256}"
+    MODES="${MODES:-shipped full+reuse checksum+reuse}"
+    ANCHOR_CONFIGS="${ANCHOR_CONFIGS:-rcdef rc64 rc256}"
+fi
 CONCURRENCY="${CONCURRENCY:-64}"
 MODES="${MODES:-full checksum full+reuse checksum+reuse}"
 REUSE_OBJECTS="${REUSE_OBJECTS:-1000}"
@@ -54,8 +76,15 @@ log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 # --- what the benchmark needs ------------------------------------------------------------------
 # shellcheck source=scripts/bench-setup.sh
 source "$ROOT/scripts/bench-setup.sh"
+if [[ -n "$LATENCY" ]]; then
+    log "building the latency proxy (examples/latency_proxy.rs)"
+    (cd "$ROOT" && cargo build --quiet --release --locked --example latency_proxy)
+    LATENCY_PROXY="$ROOT/target/release/examples/latency_proxy"
+fi
 
-cleanup() { for k in moto s3s; do "$ANCHORS/emulator.sh" stop "$k" >/dev/null 2>&1 || true; done; }
+PROXIES=()
+stop_proxies() { for p in "${PROXIES[@]}"; do kill "$p" 2>/dev/null || true; done; PROXIES=(); }
+cleanup() { stop_proxies; for k in moto s3s; do "$ANCHORS/emulator.sh" stop "$k" >/dev/null 2>&1 || true; done; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -67,6 +96,9 @@ trap 'exit 130' INT TERM
     echo "rclone: $(rclone version | head -1)"
     echo "s3s-fs: $("$S3S_FS_BIN" --version 2>&1 | head -1)"
     echo "moto (KMS): $(python3 -c 'import moto; print(moto.__version__)')"
+    if [[ -n "$LATENCY" ]]; then
+        echo "latency: S3 ${S3_DELAY_MS} ms + up to ${S3_JITTER_MS} ms, KMS ${KMS_DELAY_MS} ms + up to ${KMS_JITTER_MS} ms per answer (examples/latency_proxy.rs)"
+    fi
 } | tee "$BENCH_STATE/machine.txt" >&2
 
 FAILS=0
@@ -85,6 +117,21 @@ for n in $SIZES; do
     EP="$("$ANCHORS/emulator.sh" start s3s)"
     SPID="$("$ANCHORS/emulator.sh" pid s3s)"
     KMS_EP="$("$ANCHORS/emulator.sh" start moto)"
+    # What the tools talk to: the servers themselves, or the delay proxies in front of them.
+    TOOL_EP="$EP" TOOL_KMS_EP="$KMS_EP"
+    if [[ -n "$LATENCY" ]]; then
+        proxy() {  # VAR upstream-url delay jitter: VAR becomes the proxy's url
+            local out="$BENCH_STATE/proxy-$1.addr"
+            rm -f "$out"
+            "$LATENCY_PROXY" 127.0.0.1:0 "${2#http://}" "$3" "$4" >"$out" 2>>"$BENCH_STATE/logs/latency_proxy.log" &
+            PROXIES+=($!)
+            for _ in $(seq 1 100); do [[ -s "$out" ]] && break; sleep 0.05; done
+            [[ -s "$out" ]] || { echo "the latency proxy for $2 did not start" >&2; exit 1; }
+            printf -v "$1" 'http://%s' "$(cat "$out")"
+        }
+        proxy TOOL_EP "$EP" "$S3_DELAY_MS" "$S3_JITTER_MS"
+        proxy TOOL_KMS_EP "$KMS_EP" "$KMS_DELAY_MS" "$KMS_JITTER_MS"
+    fi
     MANIFEST="$BENCH_STATE/manifest-$n.json"
     python3 "$ANCHORS/seed.py" seed --endpoint "$EP" -n "$n" --kms skip --manifest "$MANIFEST" >/dev/null
     KMS_EP="$KMS_EP" python3 - <<'EOF'
@@ -150,10 +197,10 @@ for p in s3.get_paginator("list_objects_v2").paginate(Bucket="master-secrets", P
 print(f"s3s-fs CPU to list N={os.environ['N']} recursively: {cpu() - c0:.2f} s ({keys} keys, {pages} pages)")
 EOF
     arn="$(jq -r .kms_key_arn "$MANIFEST")"
-    "$ANCHORS/rclone_conf.sh" "$EP" "$arn" aws:kms:dsse "$RCLONE_CONFIG"
+    "$ANCHORS/rclone_conf.sh" "$TOOL_EP" "$arn" aws:kms:dsse "$RCLONE_CONFIG"
     template="$BENCH_STATE/dualseal-$n.toml"
     {
-        printf '[aws]\nregion = "us-east-1"\ns3_endpoint_url = "%s"\nkms_endpoint_url = "%s"\n\n' "$EP" "$KMS_EP"
+        printf '[aws]\nregion = "us-east-1"\ns3_endpoint_url = "%s"\nkms_endpoint_url = "%s"\n\n' "$TOOL_EP" "$TOOL_KMS_EP"
         printf '[source]\nbucket = "master-secrets"\n\n'
         printf '[daemon]\njournal_path = "@WORK@/journal"\ncontrol_socket = "@WORK@/control.sock"\nconcurrency = 64\n'
         [[ -n "${MAX_BYTES_IN_FLIGHT:-}" ]] && printf 'max_bytes_in_flight = %s\n' "$MAX_BYTES_IN_FLIGHT"
@@ -166,6 +213,9 @@ EOF
         done
     } >"$template"
     sed "s/^concurrency = .*/&\ndata_key_reuse_objects = $REUSE_OBJECTS/" "$template" >"$template.reuse"
+    # As shipped: no setting but where the servers are, the journal, the socket and the
+    # categories (and the one s3s-fs needs).
+    sed "/^concurrency = /d" "$template" >"$template.shipped"
     decrypt="$DUALSEAL_BIN/dualsealctl get s3://{bucket}/{key} --endpoint-url $EP --kms-endpoint-url $KMS_EP --region us-east-1"
     RF=(--s3-no-head --use-server-modtime --stats 0)
     anchors() {
@@ -177,14 +227,25 @@ EOF
                         "$ANCHORS/rclone_job.sh" crypt seq --transfers 64 --checkers 64 "${RF[@]}" ;;
                 rx128) run "rclone crypt per-prefix t=128" crypt none "" "" -- \
                         "$ANCHORS/rclone_job.sh" crypt seq --transfers 128 --checkers 128 "${RF[@]}" ;;
+                rcdef) run "rclone crypt default transfers" crypt none "" "" -- \
+                        rclone copy src:master-secrets crypt-all: "${RF[@]}" ;;
+                rc[0-9]*) t="${a#rc}"
+                    run "rclone crypt t=$t" crypt none "" "" -- \
+                        rclone copy src:master-secrets crypt-all: --transfers "$t" --checkers "$t" "${RF[@]}" ;;
                 none) ;;
                 *) log "unknown anchor config $a" ;;
             esac
         done
     }
     dualseal_runs() {
+        if [[ " $MODES " == *" shipped "* ]]; then
+            export DUALSEAL_START_ARGS=""
+            run "dualseal as shipped" keys none '{rest}' "$decrypt" -- \
+                "$ROOT/scripts/bench-job.sh" "$template.shipped" default "$BENCH_STATE/counters-$n-shipped-cdefault-$REP.txt"
+        fi
         for c in $CONCURRENCY; do
             for mode in $MODES; do
+                [[ "$mode" == shipped ]] && continue
                 verify="${mode%%+*}" cfg="$template" label="dualseal verify=${mode%%+*} c=$c"
                 if [[ "$mode" == *+reuse* ]]; then
                     cfg="$template.reuse" label="$label, 1 data key per $REUSE_OBJECTS"
@@ -205,6 +266,7 @@ EOF
         # run (page cache, allocator, the server's directories) then favours neither.
         if ((REP % 2)); then anchors; dualseal_runs; else dualseal_runs; anchors; fi
     done
+    stop_proxies
     "$ANCHORS/emulator.sh" stop moto
     "$ANCHORS/emulator.sh" stop s3s
 done
@@ -267,6 +329,19 @@ for n in sorted({k[0] for k in by}):
         print(f"| {n} | {label} | {best} | {med(rs, lambda r: r['obj_per_s']) / b_rate:.2f}x | "
               f"{med(rs, lambda r: r['cpu_s'] / r['objects']) / b_cpu:.2f}x | "
               f"{med(rs, lambda r: r['max_rss_kb']) / b_rss:.2f}x |")
+shipped_rows = []
+for n in sorted({k[0] for k in by}):
+    ours = {k[2]: med(v, lambda r: r["obj_per_s"]) for k, v in by.items() if k[0] == n and k[1] == "dualseal"}
+    shipped = ours.get("dualseal as shipped")
+    if shipped is None or len(ours) < 2:
+        continue
+    label, rate = max(((l, r) for l, r in ours.items() if l != "dualseal as shipped"), key=lambda kv: kv[1])
+    shipped_rows.append(f"| {n} | {label} | {rate:.0f} | {shipped:.0f} | {shipped / rate:.2f}x |")
+if shipped_rows:
+    print("\ndualseal as shipped against its own best configuration of the same N (medians of obj/s):")
+    print("| N | best configuration | best obj/s | as shipped obj/s | ratio |")
+    print("|---|---|---|---|---|")
+    print("\n".join(shipped_rows))
 EOF
 cat "$BENCH_STATE/machine.txt"
 log "results: $BENCH_STATE/results.md; failures: $FAILS"
