@@ -138,7 +138,7 @@ fn tcp_tls(config: &Config) -> Result<Option<api::TcpTls>, DaemonError> {
     let (Some(cert), Some(key)) = (&t.tls_cert, &t.tls_key) else {
         return Ok(None);
     };
-    Ok(Some(api::TcpTls {
+    let tls = api::TcpTls {
         cert_pem: read_secret("tcp.tls_cert", cert)?,
         key_pem: zeroize::Zeroizing::new(read_secret("tcp.tls_key", key)?),
         client_ca_pem: t
@@ -147,7 +147,22 @@ fn tcp_tls(config: &Config) -> Result<Option<api::TcpTls>, DaemonError> {
             .map(|c| read_secret("tcp.client_ca", c))
             .transpose()?,
         client_cert_optional: t.tokens_file.is_some(),
-    }))
+    };
+    tls.check()
+        .map_err(|e| DaemonError::Access(e.to_string()))?;
+    Ok(Some(tls))
+}
+
+/// Reads and checks what the config names outside itself (the token file, the TCP
+/// listener's certificate, key and client CA), as a start would: `dualseald validate` runs it,
+/// so a file that would refuse the start is named there.
+///
+/// # Errors
+/// `Access`, naming the setting and the remedy.
+pub fn preflight(config: &Config) -> Result<(), DaemonError> {
+    load_access(config)?;
+    tcp_tls(config)?;
+    Ok(())
 }
 
 /// Runs the daemon until `shutdown` is cancelled or a fatal error occurs.
@@ -161,10 +176,25 @@ pub async fn run(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> Result<(), DaemonError> {
+    // Everything that can refuse the start is tried before the journal is opened: an open
+    // may upgrade its layout for this build and resumes jobs, which a start that then fails
+    // should not have done.
     let access = api::shared_access(load_access(&config)?);
     let tls = tcp_tls(&config)?;
-    let journal = Arc::new(open_journal(&config, opts)?);
+    let tcp = match config.tcp.listen {
+        Some(addr) => Some((
+            addr,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| api::ApiError::Bind {
+                    path: addr.to_string(),
+                    source,
+                })?,
+        )),
+        None => None,
+    };
     let metered = crate::metrics::install(&config.metrics)?;
+    let journal = Arc::new(open_journal(&config, opts)?);
     if metered {
         let categories: Vec<&str> = config.categories.iter().map(|c| c.name.as_str()).collect();
         crate::metrics::zero_counters(&categories);
@@ -193,13 +223,7 @@ pub async fn run(
     ));
     tracing::info!(socket = %config.daemon.control_socket.display(), "control API listening");
     let mut tcp_server = None;
-    if let Some(addr) = config.tcp.listen {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| api::ApiError::Bind {
-                path: addr.to_string(),
-                source,
-            })?;
+    if let Some((addr, tcp)) = tcp {
         let mutual = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
         let encrypted = tls.is_some();
         // Built (and its TLS settings checked) before READY: a bad key refuses the start.

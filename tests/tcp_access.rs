@@ -243,33 +243,94 @@ fn plaintext_tcp_on_a_public_address_is_refused_at_start() {
 }
 
 #[test]
-fn an_unusable_tls_key_refuses_the_start_before_ready() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn unusable_tls_material_is_named_by_validate_and_refuses_the_start_before_the_journal() {
     let server_ca = ca("dualseal test server CA");
-    let (server_cert, _) = leaf(&server_ca, "dualseald");
-    let port = free_port();
-    let tcp = format!(
-        "\n[tcp]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-        write(dir.path(), "server.crt", &server_cert),
-        write(
-            dir.path(),
-            "server.key",
-            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"
+    let (server_cert, server_key) = leaf(&server_ca, "dualseald");
+    let (_, other_key) = leaf(&server_ca, "someone else");
+    let garbage_key = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n";
+    // (case, certificate, key, client CA, the setting the error must name)
+    let cases = [
+        (
+            "garbage key",
+            &server_cert,
+            garbage_key,
+            &server_ca.pem,
+            "tcp.tls_key",
         ),
-    ) + &format!(
-        "client_ca = \"{}\"\n",
-        write(dir.path(), "clients-ca.crt", &server_ca.pem)
-    );
-    // No S3 is needed: the daemon must refuse before it serves anything.
-    let config = config_via("http://127.0.0.1:9", dir.path(), 2, 3) + &tcp;
-    let out = run_dualseald(dir.path(), &config, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the daemon ran with an unusable key: {stderr}"
-    );
-    assert!(
-        stderr.contains("TLS settings of [tcp] are unusable"),
-        "{stderr}"
-    );
+        (
+            "no key at all",
+            &server_cert,
+            "hello\n",
+            &server_ca.pem,
+            "tcp.tls_key",
+        ),
+        (
+            "another certificate's key",
+            &server_cert,
+            &other_key,
+            &server_ca.pem,
+            "tcp.tls_cert and tcp.tls_key",
+        ),
+        (
+            "key and certificate swapped",
+            &server_key,
+            &server_cert,
+            &server_ca.pem,
+            "tcp.tls_cert",
+        ),
+        (
+            "garbage certificate",
+            &"not a certificate\n".to_owned(),
+            &server_key,
+            &server_ca.pem,
+            "tcp.tls_cert",
+        ),
+        (
+            "garbage client CA",
+            &server_cert,
+            &server_key,
+            &"junk".to_owned(),
+            "tcp.client_ca",
+        ),
+    ];
+    for (case, cert, key, client_ca, named) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let tcp = format!(
+            "\n[tcp]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+            write(dir.path(), "server.crt", cert),
+            write(dir.path(), "server.key", key),
+            write(dir.path(), "clients-ca.crt", client_ca),
+        );
+        // No S3 is needed: the daemon must refuse before it serves or opens anything.
+        let config = config_via("http://127.0.0.1:9", dir.path(), 2, 3) + &tcp;
+        for args in [&["validate"][..], &[][..]] {
+            let out = run_dualseald(dir.path(), &config, args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(78),
+                "{case}, {args:?}: a configuration error (not restarted by systemd): {stderr}"
+            );
+            assert!(
+                stderr.contains(named),
+                "{case}, {args:?}: names {named}: {stderr}"
+            );
+            let body = key.lines().nth(1).filter(|l| l.len() > 8);
+            assert!(
+                !body.is_some_and(|l| stderr.contains(l)),
+                "{case}: key material in the error: {stderr}"
+            );
+        }
+        // An open may upgrade the journal's layout and resume jobs: a start that is refused
+        // must not have done either.
+        assert!(
+            !dir.path().join("journal").exists(),
+            "{case}: the journal was opened before the TLS settings were checked"
+        );
+        assert!(
+            !dir.path().join("control.sock").exists(),
+            "{case}: it served"
+        );
+    }
 }

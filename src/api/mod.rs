@@ -50,6 +50,6 @@ pub enum ApiError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// The TCP listener's certificate, key or client CA cannot be used.
-    #[error("the TLS settings of [tcp] are unusable ({0}); check tls_cert, tls_key and client_ca")]
+    #[error("[tcp] TLS: {0}")]
     Tls(String),
 }

@@ -61,6 +61,96 @@ impl std::fmt::Debug for TcpTls {
     }
 }
 
+impl TcpTls {
+    /// Checks the certificate chain, key and client CA as the listener will use them, naming
+    /// the setting that is wrong: called before the journal is opened, and by `validate`.
+    ///
+    /// # Errors
+    /// `Tls`, naming `tcp.tls_cert`, `tcp.tls_key` or `tcp.client_ca` and the remedy.
+    pub fn check(&self) -> Result<(), ApiError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = |what: &str, pem: &[u8]| {
+            match CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(c) if !c.is_empty() => Ok(()),
+            Ok(_) => Err(ApiError::Tls(format!(
+                "{what} holds no PEM CERTIFICATE block; give a PEM file (-----BEGIN CERTIFICATE-----)"
+            ))),
+            Err(e) => Err(ApiError::Tls(format!(
+                "{what} is not a readable PEM certificate file ({e}); give a PEM file (-----BEGIN CERTIFICATE-----)"
+            ))),
+        }
+        };
+        certs(
+            "tcp.tls_cert (the daemon's certificate, then its intermediates)",
+            &self.cert_pem,
+        )?;
+        // The parser's own error is not shown: it may quote a line of the key file.
+        if PrivateKeyDer::from_pem_slice(&self.key_pem).is_err() {
+            return Err(ApiError::Tls(
+                "tcp.tls_key holds no readable PEM private key; give the key of tcp.tls_cert \
+                 (PKCS#8, PKCS#1 or SEC1 PEM)"
+                    .into(),
+            ));
+        }
+        if let Some(ca) = &self.client_ca_pem {
+            certs("tcp.client_ca (the CA that signs client certificates)", ca)?;
+        }
+        // What PEM parsing cannot see (a key that is not the certificate's, a certificate the
+        // TLS stack refuses) is asked of the TLS stack, first without the client CA so that a
+        // refusal names the right setting.
+        tls_builder(self, false).map_err(|e| {
+            ApiError::Tls(format!(
+                "tcp.tls_cert and tcp.tls_key are refused by the TLS stack ({}); check that the \
+                 key is the certificate's own and the certificate is X.509 v3",
+                tls_error_text(&e)
+            ))
+        })?;
+        if self.client_ca_pem.is_some() {
+            tls_builder(self, true).map_err(|e| {
+                ApiError::Tls(format!(
+                    "tcp.client_ca is refused by the TLS stack ({}); give the PEM of the CA that \
+                     signs client certificates (X.509 v3)",
+                    tls_error_text(&e)
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn tls_error_text(e: &ApiError) -> String {
+    match e {
+        ApiError::Tls(t) => t.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A server builder with `t`'s TLS settings (the client CA only when `with_client_ca`).
+fn tls_builder(t: &TcpTls, with_client_ca: bool) -> Result<tonic::transport::Server, ApiError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let mut cfg =
+        ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, t.key_pem.as_slice()));
+    if let (true, Some(ca)) = (with_client_ca, &t.client_ca_pem) {
+        cfg = cfg
+            .client_ca_root(Certificate::from_pem(ca))
+            .client_auth_optional(t.client_cert_optional);
+    }
+    tonic::transport::Server::builder()
+        .tls_config(cfg)
+        .map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            ApiError::Tls(text)
+        })
+}
+
 async fn routes(
     builder: tonic::transport::Server,
     engine: Engine,
@@ -125,26 +215,10 @@ pub async fn tcp_server(
     tls: Option<TcpTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<impl std::future::Future<Output = Result<(), ApiError>> + Send, ApiError> {
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(t) = tls {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let mut cfg =
-            ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, t.key_pem.as_slice()));
-        if let Some(ca) = &t.client_ca_pem {
-            cfg = cfg
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(t.client_cert_optional);
-        }
-        builder = builder.tls_config(cfg).map_err(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            ApiError::Tls(text)
-        })?;
-    }
+    let builder = match &tls {
+        Some(t) => tls_builder(t, true)?,
+        None => tonic::transport::Server::builder(),
+    };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = routes(builder, engine, access).await?;
     Ok(async move {

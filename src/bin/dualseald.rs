@@ -56,6 +56,10 @@ fn main() -> ExitCode {
     };
     let set_log_filter = init_logging(json, config.daemon.log_filter.as_deref());
     if matches!(args.cmd, Some(Cmd::Validate)) {
+        if let Err(e) = dualseal::daemon::preflight(&config) {
+            eprintln!("{}: {e}", args.config.display());
+            return ExitCode::from(EX_CONFIG);
+        }
         let shard = config
             .daemon
             .shard()
