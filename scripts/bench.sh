@@ -78,7 +78,7 @@ log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 source "$ROOT/scripts/bench-setup.sh"
 if [[ -n "$LATENCY" ]]; then
     log "building the latency proxy (examples/latency_proxy.rs)"
-    (cd "$ROOT" && cargo build --quiet --release --locked --example latency_proxy)
+    (cd "$ROOT" && cargo build --quiet --release --locked --features bench --example latency_proxy)
     LATENCY_PROXY="$ROOT/target/release/examples/latency_proxy"
 fi
 

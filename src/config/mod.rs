@@ -11,8 +11,9 @@ pub use crate::aws::AwsConfig;
 use crate::classify::DestKeyMode;
 pub use crate::store::RetentionMode;
 
-/// Default number of objects migrated at once.
-pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default ceiling on the objects migrated at once: a job's adaptive limit starts at
+/// `engine::limit::START` and climbs toward it while that pays.
+pub const DEFAULT_CONCURRENCY: usize = 128;
 /// Upper bound on workers: beyond this, S3 and KMS throttle long before we gain anything.
 pub const MAX_CONCURRENCY: usize = 1024;
 /// Default per-object attempt budget before an object is marked failed.

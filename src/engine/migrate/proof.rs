@@ -87,8 +87,7 @@ pub async fn prove_destination(
             let unwrapped = unwrapped?;
             if !k.record_unwrap(&header.wrapped_key, &unwrapped) {
                 return Err(ObjectError::Verify(
-                    "KMS unwrapped the stored data key to a different key than it generated"
-                        .into(),
+                    "KMS unwrapped the stored data key to a different key than it generated".into(),
                 ));
             }
             drop(prover);
