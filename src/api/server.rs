@@ -103,17 +103,15 @@ impl TcpTls {
         // refusal names the right setting.
         tls_builder(self, false).map_err(|e| {
             ApiError::Tls(format!(
-                "tcp.tls_cert and tcp.tls_key are refused by the TLS stack ({}); check that the \
-                 key is the certificate's own and the certificate is X.509 v3",
-                tls_error_text(&e)
+                "tcp.tls_cert and tcp.tls_key are refused by the TLS stack ({e}); check that the \
+                 key is the certificate's own and the certificate is X.509 v3"
             ))
         })?;
         if self.client_ca_pem.is_some() {
             tls_builder(self, true).map_err(|e| {
                 ApiError::Tls(format!(
-                    "tcp.client_ca is refused by the TLS stack ({}); give the PEM of the CA that \
-                     signs client certificates (X.509 v3)",
-                    tls_error_text(&e)
+                    "tcp.client_ca is refused by the TLS stack ({e}); give the PEM of the CA that \
+                     signs client certificates (X.509 v3)"
                 ))
             })?;
         }
@@ -121,15 +119,9 @@ impl TcpTls {
     }
 }
 
-fn tls_error_text(e: &ApiError) -> String {
-    match e {
-        ApiError::Tls(t) => t.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A server builder with `t`'s TLS settings (the client CA only when `with_client_ca`).
-fn tls_builder(t: &TcpTls, with_client_ca: bool) -> Result<tonic::transport::Server, ApiError> {
+/// A server builder with `t`'s TLS settings (the client CA only when `with_client_ca`), or the
+/// TLS stack's refusal with its causes.
+fn tls_builder(t: &TcpTls, with_client_ca: bool) -> Result<tonic::transport::Server, String> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     let mut cfg =
         ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, t.key_pem.as_slice()));
@@ -147,7 +139,7 @@ fn tls_builder(t: &TcpTls, with_client_ca: bool) -> Result<tonic::transport::Ser
                 text = format!("{text}: {s}");
                 source = s.source();
             }
-            ApiError::Tls(text)
+            text
         })
 }
 
@@ -216,7 +208,7 @@ pub async fn tcp_server(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<impl std::future::Future<Output = Result<(), ApiError>> + Send, ApiError> {
     let builder = match &tls {
-        Some(t) => tls_builder(t, true)?,
+        Some(t) => tls_builder(t, true).map_err(ApiError::Tls)?,
         None => tonic::transport::Server::builder(),
     };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -54,6 +54,16 @@ impl SealingKey {
         }
     }
 
+    /// The context KMS bound this key to, for an object sealed under `context`: what the
+    /// header it writes reports as `kms_context()`.
+    pub fn kms_context(&self, context: &EncryptionContext) -> EncryptionContext {
+        if self.shared {
+            shared_context(context)
+        } else {
+            context.clone()
+        }
+    }
+
     /// The envelope format version it writes.
     pub fn envelope_version(&self) -> u8 {
         if self.shared {

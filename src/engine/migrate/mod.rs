@@ -183,19 +183,22 @@ impl Attempt<'_> {
         // asked while the GET is on its way, so the two round trips overlap. (A source that
         // changed, a conflict or a GET that fails leaves the key unused, dropped and zeroized.)
         let fresh = self.prior.state != ObjectState::Uploaded && !self.head_first;
-        let (src, early_key) = if fresh {
-            let (src, key) = tokio::join!(
-                self.store.get(self.source_bucket, self.source_key),
-                self.data_keys
-                    .for_object(self.keys, &self.target.kms_key_arn, &ctx),
-            );
-            (src?, Some(key))
-        } else {
-            (
-                self.store.get(self.source_bucket, self.source_key).await?,
-                None,
-            )
+        let early_key = async {
+            if fresh {
+                Some(
+                    self.data_keys
+                        .for_object(self.keys, &self.target.kms_key_arn, &ctx)
+                        .await,
+                )
+            } else {
+                None
+            }
         };
+        let (src, early_key) = tokio::join!(
+            self.store.get(self.source_bucket, self.source_key),
+            early_key
+        );
+        let src = src?;
         if let Some(held) = self.content_disagreement(&src.body) {
             return Ok(Outcome::Conflict(held));
         }

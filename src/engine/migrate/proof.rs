@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{context_for, Proved, ServerSide};
-use crate::engine::datakey::{shared_context, SealingKey};
+use crate::engine::datakey::SealingKey;
 use crate::engine::error::ObjectError;
 use crate::engine::Target;
 use crate::envelope::{self, EncryptionContext};
@@ -42,32 +42,25 @@ pub async fn prove_destination(
     // context we wrote), so it is asked alongside the GET and used only if the stored header
     // carries exactly that request. A shared key is proved once: the object holding its
     // `proving` lock asks early; the others then find it proven and ask nothing.
-    let mut prover = match sealed_with {
+    let prover = match sealed_with {
         Some(k) if !k.proves(&k.wrapped) => k.proving(&k.wrapped).await,
         _ => None,
     };
-    let early = sealed_with.filter(|k| !k.proves(&k.wrapped));
-    if early.is_none() {
-        // Proven while this object waited: no read-back of the key needs holding up.
-        prover = None;
-    }
-    let early_ctx = early.map(|k| {
-        if k.shared {
-            shared_context(&ctx)
-        } else {
-            ctx.clone()
+    let early = sealed_with
+        .filter(|k| !k.proves(&k.wrapped))
+        .map(|k| (k, k.kms_context(&ctx)));
+    // Proven while this object waited: no read-back of the key needs holding up.
+    let prover = prover.filter(|_| early.is_some());
+    let unwrap_early = async {
+        match &early {
+            Some((k, kms_ctx)) => {
+                Some(keys.decrypt_data_key(&k.key_arn, &k.wrapped, kms_ctx).await)
+            }
+            None => None,
         }
-    });
-    let (dst, early_unwrap) = match (early, &early_ctx) {
-        (Some(k), Some(kms_ctx)) => {
-            let (dst, unwrapped) = tokio::join!(
-                store.get(&target.bucket, dest_key),
-                keys.decrypt_data_key(&k.key_arn, &k.wrapped, kms_ctx),
-            );
-            (dst?, Some(unwrapped))
-        }
-        _ => (store.get(&target.bucket, dest_key).await?, None),
     };
+    let (dst, early_unwrap) = tokio::join!(store.get(&target.bucket, dest_key), unwrap_early);
+    let dst = dst?;
     let answered = check_server_side(
         dst.sse.as_deref(),
         dst.sse_kms_key_id.as_deref(),
@@ -77,21 +70,16 @@ pub async fn prove_destination(
     let server_side = confirm_by_head(store, target, dest_key, answered).await?;
     check_destination_bytes(&dst, &ctx, expected_sha)?;
     let (header, _) = envelope::parse_header(&dst.body)?;
-    let asked_early = early.zip(early_ctx).filter(|(k, kms_ctx)| {
+    let asked_early = early.filter(|(k, kms_ctx)| {
         header.wrapped_key == k.wrapped
             && header.kms_key_id == k.key_arn
             && header.kms_context() == *kms_ctx
     });
     let key = match (asked_early, early_unwrap) {
         (Some((k, _)), Some(unwrapped)) => {
-            let unwrapped = unwrapped?;
-            if !k.record_unwrap(&header.wrapped_key, &unwrapped) {
-                return Err(ObjectError::Verify(
-                    "KMS unwrapped the stored data key to a different key than it generated".into(),
-                ));
-            }
+            let key = unwrapped_as_generated(Some(k), &header.wrapped_key, unwrapped?)?;
             drop(prover);
-            ProofKey::Unwrapped(unwrapped)
+            key
         }
         _ => {
             // Another envelope than the one we wrote: ask KMS about what it says (the lock is
@@ -180,7 +168,17 @@ pub(in crate::engine) async fn data_key_for_proof<'k>(
             &header.kms_context(),
         )
         .await?;
-    if sealed_with.is_some_and(|k| !k.record_unwrap(&header.wrapped_key, &key)) {
+    unwrapped_as_generated(sealed_with, &header.wrapped_key, key)
+}
+
+/// `key`, what KMS unwrapped `wrapped` to, recorded against the key we sealed with (proving a
+/// shared one); a different key than KMS generated for it fails the proof.
+fn unwrapped_as_generated<'k>(
+    sealed_with: Option<&SealingKey>,
+    wrapped: &[u8],
+    key: envelope::DataKey,
+) -> Result<ProofKey<'k>, ObjectError> {
+    if sealed_with.is_some_and(|k| !k.record_unwrap(wrapped, &key)) {
         return Err(ObjectError::Verify(
             "KMS unwrapped the stored data key to a different key than it generated".into(),
         ));
