@@ -9,7 +9,8 @@
 #   BENCH_100K=1 ./scripts/bench.sh          # adds N=100000 (long)
 #   LATENCY=20ms/8ms ./scripts/bench.sh      # S3 and KMS answering as slowly as AWS's do
 #
-# Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, default 64; a list such as
+# Knobs: SIZES, REPS, CONCURRENCY (dualseal's daemon.concurrency, the ceiling its adaptive
+# limit climbs to from 16, labelled "c=" in the tables; default 64; a list such as
 # "64 128" runs every mode at each), MODES (dualseal
 # runs: verify mode, "+reuse" for shared data keys (data_key_reuse_objects = REUSE_OBJECTS,
 # default 1000), "+inv" for keys from an S3 Inventory report of the source instead of
