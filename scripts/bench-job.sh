@@ -35,10 +35,22 @@ done
 # VERIFY_MODE "default": no --verify-mode at all (the daemon's default, as shipped).
 verify_args=()
 [[ "$verify" != default ]] && verify_args=(--verify-mode "$verify")
+# The job's adaptive limit, sampled every half second (seconds since start, limit): bench.sh
+# reports where the climb got to and when.
+(
+    t0=$EPOCHREALTIME
+    while sleep 0.5; do
+        c=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^dualseal_job_concurrency/ {print $NF; exit}')
+        [[ -n "$c" ]] && awk -v a="$t0" -v b="$EPOCHREALTIME" -v c="$c" 'BEGIN {printf "%.1f %s\n", b - a, c}'
+    done
+) >"${counters%.txt}.limit" 2>/dev/null &
+sampler=$!
 "${ctl[@]}" start "${verify_args[@]}" ${DUALSEAL_START_ARGS:-} --watch >"$work/watch.log" 2>&1 || {
+    kill "$sampler" 2>/dev/null || true
     tail -20 "$work/watch.log" >&2
     exit 1
 }
+kill "$sampler" 2>/dev/null || true
 # The daemon's own CPU, user and kernel (ticks, from /proc before it exits): bench.sh reports
 # the kernel's share of it.
 awk '{sub(/.*\) /, ""); print $12, $13}' "/proc/$daemon/stat" >"${counters%.txt}.cpu" 2>/dev/null || true
@@ -47,4 +59,7 @@ curl -s "http://127.0.0.1:$port/metrics" \
     | awk '/^dualseal_aws_requests_total/ {print}' >"$counters" || true
 stop
 trap - EXIT
+# BENCH_KEEP_LOG=1: keep the daemon's log beside the counters (with DUALSEAL_LOG, e.g.
+# "info,dualseal::engine::limit=debug" to see each step of the adaptive limit).
+[[ -n "${BENCH_KEEP_LOG:-}" ]] && cp "$work/daemon.log" "${counters%.txt}.log"
 rm -rf "$work"

@@ -70,7 +70,7 @@ export BENCH_STATE="${BENCH_STATE:-/tmp/dualseal-bench}"
 RESULTS="$BENCH_STATE/results.jsonl"
 mkdir -p "$BENCH_STATE/logs"
 : >"$RESULTS"
-rm -f "$BENCH_STATE"/counters-*.txt "$BENCH_STATE"/counters-*.cpu
+rm -f "$BENCH_STATE"/counters-*.txt "$BENCH_STATE"/counters-*.cpu "$BENCH_STATE"/counters-*.limit
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
@@ -277,8 +277,8 @@ python3 - "$BENCH_STATE" <<'EOF'
 import glob, json, os, re, sys
 state = sys.argv[1]
 print("\nRequests per object dualseal sent (counted by its metrics), by run:")
-print("| N | verify | concurrency | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDataKey | KMS Decrypt | KMS other | daemon CPU in the kernel |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| N | verify | concurrency | rep | S3 GET | S3 PUT | S3 HEAD | S3 LIST | KMS GenerateDataKey | KMS Decrypt | KMS other | daemon CPU in the kernel | adaptive limit: peak (first at s) / at the end |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 rx = re.compile(r'dualseal_aws_requests_total\{(.*)\} (\d+)')
 for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
     n, mode, conc, rep = os.path.basename(path)[len("counters-"):-4].split("-", 3)
@@ -298,9 +298,18 @@ for path in sorted(glob.glob(os.path.join(state, "counters-*.txt"))):
         kernel = f"{100 * system / (user + system):.0f} %"
     except (OSError, ValueError, ZeroDivisionError):
         pass
+    climb = "?"
+    try:
+        samples = [(float(t), int(float(c))) for t, c in (l.split() for l in open(path[:-4] + ".limit") if l.strip())]
+        if samples:
+            peak = max(c for _, c in samples)
+            first = next(t for t, c in samples if c == peak)
+            climb = f"{peak} ({first:.1f} s) / {samples[-1][1]}"
+    except (OSError, ValueError):
+        pass
     print(f"| {n} | {mode} | {conc[1:]} | {rep} | {per('s3','GetObject'):.2f} | {per('s3','PutObject'):.2f} | "
           f"{per('s3','HeadObject'):.2f} | {per('s3','ListObjectsV2'):.3f} | "
-          f"{per('kms','GenerateDataKey'):.2f} | {per('kms','Decrypt'):.2f} | {other:.3f} | {kernel} |")
+          f"{per('kms','GenerateDataKey'):.2f} | {per('kms','Decrypt'):.2f} | {other:.3f} | {kernel} | {climb} |")
 EOF
 python3 - "$RESULTS" <<'EOF'
 import json, statistics, sys

@@ -3,10 +3,13 @@
 //! Against real S3 and KMS a migration is latency-bound: objects/s is about the objects in
 //! flight over the time each one waits, so the right number depends on the account, the
 //! network and the objects, and no default suits them all. The limit starts at [`START`] and
-//! climbs while objects/s climbs with it: every [`WINDOW_MS`] in which the limit held objects
-//! back, it steps up (by half while every step has paid, an eighth after one did not); a step
-//! after which objects/s did not rise by [`GAIN`] is taken back, and the limit holds for
-//! [`HOLD_MS`] before probing again. Sustained throttling from S3 (503 SlowDown) or KMS
+//! climbs while objects/s climbs with it: after a window of [`WINDOW_MS`] in which the limit
+//! held objects back, it steps up (doubling while every step has paid, as TCP's slow start
+//! does, then by an eighth after one did not), so that a job reaches a high ceiling within
+//! seconds. The window after a step is left to settle (objects started under the old limit
+//! are still finishing), and the one after that judges it: after a step that did not raise
+//! objects/s by [`GAIN`] the limit holds for [`HOLD_MS`] before probing again, and the step is
+//! taken back if it was a small probe or objects/s fell. Sustained throttling from S3 (503 SlowDown) or KMS
 //! (ThrottlingException) halves it, as TCP does, and stops the climb for a while. The
 //! configured `concurrency` (or an operator's `limit --concurrency`) is the ceiling; memory
 //! (`max_bytes_in_flight`) and the KMS rate bound it on their own.
@@ -24,8 +27,9 @@ const DECREASE_COOLDOWN_MS: u64 = 1000;
 /// Where the limit starts (or the ceiling, if lower): what a throttled or quota-tight account
 /// copes with.
 pub const START: usize = 16;
-/// How often the limit is judged.
-pub const WINDOW_MS: u64 = 1000;
+/// How often the limit is judged: a few times the seconds an object takes against AWS, so that
+/// a window sees the step before it at work.
+pub const WINDOW_MS: u64 = 500;
 /// A step up pays when objects/s rises by this share.
 pub const GAIN: f64 = 0.05;
 /// After a step that did not pay (or a throttle), the limit holds this long before it probes.
@@ -55,8 +59,11 @@ pub struct Climb {
     /// The limit before the last step up, until that step is judged.
     step_from: Option<usize>,
     hold_until_ms: u64,
-    /// Every step so far paid: steps are large.
+    /// Every step so far paid: steps double the limit.
     eager: bool,
+    /// The window after a step, while objects started under the old limit finish: its rate is
+    /// neither the step's result nor a base.
+    settling: bool,
 }
 
 /// What one window measured.
@@ -81,6 +88,7 @@ impl Climb {
             step_from: None,
             hold_until_ms: 0,
             eager: true,
+            settling: false,
         }
     }
 
@@ -95,24 +103,34 @@ impl Climb {
         let rate = w.done as f64 * 1000.0 / elapsed as f64;
         if w.throttled {
             self.step_from = None;
+            self.settling = false;
             self.eager = false;
             self.base_rate = rate;
             self.hold_until_ms = w.now_ms + HOLD_MS.min(THROTTLED_WINDOW.as_millis() as u64);
             return Some(limit);
         }
+        if std::mem::take(&mut self.settling) {
+            return Some(limit.min(max));
+        }
         if let Some(from) = self.step_from.take() {
             if rate < self.base_rate * (1.0 + GAIN) {
-                self.eager = false;
+                let doubling = std::mem::replace(&mut self.eager, false);
                 self.hold_until_ms = w.now_ms + HOLD_MS;
-                return Some(from.min(max));
+                // A doubling that did not pay is kept unless objects/s fell: one window's
+                // noise must not halve a job's speed for the whole hold. A small probe that
+                // did not pay costs little to take back.
+                if !doubling || rate < self.base_rate * (1.0 - GAIN) {
+                    return Some(from.min(max));
+                }
             }
         }
         self.base_rate = rate;
         if !w.waited || limit >= max || w.now_ms < self.hold_until_ms {
             return Some(limit.min(max));
         }
-        let step = if self.eager { limit / 2 } else { limit / 8 }.max(1);
+        let step = if self.eager { limit } else { limit / 8 }.max(1);
         self.step_from = Some(limit);
+        self.settling = true;
         Some((limit + step).min(max))
     }
 }
@@ -260,7 +278,8 @@ mod tests {
         }
     }
 
-    /// Runs windows of one second in which objects/s is `rate(limit)`; returns the limits.
+    /// Runs windows of one second (longer than [`WINDOW_MS`], so each is judged) in which
+    /// objects/s is `rate(limit)`; returns the limits.
     fn climb(rate: impl Fn(usize) -> u64, start: usize, max: usize, seconds: u64) -> Vec<usize> {
         let mut c = Climb::new(0);
         let mut limit = start;
@@ -275,25 +294,37 @@ mod tests {
     #[test]
     fn the_limit_climbs_while_objects_per_second_climb_with_it() {
         // Latency-bound: objects/s grows with objects in flight up to 400 at once.
-        let seen = climb(|l| 10 * l.min(400) as u64, 16, 1024, 40);
+        let seen = climb(|l| 10 * l.min(400) as u64, 16, 2048, 40);
         let last = *seen.last().unwrap();
-        assert!((400..=600).contains(&last), "settled at {last}: {seen:?}");
-        assert!(
-            seen[..8].contains(&81),
-            "did not climb by half a step: {seen:?}"
+        // At most one doubling past the knee (kept because it did not hurt), then it holds.
+        assert!((400..=1024).contains(&last), "settled at {last}: {seen:?}");
+        assert!(seen[12..].iter().all(|&l| l == last), "{seen:?}");
+        assert_eq!(
+            seen[..9],
+            [16, 32, 32, 64, 64, 128, 128, 256, 256],
+            "did not double (a window to settle, a window to judge) while steps paid"
         );
     }
 
     #[test]
-    fn a_step_that_does_not_pay_is_taken_back_and_the_limit_holds() {
+    fn a_step_that_does_not_pay_ends_the_climb_and_a_small_one_is_taken_back() {
         // Bound elsewhere (a saturated server): more in flight changes nothing.
-        let seen = climb(|_| 1000, 16, 1024, 20);
-        assert_eq!(seen[1], 24, "first probe");
-        assert_eq!(seen[2], 16, "taken back");
-        assert!(seen[2..].iter().all(|&l| l == 16), "held: {seen:?}");
-        // And it probes again, gently, once the hold is over.
-        let later = climb(|_| 1000, 16, 1024, 35);
-        assert_eq!((later[32], later[33]), (18, 16), "{later:?}");
+        let seen = climb(|_| 1000, 16, 1024, 36);
+        assert_eq!(seen[1..3], [32, 32], "first probe, then a window to settle");
+        assert!(
+            seen[3..33].iter().all(|&l| l == 32),
+            "a doubling that did not hurt is kept, and the limit holds: {seen:?}"
+        );
+        // It probes again, gently, once the hold is over, and takes that probe back.
+        assert_eq!(seen[32..], [32, 36, 36, 32, 32], "{seen:?}");
+    }
+
+    #[test]
+    fn a_doubling_after_which_objects_per_second_fell_is_taken_back() {
+        // Past 32 in flight the server thrashes.
+        let seen = climb(|l| if l > 32 { 200 } else { 10 * l as u64 }, 16, 1024, 12);
+        assert_eq!(seen[..5], [16, 32, 32, 64, 64], "{seen:?}");
+        assert!(seen[5..].iter().all(|&l| l == 32), "{seen:?}");
     }
 
     #[test]
@@ -310,7 +341,7 @@ mod tests {
         };
         assert_eq!(c.judge(idle, 16, 1024), Some(16));
         assert_eq!(
-            c.judge(window(1500, 500), 16, 1024),
+            c.judge(window(1000 + WINDOW_MS - 1, 500), 16, 1024),
             None,
             "window still open"
         );
@@ -319,7 +350,7 @@ mod tests {
     #[test]
     fn throttling_stops_the_climb() {
         let mut c = Climb::new(0);
-        assert_eq!(c.judge(window(1000, 100), 16, 1024), Some(24));
+        assert_eq!(c.judge(window(1000, 100), 16, 1024), Some(32));
         let throttled = Window {
             throttled: true,
             ..window(2000, 300)
