@@ -19,6 +19,8 @@ use crate::aws::{classify_sdk_error, AwsErrorKind};
 #[derive(Debug, Clone)]
 pub struct S3Store {
     pub(super) client: aws_sdk_s3::Client,
+    /// Bodies are sent with `UNSIGNED-PAYLOAD` instead of a second SHA-256 for the signature.
+    unsigned_payload: bool,
 }
 
 impl S3Store {
@@ -38,8 +40,20 @@ impl S3Store {
             .build();
         Self {
             client: aws_sdk_s3::Client::from_conf(conf),
+            unsigned_payload: over_tls(sdk.endpoint_url()),
         }
     }
+}
+
+/// Whether requests to `endpoint` (AWS's own when none is configured) travel over TLS. Only
+/// then is a body sent unsigned: TLS protects it on the way, and S3 still checks it against
+/// the `x-amz-checksum-sha256` we name, which the signature covers. Over plain HTTP the SDK
+/// hashes the body a second time into the signature, as before.
+fn over_tls(endpoint: Option<&str>) -> bool {
+    endpoint.is_none_or(|u| {
+        u.get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    })
 }
 
 impl S3Store {
@@ -357,7 +371,7 @@ impl ObjectStore for S3Store {
             base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
         };
         let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
-        let out = self
+        let request = self
             .client
             .upload_part()
             .bucket(bucket)
@@ -367,10 +381,13 @@ impl ObjectStore for S3Store {
             .content_length(len)
             .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .checksum_sha256(&sha256_b64)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| err("UploadPart", bucket, key, e))?;
+            .body(ByteStream::from(body));
+        let out = if self.unsigned_payload {
+            request.customize().disable_payload_signing().send().await
+        } else {
+            request.send().await
+        }
+        .map_err(|e| err("UploadPart", bucket, key, e))?;
         Ok(UploadedPart {
             number,
             etag: out.e_tag().unwrap_or_default().to_owned(),
@@ -485,7 +502,7 @@ impl ObjectStore for S3Store {
             Precondition::Absent => (Some("*".to_owned()), None),
             Precondition::Matches(etag) => (None, Some(etag)),
         };
-        let out = self
+        let request = self
             .client
             .put_object()
             .set_if_none_match(if_none_match)
@@ -507,10 +524,13 @@ impl ObjectStore for S3Store {
                 put.retention
                     .map(|r| aws_sdk_s3::primitives::DateTime::from(r.until)),
             )
-            .body(ByteStream::from(put.body))
-            .send()
-            .await
-            .map_err(|e| err("PutObject", &put.bucket, &put.key, e))?;
+            .body(ByteStream::from(put.body));
+        let out = if self.unsigned_payload {
+            request.customize().disable_payload_signing().send().await
+        } else {
+            request.send().await
+        }
+        .map_err(|e| err("PutObject", &put.bucket, &put.key, e))?;
         Ok(PutResult {
             request_id: out.request_id().map(str::to_owned),
             etag: out.e_tag().unwrap_or_default().to_owned(),
@@ -602,6 +622,77 @@ impl ObjectStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `x-amz-content-sha256` header the SDK sends with a PutObject to `endpoint`.
+    async fn payload_hash_sent_to(endpoint: &str) -> String {
+        let (http, request) = aws_smithy_http_client::test_util::capture_request(None);
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new(
+                        "AKIDTEST", "secret", None, None, "test",
+                    ),
+                ),
+            )
+            .http_client(http)
+            .build();
+        let store = S3Store::new(&sdk, true);
+        let body = bytes::Bytes::from_static(b"sealed envelope");
+        let checksum_sha256_b64 = {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
+        };
+        let _ = store
+            .put_sealed(SealedPut {
+                bucket: "dest".into(),
+                key: "k".into(),
+                body,
+                kms_key_id: "key".into(),
+                sse_context_json: "{}".into(),
+                checksum_sha256_b64: checksum_sha256_b64.clone(),
+                metadata: std::collections::HashMap::new(),
+                precondition: Precondition::Absent,
+                retention: None,
+            })
+            .await;
+        let sent = request.expect_request();
+        let header = |name: &str| sent.headers().get(name).map(str::to_owned);
+        assert_eq!(
+            header("x-amz-checksum-sha256").as_deref(),
+            Some(checksum_sha256_b64.as_str()),
+            "the body's checksum travels with it"
+        );
+        let signed = header("authorization").unwrap_or_default();
+        assert!(
+            signed.contains("x-amz-checksum-sha256"),
+            "the signature does not cover the checksum: {signed}"
+        );
+        header("x-amz-content-sha256").unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn bodies_go_unsigned_only_over_tls_and_the_signed_checksum_still_binds_them() {
+        assert_eq!(
+            payload_hash_sent_to("https://s3.example.test").await,
+            "UNSIGNED-PAYLOAD"
+        );
+        assert_eq!(
+            payload_hash_sent_to("HTTPS://s3.example.test").await,
+            "UNSIGNED-PAYLOAD"
+        );
+        let over_http = payload_hash_sent_to("http://127.0.0.1:9").await;
+        assert_eq!(
+            over_http.len(),
+            64,
+            "over HTTP the body is hashed into the signature: {over_http}"
+        );
+        assert!(over_tls(None), "AWS's own endpoints are HTTPS");
+        assert!(!over_tls(Some("http")));
+    }
 
     #[test]
     fn a_lenient_parse_never_turns_an_error_into_a_success() {
