@@ -36,7 +36,8 @@ done
 verify_args=()
 [[ "$verify" != default ]] && verify_args=(--verify-mode "$verify")
 # The job's adaptive limit, sampled every half second (seconds since start, limit): bench.sh
-# reports where the climb got to and when.
+# reports where the climb got to. The gauge itself is refreshed every 5 s, so a short job shows
+# few values; BENCH_KEEP_LOG with the limiter's debug log has every step.
 (
     t0=$EPOCHREALTIME
     while sleep 0.5; do
