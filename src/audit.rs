@@ -52,17 +52,52 @@ pub fn rfc3339(ms: u64) -> String {
 
 /// The hash an event must carry, given the previous event's hash.
 pub fn event_hash(prev_hash: &str, e: &AuditEvent) -> String {
-    // serde_json's default map keeps keys sorted: the encoding is canonical.
     let body = serde_json::json!({
         "seq": e.seq, "at": e.at, "job_id": e.job_id, "kind": e.kind, "actor": e.actor,
         "category": e.category, "outcome": e.outcome, "source_key": e.source_key,
         "destination_bucket": e.destination_bucket, "destination_key": e.destination_key,
         "detail": e.detail,
     });
+    let mut canonical = String::new();
+    write_canonical(&body, &mut canonical);
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
-    h.update(body.to_string().as_bytes());
+    h.update(canonical.as_bytes());
     hex::encode(h.finalize())
+}
+
+/// Compact JSON with every object's keys sorted by their bytes, whatever order serde_json's
+/// map keeps: a dependency that turns on its `preserve_order` feature (aws-smithy-http-client's
+/// test utilities do, in test builds) must not change a stored chain's hashes. This is exactly
+/// what serde_json writes with its default, sorted map, which every chain was hashed with.
+fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::from(k.as_str()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 /// Every event kind the trail records (docs/audit.md describes each).
@@ -341,9 +376,9 @@ mod tests {
     #[test]
     fn the_golden_chain_verifies_forever() {
         // Written by an independent implementation of the documented hash (Python's json with
-        // sorted keys, compact, UTF-8 unescaped): if serde_json's encoding ever changes (say a
-        // dependency turns on `preserve_order`), every stored chain would break; this fails
-        // first. Never regenerate it to make it pass.
+        // sorted keys, compact, UTF-8 unescaped): if the encoding ever changes (it did once in
+        // test builds, when a dev-dependency turned on serde_json's `preserve_order`), every
+        // stored chain would break; this fails first. Never regenerate it to make it pass.
         let text = include_str!("../tests/fixtures/audit-chain-golden.jsonl");
         let events: Vec<AuditEvent> = text
             .lines()
@@ -357,6 +392,25 @@ mod tests {
         let report = verify_chain(events, Some((5, head)));
         assert!(report.broken.is_none(), "{:?}", report.broken);
         assert_eq!(report.head, Some((5, head.to_owned())));
+    }
+
+    #[test]
+    fn the_hashed_encoding_sorts_keys_at_every_depth_whatever_order_they_came_in() {
+        let mut inner = serde_json::Map::new();
+        inner.insert("z".into(), 1.into());
+        inner.insert("a".into(), "é\"\n".into());
+        let mut outer = serde_json::Map::new();
+        outer.insert("b".into(), serde_json::Value::Object(inner));
+        outer.insert(
+            "a".into(),
+            serde_json::json!([{"y": 1, "x": [null, true, 2.5]}]),
+        );
+        let mut out = String::new();
+        super::write_canonical(&serde_json::Value::Object(outer), &mut out);
+        assert_eq!(
+            out,
+            r#"{"a":[{"x":[null,true,2.5],"y":1}],"b":{"a":"é\"\n","z":1}}"#
+        );
     }
 
     #[test]
