@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use aws_smithy_types::body::SdkBody;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dualseal::store::{ObjectStore, Precondition, S3Store, SealedPut};
+use dualseal::store::{sha256_b64, ObjectStore, Precondition, S3Store, SealedPut};
 
 const SIZES: [(&str, usize); 2] = [("4KiB", 4 * 1024), ("1MiB", 1024 * 1024)];
 
@@ -38,16 +38,13 @@ fn store(endpoint: &str) -> S3Store {
 }
 
 fn put(body: &bytes::Bytes) -> SealedPut {
-    use base64::Engine as _;
-    use sha2::Digest as _;
     SealedPut {
         bucket: "secrets-db".into(),
         key: "payments/prod/primary.json".into(),
         body: body.clone(),
         kms_key_id: "arn:aws:kms:us-east-1:111122223333:key/1234abcd".into(),
         sse_context_json: r#"{"dualseal:category":"db"}"#.into(),
-        checksum_sha256_b64: base64::engine::general_purpose::STANDARD
-            .encode(sha2::Sha256::digest(body)),
+        checksum_sha256_b64: sha256_b64(body),
         metadata: HashMap::new(),
         precondition: Precondition::Absent,
         retention: None,

@@ -148,6 +148,14 @@ pub struct Fetched {
     pub metadata: HashMap<String, String>,
 }
 
+/// The base64 SHA-256 of `body`: what S3 checks a written body or part against
+/// (`x-amz-checksum-sha256`).
+pub fn sha256_b64(body: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body))
+}
+
 /// A sealed object to write.
 #[derive(Debug, Clone)]
 pub struct SealedPut {

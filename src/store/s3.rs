@@ -365,11 +365,7 @@ impl ObjectStore for S3Store {
         number: i32,
         body: bytes::Bytes,
     ) -> Result<UploadedPart, StoreError> {
-        let sha256_b64 = {
-            use base64::Engine as _;
-            use sha2::Digest as _;
-            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
-        };
+        let sha256_b64 = super::sha256_b64(&body);
         let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let request = self
             .client
@@ -641,11 +637,7 @@ mod tests {
             .build();
         let store = S3Store::new(&sdk, true);
         let body = bytes::Bytes::from_static(b"sealed envelope");
-        let checksum_sha256_b64 = {
-            use base64::Engine as _;
-            use sha2::Digest as _;
-            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
-        };
+        let checksum_sha256_b64 = crate::store::sha256_b64(&body);
         let _ = store
             .put_sealed(SealedPut {
                 bucket: "dest".into(),

@@ -10,16 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use md5::{Digest as _, Md5};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::faults::{lock, Fault, FaultPlan};
 use crate::aws::AwsErrorKind;
 use crate::store::{
-    BodyStream, Fetched, HeadInfo, ListPage, ListedObject, ObjectStore, Precondition, PutResult,
-    SealedPut, SealedUpload, StoreError, Streamed, UploadedPart,
+    sha256_b64, BodyStream, Fetched, HeadInfo, ListPage, ListedObject, ObjectStore, Precondition,
+    PutResult, SealedPut, SealedUpload, StoreError, Streamed, UploadedPart,
 };
 
 mod admin;
@@ -106,10 +104,6 @@ fn error(op: &'static str, bucket: &str, key: &str, kind: AwsErrorKind, msg: &st
         kind,
         message: msg.to_owned(),
     }
-}
-
-fn sha256_b64(body: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body))
 }
 
 fn quoted_md5(body: &[u8]) -> String {

@@ -8,8 +8,9 @@ use base64::Engine as _;
 use md5::{Digest as _, Md5};
 
 use super::super::faults::{lock, Fault};
-use super::{error, quoted_md5, sha256_b64, MemS3, Stored, Upload};
+use super::{error, quoted_md5, MemS3, Stored, Upload};
 use crate::aws::AwsErrorKind;
+use crate::store::sha256_b64;
 use crate::store::{Precondition, PutResult, SealedUpload, StoreError, UploadedPart};
 
 impl MemS3 {
