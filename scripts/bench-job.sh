@@ -35,12 +35,12 @@ done
 # VERIFY_MODE "default": no --verify-mode at all (the daemon's default, as shipped).
 verify_args=()
 [[ "$verify" != default ]] && verify_args=(--verify-mode "$verify")
-# The job's adaptive limit, sampled every half second (seconds since start, limit): bench.sh
-# reports where the climb got to. The gauge itself is refreshed every 5 s, so a short job shows
-# few values; BENCH_KEEP_LOG with the limiter's debug log has every step.
+# The job's adaptive limit (seconds since start, limit): bench.sh reports where the climb got
+# to. The gauge is refreshed every 5 s, so it is sampled at half that (more often would only
+# add load to the measured machine); BENCH_KEEP_LOG with the limiter's debug log has every step.
 (
     t0=$EPOCHREALTIME
-    while sleep 0.5; do
+    while sleep 2.5; do
         c=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^dualseal_job_concurrency/ {print $NF; exit}')
         [[ -n "$c" ]] && awk -v a="$t0" -v b="$EPOCHREALTIME" -v c="$c" 'BEGIN {printf "%.1f %s\n", b - a, c}'
     done

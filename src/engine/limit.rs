@@ -8,9 +8,9 @@
 //! does, then by an eighth after one did not), so that a job reaches a high ceiling within
 //! seconds. The window after a step is left to settle (objects started under the old limit
 //! are still finishing) unless objects/s already rose by [`CLEAR_GAIN`] in it, and the one
-//! after that judges it: after a step that did not raise
-//! objects/s by [`GAIN`] the limit holds for [`HOLD_MS`] before probing again, and the step is
-//! taken back if it was a small probe or objects/s fell. Sustained throttling from S3 (503 SlowDown) or KMS
+//! after that judges it: after a step that did not raise objects/s by [`GAIN`] the limit holds
+//! for [`HOLD_MS`] before probing again, and the step is taken back if it was a small probe or
+//! objects/s fell. Sustained throttling from S3 (503 SlowDown) or KMS
 //! (ThrottlingException) halves it, as TCP does, and stops the climb for a while. The
 //! configured `concurrency` (or an operator's `limit --concurrency`) is the ceiling; memory
 //! (`max_bytes_in_flight`) and the KMS rate bound it on their own.
@@ -28,7 +28,7 @@ const DECREASE_COOLDOWN_MS: u64 = 1000;
 /// Where the limit starts (or the ceiling, if lower): what a throttled or quota-tight account
 /// copes with.
 pub const START: usize = 16;
-/// How often the limit is judged: a few times the seconds an object takes against AWS, so that
+/// How often the limit is judged: a few times what one object takes against AWS, so that
 /// a window sees the step before it at work.
 pub const WINDOW_MS: u64 = 500;
 /// A step up pays when objects/s rises by this share.
