@@ -33,13 +33,13 @@ pub const METRICS: &[(&str, &str)] = &[
     ("dualseal_objects_total", "Objects that reached a final state, by job kind, category and state (verified, failed, conflict)"),
     ("dualseal_bytes_migrated_total", "Source bytes migrated and verified, by category"),
     ("dualseal_object_retries_total", "Object attempts that failed retryably and were scheduled again, by error code"),
-    ("dualseal_throttled_total", "Requests S3 or KMS throttled, by service"),
+    ("dualseal_throttled_total", "Requests S3 or KMS still throttled after the SDK's own retries (up to 3 attempts per request), by service"),
     ("dualseal_job_objects", "Objects of each active job by category and state"),
     ("dualseal_job_bytes", "Bytes of each active job by category: listed and verified"),
-    ("dualseal_job_concurrency", "Objects each running job may have in flight now (adaptive)"),
-    ("dualseal_job_objects_per_second", "Each running job's speed over the last 20 seconds"),
+    ("dualseal_job_concurrency", "Objects each running job may have in flight now: its adaptive limit (0 once ended)"),
+    ("dualseal_job_objects_per_second", "Each running job's speed over the last 20 seconds (0 once ended)"),
     ("dualseal_jobs", "Jobs by state"),
-    ("dualseal_workers_busy", "Worker slots in use across all jobs"),
+    ("dualseal_workers_busy", "Worker slots jobs hold: objects in flight, and slots a job keeps for its next object (at most its adaptive limit)"),
     ("dualseal_journal_disk_bytes", "Size of the journal directory on disk"),
     ("dualseal_journal_filesystem_size_bytes", "Size of the filesystem holding the journal"),
     ("dualseal_journal_filesystem_avail_bytes", "Bytes free for the daemon on the filesystem holding the journal"),
@@ -200,6 +200,12 @@ fn refresh_once(engine: &Engine, journal_dir: &Path) {
         let running = j.record.state == crate::model::JobState::Running;
         gauge!("dualseal_job_running", "job" => j.record.id.to_string())
             .set(f64::from(u8::from(running)));
+        if !j.record.state.is_active() {
+            // An ended job has nothing in flight and moves nothing: its last values would read
+            // as a job still at work.
+            gauge!("dualseal_job_concurrency", "job" => j.record.id.to_string()).set(0.0);
+            gauge!("dualseal_job_objects_per_second", "job" => j.record.id.to_string()).set(0.0);
+        }
     }
     gauge!("dualseal_jobs_parked", "reason" => "journal").set(parked[0] as f64);
     gauge!("dualseal_jobs_parked", "reason" => "other").set(parked[1] as f64);

@@ -244,18 +244,32 @@ impl Limiter {
         self.max.load(Ordering::SeqCst)
     }
 
-    /// Changes the ceiling (an operator's decision): the limit moves to it at once, up or
-    /// down, and climbs from there. Objects already in flight above a lowered cap finish; no
-    /// new one starts until the count is under it.
+    /// Changes the ceiling (an operator's decision). A lower ceiling applies at once: objects
+    /// already in flight above it finish, and no new one starts until the count is under it. A
+    /// higher one is room to climb into, from where the limit is: a job that throttling or a
+    /// step that did not pay brought down is not sent back up by a raised ceiling, and the
+    /// climb doubles again from there while doubling pays.
     pub fn set_max(&self, max: usize) {
         let max = max.max(1);
         self.max.store(max, Ordering::SeqCst);
-        self.limit.store(max, Ordering::SeqCst);
+        let _ = self
+            .limit
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| Some(l.min(max)));
         if let Ok(mut climb) = self.climb.lock() {
+            let throttled_until = climb.hold_until_ms;
             *climb = Climb::new(now_ms());
+            if self.throttled() {
+                climb.eager = false;
+                climb.hold_until_ms = throttled_until;
+            }
         }
         self.freed.notify_waiters();
         self.freed.notify_one();
+    }
+
+    /// Objects holding a slot now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// The current limit.
@@ -415,7 +429,27 @@ mod tests {
         }
         assert_eq!(l.current(), 4, "never above the operator's cap");
         l.set_max(32);
+        assert_eq!(
+            (l.max(), l.current()),
+            (32, 4),
+            "a raised ceiling is room to climb into, not a jump"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_raised_ceiling_does_not_undo_a_back_off() {
+        let l = Limiter::new(64);
+        l.set_max(64);
+        l.limit.store(64, Ordering::SeqCst);
+        l.on_throttle();
         assert_eq!(l.current(), 32);
+        l.set_max(1024);
+        assert_eq!((l.max(), l.current()), (1024, 32));
+        let climb = l.climb.lock().expect("climb");
+        assert!(
+            !climb.eager && climb.hold_until_ms == 0,
+            "still throttled: no doubling; the next window sets the hold"
+        );
     }
 
     #[tokio::test]

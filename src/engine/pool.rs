@@ -2,9 +2,11 @@
 //! highest priority gets the next free slot; jobs of equal priority are served in the order
 //! they asked. A job's own limits (its concurrency cap, the adaptive limit) apply first.
 //!
-//! A job that finishes an object keeps its slot for its next object unless a job of higher
-//! priority is waiting (see `Spare` in `job.rs`): otherwise a job running at its own cap would
-//! hand every freed slot to whoever happens to be queued, whatever their priority.
+//! A job that finishes an object keeps its slot for its next object unless a job of the same
+//! or higher priority is waiting, or its adaptive limit has fallen below the slots it holds
+//! (see `Spare` in `running.rs`): otherwise a job running at its own cap would hand every
+//! freed slot to whoever happens to be queued, whatever their priority, and a job whose limit
+//! fell would sit on slots it cannot use.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +60,11 @@ impl Pool {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many worker slots there are.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The priority of the most important waiter, if any waits.

@@ -125,16 +125,22 @@ impl Ctx {
     }
 
     /// Keeps a finished object's worker slot for this job's next object, unless the job has
-    /// nothing more to start or a more important job waits for a slot.
+    /// nothing more to start, its adaptive limit has room for fewer slots than it holds, or a
+    /// job of the same or higher priority waits for a slot (equal jobs then take turns).
     pub(super) fn recycle(&self, permit: Permit) {
         let mine = self
             .ctl
             .live
             .priority
             .load(std::sync::atomic::Ordering::SeqCst);
-        let outranked = self.inner.pool.best_waiting().is_some_and(|p| p > mine);
+        let outranked = self.inner.pool.best_waiting().is_some_and(|p| p >= mine);
+        let limiter = &self.ctl.live.limiter;
         let mut spare = self.lock_spare();
-        if spare.open && !spare.queued && !outranked && !self.ctl.drain.is_cancelled() {
+        // The slots the job holds once this object is done (its objects still running, those
+        // kept, this one) stay within its adaptive limit: a job whose limit fell must not sit
+        // on slots that another job could use.
+        let within = limiter.in_flight() + spare.permits.len() <= limiter.current();
+        if spare.open && !spare.queued && !outranked && within && !self.ctl.drain.is_cancelled() {
             spare.permits.push(permit);
         } else {
             drop(spare);

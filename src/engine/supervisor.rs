@@ -90,7 +90,9 @@ impl Engine {
 
     pub(in crate::engine) fn apply_limits(&self, live: &JobLive, options: &JobOptions) {
         let eff = self.effective_limits(options);
-        let cap = eff.concurrency.unwrap_or(1) as usize;
+        // A job never has more in flight than the daemon has worker slots: a higher ceiling
+        // would only make its limit (and the gauge showing it) claim what cannot run.
+        let cap = (eff.concurrency.unwrap_or(1) as usize).min(self.inner.pool.size());
         if live.limiter.max() != cap {
             live.limiter.set_max(cap);
         }

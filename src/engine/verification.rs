@@ -49,6 +49,8 @@ pub(super) async fn recheck(
         super::plan::Finding::Problem(kind, detail) => (ObjectState::Failed, kind, detail),
         super::plan::Finding::Systemic(why) => return park(ctx, &why).await,
     };
+    // An object checked, whatever it showed, is the rate the adaptive limit climbs on.
+    ctx.ctl.live.limiter.on_success();
     // What a held copy showed goes to the audit trail; only a finding is the object's reason.
     let reason = (outcome != "ok" && !detail.is_empty()).then(|| format!("{outcome}: {detail}"));
     settle(

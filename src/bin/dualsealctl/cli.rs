@@ -291,7 +291,7 @@ impl From<ModeArg> for pb::DecommissionMode {
 enum VerifyArg {
     /// Read back, open through KMS, compare with the source.
     Full,
-    /// Open locally before writing; trust S3's SHA-256 checksum and a HEAD.
+    /// Open locally before writing; trust the SHA-256 S3 checked on the write and the encryption it reports (a HEAD only if its answer lacks them).
     Checksum,
 }
 

@@ -1,0 +1,269 @@
+//! Worker slots and the adaptive limit between jobs: a job holds no more of the daemon's
+//! slots than its limit lets it use, a raised ceiling is room to climb into rather than a jump,
+//! and verification jobs climb as migrations do. The S3 and KMS models answer after a fixed
+//! delay, so that objects stay in flight long enough for jobs to compete.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dualseal::config::Config;
+use dualseal::engine::{Command, Engine, EngineSettings, JobUpdate, StartRequest};
+use dualseal::journal::Journal;
+use dualseal::model::{JobId, JobOptions, JobState, ObjectState};
+use dualseal::testing::{CallLog, Delayed, FaultPlan, MemKms, MemS3};
+use tokio_util::sync::CancellationToken;
+
+const LATENCY: Duration = Duration::from_millis(20);
+/// Where a job's adaptive limit starts (README, "Live limits").
+const START: usize = 16;
+
+fn config(dir: &std::path::Path, concurrency: usize) -> Config {
+    let text = format!(
+        r#"
+[aws]
+region = "us-east-1"
+
+[source]
+bucket = "master"
+
+[daemon]
+journal_path = "{}"
+control_socket = "{}"
+concurrency = {concurrency}
+
+[provision]
+require_hardened_buckets = false
+
+[[category]]
+name = "a"
+bucket = "secrets-a"
+kms_key = "alias/dualseal-a"
+prefixes = ["a/"]
+
+[[category]]
+name = "b"
+bucket = "secrets-b"
+kms_key = "alias/dualseal-b"
+prefixes = ["b/"]
+"#,
+        dir.join("journal").display(),
+        dir.join("control.sock").display(),
+    );
+    Config::from_toml(&text, std::path::Path::new("slots.toml")).expect("config")
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    engine: Engine,
+}
+
+fn world(concurrency: usize, a_objects: usize, b_objects: usize) -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), concurrency);
+    let faults = Arc::new(FaultPlan::none());
+    let s3 = MemS3::new(Arc::clone(&faults));
+    let kms = MemKms::new(faults);
+    s3.create("master", true);
+    for c in ["a", "b"] {
+        s3.create(&format!("secrets-{c}"), true);
+        kms.create(&format!("alias/dualseal-{c}"));
+    }
+    for i in 0..a_objects {
+        s3.seed(
+            "master",
+            &format!("a/{i:05}"),
+            format!("secret a {i}").as_bytes(),
+        );
+    }
+    for i in 0..b_objects {
+        s3.seed(
+            "master",
+            &format!("b/{i:05}"),
+            format!("secret b {i}").as_bytes(),
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let journal = Arc::new(Journal::open(&cfg.daemon.journal_path).expect("journal"));
+    let log = CallLog::default();
+    let engine = {
+        let _enter = rt.enter();
+        Engine::new(
+            journal,
+            Arc::new(Delayed::new(s3, LATENCY, log.clone())),
+            Arc::new(Delayed::new(kms, LATENCY, log)),
+            cfg.categories.clone(),
+            EngineSettings::from_config(&cfg),
+            CancellationToken::new(),
+            None,
+        )
+        .expect("engine")
+    };
+    World {
+        _dir: dir,
+        rt,
+        engine,
+    }
+}
+
+async fn start(engine: &Engine, prefix: &str) -> JobId {
+    engine
+        .execute(
+            "slots",
+            Command::Start(StartRequest {
+                prefix: prefix.into(),
+                options: JobOptions::default(),
+                allow_conflicts: false,
+                allow_weak_buckets: true,
+            }),
+        )
+        .await
+        .expect("job starts")
+        .record
+        .id
+}
+
+fn ended(state: JobState) -> bool {
+    !matches!(
+        state,
+        JobState::Pending | JobState::Running | JobState::Paused
+    )
+}
+
+/// Waits for `id` to end, calling `each` with its view every 20 ms; returns its final state.
+async fn until_ended(
+    engine: &Engine,
+    id: JobId,
+    mut each: impl FnMut(&dualseal::engine::JobView),
+) -> JobState {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let view = engine.view(id).expect("job view");
+        each(&view);
+        if ended(view.record.state) {
+            return view.record.state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {id} did not end in 120 s");
+}
+
+#[test]
+fn a_job_whose_limit_fell_leaves_its_unused_slots_to_another_job() {
+    // Job a fills all 8 of the daemon's slots, then its ceiling drops to 1: it can use one
+    // slot, and must not sit on the other seven while job b (same priority) waits.
+    let w = world(8, 400, 40);
+    w.rt.block_on(async {
+        let a = start(&w.engine, "a/").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w
+            .engine
+            .view(a)
+            .expect("view")
+            .counts
+            .get(ObjectState::Verified)
+            < 40
+        {
+            assert!(Instant::now() < deadline, "job a never got going");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        w.engine
+            .execute(
+                "slots",
+                Command::Update(
+                    a,
+                    JobUpdate {
+                        concurrency: Some(1),
+                        ..JobUpdate::default()
+                    },
+                ),
+            )
+            .await
+            .expect("limit");
+        let b = start(&w.engine, "b/").await;
+        assert_eq!(until_ended(&w.engine, b, |_| {}).await, JobState::Succeeded);
+        let a_view = w.engine.view(a).expect("view");
+        assert!(
+            !ended(a_view.record.state),
+            "job b ({} objects) finished only after job a ({} of 400 verified): a kept the slots \
+             its limit no longer let it use",
+            40,
+            a_view.counts.get(ObjectState::Verified)
+        );
+        w.engine
+            .execute("slots", Command::Cancel(a))
+            .await
+            .expect("cancel");
+    });
+}
+
+#[test]
+fn a_raised_ceiling_is_climbed_into_not_jumped_to() {
+    let w = world(64, 1500, 0);
+    w.rt.block_on(async {
+        let a = start(&w.engine, "a/").await;
+        let limit = |concurrency| {
+            w.engine.execute(
+                "slots",
+                Command::Update(
+                    a,
+                    JobUpdate {
+                        concurrency: Some(concurrency),
+                        ..JobUpdate::default()
+                    },
+                ),
+            )
+        };
+        let lowered = limit(2).await.expect("limit down").concurrency;
+        assert_eq!(lowered, Some(2), "a lowered ceiling applies at once");
+        let raised = limit(64).await.expect("limit up").concurrency;
+        assert_eq!(
+            raised,
+            Some(2),
+            "a raised ceiling is room to climb into, not a jump"
+        );
+        let mut peak = 0;
+        let state = until_ended(&w.engine, a, |v| {
+            peak = peak.max(v.concurrency.unwrap_or(0));
+        })
+        .await;
+        assert_eq!(state, JobState::Succeeded);
+        assert!(
+            peak > 2,
+            "the limit climbed from 2 into the room (peak {peak})"
+        );
+        assert!(peak <= 64, "never above the ceiling (peak {peak})");
+    });
+}
+
+#[test]
+fn verification_jobs_climb_as_migrations_do() {
+    let w = world(64, 1500, 0);
+    w.rt.block_on(async {
+        let a = start(&w.engine, "a/").await;
+        assert_eq!(until_ended(&w.engine, a, |_| {}).await, JobState::Succeeded);
+        let check = w
+            .engine
+            .execute("slots", Command::Verify(a))
+            .await
+            .expect("verify starts")
+            .record
+            .id;
+        let mut peak = 0;
+        let state = until_ended(&w.engine, check, |v| {
+            peak = peak.max(v.concurrency.unwrap_or(0));
+        })
+        .await;
+        assert_eq!(state, JobState::Succeeded);
+        assert!(
+            peak > START,
+            "a verification job climbs above the start of {START} (peak {peak})"
+        );
+    });
+}
