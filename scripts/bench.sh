@@ -19,7 +19,8 @@
 # "rc16 rx64"; also rx128; "none" for dualseal alone), MAX_BYTES_IN_FLIGHT (dualseal's memory budget,
 # default its own), COMMIT_WINDOW_MS (daemon.journal_commit_window_ms, default its own), BENCH_STATE (default /dev/shm/dualseal-bench, else /tmp/dualseal-bench), ANCHORS (the shared harness,
 # default ../shared/bench), DUALSEAL_BIN (a directory holding another build's dualseald and
-# dualsealctl, used as they are; default: this checkout, built), DUALSEAL_DAEMON_WRAPPER (a
+# dualsealctl, and latency_proxy for LATENCY if it has one, used as they are; default: this
+# checkout, built), DUALSEAL_DAEMON_WRAPPER (a
 # profiler command to run the daemon under; see bench-job.sh).
 #
 # LATENCY=S3/KMS (e.g. 20ms/8ms) puts a delay proxy (examples/latency_proxy.rs) in front of
@@ -78,9 +79,13 @@ log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 # shellcheck source=scripts/bench-setup.sh
 source "$ROOT/scripts/bench-setup.sh"
 if [[ -n "$LATENCY" ]]; then
-    log "building the latency proxy (examples/latency_proxy.rs)"
-    (cd "$ROOT" && cargo build --quiet --release --locked --features bench --example latency_proxy)
-    LATENCY_PROXY="$ROOT/target/release/examples/latency_proxy"
+    if [[ -n "${DUALSEAL_BIN:-}" && -x "$DUALSEAL_BIN/latency_proxy" ]]; then
+        LATENCY_PROXY="$DUALSEAL_BIN/latency_proxy"
+    else
+        log "building the latency proxy (examples/latency_proxy.rs)"
+        (cd "$ROOT" && cargo build --quiet --release --locked --features bench --example latency_proxy)
+        LATENCY_PROXY="$ROOT/target/release/examples/latency_proxy"
+    fi
 fi
 
 PROXIES=()

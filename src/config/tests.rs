@@ -181,6 +181,34 @@ fn each_service_can_have_its_own_endpoint() {
 }
 
 #[test]
+fn a_value_of_the_wrong_type_names_its_setting_and_what_it_takes() {
+    let text = r#"
+        [source]
+        bucket = "master"
+        [daemon]
+        kms_requests_per_sec = -5
+        concurrency = "64"
+        [[category]]
+        name = "db"
+        bucket = "secrets-db"
+        kms_key = "alias/x"
+        prefixes = ["db/"]
+    "#;
+    let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = err else {
+        panic!("expected Invalid, got {err}");
+    };
+    let all = problems.join("\n");
+    for needle in [
+        "line 5: daemon.kms_requests_per_sec: invalid value: integer `-5`, expected a whole number from 0 to 4294967295",
+        "line 6: daemon.concurrency: invalid type: string \"64\", expected a whole number of 0 or more",
+    ] {
+        assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
+    }
+    assert!(!all.contains("u32") && !all.contains("usize"), "{all}");
+}
+
+#[test]
 fn unknown_fields_are_rejected() {
     let text = "[source]\nbucket = \"abc\"\nbuckt = 1\n";
     let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();

@@ -76,7 +76,14 @@ fn parse_collecting(text: &str) -> (Option<Config>, Vec<String>) {
                 .iter()
                 .any(|k: &String| message.contains(&format!("`{k}`")));
         if !consequence {
-            problems.push(format!("line {}: {message}", first + 1));
+            let message = plain_words(&message);
+            match setting_at(&lines, first) {
+                // An unknown field's message names it already.
+                Some(name) if !message.starts_with("unknown field") => {
+                    problems.push(format!("line {}: {name}: {message}", first + 1));
+                }
+                _ => problems.push(format!("line {}: {message}", first + 1)),
+            }
         }
         // Nothing left to comment out (an error about the whole document, such as a missing
         // table) ends the search.
@@ -107,6 +114,48 @@ fn parse_collecting(text: &str) -> (Option<Config>, Vec<String>) {
             }
         }
     }
+}
+
+/// The setting on line `at` as `table.key` (the nearest table header above it), if that line
+/// is a `key = value` entry.
+fn setting_at(lines: &[String], at: usize) -> Option<String> {
+    let (key, _) = lines.get(at)?.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = lines[..at].iter().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+/// serde names the Rust type a number must fit (`expected u32`); an operator needs the range.
+fn plain_words(message: &str) -> String {
+    [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ]
+    .iter()
+    .find(|(rust, _)| message.ends_with(rust))
+    .map_or_else(
+        || message.to_owned(),
+        |(rust, words)| format!("{}{words}", &message[..message.len() - rust.len()]),
+    )
 }
 
 impl Config {
@@ -161,7 +210,7 @@ impl Config {
             if let Some(url) = url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     p.push(format!(
-                        "aws.{name} {url:?}: must start with http:// or https://"
+                        "aws.{name} {url:?}: must start with http:// or https://, in lowercase"
                     ));
                 }
             }

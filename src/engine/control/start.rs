@@ -196,7 +196,7 @@ impl Engine {
         let max = crate::config::MAX_CONCURRENCY as u32;
         match limits.concurrency {
             Some(c) if c == 0 || c > max => Err(EngineError::InvalidRequest(format!(
-                "concurrency {c} is out of range; give 1 to {max}"
+                "concurrency {c} is out of range; give 1 to {max} (a job never has more in flight than the daemon's `concurrency` worker slots)"
             ))),
             _ if limits.objects_per_sec == Some(0)
                 || limits.bytes_per_sec == Some(0)
