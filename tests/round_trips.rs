@@ -5,15 +5,16 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::models;
 use dualseal::config::Config;
-use dualseal::engine::{Command, Engine, EngineSettings, StartRequest};
-use dualseal::journal::Journal;
+use dualseal::engine::{Command, StartRequest};
 use dualseal::model::{JobOptions, JobState, VerifyMode};
 use dualseal::testing::{CallLog, Delayed, FaultPlan, MemKms, MemS3};
-use tokio_util::sync::CancellationToken;
 
 /// Far above the machine's own work per call, so overlapping intervals mean overlapped calls.
 const LATENCY: Duration = Duration::from_millis(40);
@@ -29,22 +30,10 @@ const OBJECT_CALLS: [&str; 5] = [
 ];
 
 fn config(dir: &std::path::Path, reuse_objects: u32) -> Config {
-    let text = format!(
+    models::config(
+        dir,
+        &format!("data_key_reuse_objects = {reuse_objects}"),
         r#"
-[aws]
-region = "us-east-1"
-
-[source]
-bucket = "master"
-
-[daemon]
-journal_path = "{}"
-control_socket = "{}"
-data_key_reuse_objects = {reuse_objects}
-
-[provision]
-require_hardened_buckets = false
-
 [[category]]
 name = "db"
 bucket = "secrets-db"
@@ -52,13 +41,9 @@ kms_key = "alias/dualseal-db"
 prefixes = ["db/"]
 dest_key = "strip-prefix"
 "#,
-        dir.join("journal").display(),
-        dir.join("control.sock").display(),
-    );
-    Config::from_toml(&text, std::path::Path::new("round-trips.toml")).expect("config")
+    )
 }
 
-/// Migrates one object and returns the operations on its critical path, in order.
 fn critical_path(verify: VerifyMode, reuse_objects: u32) -> Vec<&'static str> {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), reuse_objects);
@@ -71,25 +56,7 @@ fn critical_path(verify: VerifyMode, reuse_objects: u32) -> Vec<&'static str> {
     s3.seed("master", SOURCE_KEY, b"hunter2 hunter2 hunter2");
     let log = CallLog::default();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let journal = Arc::new(Journal::open(&cfg.daemon.journal_path).expect("journal"));
-    let engine = {
-        let _enter = rt.enter();
-        Engine::new(
-            journal,
-            Arc::new(Delayed::new(s3, LATENCY, log.clone())),
-            Arc::new(Delayed::new(kms, LATENCY, log.clone())),
-            cfg.categories.clone(),
-            EngineSettings::from_config(&cfg),
-            CancellationToken::new(),
-            None,
-        )
-        .expect("engine")
-    };
+    let (rt, engine) = models::engine(&cfg, s3, kms, LATENCY, &log);
     let state = rt.block_on(async {
         let view = engine
             .execute(

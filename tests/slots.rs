@@ -5,37 +5,26 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::models;
 use dualseal::config::Config;
-use dualseal::engine::{Command, Engine, EngineSettings, JobUpdate, StartRequest};
-use dualseal::journal::Journal;
+use dualseal::engine::{Command, Engine, JobUpdate, StartRequest};
 use dualseal::model::{JobId, JobOptions, JobState, ObjectState};
-use dualseal::testing::{CallLog, Delayed, FaultPlan, MemKms, MemS3};
-use tokio_util::sync::CancellationToken;
+use dualseal::testing::{CallLog, FaultPlan, MemKms, MemS3};
 
 const LATENCY: Duration = Duration::from_millis(20);
 /// Where a job's adaptive limit starts (README, "Live limits").
 const START: usize = 16;
 
 fn config(dir: &std::path::Path, concurrency: usize) -> Config {
-    let text = format!(
+    models::config(
+        dir,
+        &format!("concurrency = {concurrency}"),
         r#"
-[aws]
-region = "us-east-1"
-
-[source]
-bucket = "master"
-
-[daemon]
-journal_path = "{}"
-control_socket = "{}"
-concurrency = {concurrency}
-
-[provision]
-require_hardened_buckets = false
-
 [[category]]
 name = "a"
 bucket = "secrets-a"
@@ -48,10 +37,7 @@ bucket = "secrets-b"
 kms_key = "alias/dualseal-b"
 prefixes = ["b/"]
 "#,
-        dir.join("journal").display(),
-        dir.join("control.sock").display(),
-    );
-    Config::from_toml(&text, std::path::Path::new("slots.toml")).expect("config")
+    )
 }
 
 struct World {
@@ -85,26 +71,7 @@ fn world(concurrency: usize, a_objects: usize, b_objects: usize) -> World {
             format!("secret b {i}").as_bytes(),
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let journal = Arc::new(Journal::open(&cfg.daemon.journal_path).expect("journal"));
-    let log = CallLog::default();
-    let engine = {
-        let _enter = rt.enter();
-        Engine::new(
-            journal,
-            Arc::new(Delayed::new(s3, LATENCY, log.clone())),
-            Arc::new(Delayed::new(kms, LATENCY, log)),
-            cfg.categories.clone(),
-            EngineSettings::from_config(&cfg),
-            CancellationToken::new(),
-            None,
-        )
-        .expect("engine")
-    };
+    let (rt, engine) = models::engine(&cfg, s3, kms, LATENCY, &CallLog::default());
     World {
         _dir: dir,
         rt,

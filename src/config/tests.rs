@@ -30,6 +30,15 @@ fn paths_and_key_references_are_checked_before_anything_runs() {
     }
 }
 
+/// The problems of a config that must be refused as invalid.
+fn invalid(text: &str) -> Vec<String> {
+    let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = err else {
+        panic!("expected Invalid, got {err}");
+    };
+    problems
+}
+
 #[test]
 fn parse_level_problems_are_reported_together_with_the_others() {
     let text = r#"
@@ -45,10 +54,7 @@ fn parse_level_problems_are_reported_together_with_the_others() {
         kms_key = "alias/x"
         prefixes = ["db/"]
     "#;
-    let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
-    let ConfigError::Invalid { problems, .. } = err else {
-        panic!("expected Invalid, got {err}");
-    };
+    let problems = invalid(text);
     let all = problems.join("\n");
     for needle in [
         "line 5: unknown field `concurency`",
@@ -85,10 +91,7 @@ fn every_problem_is_reported_at_once() {
         kms_key = "alias/x"
         globs = ["[unclosed"]
     "#;
-    let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
-    let ConfigError::Invalid { problems, .. } = err else {
-        panic!("expected Invalid, got {err}");
-    };
+    let problems = invalid(text);
     let all = problems.join("\n");
     for needle in [
         "source.bucket",
@@ -194,11 +197,7 @@ fn a_value_of_the_wrong_type_names_its_setting_and_what_it_takes() {
         kms_key = "alias/x"
         prefixes = ["db/"]
     "#;
-    let err = Config::from_toml(text, Path::new("t.toml")).unwrap_err();
-    let ConfigError::Invalid { problems, .. } = err else {
-        panic!("expected Invalid, got {err}");
-    };
-    let all = problems.join("\n");
+    let all = invalid(text).join("\n");
     for needle in [
         "line 5: daemon.kms_requests_per_sec: invalid value: integer `-5`, expected a whole number from 0 to 4294967295",
         "line 6: daemon.concurrency: invalid type: string \"64\", expected a whole number of 0 or more",

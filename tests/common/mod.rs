@@ -3,6 +3,7 @@
 //! gRPC client.
 #![allow(dead_code)]
 
+pub mod models;
 pub mod proxy;
 
 use std::collections::BTreeMap;
