@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::models;
 use dualseal::config::Config;
 use dualseal::engine::{Command, Engine, JobUpdate, StartRequest};
-use dualseal::model::{JobId, JobOptions, JobState, ObjectState};
+use dualseal::model::{JobId, JobLimits, JobOptions, JobState, ObjectState};
 use dualseal::testing::{CallLog, FaultPlan, MemKms, MemS3};
 
 const LATENCY: Duration = Duration::from_millis(20);
@@ -80,12 +80,16 @@ fn world(concurrency: usize, a_objects: usize, b_objects: usize) -> World {
 }
 
 async fn start(engine: &Engine, prefix: &str) -> JobId {
+    start_with(engine, prefix, JobOptions::default()).await
+}
+
+async fn start_with(engine: &Engine, prefix: &str, options: JobOptions) -> JobId {
     engine
         .execute(
             "slots",
             Command::Start(StartRequest {
                 prefix: prefix.into(),
-                options: JobOptions::default(),
+                options,
                 allow_conflicts: false,
                 allow_weak_buckets: true,
             }),
@@ -171,6 +175,46 @@ fn a_job_whose_limit_fell_leaves_its_unused_slots_to_another_job() {
 }
 
 #[test]
+fn a_job_bound_by_its_kms_rate_leaves_the_slots_it_cannot_use_to_another_job() {
+    // Job a may ask KMS twice a second (an object takes two calls): its objects would wait
+    // for KMS tokens holding all 8 of the daemon's slots, and job b (same priority) would
+    // get a slot only as a's objects finish, one a second.
+    let w = world(8, 400, 200);
+    w.rt.block_on(async {
+        let a = start_with(
+            &w.engine,
+            "a/",
+            JobOptions {
+                limits: JobLimits {
+                    kms_requests_per_sec: Some(2),
+                    ..JobLimits::default()
+                },
+                ..JobOptions::default()
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let b = start(&w.engine, "b/").await;
+        assert_eq!(until_ended(&w.engine, b, |_| {}).await, JobState::Succeeded);
+        let a_done = w
+            .engine
+            .view(a)
+            .expect("view")
+            .counts
+            .get(ObjectState::Verified);
+        assert!(
+            a_done < 50,
+            "job b's 200 objects went at job a's KMS-bound pace ({a_done} of a's verified \
+             meanwhile): a's objects held the slots while they waited for KMS tokens"
+        );
+        w.engine
+            .execute("slots", Command::Cancel(a))
+            .await
+            .expect("cancel");
+    });
+}
+
+#[test]
 fn a_raised_ceiling_is_climbed_into_not_jumped_to() {
     let w = world(64, 1500, 0);
     w.rt.block_on(async {
@@ -232,5 +276,63 @@ fn verification_jobs_climb_as_migrations_do() {
             peak > START,
             "a verification job climbs above the start of {START} (peak {peak})"
         );
+    });
+}
+
+#[test]
+fn racing_limit_changes_keep_each_others_fields_and_are_audited_in_the_order_they_took_effect() {
+    let w = world(32, 3000, 0);
+    w.rt.block_on(async {
+        let a = start(&w.engine, "a/").await;
+        // Two operators at once: one turns the concurrency knob, the other the KMS rate.
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 1..=20u32 {
+            for kms in [false, true] {
+                let engine = w.engine.clone();
+                calls.spawn(async move {
+                    let update = if kms {
+                        JobUpdate {
+                            kms_requests_per_sec: Some(1000 + i),
+                            ..JobUpdate::default()
+                        }
+                    } else {
+                        JobUpdate {
+                            concurrency: Some(i),
+                            ..JobUpdate::default()
+                        }
+                    };
+                    engine
+                        .execute("slots", Command::Update(a, update))
+                        .await
+                        .expect("limit");
+                });
+            }
+        }
+        while let Some(r) = calls.join_next().await {
+            r.expect("call");
+        }
+        let stored = w.engine.view(a).expect("view").record.options.limits;
+        assert!(
+            stored.concurrency.is_some() && stored.kms_requests_per_sec.is_some(),
+            "a change of one limit undid the other's: {stored:?}"
+        );
+        let mut audit = w.engine.audit_stream(dualseal::audit::Filter {
+            job: Some(a),
+            kind: "job_updated".into(),
+            ..Default::default()
+        });
+        let mut last = None;
+        while let Some(e) = audit.recv().await {
+            last = Some(e.expect("audit").0.detail);
+        }
+        let last = last.expect("the changes were audited");
+        assert!(
+            last.ends_with(&serde_json::to_string(&stored).expect("json")),
+            "the last audited change ({last}) is not what is in force ({stored:?})"
+        );
+        w.engine
+            .execute("slots", Command::Cancel(a))
+            .await
+            .expect("cancel");
     });
 }

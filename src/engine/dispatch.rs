@@ -82,6 +82,12 @@ pub(super) async fn dispatch(
             _ = drain.cancelled() => return Ok(true),
             () = live.rates.object(rec.size) => {}
         }
+        // Objects of a job bound by its KMS rate would wait for tokens holding slots (and so
+        // a slot of the daemon's pool) that other jobs could use.
+        tokio::select! {
+            _ = drain.cancelled() => return Ok(true),
+            () = live.rates.kms_room() => {}
+        }
         let priority = live.priority.load(std::sync::atomic::Ordering::SeqCst);
         let spare = {
             let mut s = ctx.lock_spare();

@@ -166,6 +166,10 @@ pub(crate) struct Inner {
     /// Held from a start's checks to its journal record, so that two racing starts cannot
     /// both pass the overlap check, nor two racing verifications both create a job.
     starts: tokio::sync::Mutex<()>,
+    /// Held through a change of a job's limits, from reading them to applying them, so that
+    /// racing changes neither undo each other's fields nor get audited in another order than
+    /// they took effect.
+    updates: tokio::sync::Mutex<()>,
 }
 
 /// The engine. Clone to share.
@@ -229,6 +233,7 @@ impl Engine {
                 provisioner,
                 decommissions: Mutex::new(HashMap::new()),
                 starts: tokio::sync::Mutex::new(()),
+                updates: tokio::sync::Mutex::new(()),
             }),
         })
     }

@@ -303,6 +303,16 @@ pub(super) enum Finding {
     /// The source was deleted; the copy still matches its recorded checksum and opens.
     SourceGone(String),
     Problem(&'static str, String),
+    /// S3 or KMS failed in a way that passes (throttled, a 5xx, a timeout): the check says
+    /// nothing about the copy and is made again later.
+    Transient {
+        /// Short cause, for the retries metric (`S3.Throttled`).
+        code: String,
+        /// What failed.
+        error: String,
+        /// Whether the service asked us to slow down.
+        throttled: bool,
+    },
     /// The check could not be made for a reason that is the daemon's, not the object's
     /// (credentials, an unreachable endpoint): the verification parks.
     Systemic(String),
@@ -377,8 +387,7 @@ pub(super) async fn check_one(
         let mac_key = fresh_mac_key();
         let source = match digest_object(inner.store.as_ref(), source_bucket, key, &mac_key).await {
             Ok(s) => s,
-            Err(e) if e.is_systemic() => return Finding::Systemic(e.to_string()),
-            Err(e) => return Finding::Problem("unreadable", e.to_string()),
+            Err(e) => return failed_read(e.into()),
         };
         if let Some((etag, _)) = &source {
             if *etag != rec.source_etag {
@@ -402,8 +411,7 @@ pub(super) async fn check_one(
     let source = match inner.store.get(source_bucket, key).await {
         Ok(s) => Some(s),
         Err(e) if e.kind == AwsErrorKind::NotFound => None,
-        Err(e) if e.is_systemic() => return Finding::Systemic(e.to_string()),
-        Err(e) => return Finding::Problem("unreadable", e.to_string()),
+        Err(e) => return failed_read(e.into()),
     };
     if let Some(src) = &source {
         if src.etag != rec.source_etag {
@@ -463,7 +471,13 @@ async fn judge(
         Err(ObjectError::Store(e)) if e.kind == AwsErrorKind::NotFound => {
             // Gone from its bucket: did it land in another category's bucket?
             for other in targets.iter().filter(|t| t.bucket != target.bucket) {
-                if let Ok(Some(head)) = inner.store.head(&other.bucket, dest_key).await {
+                let found = match inner.store.head(&other.bucket, dest_key).await {
+                    Ok(found) => found,
+                    // Where the copy went cannot be told now; the whole check is made again.
+                    Err(e) if e.is_retryable() || e.is_systemic() => return failed_read(e.into()),
+                    Err(_) => None,
+                };
+                if let Some(head) = found {
                     let src_key = head
                         .metadata
                         .get(&format!("{}source-key", super::migrate::META_PREFIX))
@@ -493,7 +507,23 @@ async fn judge(
         Err(e @ (ObjectError::Verify(_) | ObjectError::Envelope(_))) => {
             Finding::Problem("mismatched", e.to_string())
         }
-        Err(e) if e.is_systemic() => Finding::Systemic(e.to_string()),
-        Err(e) => Finding::Problem("unreadable", e.to_string()),
+        Err(e) => failed_read(e),
+    }
+}
+
+/// What a failed read of the source or the copy says: nothing about the object when the
+/// failure is the daemon's (the job parks) or passes (the check is made again); otherwise the
+/// copy is unreadable.
+fn failed_read(e: ObjectError) -> Finding {
+    if e.is_systemic() {
+        Finding::Systemic(e.to_string())
+    } else if matches!(e, ObjectError::Store(_) | ObjectError::Kms(_)) && e.is_retryable() {
+        Finding::Transient {
+            code: e.code(),
+            error: e.to_string(),
+            throttled: e.is_throttle(),
+        }
+    } else {
+        Finding::Problem("unreadable", e.to_string())
     }
 }

@@ -65,7 +65,15 @@ pub struct Rates {
     objects: Limit,
     bytes: Limit,
     kms: Limit,
+    /// Requests of this job waiting for a KMS token now.
+    kms_waiting: std::sync::atomic::AtomicUsize,
+    kms_passed: tokio::sync::Notify,
 }
+
+/// KMS requests of one job that may wait for its KMS rate before its dispatcher stops
+/// starting objects: enough to keep the rate busy, few enough that a job bound by its KMS
+/// rate does not sit on worker slots its objects cannot use.
+const KMS_QUEUE: usize = 2;
 
 impl Rates {
     /// Sets the limits; `None` lifts one.
@@ -83,7 +91,37 @@ impl Rates {
 
     /// Waits for the right to make one KMS request.
     pub async fn kms_request(&self) {
+        self.kms_waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Counted out even if the request is dropped while it waits (a paused job).
+        let _waiting = KmsWaiting(self);
         self.kms.take(1).await;
+    }
+
+    /// Waits until few enough of the job's KMS requests wait for its KMS rate that another
+    /// object is worth starting: a KMS-bound job's objects would only queue for tokens while
+    /// holding slots (see [`KMS_QUEUE`]).
+    pub async fn kms_room(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let passed = self.kms_passed.notified();
+            if self.kms_waiting.load(Ordering::SeqCst) < KMS_QUEUE {
+                return;
+            }
+            passed.await;
+        }
+    }
+}
+
+/// One KMS request waiting for its job's rate; counted out when dropped.
+struct KmsWaiting<'a>(&'a Rates);
+
+impl Drop for KmsWaiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .kms_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.kms_passed.notify_waiters();
     }
 }
 

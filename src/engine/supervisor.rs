@@ -76,9 +76,11 @@ impl Engine {
     pub(in crate::engine) fn effective_limits(&self, options: &JobOptions) -> JobLimits {
         let l = &options.limits;
         JobLimits {
+            // What is in force: a job never has more in flight than the daemon's slots.
             concurrency: Some(
                 l.concurrency
-                    .unwrap_or(self.inner.settings.concurrency as u32),
+                    .unwrap_or(self.inner.settings.concurrency as u32)
+                    .min(u32::try_from(self.inner.pool.size()).unwrap_or(u32::MAX)),
             ),
             objects_per_sec: l.objects_per_sec,
             bytes_per_sec: l.bytes_per_sec,

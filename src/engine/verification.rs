@@ -2,7 +2,7 @@
 //! and record the finding. Reports; never repairs.
 
 use super::running::{park, Ctx};
-use super::worker::{settle, Settler};
+use super::worker::{retry_later, settle, Settler};
 use super::Target;
 use crate::journal::{AuditDraft, JournalError};
 use crate::model::{ObjectEvent, ObjectRecord, ObjectState};
@@ -22,7 +22,9 @@ pub(super) fn to_recheck(orig: ObjectRecord) -> ObjectRecord {
 }
 
 /// Re-checks one object for a verification job: verified when it still holds, failed with
-/// `KIND: detail` otherwise. Reports; never repairs.
+/// `KIND: detail` otherwise. A check that S3 or KMS could not answer for now (throttled, a
+/// 5xx) is no finding: it is made again after a backoff, like a migration's attempt, and only
+/// a spent attempt budget makes the copy `unreadable`. Reports; never repairs.
 pub(super) async fn recheck(
     ctx: &Ctx,
     key: &str,
@@ -48,6 +50,23 @@ pub(super) async fn recheck(
         ),
         super::plan::Finding::Problem(kind, detail) => (ObjectState::Failed, kind, detail),
         super::plan::Finding::Systemic(why) => return park(ctx, &why).await,
+        // A throttled or failing service says nothing about the copy: the check is made
+        // again, as a migration's attempt would be, until the attempt budget is spent.
+        super::plan::Finding::Transient {
+            code,
+            error,
+            throttled,
+        } => {
+            let attempts = rec.attempts + 1;
+            if attempts < inner.settings.max_attempts {
+                return retry_later(ctx, key, attempts, &code, &error, throttled).await;
+            }
+            (
+                ObjectState::Failed,
+                "unreadable",
+                format!("gave up after {attempts} attempts: {error}"),
+            )
+        }
     };
     // An object checked, whatever it showed, is the rate the adaptive limit climbs on.
     ctx.ctl.live.limiter.on_success();

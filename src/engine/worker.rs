@@ -51,11 +51,6 @@ pub(super) async fn migrate_with_retries(
         return fail(ctx, key, &rec, "TooLarge", reason).await;
     }
     let dest_key = rec.dest_key.clone().unwrap_or_else(|| key.to_owned());
-    let mut policy = inner.retry.policy();
-    // Replay the delays of attempts made before a restart, so the next one is as long.
-    for _ in 0..rec.attempts {
-        let _ = policy.next_backoff();
-    }
     let mut uploaded: Option<Proof> = None;
     if let Some(at) = rec.retry_at_ms {
         let wait = at.saturating_sub(crate::journal::now_ms());
@@ -157,39 +152,21 @@ pub(super) async fn migrate_with_retries(
         }
         Err(ObjectError::Journal(e)) => Err(e),
         Err(e) if e.is_retryable() && attempts < inner.settings.max_attempts => {
-            if e.is_throttle() {
-                ctx.ctl.live.limiter.on_throttle();
-            }
-            let delay = policy.next_backoff().unwrap_or(inner.retry.max());
-            tracing::warn!(job = id, key, attempts, error = %e, ?delay, "retrying object");
-            remember_error(ctx, key, format!("attempt {attempts}: {e}"));
-            metrics::counter!("dualseal_object_retries_total", "code" => e.code()).increment(1);
-            let retry_at = crate::journal::now_ms() + delay.as_millis() as u64;
-            let upload = uploaded.take();
-            if let Some(p) = &upload {
+            if let Some(p) = uploaded.take() {
                 inner
                     .journal
-                    .transition(id, key, upload_event(p, attempts), None)
+                    .transition(id, key, upload_event(&p, attempts), None)
                     .await?;
             }
-            let waiting = inner
-                .journal
-                .transition(
-                    id,
-                    key,
-                    ObjectEvent::RetryScheduled {
-                        attempts,
-                        reason: e.to_string(),
-                        retry_at_ms: retry_at,
-                    },
-                    None,
-                )
-                .await?;
-            // The delay is waited out without this worker: the slot, the pool permit and
-            // the memory go to other objects, and the dispatcher brings this one back
-            // when it is due.
-            ctx.backlog.push(key.to_owned(), waiting);
-            Ok(())
+            retry_later(
+                ctx,
+                key,
+                attempts,
+                &e.code(),
+                &e.to_string(),
+                e.is_throttle(),
+            )
+            .await
         }
         Err(e) if e.is_systemic() => {
             // Not this object's fault: it stays pending for the resume.
@@ -205,6 +182,56 @@ pub(super) async fn migrate_with_retries(
             fail(ctx, key, &rec, &e.code(), why).await
         }
     }
+}
+
+/// Records a retryable failure of an object's `attempts`-th attempt and hands the object to
+/// the job's backlog until its jittered, growing delay (persisted, so a restart honours it) is
+/// over; the slot, the pool permit and the memory go to other objects meanwhile, and the
+/// dispatcher brings this one back when it is due. A throttled attempt backs the job off.
+pub(super) async fn retry_later(
+    ctx: &Ctx,
+    key: &str,
+    attempts: u32,
+    code: &str,
+    error: &str,
+    throttled: bool,
+) -> Result<(), JournalError> {
+    let inner = ctx.inner.as_ref();
+    if throttled {
+        ctx.ctl.live.limiter.on_throttle();
+    }
+    let mut policy = inner.retry.policy();
+    // The delays of the attempts before this one, so this one's is as long as its number
+    // says, across restarts too.
+    for _ in 1..attempts {
+        let _ = policy.next_backoff();
+    }
+    let delay = policy.next_backoff().unwrap_or(inner.retry.max());
+    tracing::warn!(
+        job = ctx.id,
+        key,
+        attempts,
+        error,
+        ?delay,
+        "retrying object"
+    );
+    remember_error(ctx, key, format!("attempt {attempts}: {error}"));
+    metrics::counter!("dualseal_object_retries_total", "code" => code.to_owned()).increment(1);
+    let waiting = inner
+        .journal
+        .transition(
+            ctx.id,
+            key,
+            ObjectEvent::RetryScheduled {
+                attempts,
+                reason: error.to_owned(),
+                retry_at_ms: crate::journal::now_ms() + delay.as_millis() as u64,
+            },
+            None,
+        )
+        .await?;
+    ctx.backlog.push(key.to_owned(), waiting);
+    Ok(())
 }
 
 /// The record of an object whose envelope S3 accepted, not yet proved.

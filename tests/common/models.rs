@@ -47,6 +47,20 @@ pub fn engine(
     latency: Duration,
     log: &CallLog,
 ) -> (tokio::runtime::Runtime, Engine) {
+    engine_tuned(cfg, s3, kms, latency, log, |_| {})
+}
+
+/// [`engine`], with its settings changed by `tune` (e.g. shorter retry delays).
+pub fn engine_tuned(
+    cfg: &Config,
+    s3: MemS3,
+    kms: MemKms,
+    latency: Duration,
+    log: &CallLog,
+    tune: impl FnOnce(&mut EngineSettings),
+) -> (tokio::runtime::Runtime, Engine) {
+    let mut settings = EngineSettings::from_config(cfg);
+    tune(&mut settings);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,7 +74,7 @@ pub fn engine(
             Arc::new(Delayed::new(s3, latency, log.clone())),
             Arc::new(Delayed::new(kms, latency, log.clone())),
             cfg.categories.clone(),
-            EngineSettings::from_config(cfg),
+            settings,
             CancellationToken::new(),
             None,
         )

@@ -270,6 +270,9 @@ async fn run(args: Args) -> Result<ExitCode> {
                 println!("{}", job_json(&j));
             } else if !args.json {
                 println!("started job {} ({})", j.job_id, view::state(&j));
+                if !j.note.is_empty() {
+                    println!("  {}", j.note);
+                }
             }
             if !watch {
                 return Ok(ExitCode::SUCCESS);

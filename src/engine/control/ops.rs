@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::super::lifecycle::{self, Action, Verdict};
 use super::super::{multipart, Engine, EngineError, JobView};
 use crate::journal::AuditDraft;
-use crate::model::{JobId, JobKind, JobState, ObjectEvent, ObjectState};
+use crate::model::{JobId, JobKind, JobOptions, JobState, ObjectEvent, ObjectState};
 
 impl Engine {
     /// Pauses a pending or running job and returns once it is quiet.
@@ -106,6 +106,7 @@ impl Engine {
         id: JobId,
         update: JobUpdate,
     ) -> Result<JobView, EngineError> {
+        let _one_at_a_time = self.inner.updates.lock().await;
         let job = self.view(id)?.record;
         if let Verdict::Refuse(why) = lifecycle::decide(id, job.state, Action::Update) {
             return Err(EngineError::FailedPrecondition(why));
@@ -160,7 +161,24 @@ impl Engine {
         self.apply_limits(&live, &record.options);
         tracing::info!(job = id, priority = record.options.priority, limits = ?self.effective_limits(&record.options), "job limits changed");
         self.inner.notify();
-        self.view(id)
+        let mut view = self.view(id)?;
+        view.note = self.above_slots(&record.options);
+        Ok(view)
+    }
+
+    /// What to tell an operator whose concurrency exceeds the daemon's worker slots: it is
+    /// kept, and the slots are what is in force.
+    pub(in crate::engine) fn above_slots(&self, options: &JobOptions) -> Option<String> {
+        let slots = self.inner.pool.size();
+        options
+            .limits
+            .concurrency
+            .filter(|&c| c as usize > slots)
+            .map(|c| {
+                format!(
+                    "concurrency {c} is above the daemon's {slots} worker slots ([daemon] concurrency): {slots} is in force"
+                )
+            })
     }
 
     /// Re-queues a finished job's failed objects (attempt budget reset) and runs it again.

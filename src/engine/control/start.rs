@@ -115,7 +115,9 @@ impl Engine {
         self.inner.journal.flush().await?;
         tracing::info!(job = job.id, prefix = %job.prefix, state = %job.state, "job started");
         self.spawn_job(job.id);
-        self.view(job.id)
+        let mut view = self.view(job.id)?;
+        view.note = self.above_slots(&job.options);
+        Ok(view)
     }
 
     /// Destination buckets (of `categories`, all when empty) whose live settings are weaker
