@@ -82,6 +82,13 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
     // Exactly one applied PUT per object: a write interrupted by a kill is adopted on resume,
     // never repeated, and nothing verified is ever uploaded again.
     assert_one_put_each(&proxy, &cats, objects.keys());
+    // Job ids go on from the last one, however often the daemon was killed.
+    let check = client.verify(job_id).await.expect("verify").job_id;
+    assert_eq!(
+        check,
+        job_id + 1,
+        "the job after job {job_id} is {check}, {survived} kills later"
+    );
     let adopted = audit
         .iter()
         .filter(|e| e.detail.contains("adopted-existing-upload"))

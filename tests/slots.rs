@@ -336,3 +336,36 @@ fn racing_limit_changes_keep_each_others_fields_and_are_audited_in_the_order_the
             .expect("cancel");
     });
 }
+
+#[test]
+fn a_concurrency_above_the_daemons_slots_is_kept_but_the_slots_are_shown_in_force() {
+    let w = world(8, 400, 0);
+    w.rt.block_on(async {
+        let a = start(&w.engine, "a/").await;
+        let view = w
+            .engine
+            .execute(
+                "slots",
+                Command::Update(
+                    a,
+                    JobUpdate {
+                        concurrency: Some(500),
+                        ..JobUpdate::default()
+                    },
+                ),
+            )
+            .await
+            .expect("limit");
+        assert_eq!(view.record.options.limits.concurrency, Some(500));
+        assert_eq!(view.limits.concurrency, Some(8), "in force: the 8 slots");
+        let note = view.note.unwrap_or_default();
+        assert!(
+            note.contains("500") && note.contains("8 worker slots"),
+            "{note}"
+        );
+        w.engine
+            .execute("slots", Command::Cancel(a))
+            .await
+            .expect("cancel");
+    });
+}

@@ -200,7 +200,7 @@ fn a_value_of_the_wrong_type_names_its_setting_and_what_it_takes() {
     let all = invalid(text).join("\n");
     for needle in [
         "line 5: daemon.kms_requests_per_sec: invalid value: integer `-5`, expected a whole number from 0 to 4294967295",
-        "line 6: daemon.concurrency: invalid type: string \"64\", expected a whole number of 0 or more",
+        "line 6: daemon.concurrency: invalid type: string \"64\", expected a whole number, not negative (the setting's own range is checked next)",
     ] {
         assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
     }

@@ -144,8 +144,14 @@ fn plain_words(message: &str) -> String {
             "expected u32",
             "expected a whole number from 0 to 4294967295",
         ),
-        ("expected u64", "expected a whole number of 0 or more"),
-        ("expected usize", "expected a whole number of 0 or more"),
+        (
+            "expected u64",
+            "expected a whole number, not negative (the setting's own range is checked next)",
+        ),
+        (
+            "expected usize",
+            "expected a whole number, not negative (the setting's own range is checked next)",
+        ),
         ("expected i32", "expected a whole number"),
         ("expected i64", "expected a whole number"),
         ("expected f64", "expected a number"),

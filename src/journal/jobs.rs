@@ -14,7 +14,20 @@ impl State {
         kind: JobKind,
         options: JobOptions,
     ) -> Result<JobRecord, JournalError> {
-        let id = self.db.generate_id()? + 1;
+        // One past the newest job (jobs are never removed, and this runs on the one writer
+        // thread): sled's own id generator skips a million after every crash.
+        let id = match self.jobs.last()? {
+            Some((key, _)) => {
+                let newest =
+                    <[u8; 8]>::try_from(key.as_ref()).map_err(|_| JournalError::Corrupt {
+                        tree: TREE_JOBS,
+                        key: hex::encode(&key),
+                        source: super::records::DecodeError::Key,
+                    })?;
+                JobId::from_be_bytes(newest) + 1
+            }
+            None => 1,
+        };
         let now = now_ms();
         let job = JobRecord {
             id,
