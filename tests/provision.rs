@@ -429,6 +429,17 @@ async fn provision_from_scratch_detect_drift_and_refuse_weak_buckets() {
         "a dry run over weak buckets must fail"
     );
     assert!(String::from_utf8_lossy(&dry.stderr).contains("block public access"));
+    // The dry run of a start that would override says so, and what it would accept.
+    let dry = ctl(
+        &daemon.socket,
+        &["start", "--dry-run", "--allow-weak-buckets"],
+    );
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success() && out.contains("weak, accepted by --allow-weak-buckets"),
+        "{out}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
     let fixed = client.provision(true).await.expect("apply");
     assert_eq!(fixed.applied.len(), 4, "{:#?}", fixed.applied);
     assert!(fixed.changes.is_empty());

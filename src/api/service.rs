@@ -107,6 +107,7 @@ impl pb::control_service_server::ControlService for ControlService {
                 r.preflight,
                 limit as usize,
                 r.inspect_content,
+                r.allow_weak_buckets,
             )
             .await?;
         Ok(Response::new(report.into()))

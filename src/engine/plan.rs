@@ -56,6 +56,9 @@ pub struct PlanReport {
     pub estimate: super::Estimate,
     /// What the objects are, when the plan was asked to inspect content.
     pub content: Option<ContentReport>,
+    /// Destination bucket settings weaker than provisioning requires, accepted by the
+    /// preflight on the operator's `allow_weak_buckets`.
+    pub weak_buckets: Vec<String>,
 }
 
 /// One content verdict, explained, beside what the key rules say.

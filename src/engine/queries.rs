@@ -199,7 +199,8 @@ impl Engine {
     }
 
     /// Dry run over the source with a job's filters. With `preflight`, also checks every
-    /// category's KMS key and bucket as a start would.
+    /// category's KMS key and bucket as a start would (with `allow_weak_buckets` as a start
+    /// with it would: weak buckets are listed, not refused).
     ///
     /// # Errors
     /// `InvalidRequest` for bad filters; `Store`/`Kms` when the source cannot be listed or
@@ -211,13 +212,15 @@ impl Engine {
         preflight: bool,
         sample_limit: usize,
         inspect_content: bool,
+        allow_weak_buckets: bool,
     ) -> Result<PlanReport, EngineError> {
         self.check_open()?;
         let scope = self.scope(options)?;
+        let mut weak = Vec::new();
         if preflight {
             self.inner.resolve_targets(true).await?;
-            let weak = self.weak_buckets(&options.only_categories).await?;
-            if !weak.is_empty() {
+            weak = self.weak_buckets(&options.only_categories).await?;
+            if !weak.is_empty() && !allow_weak_buckets {
                 return Err(EngineError::FailedPrecondition(format!(
                     "a start would be refused: destination bucket(s) weaker than provisioning requires: {}; run `dualsealctl provision --apply` (or start with --allow-weak-buckets, audited)",
                     describe_weak(&weak)
@@ -240,6 +243,10 @@ impl Engine {
             &self.effective_limits(options),
             &self.inner.settings.pricing,
         );
+        report.weak_buckets = weak
+            .iter()
+            .map(|c| describe_weak(std::slice::from_ref(c)))
+            .collect();
         Ok(report)
     }
 }

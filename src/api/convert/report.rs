@@ -61,6 +61,7 @@ impl From<PlanReport> for pb::PlanResponse {
                 disagreements_sample: c.disagreements_sample.into_iter().map(verdict).collect(),
                 verdicts_sample: c.verdicts_sample.into_iter().map(verdict).collect(),
             }),
+            weak_buckets: p.weak_buckets,
         }
     }
 }

@@ -216,6 +216,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                     options: Some(options(scope, None, None)),
                     preflight: false,
                     inspect_content,
+                    allow_weak_buckets: false,
                 })
                 .await?;
             print_plan(&p, &prefix, args.json)
@@ -226,6 +227,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             run,
             limits,
             allow_conflicts,
+            allow_weak_buckets,
             dry_run: true,
             ..
         } => {
@@ -236,10 +238,16 @@ async fn run(args: Args) -> Result<ExitCode> {
                     options: Some(options(scope, Some(&run), Some(&limits))),
                     preflight: true,
                     inspect_content: false,
+                    allow_weak_buckets,
                 })
                 .await?;
             if !args.json {
                 println!("dry run: nothing written; every category's KMS key and bucket is usable");
+                for weak in &p.weak_buckets {
+                    println!(
+                        "  weak, accepted by --allow-weak-buckets (a start audits it): {weak}"
+                    );
+                }
             }
             let code = print_plan(&p, &prefix, args.json)?;
             Ok(if allow_conflicts {
