@@ -120,13 +120,7 @@ fn throttling_and_server_errors_during_a_verification_are_retried_not_reported()
             kms_throttle: 0.15,
             ..FaultRates::default()
         });
-        let check = w
-            .engine
-            .execute("rechecks", Command::Verify(migrated))
-            .await
-            .expect("verify starts")
-            .record
-            .id;
+        let check = models::verify(&w.engine, migrated).await;
         let mut retried = 0;
         let (state, throttled) = until_ended(&w.engine, check, |v| {
             retried = retried.max(v.recent_errors.len());
@@ -154,13 +148,7 @@ fn a_copy_that_cannot_be_read_within_the_attempt_budget_is_reported_unreadable_w
     let w = world(4);
     w.rt.block_on(async {
         let migrated = migrate(&w.engine).await;
-        let check = w
-            .engine
-            .execute("rechecks", Command::Verify(migrated))
-            .await
-            .expect("verify starts")
-            .record
-            .id;
+        let check = models::verify(&w.engine, migrated).await;
         // Once the job's checks are under way, S3 answers nothing but SlowDown: the copies not
         // checked by then cannot be.
         let mut armed = false;

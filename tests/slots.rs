@@ -259,13 +259,7 @@ fn verification_jobs_climb_as_migrations_do() {
     w.rt.block_on(async {
         let a = start(&w.engine, "a/").await;
         assert_eq!(until_ended(&w.engine, a, |_| {}).await, JobState::Succeeded);
-        let check = w
-            .engine
-            .execute("slots", Command::Verify(a))
-            .await
-            .expect("verify starts")
-            .record
-            .id;
+        let check = models::verify(&w.engine, a).await;
         let mut peak = 0;
         let state = until_ended(&w.engine, check, |v| {
             peak = peak.max(v.concurrency.unwrap_or(0));

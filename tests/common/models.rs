@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dualseal::config::Config;
-use dualseal::engine::{Engine, EngineSettings};
+use dualseal::engine::{Command, Engine, EngineSettings};
 use dualseal::journal::Journal;
+use dualseal::model::JobId;
 use dualseal::testing::{CallLog, Delayed, MemKms, MemS3};
 use tokio_util::sync::CancellationToken;
 
@@ -81,4 +82,14 @@ pub fn engine_tuned(
         .expect("engine")
     };
     (rt, engine)
+}
+
+/// Starts a verification of job `id`; its job id.
+pub async fn verify(engine: &Engine, id: JobId) -> JobId {
+    engine
+        .execute("models", Command::Verify(id))
+        .await
+        .expect("verify starts")
+        .record
+        .id
 }
