@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::models;
 use dualseal::engine::{Command, Engine, StartRequest};
-use dualseal::model::{JobId, JobOptions, JobState, ObjectState};
+use dualseal::model::{JobId, JobLimits, JobOptions, JobState, ObjectState};
 use dualseal::testing::{CallLog, FaultPlan, FaultRates, MemKms, MemS3};
 
 const LATENCY: Duration = Duration::from_millis(5);
@@ -27,6 +27,11 @@ struct World {
 }
 
 fn world(max_attempts: u32) -> World {
+    world_with(max_attempts, Duration::from_millis(5))
+}
+
+/// A world whose retries start at `first_retry` (the daemon's is 200 ms).
+fn world_with(max_attempts: u32, first_retry: Duration) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = models::config(
         dir.path(),
@@ -54,8 +59,8 @@ prefixes = ["a/"]
     }
     let (rt, engine) = models::engine_tuned(&cfg, s3, kms, LATENCY, &CallLog::default(), |s| {
         // Retries are the point here, not their pace.
-        s.retry_initial = Duration::from_millis(5);
-        s.retry_max = Duration::from_millis(50);
+        s.retry_initial = first_retry;
+        s.retry_max = first_retry * 10;
     });
     World {
         _dir: dir,
@@ -66,12 +71,16 @@ prefixes = ["a/"]
 }
 
 async fn migrate(engine: &Engine) -> JobId {
+    migrate_with(engine, JobOptions::default()).await
+}
+
+async fn migrate_with(engine: &Engine, options: JobOptions) -> JobId {
     let id = engine
         .execute(
             "rechecks",
             Command::Start(StartRequest {
                 prefix: "a/".into(),
-                options: JobOptions::default(),
+                options,
                 allow_conflicts: false,
                 allow_weak_buckets: true,
             }),
@@ -184,6 +193,72 @@ fn a_copy_that_cannot_be_read_within_the_attempt_budget_is_reported_unreadable_w
                 reason.starts_with("unreadable: gave up after 4 attempts:")
                     && reason.contains("throttled"),
                 "{key}: {reason}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_verification_keeps_to_its_kms_rate() {
+    // A verification takes its migration's limits: at 50 KMS requests a second, its 300
+    // Decrypts (one per copy) cannot take less than about 5 s; unlimited they take well under
+    // a second here.
+    let w = world(5);
+    w.rt.block_on(async {
+        let migrated = migrate_with(
+            &w.engine,
+            JobOptions {
+                limits: JobLimits {
+                    kms_requests_per_sec: Some(50),
+                    ..JobLimits::default()
+                },
+                ..JobOptions::default()
+            },
+        )
+        .await;
+        let began = Instant::now();
+        let check = models::verify(&w.engine, migrated).await;
+        let (state, _) = until_ended(&w.engine, check, |_| {}).await;
+        let took = began.elapsed();
+        assert_eq!(state, JobState::Succeeded);
+        assert!(
+            took >= Duration::from_secs(4),
+            "{OBJECTS} checks in {took:?}: faster than 50 KMS requests a second allow"
+        );
+    });
+}
+
+#[test]
+fn a_verification_stuck_resolving_its_keys_still_pauses_and_cancels_at_once() {
+    // KMS refuses everything once the migration is done: the verification's task retries
+    // DescribeKey for minutes (the daemon's own delays). A pause or cancel must not wait for
+    // that, nor leave it running.
+    let w = world_with(5, Duration::from_millis(200));
+    w.rt.block_on(async {
+        let migrated = migrate(&w.engine).await;
+        w.faults.set_rates(FaultRates {
+            kms_throttle: 1.0,
+            ..FaultRates::default()
+        });
+        let check = models::verify(&w.engine, migrated).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (command, want) in [
+            (Command::Pause(check), JobState::Paused),
+            (Command::Cancel(check), JobState::Cancelled),
+        ] {
+            let asked = Instant::now();
+            let answer = tokio::time::timeout(
+                Duration::from_secs(20),
+                w.engine.execute("rechecks", command),
+            )
+            .await
+            .expect("the call returned while the job was resolving its keys")
+            .expect("call");
+            assert_eq!(answer.record.state, want);
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                asked.elapsed()
             );
         }
     });

@@ -190,7 +190,12 @@ async fn drive(inner: &Arc<Inner>, id: JobId, ctl: Control) -> Result<(), Engine
     )
     .map_err(|p| EngineError::InvalidRequest(p.join("; ")))?
     .in_shard(inner.settings.shard);
-    let targets = Arc::new(inner.resolve_targets(false).await?);
+    // Resolving the keys and buckets retries for minutes when S3 or KMS refuse; a pause or
+    // cancel meanwhile ends it (the state is already recorded by the call).
+    let targets = tokio::select! {
+        _ = ctl.drain.cancelled() => return Ok(()),
+        t = inner.resolve_targets(false) => Arc::new(t?),
+    };
     let mut workers: JoinSet<Result<(), JournalError>> = JoinSet::new();
     let ctx = Arc::new(Ctx {
         spare: std::sync::Mutex::new(Spare {

@@ -366,6 +366,7 @@ pub(super) fn verify_report(inner: &Inner, job: &JobRecord) -> Result<VerifyRepo
 
 pub(super) async fn check_one(
     inner: &Inner,
+    keys: &dyn crate::kms::KeyService,
     source_bucket: &str,
     targets: &[super::Target],
     key: &str,
@@ -400,7 +401,7 @@ pub(super) async fn check_one(
         let present = source.is_some();
         let proved = prove_streamed(
             inner.store.as_ref(),
-            inner.keys.as_ref(),
+            keys,
             target,
             dest_key,
             sha,
@@ -423,7 +424,7 @@ pub(super) async fn check_one(
     }
     let proved = prove_destination(
         inner.store.as_ref(),
-        inner.keys.as_ref(),
+        keys,
         target,
         dest_key,
         sha,

@@ -37,7 +37,7 @@ pub(super) async fn recheck(
     }
     let finding = tokio::select! {
         _ = ctx.ctl.stop.cancelled() => return Ok(()),
-        f = super::plan::check_one(inner, &inner.settings.source_bucket, targets, key, &rec) => f,
+        f = super::plan::check_one(inner, &ctx.keys, &inner.settings.source_bucket, targets, key, &rec) => f,
     };
     let (state, outcome, detail) = match finding {
         super::plan::Finding::Ok(seen) => (ObjectState::Verified, "ok", seen),
